@@ -1,0 +1,3 @@
+from entitle.cli import main
+
+main()

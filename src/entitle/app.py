@@ -1,0 +1,62 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from entitle import __version__
+from entitle.context import AppContext, build_context
+from entitle.settings import Settings
+from entitle.web.errors import install_error_handlers
+from entitle.web.limits import BodySizeLimit
+from entitle.web.routes import all_routers
+
+log = logging.getLogger(__name__)
+
+WORKER_POLL_SECONDS = 5.0
+
+
+def create_app(
+    settings: Settings | None = None, *, context: AppContext | None = None, run_worker: bool = False
+) -> FastAPI:
+    """The app; `run_worker` also retries failed provider events in this process (one-process setups)."""
+    context = context or build_context(settings or Settings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        worker = asyncio.create_task(_retry_loop(context)) if run_worker else None
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+            await context.aclose()
+
+    app = FastAPI(
+        title="entitle",
+        version=__version__,
+        summary="One account and one subscription across the web (Stripe) and iPhone (App Store).",
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=context.settings.max_body_bytes)
+    for router in all_routers():
+        app.include_router(router)
+    return app
+
+
+async def _retry_loop(context: AppContext) -> None:
+    while True:
+        try:
+            await context.inbox.process_due()
+        except Exception:  # keep the loop alive; the rows keep their state and are picked up next time
+            log.exception("retrying provider events failed")
+        await asyncio.sleep(WORKER_POLL_SECONDS)

@@ -1,0 +1,29 @@
+"""The `entitle` command.
+
+Commands live in small modules of this package; each registers itself on `app` (or on one of the
+groups below) with one import line at the bottom of this file.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="entitle",
+    help="One account and one subscription for a web app and an iPhone app.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+catalog_app = typer.Typer(help="The product catalog.", no_args_is_help=True)
+sync_app = typer.Typer(help="Reconcile subscriptions with a store.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(sync_app, name="sync")
+
+
+def main() -> None:
+    app()
+
+
+# Command modules register themselves on import (one line each).
+from entitle.cli import serve  # noqa: E402,F401

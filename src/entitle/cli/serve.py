@@ -1,0 +1,73 @@
+"""`entitle serve`, `entitle migrate`, `entitle worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import typer
+import uvicorn
+
+from entitle.cli import app
+from entitle.cli.common import console, fail, load_context, load_settings
+from entitle.db.engine import Database
+from entitle.db.migrate import is_up_to_date, run_upgrade
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending database migrations."""
+    settings = load_settings()
+    run_upgrade(settings.database_url)
+    console.print("database is up to date")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    worker: bool = typer.Option(True, help="Also retry failed provider events in this process."),
+) -> None:
+    """Run the HTTP API (applies pending migrations on the embedded SQLite database)."""
+    from entitle.app import create_app
+
+    settings = load_settings()
+    if settings.uses_embedded_database:
+        run_upgrade(settings.database_url)
+    elif not asyncio.run(_up_to_date(settings.database_url)):
+        fail("the database has pending migrations; run `entitle migrate` first")
+    context = load_context(settings)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    console.print(f"entitle on http://{host}:{port}  (API docs at /docs, catalog at /v1/catalog)")
+    uvicorn.run(create_app(context=context, run_worker=worker), host=host, port=port, log_level="info")
+
+
+@app.command(name="worker")
+def worker_command(
+    once: bool = typer.Option(False, help="Process what is due once, then exit."),
+) -> None:
+    """Retry provider events that failed, in a loop (run one or more beside the API on PostgreSQL)."""
+    from entitle.app import _retry_loop
+
+    settings = load_settings()
+    context = load_context(settings)
+
+    async def _main() -> None:
+        try:
+            if once:
+                processed = await context.inbox.process_due()
+                console.print(f"processed {processed} due event(s)")
+            else:
+                await _retry_loop(context)
+        finally:
+            await context.aclose()
+
+    asyncio.run(_main())
+
+
+async def _up_to_date(url: str) -> bool:
+    database = Database(url)
+    try:
+        return await is_up_to_date(database)
+    finally:
+        await database.dispose()

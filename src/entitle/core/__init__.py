@@ -1,0 +1,1 @@
+"""The vendor-free core: catalog, subscriptions, entitlements, events and the data model."""

@@ -1,0 +1,294 @@
+"""The catalog: entitlements, the products that grant them, and each product's identity in every store.
+
+The catalog is read once at start-up from a TOML file (`ENTITLE_CATALOG`; format in docs/catalog.md) and
+validated as a whole, so that a typo stops `entitle serve` with one sentence naming the file and the
+problem instead of surfacing weeks later as a purchase that unlocks nothing. Everything after loading is
+frozen and looked up by the identity a store reports: a Stripe price `lookup_key`, an App Store
+`productId`. Stores other than Stripe only need a product id, so they share one generic table
+(`PRODUCT_ID_STORES`); adding Google Play means adding its name there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib import resources
+from typing import Any
+
+from entitle.core.currencies import is_currency
+from entitle.errors import EntitleError
+
+
+class CatalogError(EntitleError):
+    """The catalog file cannot be used; the message is one sentence naming the file and the problem."""
+
+    status_code = 500
+    default_code = "invalid_catalog"
+
+
+class Interval(StrEnum):
+    # Stripe's recurring intervals; the App Store's durations are set in App Store Connect, not here.
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    YEAR = "year"
+
+
+# Stripe refuses a billing period longer than one year: https://docs.stripe.com/api/prices/create
+MAX_INTERVAL_COUNT = {Interval.DAY: 365, Interval.WEEK: 52, Interval.MONTH: 12, Interval.YEAR: 1}
+# Stripe's limit on subscription trials.
+MAX_TRIAL_DAYS = 730
+# Stores whose catalog entry is just `{ product_id = "..." }`.
+PRODUCT_ID_STORES = ("app_store",)
+
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Apple allows letters, digits, underscores and periods in a product id.
+_APP_STORE_PRODUCT_ID = re.compile(r"^[A-Za-z0-9._]{1,255}$")
+
+
+@dataclass(frozen=True)
+class Entitlement:
+    key: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class StripePrice:
+    """How the product is sold on the web; `entitle catalog push` creates the price by `lookup_key`."""
+
+    lookup_key: str
+    # In the currency's smallest unit (cents), as Stripe counts it.
+    unit_amount: int
+    currency: str
+    interval: Interval
+    interval_count: int = 1
+    trial_days: int | None = None
+
+
+@dataclass(frozen=True)
+class Product:
+    key: str
+    name: str
+    entitlements: tuple[str, ...]
+    stripe: StripePrice | None = None
+    # Store name ("app_store") -> that store's product id.
+    store_product_ids: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def app_store_product_id(self) -> str | None:
+        return self.store_product_ids.get("app_store")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    # Where the catalog was read from; named in every error about it.
+    source: str
+    entitlements: Mapping[str, Entitlement]
+    products: Mapping[str, Product]
+    _by_store_id: Mapping[tuple[str, str], Product] = field(repr=False, compare=False, default_factory=dict)
+
+    def product(self, key: str) -> Product | None:
+        return self.products.get(key)
+
+    def product_by_store_id(self, store: str, store_product_id: str) -> Product | None:
+        """The product a store knows as `store_product_id` (for Stripe, the price lookup key)."""
+        return self._by_store_id.get((store, store_product_id))
+
+    def product_by_lookup_key(self, lookup_key: str) -> Product | None:
+        return self.product_by_store_id("stripe", lookup_key)
+
+    def product_by_app_store_id(self, product_id: str) -> Product | None:
+        return self.product_by_store_id("app_store", product_id)
+
+    def entitlements_of(self, product_key: str | None) -> tuple[str, ...]:
+        """The entitlements a product grants; none for a product the catalog does not know."""
+        product = self.products.get(product_key) if product_key is not None else None
+        return product.entitlements if product is not None else ()
+
+    def products_granting(self, entitlement: str) -> tuple[Product, ...]:
+        return tuple(p for p in self.products.values() if entitlement in p.entitlements)
+
+
+class _Invalid(Exception):
+    """A problem found while parsing; `parse_catalog` adds the file name."""
+
+
+def packaged_catalog_text() -> str:
+    return resources.files("entitle").joinpath("data/catalog.toml").read_text(encoding="utf-8")
+
+
+def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
+    """Read and validate the catalog at `path`, or the sample shipped in the package when `path` is None."""
+    if path is None:
+        return parse_catalog(packaged_catalog_text(), source="entitle/data/catalog.toml (packaged sample)")
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise CatalogError(f"Catalog {source} cannot be read: {exc.strerror or exc}.") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"Catalog {source} is not UTF-8 text (bad byte at offset {exc.start}).") from exc
+    return parse_catalog(text, source=source)
+
+
+def parse_catalog(text: str, *, source: str = "<catalog>") -> Catalog:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message already ends with "(at line N, column M)".
+        raise CatalogError(f"Catalog {source} is not valid TOML: {exc}.") from None
+    try:
+        return _build(document, source)
+    except _Invalid as exc:
+        raise CatalogError(f"Catalog {source}: {exc}.") from None
+
+
+def _build(document: dict[str, Any], source: str) -> Catalog:
+    _check_fields(document, "the catalog", required=("entitlements", "products"), optional=())
+    entitlements_table = _table(document["entitlements"], "[entitlements]")
+    if not entitlements_table:
+        raise _Invalid("[entitlements] defines no entitlement")
+    entitlements: dict[str, Entitlement] = {}
+    for key, value in entitlements_table.items():
+        where = f"[entitlements.{key}]"
+        _check_key(key, where)
+        table = _table(value, where)
+        _check_fields(table, where, required=(), optional=("description",))
+        description = _string(table, "description", where) if "description" in table else ""
+        entitlements[key] = Entitlement(key=key, description=description)
+
+    products: dict[str, Product] = {}
+    by_store_id: dict[tuple[str, str], Product] = {}
+    for key, value in _table(document["products"], "[products]").items():
+        product = _product(key, value, entitlements)
+        for store_id in _store_ids(product):
+            other = by_store_id.get(store_id)
+            if other is not None:
+                label = "Stripe lookup key" if store_id[0] == "stripe" else f"{store_id[0]} product id"
+                raise _Invalid(f'products "{other.key}" and "{key}" share the {label} "{store_id[1]}"')
+            by_store_id[store_id] = product
+        products[key] = product
+    return Catalog(source=source, entitlements=entitlements, products=products, _by_store_id=by_store_id)
+
+
+def _store_ids(product: Product) -> list[tuple[str, str]]:
+    ids = [(store, product_id) for store, product_id in product.store_product_ids.items()]
+    if product.stripe is not None:
+        ids.insert(0, ("stripe", product.stripe.lookup_key))
+    return ids
+
+
+def _product(key: str, value: Any, entitlements: Mapping[str, Entitlement]) -> Product:
+    where = f"[products.{key}]"
+    _check_key(key, where)
+    table = _table(value, where)
+    _check_fields(table, where, required=("name", "entitlements"), optional=("stripe", *PRODUCT_ID_STORES))
+    granted = table["entitlements"]
+    if not isinstance(granted, list) or not granted or not all(isinstance(e, str) for e in granted):
+        raise _Invalid(f'{where} "entitlements" must be a non-empty list of entitlement names')
+    for name in granted:
+        if name not in entitlements:
+            raise _Invalid(f'product "{key}" grants unknown entitlement "{name}"')
+    if len(set(granted)) != len(granted):
+        raise _Invalid(f'product "{key}" lists an entitlement twice')
+    stripe = _stripe_price(table["stripe"], f"{where} stripe") if "stripe" in table else None
+    store_ids: dict[str, str] = {}
+    for store in PRODUCT_ID_STORES:
+        if store in table:
+            store_ids[store] = _store_product_id(table[store], f"{where} {store}")
+    return Product(
+        key=key,
+        name=_string(table, "name", where),
+        entitlements=tuple(granted),
+        stripe=stripe,
+        store_product_ids=store_ids,
+    )
+
+
+def _stripe_price(value: Any, where: str) -> StripePrice:
+    table = _table(value, where)
+    _check_fields(
+        table,
+        where,
+        required=("lookup_key", "unit_amount", "currency", "interval"),
+        optional=("interval_count", "trial_days"),
+    )
+    lookup_key = _string(table, "lookup_key", where)
+    if len(lookup_key) > 200:
+        raise _Invalid(f"{where} lookup_key is longer than Stripe's 200 characters")
+    unit_amount = _integer(table, "unit_amount", where)
+    if unit_amount <= 0:
+        raise _Invalid(
+            f"{where} unit_amount must be a positive amount in the smallest currency unit, not {unit_amount}"
+        )
+    currency = _string(table, "currency", where)
+    if not is_currency(currency):
+        hint = f' (write "{currency.lower()}")' if is_currency(currency.lower()) else ""
+        raise _Invalid(f'{where} currency "{currency}" is not a lowercase ISO 4217 currency code{hint}')
+    raw_interval = _string(table, "interval", where)
+    if raw_interval not in Interval.__members__.values():
+        raise _Invalid(f'{where} interval "{raw_interval}" is not one of day, week, month, year')
+    interval = Interval(raw_interval)
+    interval_count = _integer(table, "interval_count", where) if "interval_count" in table else 1
+    if not 1 <= interval_count <= MAX_INTERVAL_COUNT[interval]:
+        raise _Invalid(
+            f"{where} interval_count must be between 1 and {MAX_INTERVAL_COUNT[interval]} for interval "
+            f'"{interval}" (Stripe bills at least once a year), not {interval_count}'
+        )
+    trial_days = _integer(table, "trial_days", where) if "trial_days" in table else None
+    if trial_days is not None and not 1 <= trial_days <= MAX_TRIAL_DAYS:
+        raise _Invalid(f"{where} trial_days must be between 1 and {MAX_TRIAL_DAYS}, not {trial_days}")
+    return StripePrice(lookup_key, unit_amount, currency, interval, interval_count, trial_days)
+
+
+def _store_product_id(value: Any, where: str) -> str:
+    table = _table(value, where)
+    _check_fields(table, where, required=("product_id",), optional=())
+    product_id = _string(table, "product_id", where)
+    if not _APP_STORE_PRODUCT_ID.match(product_id):
+        raise _Invalid(f'{where} product_id "{product_id}" may hold only letters, digits, "_" and "."')
+    return product_id
+
+
+def _check_key(key: str, where: str) -> None:
+    if not _KEY.match(key):
+        raise _Invalid(f"{where} has a name that is not 1-64 letters, digits, '_', '.' or '-'")
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Invalid(f"{where} must be a table")
+    return value
+
+
+def _check_fields(
+    table: Mapping[str, Any], where: str, *, required: tuple[str, ...], optional: tuple[str, ...]
+) -> None:
+    for name in required:
+        if name not in table:
+            raise _Invalid(f'{where} is missing "{name}"')
+    for name in table:
+        if name not in required and name not in optional:
+            raise _Invalid(f'{where} has unknown field "{name}"')
+
+
+def _string(table: Mapping[str, Any], name: str, where: str) -> str:
+    value = table[name]
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(f'{where} "{name}" must be a non-empty string')
+    return value
+
+
+def _integer(table: Mapping[str, Any], name: str, where: str) -> int:
+    value = table[name]
+    # bool is an int in Python; `unit_amount = true` is still a mistake.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Invalid(f'{where} "{name}" must be a whole number, not {value!r}')
+    return value

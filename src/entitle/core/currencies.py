@@ -1,0 +1,27 @@
+"""ISO 4217 currency codes a price can be set in.
+
+The list is ISO 4217's table of current codes (amendment 179, 2025) without the fund codes, precious
+metals, SDR and testing codes, which no store charges in. Codes are kept lowercase because Stripe writes
+them that way; the catalog requires that spelling so a catalog reads like the Stripe prices it creates.
+Keeping the list here rather than pulling in a country-data package costs one file that changes about
+once a year.
+"""
+
+from __future__ import annotations
+
+ISO_4217_CURRENCIES = frozenset(
+    """
+    aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bhd bif bmd bnd bob brl bsd btn bwp byn bzd
+    cad cdf chf clp cny cop crc cuc cup cve czk djf dkk dop dzd egp ern etb eur fjd fkp gbp gel ghs gip
+    gmd gnf gtq gyd hkd hnl htg huf idr ils inr iqd irr isk jmd jod jpy kes kgs khr kmf kpw krw kwd kyd
+    kzt lak lbp lkr lrd lsl lyd mad mdl mga mkd mmk mnt mop mru mur mvr mwk mxn myr mzn nad ngn nio nok
+    npr nzd omr pab pen pgk php pkr pln pyg qar ron rsd rub rwf sar sbd scr sdg sek sgd shp sle sll sos
+    srd ssp stn svc syp szl thb tjs tmt tnd top try ttd twd tzs uah ugx usd uyu uzs ved ves vnd vuv wst
+    xaf xcd xcg xof xpf yer zar zmw zwg zwl
+    """.split()
+)
+
+
+def is_currency(code: str) -> bool:
+    """Whether `code` is a lowercase ISO 4217 code for money a store can charge in."""
+    return code in ISO_4217_CURRENCIES

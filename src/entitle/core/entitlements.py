@@ -1,0 +1,209 @@
+"""The entitlement engine: (subscriptions, promotional grants, catalog, now) -> one answer per entitlement.
+
+This is the decision every client relies on, so it is a pure function with no clock, database or vendor:
+the services feed it stored rows and keep what it returns.
+
+An entitlement is active while any source grants it: a subscription in an entitling status whose period
+(or store grace period) has not ended, or a promotional grant that has started, has not expired and has
+not been revoked. When several sources grant it, the answer reports one, chosen so that the client shows
+the thing the person manages: a renewing paid subscription, then a paid one that will lapse, then a
+promotional grant; among equals the one that lasts longest, then a fixed order on store and id so that
+the answer never depends on the order rows came back in. Paid subscriptions in two different stores for
+the same entitlement are reported as `duplicate_subscriptions`: Apple purchases cannot be refused, so the
+duplicate is surfaced instead.
+
+Each answer carries `recheck_at`, the next moment time alone can change it (an active source ends, a
+scheduled grant starts); a stored answer is good until then, so expiry needs no background job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from entitle.core.catalog import Catalog
+from entitle.core.subscriptions import ENTITLING_STATUSES, Store, SubscriptionState, SubscriptionStatus
+
+APP_STORE_MANAGEMENT_URL = "https://apps.apple.com/account/subscriptions"
+STRIPE_PORTAL_PATH = "/v1/billing/stripe/portal"
+
+# Preference among sources that grant the same entitlement; lower wins.
+_RENEWING_PAID = 0
+_LAPSING_PAID = 1
+_PROMOTIONAL = 2
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A promotional grant of one entitlement, given by the app's team rather than bought."""
+
+    id: str
+    entitlement: str
+    expires_at: datetime
+    starts_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    def is_in_force(self, now: datetime) -> bool:
+        started = self.starts_at is None or self.starts_at <= now
+        revoked = self.revoked_at is not None and self.revoked_at <= now
+        return started and not revoked and now < self.expires_at
+
+
+@dataclass(frozen=True, order=True)
+class SubscriptionRef:
+    store: Store
+    store_subscription_id: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"store": self.store.value, "id": self.store_subscription_id}
+
+
+@dataclass(frozen=True)
+class EntitlementAnswer:
+    entitlement: str
+    active: bool
+    store: Store | None = None
+    product: str | None = None
+    expires_at: datetime | None = None
+    will_renew: bool = False
+    management_url: str | None = None
+    # The store subscription id or grant id of the reported source.
+    source_id: str | None = None
+    duplicate_subscriptions: tuple[SubscriptionRef, ...] = ()
+    # The next moment time alone can change this answer; None when only new data can.
+    recheck_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The answer as `GET /v1/me/entitlements` shows it for this entitlement."""
+        return {
+            "active": self.active,
+            "store": self.store.value if self.store is not None else None,
+            "product": self.product,
+            "expires_at": isoformat(self.expires_at),
+            "will_renew": self.will_renew,
+            "management_url": self.management_url,
+            "duplicate_subscriptions": [ref.to_json() for ref in self.duplicate_subscriptions],
+        }
+
+
+def isoformat(moment: datetime | None) -> str | None:
+    """RFC 3339 in UTC with a `Z`, the form both clients parse without a custom formatter."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def subscription_ends_at(state: SubscriptionState) -> datetime | None:
+    """When the subscription stops granting access, if nothing new is heard from the store."""
+    if state.status is SubscriptionStatus.IN_GRACE_PERIOD and state.grace_period_ends_at is not None:
+        return state.grace_period_ends_at
+    return state.current_period_end
+
+
+def subscription_entitles(state: SubscriptionState, now: datetime) -> bool:
+    if state.status not in ENTITLING_STATUSES:
+        return False
+    ends_at = subscription_ends_at(state)
+    return ends_at is None or now < ends_at
+
+
+def management_url(store: Store, public_url: str) -> str | None:
+    """Where the person manages a subscription from this store; promotional grants have no such place."""
+    if store is Store.APP_STORE:
+        return APP_STORE_MANAGEMENT_URL
+    if store is Store.STRIPE:
+        return public_url.rstrip("/") + STRIPE_PORTAL_PATH
+    return None
+
+
+@dataclass(frozen=True)
+class _Source:
+    rank: int
+    store: Store
+    source_id: str
+    product: str | None
+    expires_at: datetime | None
+    will_renew: bool
+
+    def sort_key(self) -> tuple[int, int, float, str, str]:
+        # Longest-lasting first; a source with no end outlasts every dated one.
+        lasting = (0, 0.0) if self.expires_at is None else (1, -self.expires_at.timestamp())
+        return (self.rank, *lasting, self.store.value, self.source_id)
+
+
+def compute_entitlements(
+    subscriptions: Iterable[SubscriptionState],
+    grants: Iterable[Grant],
+    catalog: Catalog,
+    now: datetime,
+    *,
+    public_url: str,
+) -> dict[str, EntitlementAnswer]:
+    """One answer for every entitlement in the catalog, in catalog order."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    sources: dict[str, list[_Source]] = {key: [] for key in catalog.entitlements}
+    paid: dict[str, list[SubscriptionRef]] = {key: [] for key in catalog.entitlements}
+    upcoming: dict[str, list[datetime]] = {key: [] for key in catalog.entitlements}
+
+    for state in subscriptions:
+        if not subscription_entitles(state, now):
+            continue
+        source = _Source(
+            rank=_RENEWING_PAID if state.will_renew else _LAPSING_PAID,
+            store=state.store,
+            source_id=state.store_subscription_id,
+            product=state.product,
+            expires_at=subscription_ends_at(state),
+            will_renew=state.will_renew,
+        )
+        for key in catalog.entitlements_of(state.product):
+            sources[key].append(source)
+            paid[key].append(SubscriptionRef(state.store, state.store_subscription_id))
+
+    for grant in grants:
+        if grant.entitlement not in sources:
+            continue  # The entitlement was removed from the catalog; it entitles nothing now.
+        if grant.is_in_force(now):
+            sources[grant.entitlement].append(
+                _Source(_PROMOTIONAL, Store.PROMOTIONAL, grant.id, None, _grant_ends_at(grant), False)
+            )
+        elif grant.starts_at is not None and now < grant.starts_at and grant.is_in_force(grant.starts_at):
+            upcoming[grant.entitlement].append(grant.starts_at)
+
+    return {
+        key: _answer(key, sources[key], paid[key], upcoming[key], public_url) for key in catalog.entitlements
+    }
+
+
+def _grant_ends_at(grant: Grant) -> datetime:
+    if grant.revoked_at is not None and grant.revoked_at < grant.expires_at:
+        return grant.revoked_at
+    return grant.expires_at
+
+
+def _answer(
+    key: str, sources: list[_Source], paid: list[SubscriptionRef], upcoming: list[datetime], public_url: str
+) -> EntitlementAnswer:
+    changes = [s.expires_at for s in sources if s.expires_at is not None] + upcoming
+    recheck_at = min(changes) if changes else None
+    if not sources:
+        return EntitlementAnswer(entitlement=key, active=False, recheck_at=recheck_at)
+    best = min(sources, key=_Source.sort_key)
+    duplicates: tuple[SubscriptionRef, ...] = ()
+    if len({ref.store for ref in paid}) > 1:
+        duplicates = tuple(sorted(set(paid)))
+    return EntitlementAnswer(
+        entitlement=key,
+        active=True,
+        store=best.store,
+        product=best.product,
+        expires_at=best.expires_at,
+        will_renew=best.will_renew,
+        management_url=management_url(best.store, public_url),
+        source_id=best.source_id,
+        duplicate_subscriptions=duplicates,
+        recheck_at=recheck_at,
+    )

@@ -1,0 +1,104 @@
+"""Accounts and the ways into them: identities, password credentials, refresh-token families."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from entitle.db.base import Base
+from entitle.db.types import UUID, UTCDateTime, new_id, utcnow
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
+    # The UUID the iOS app passes to StoreKit as `appAccountToken`; Apple echoes it in every
+    # transaction, which is how an App Store purchase finds its account.
+    app_account_token: Mapped[uuid.UUID] = mapped_column(UUID, unique=True, default=new_id)
+    # The primary address, lower-cased; may be None for an Apple identity that shared no email.
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when the person deleted the account; the row stays (anonymized) for accounting records.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    identities: Mapped[list[Identity]] = relationship(
+        back_populates="account", lazy="selectin", order_by="Identity.created_at"
+    )
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+class Identity(Base):
+    """One way in: a password login (provider `email`), an Apple ID, or a Google account."""
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("provider", "subject"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    # `email`, `apple` or `google`.
+    provider: Mapped[str] = mapped_column(String(20))
+    # The provider's stable user id; for `email` the lower-cased address.
+    subject: Mapped[str] = mapped_column(String(320))
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    # True only when the provider itself vouches for the address.
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_private_relay: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set when the provider told us the person withdrew consent or the identity stopped working.
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    account: Mapped[Account] = relationship(back_populates="identities")
+
+
+class PasswordCredential(Base):
+    __tablename__ = "password_credentials"
+
+    identity_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when a verified provider proved the address belongs to someone else, so a password set
+    # by whoever claimed the address first cannot be used to take over the real owner.
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_reason: Mapped[str | None] = mapped_column(String(100))
+
+
+class RefreshTokenFamily(Base):
+    """One sign-in session; every refresh token issued from it belongs to the family."""
+
+    __tablename__ = "refresh_token_families"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # `logout`, `reuse_detected`, `account_deleted`, `consent_revoked`, ...
+    revoked_reason: Mapped[str | None] = mapped_column(String(50))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+
+
+class RefreshToken(Base):
+    __tablename__ = "refresh_tokens"
+    __table_args__ = (Index("ix_refresh_tokens_family_id", "family_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
+    family_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("refresh_token_families.id", ondelete="CASCADE"))
+    # SHA-256 of the opaque token; the token itself is never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set when the token was exchanged; presenting it again means it was stolen or replayed.
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,38 @@
+"""What a verified identity token tells us about the person, independent of the provider."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Provider = Literal["apple", "google"]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedIdentity:
+    """A provider's signed statement: this subject, with this email (verified or not)."""
+
+    provider: Provider
+    subject: str
+    email: str | None
+    # True only when the provider itself vouches for the address; linking relies on it.
+    email_verified: bool
+    # Apple's Hide My Email relay address: unique per app, so it never proves a shared identity.
+    is_private_relay: bool
+    # The name from the token, when the provider puts one there (Google does; Apple never does).
+    name: str | None = None
+
+
+def claim_is_true(value: Any) -> bool:
+    """Read a boolean claim that providers send either as a JSON bool or as the string "true"."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return False
+
+
+def claim_email(value: Any) -> str | None:
+    if isinstance(value, str) and "@" in value:
+        return value.strip()
+    return None

@@ -1,0 +1,144 @@
+"""App Store transaction + renewal info (+ notification type) -> the core `SubscriptionState`.
+
+The status decision, in order:
+1. A revocation date (refund, Family Sharing ended) -> REVOKED, whatever else the data says.
+2. An EXPIRED notification, or Apple's own status EXPIRED -> EXPIRED.
+3. Before `expiresDate` the period is paid for: auto-renew off -> CANCELED_AT_PERIOD_END; a free trial
+   -> TRIALING; otherwise ACTIVE.
+4. After `expiresDate`: a `gracePeriodExpiresDate` still ahead -> IN_GRACE_PERIOD (access continues);
+   otherwise billing retry -> IN_BILLING_RETRY (no access); otherwise EXPIRED. Grace is keyed on the date,
+   not on `isInBillingRetryPeriod`, which is true both in grace and after it.
+A DID_FAIL_TO_RENEW or GRACE_PERIOD_EXPIRED notification settles step 4 even when it arrives signed a few
+seconds before `expiresDate`. The vendor timestamp is the notification's `signedDate` (or the
+transaction's, for data the app posts), so an older snapshot never overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from appstoreserverlibrary.models.AutoRenewStatus import AutoRenewStatus
+from appstoreserverlibrary.models.Environment import Environment as AppleEnvironment
+from appstoreserverlibrary.models.OfferType import OfferType
+
+from entitle.core.catalog import Catalog
+from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
+from entitle.providers.appstore.verification import (
+    VerifiedNotification,
+    VerifiedRenewalInfo,
+    VerifiedTransaction,
+    from_millis,
+)
+
+# Apple's subscription status values (notification `data.status`, Get All Subscription Statuses).
+APPLE_STATUS_EXPIRED = 2
+APPLE_STATUS_REVOKED = 5
+# Notifications that mean "the renewal charge failed", whatever the dates say.
+_FAILED_RENEWAL_TYPES = frozenset({"DID_FAIL_TO_RENEW", "GRACE_PERIOD_EXPIRED"})
+
+
+def decide_status(
+    transaction: VerifiedTransaction,
+    renewal_info: VerifiedRenewalInfo | None,
+    *,
+    now: dt.datetime,
+    notification_type: str | None = None,
+    apple_status: int | None = None,
+) -> SubscriptionStatus:
+    tx = transaction.payload
+    renewal = renewal_info.payload if renewal_info is not None else None
+    if tx.revocationDate is not None or apple_status == APPLE_STATUS_REVOKED:
+        return SubscriptionStatus.REVOKED
+    if notification_type == "EXPIRED" or apple_status == APPLE_STATUS_EXPIRED:
+        return SubscriptionStatus.EXPIRED
+    expires_at = from_millis(tx.expiresDate)
+    failed = notification_type in _FAILED_RENEWAL_TYPES
+    if not failed and (expires_at is None or now < expires_at):
+        if renewal is not None and renewal.autoRenewStatus == AutoRenewStatus.OFF:
+            return SubscriptionStatus.CANCELED_AT_PERIOD_END
+        if is_free_trial(transaction):
+            return SubscriptionStatus.TRIALING
+        return SubscriptionStatus.ACTIVE
+    grace_ends = from_millis(renewal.gracePeriodExpiresDate) if renewal is not None else None
+    if notification_type != "GRACE_PERIOD_EXPIRED" and grace_ends is not None and now < grace_ends:
+        return SubscriptionStatus.IN_GRACE_PERIOD
+    if failed or (renewal is not None and renewal.isInBillingRetryPeriod):
+        return SubscriptionStatus.IN_BILLING_RETRY
+    return SubscriptionStatus.EXPIRED
+
+
+def is_free_trial(transaction: VerifiedTransaction) -> bool:
+    """An introductory offer that costs nothing; paid introductory prices are ordinary paid periods."""
+    discount = transaction.raw.get("offerDiscountType")
+    if discount is not None:
+        return discount == "FREE_TRIAL"
+    # Payloads older than offerDiscountType (and Xcode's) only say "introductory offer".
+    return transaction.payload.offerType == OfferType.INTRODUCTORY_OFFER
+
+
+def core_environment(environment: AppleEnvironment | None) -> Environment:
+    # Sandbox, Xcode and LocalTesting are all test money.
+    return Environment.PRODUCTION if environment == AppleEnvironment.PRODUCTION else Environment.SANDBOX
+
+
+def subscription_state(
+    transaction: VerifiedTransaction,
+    renewal_info: VerifiedRenewalInfo | None,
+    *,
+    account_id: uuid.UUID,
+    catalog: Catalog,
+    now: dt.datetime,
+    notification: VerifiedNotification | None = None,
+    apple_status: int | None = None,
+) -> SubscriptionState:
+    """The core snapshot of one App Store subscription, keyed by its `originalTransactionId`."""
+    tx = transaction.payload
+    notification_type = notification.notification_type if notification is not None else None
+    if apple_status is None and notification is not None:
+        apple_status = notification.status
+    status = decide_status(
+        transaction, renewal_info, now=now, notification_type=notification_type, apple_status=apple_status
+    )
+    renewal = renewal_info.payload if renewal_info is not None else None
+    if renewal is not None:
+        will_renew = renewal.autoRenewStatus == AutoRenewStatus.ON
+    else:
+        # A bare transaction from the device says nothing about renewal; assume the default until Apple tells.
+        will_renew = status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING)
+    if status in (SubscriptionStatus.EXPIRED, SubscriptionStatus.REVOKED):
+        will_renew = False
+    signed = from_millis(notification.raw.get("signedDate")) if notification is not None else None
+    vendor_updated_at = signed or from_millis(tx.signedDate) or now
+    product_id = tx.productId or ""
+    product = catalog.product_by_app_store_id(product_id)
+    raw: dict[str, Any] = {"transaction": transaction.raw}
+    if renewal_info is not None:
+        raw["renewal_info"] = renewal_info.raw
+    if notification is not None:
+        raw["notification"] = {
+            "type": notification.notification_type,
+            "subtype": notification.subtype,
+            "uuid": notification.notification_uuid,
+            "signed_date": notification.raw.get("signedDate"),
+            "status": notification.status,
+        }
+    return SubscriptionState(
+        store=Store.APP_STORE,
+        store_subscription_id=str(tx.originalTransactionId),
+        account_id=account_id,
+        product=product.key if product is not None else None,
+        store_product_id=product_id,
+        status=status,
+        current_period_end=from_millis(tx.expiresDate),
+        will_renew=will_renew,
+        environment=core_environment(transaction.environment),
+        vendor_updated_at=vendor_updated_at,
+        raw=raw,
+        grace_period_ends_at=(
+            from_millis(renewal.gracePeriodExpiresDate)
+            if renewal is not None and status is SubscriptionStatus.IN_GRACE_PERIOD
+            else None
+        ),
+    )

@@ -1,0 +1,138 @@
+"""Accounts: registration and password sign-in, the signed-in account, and deletion.
+
+Sign-in with Apple and Google, and the rules for linking identities, live in `services.identities`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from entitle.core import events
+from entitle.core.models.accounts import Account, Identity, PasswordCredential, RefreshTokenFamily
+from entitle.db.types import utcnow
+from entitle.errors import Conflict, Unauthorized
+from entitle.services import passwords
+from entitle.services.tokens import AccessClaims, revoke_all_sessions
+
+EMAIL_PROVIDER = "email"
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    account: Account
+    # True when this sign-in created the account (the route answers 201).
+    created: bool
+
+
+async def create_account(
+    db: AsyncSession, *, email: str | None, name: str | None = None, via: str
+) -> Account:
+    account = Account(email=normalize_email(email) if email else None, name=name)
+    db.add(account)
+    await db.flush()
+    await events.record_event(db, account.id, events.ACCOUNT_CREATED, {"via": via})
+    return account
+
+
+async def register_with_password(db: AsyncSession, *, email: str, password: str) -> Account:
+    email = normalize_email(email)
+    existing = await db.scalar(
+        select(Identity.id).where(Identity.provider == EMAIL_PROVIDER, Identity.subject == email)
+    )
+    if existing is not None:
+        raise Conflict("An account with this email address already exists.", code="email_taken")
+    password_hash = passwords.hash_password(password)
+    account = await create_account(db, email=email, via=EMAIL_PROVIDER)
+    # Nobody has proven they receive mail at this address, so it stays unverified: it never joins
+    # another account automatically, and a verified provider identity for the address outranks it.
+    identity = Identity(
+        account_id=account.id, provider=EMAIL_PROVIDER, subject=email, email=email, email_verified=False
+    )
+    db.add(identity)
+    await db.flush()
+    db.add(PasswordCredential(identity_id=identity.id, account_id=account.id, password_hash=password_hash))
+    await db.flush()
+    await db.refresh(account, ["identities"])
+    return account
+
+
+async def authenticate_password(db: AsyncSession, *, email: str, password: str) -> Account:
+    """The account for this email and password; the same error whatever was wrong."""
+    email = normalize_email(email)
+    row = (
+        await db.execute(
+            select(PasswordCredential, Account)
+            .join(Identity, PasswordCredential.identity_id == Identity.id)
+            .join(Account, Identity.account_id == Account.id)
+            .where(Identity.provider == EMAIL_PROVIDER, Identity.subject == email)
+        )
+    ).one_or_none()
+    credential, account = row if row is not None else (None, None)
+    usable = (
+        credential is not None
+        and credential.disabled_at is None
+        and account is not None
+        and not account.is_deleted
+    )
+    # Verify even when there is nothing to verify against, so timing reveals nothing.
+    matches = passwords.verify_or_burn(credential.password_hash if usable and credential else None, password)
+    if not matches or account is None or credential is None:
+        raise Unauthorized("The email or password is not right.", code="invalid_credentials")
+    if passwords.needs_rehash(credential.password_hash):
+        credential.password_hash = passwords.hash_password(password)
+        credential.updated_at = utcnow()
+    await db.execute(
+        update(Identity)
+        .where(Identity.id == credential.identity_id)
+        .values(last_sign_in_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return account
+
+
+async def load_signed_in_account(db: AsyncSession, claims: AccessClaims) -> Account:
+    """The account behind an access token, if it still exists and its session was not ended."""
+    row = (
+        await db.execute(
+            select(Account, RefreshTokenFamily.revoked_at)
+            .join(RefreshTokenFamily, RefreshTokenFamily.account_id == Account.id)
+            .where(Account.id == claims.account_id, RefreshTokenFamily.id == claims.session_id)
+        )
+    ).one_or_none()
+    if row is None or row[0].is_deleted:
+        raise Unauthorized("The account for this token no longer exists.", code="invalid_token")
+    if row[1] is not None:
+        raise Unauthorized("This session has ended; sign in again.", code="session_revoked")
+    account: Account = row[0]
+    return account
+
+
+async def get_account(db: AsyncSession, account_id: uuid.UUID) -> Account | None:
+    account = await db.get(Account, account_id)
+    return None if account is None or account.is_deleted else account
+
+
+async def delete_account(db: AsyncSession, account: Account, *, reason: str = "requested") -> None:
+    """Delete the account as the App Store requires, keeping what accounting law needs.
+
+    Ways in (identities, passwords, sessions) and personal data go; the account row stays, anonymized,
+    with its subscriptions and event log, because invoices and store transactions must stay traceable
+    for tax records. An App Store subscription cannot be cancelled from here (only the person can, in
+    Settings), so it stays attached to the anonymized row and keeps being tracked.
+    """
+    await events.record_event(db, account.id, events.ACCOUNT_DELETED, {"reason": reason})
+    await revoke_all_sessions(db, account.id, reason="account_deleted")
+    for identity in list(account.identities):
+        await db.delete(identity)
+    account.email = None
+    account.name = None
+    account.deleted_at = utcnow()
+    await db.flush()

@@ -1,0 +1,65 @@
+"""Rate limits on sign-in and registration, per address and per client IP.
+
+In memory by default (one process); with ENTITLE_REDIS_URL set, limits are shared by every API process
+so a guesser cannot multiply its budget by the number of processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from entitle.errors import RateLimited
+
+
+class SignInRateLimiter:
+    def __init__(self, *, per_address: str, per_ip: str, redis_url: str | None = None) -> None:
+        self.storage: Storage = (
+            # redis-py's asyncio client (a dependency already), not the default coredis.
+            storage_from_string(_async_redis_uri(redis_url), implementation="redispy")
+            if redis_url
+            else MemoryStorage()
+        )
+        self.limiter = MovingWindowRateLimiter(self.storage)
+        self.per_address: RateLimitItem = parse(per_address)
+        self.per_ip: RateLimitItem = parse(per_ip)
+
+    async def hit(self, action: str, *, ip: str | None, address: str | None = None) -> None:
+        """Count one attempt; raise RateLimited (429 with Retry-After) when a window is full."""
+        checks: list[tuple[RateLimitItem, str]] = []
+        if ip:
+            checks.append((self.per_ip, f"{action}:ip:{ip}"))
+        if address:
+            # Hashed so addresses never sit in Redis in clear text.
+            checks.append((self.per_address, f"{action}:addr:{_digest(address.lower())}"))
+        for item, key in checks:
+            if not await self.limiter.hit(item, "entitle", key):
+                stats = await self.limiter.get_window_stats(item, "entitle", key)
+                retry_after = int(stats.reset_time - time.time()) + 1
+                raise RateLimited("Too many attempts; wait a little and try again.", retry_after=retry_after)
+
+    async def reset(self) -> None:
+        await self.storage.reset()
+
+    async def close(self) -> None:
+        await close_storage(self.storage)
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def _async_redis_uri(url: str) -> str:
+    return url if url.startswith("async+") else "async+" + url
+
+
+async def close_storage(storage: Storage) -> None:
+    """Close the Redis connection pool behind a limits storage (limits itself offers no close)."""
+    client = getattr(getattr(storage, "bridge", None), "storage", None)
+    if client is not None:
+        await client.aclose()

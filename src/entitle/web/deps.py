@@ -1,0 +1,81 @@
+"""Named dependencies every route uses: the context, the unit of work, the signed-in account."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from entitle.context import AppContext
+from entitle.core.models.accounts import Account
+from entitle.errors import Forbidden, Unauthorized
+from entitle.services.accounts import load_signed_in_account
+from entitle.settings import Settings
+
+
+def get_context(request: Request) -> AppContext:
+    context: AppContext = request.app.state.context
+    return context
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+def get_settings(context: ContextDep) -> Settings:
+    return context.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def get_session(context: ContextDep) -> AsyncIterator[AsyncSession]:
+    """One unit of work per request: committed when the route returns, rolled back if it raises."""
+    async with context.database.sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(
+            "Sign in first: send `Authorization: Bearer <access token>`.", code="missing_token"
+        )
+    return token.strip()
+
+
+async def get_current_account(request: Request, context: ContextDep, db: SessionDep) -> Account:
+    claims = context.tokens.verify_access_token(bearer_token(request))
+    return await load_signed_in_account(db, claims)
+
+
+CurrentAccount = Annotated[Account, Depends(get_current_account)]
+
+
+def require_admin(request: Request, settings: SettingsDep) -> None:
+    """The app's own backend, calling with ENTITLE_ADMIN_API_KEY."""
+    configured = settings.admin_api_key
+    if configured is None or not configured.get_secret_value():
+        raise Forbidden("No server key is configured on this server.", code="admin_api_disabled")
+    presented = bearer_token(request)
+    # Constant-time comparison, so the key cannot be guessed one character at a time.
+    if not hmac.compare_digest(presented.encode(), configured.get_secret_value().encode()):
+        raise Unauthorized("The server key is not valid.", code="invalid_server_key")
+
+
+AdminDep = Annotated[None, Depends(require_admin)]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None

@@ -1,0 +1,84 @@
+"""One error shape for every failure: `{"error": {"code", "message"}}` with a 4xx status.
+
+FastAPI's own validation errors, Starlette's 404/405 and malformed JSON are translated here too, so a
+client never sees a different shape; anything unexpected becomes a 500 with a code and no internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from entitle.errors import EntitleError, RateLimited
+
+log = logging.getLogger(__name__)
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return JSONResponse({"error": error}, status_code=status)
+
+
+async def _entitle_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EntitleError)
+    response = JSONResponse(exc.to_body(), status_code=exc.status_code)
+    if isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(error.get("type") == "json_invalid" for error in errors):
+        return error_response(400, "malformed_json", "The request body is not valid JSON.")
+    details = [
+        {
+            "field": ".".join(str(part) for part in error.get("loc", ()) if part != "body"),
+            "problem": error.get("msg"),
+        }
+        for error in errors
+    ]
+    first = details[0] if details else {"field": "", "problem": "invalid"}
+    where = f"`{first['field']}`" if first["field"] else "the request"
+    message = f"{where}: {first['problem']}."
+    return error_response(422, "invalid_request", message, details)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _STATUS_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else "The request could not be served."
+    if exc.status_code == 404:
+        message = "There is nothing at this path."
+    return error_response(exc.status_code, code, message)
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "Something went wrong on our side; it has been logged.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(EntitleError, _entitle_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,61 @@
+"""Email + password sign-up and sign-in, refresh-token rotation, sign-out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from entitle.services import accounts, tokens
+from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, bearer_token, client_ip
+from entitle.web.schemas import Credentials, LoginCredentials, RefreshBody, session_json
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+
+@router.post("/register", status_code=201)
+async def register(
+    body: Credentials, request: Request, context: ContextDep, db: SessionDep
+) -> dict[str, Any]:
+    await context.rate_limiter.hit("register", ip=client_ip(request), address=body.email)
+    account = await accounts.register_with_password(db, email=body.email, password=body.password)
+    pair = await tokens.start_session(
+        db, context.tokens, account.id, user_agent=request.headers.get("user-agent")
+    )
+    return session_json(account, pair)
+
+
+@router.post("/login")
+async def login(
+    body: LoginCredentials, request: Request, context: ContextDep, db: SessionDep
+) -> dict[str, Any]:
+    await context.rate_limiter.hit("login", ip=client_ip(request), address=body.email)
+    account = await accounts.authenticate_password(db, email=body.email, password=body.password)
+    pair = await tokens.start_session(
+        db, context.tokens, account.id, user_agent=request.headers.get("user-agent")
+    )
+    await db.refresh(account, ["identities"])
+    return session_json(account, pair)
+
+
+@router.post("/refresh")
+async def refresh(body: RefreshBody, context: ContextDep, db: SessionDep) -> dict[str, Any]:
+    try:
+        pair = await tokens.rotate(db, context.tokens, body.refresh_token)
+    except tokens.RefreshTokenReused:
+        # Keep the family's revocation even though the request fails.
+        await db.commit()
+        raise
+    account = await accounts.get_account(db, pair.account_id)
+    if account is None:
+        raise tokens.Unauthorized(
+            "The account for this token no longer exists.", code="invalid_refresh_token"
+        )
+    return session_json(account, pair)
+
+
+@router.post("/logout", status_code=204)
+async def logout(request: Request, context: ContextDep, db: SessionDep, _account: CurrentAccount) -> Response:
+    claims = context.tokens.verify_access_token(bearer_token(request))
+    await tokens.revoke_family(db, claims.session_id, reason="logout")
+    return Response(status_code=204)

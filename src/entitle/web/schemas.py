@@ -1,0 +1,77 @@
+"""Request and response bodies shared by several routes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from entitle.core.models.accounts import Account
+from entitle.services.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from entitle.services.tokens import TokenPair
+
+
+class StrictBody(BaseModel):
+    # Unknown fields are refused so a typo in a client is a clear 422, not a silent no-op.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class Credentials(StrictBody):
+    email: EmailStr = Field(max_length=320)
+    password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
+
+
+class LoginCredentials(StrictBody):
+    email: EmailStr = Field(max_length=320)
+    # No minimum here: a short password is simply wrong, and saying so would leak the policy per account.
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+
+
+class RefreshBody(StrictBody):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+def identity_json(identity: Any) -> dict[str, Any]:
+    return {
+        "id": str(identity.id),
+        "provider": identity.provider,
+        "email": identity.email,
+        "email_verified": identity.email_verified,
+        "is_private_relay": identity.is_private_relay,
+        "created_at": _iso(identity.created_at),
+        "last_sign_in_at": _iso(identity.last_sign_in_at),
+    }
+
+
+def account_json(account: Account) -> dict[str, Any]:
+    return {
+        "id": str(account.id),
+        "email": account.email,
+        "name": account.name,
+        "app_account_token": str(account.app_account_token),
+        "created_at": _iso(account.created_at),
+        "identities": [identity_json(identity) for identity in account.identities],
+    }
+
+
+def session_json(account: Account, pair: TokenPair) -> dict[str, Any]:
+    return {
+        "account": account_json(account),
+        "access_token": pair.access_token,
+        "refresh_token": pair.refresh_token,
+        "token_type": "Bearer",
+        "expires_in": pair.expires_in,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def parse_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None

@@ -1,0 +1,54 @@
+"""Fixtures for App Store tests: a minted signing chain, a signer for our test app, and a verifier."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from appstoreserverlibrary.models.Environment import Environment as AppleEnvironment
+
+from entitle.core.catalog import Catalog, load_catalog
+from entitle.providers.appstore.verification import AppStoreVerifier
+from tests.standins.appstore import AppStoreSigner, SigningChain, mint_chain
+
+BUNDLE_ID = "com.example.app"
+APP_APPLE_ID = 1234
+MONTHLY = "com.example.app.pro.monthly"
+YEARLY = "com.example.app.pro.yearly"
+
+
+@pytest.fixture(scope="session")
+def chain() -> SigningChain:
+    return mint_chain()
+
+
+@pytest.fixture
+def signer(chain: SigningChain) -> AppStoreSigner:
+    return AppStoreSigner(chain, bundle_id=BUNDLE_ID, app_apple_id=APP_APPLE_ID, environment="Sandbox")
+
+
+@pytest.fixture
+def production_signer(chain: SigningChain) -> AppStoreSigner:
+    return AppStoreSigner(chain, bundle_id=BUNDLE_ID, app_apple_id=APP_APPLE_ID, environment="Production")
+
+
+@pytest.fixture
+def verifier(chain: SigningChain) -> AppStoreVerifier:
+    return AppStoreVerifier(
+        bundle_id=BUNDLE_ID,
+        app_apple_id=APP_APPLE_ID,
+        root_certificates=[chain.root_der],
+        # Our minted chain has no OCSP responder; production keeps these on.
+        online_checks=False,
+        environments=(AppleEnvironment.PRODUCTION, AppleEnvironment.SANDBOX),
+    )
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return load_catalog()
+
+
+@pytest.fixture
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)

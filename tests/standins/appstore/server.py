@@ -1,0 +1,272 @@
+"""A local App Store Server API: the four endpoints entitle calls, speaking Apple's wire format.
+
+It checks the ES256 bearer token the official client library sends (key id in the header; issuer,
+audience `appstoreconnect-v1`, bundle id `bid`, expiry in the claims), answers 401 with no body when it
+is wrong as Apple does, and can be told to answer 429 (errorCode 4290000) for the next N requests.
+Responses are signed at request time with the test chain, like the real API's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .history import Notification
+from .signing import AppStoreSigner
+
+TRANSACTION_NOT_FOUND = {"errorCode": 4040010, "errorMessage": "Transaction id not found."}
+RATE_LIMITED = {"errorCode": 4290000, "errorMessage": "Rate limit exceeded."}
+BAD_REQUEST = {"errorCode": 4000000, "errorMessage": "Invalid request."}
+
+
+@dataclass
+class SubscriptionRecord:
+    status: int
+    transaction: dict[str, Any]
+    renewal_info: dict[str, Any]
+
+
+@dataclass
+class HistoryEntry:
+    signed_payload: str
+    signed_date: int
+    original_transaction_id: str | None
+    notification_type: str
+    delivered: bool
+
+
+@dataclass
+class AppStoreServerState:
+    """What the stand-in knows; tests fill it directly or from a simulator's notifications."""
+
+    signer: AppStoreSigner
+    issuer_id: str
+    key_id: str
+    api_public_key: ec.EllipticCurvePublicKey
+    page_size: int = 20
+    subscriptions: dict[str, SubscriptionRecord] = field(default_factory=dict)
+    transactions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notifications: list[HistoryEntry] = field(default_factory=list)
+    # Answer 429 to this many of the next requests (after authentication), then serve normally.
+    rate_limit_next: int = 0
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    tokens_set: list[tuple[str, str]] = field(default_factory=list)
+
+    def put_subscription(self, status: int, transaction: dict[str, Any], renewal_info: dict[str, Any]) -> None:
+        original = str(transaction["originalTransactionId"])
+        self.subscriptions[original] = SubscriptionRecord(status, dict(transaction), dict(renewal_info))
+        self.transactions[str(transaction["transactionId"])] = dict(transaction)
+
+    def record(self, note: Notification, *, delivered: bool = True) -> None:
+        """Take in a simulated notification: it becomes current truth and part of the notification history."""
+        self.put_subscription(note.status, note.transaction, note.renewal_info)
+        self.notifications.append(
+            HistoryEntry(
+                signed_payload=note.signed_payload,
+                signed_date=note.signed_date,
+                original_transaction_id=str(note.transaction["originalTransactionId"]),
+                notification_type=note.notification_type,
+                delivered=delivered,
+            )
+        )
+
+    def original_of(self, any_transaction_id: str) -> str | None:
+        if any_transaction_id in self.subscriptions:
+            return any_transaction_id
+        transaction = self.transactions.get(any_transaction_id)
+        return str(transaction["originalTransactionId"]) if transaction else None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _resigned(state: AppStoreServerState, payload: dict[str, Any]) -> str:
+    # The real API signs each answer when it is asked, so signedDate is "now" (never older than the data).
+    return state.signer.sign({**payload, "signedDate": max(_now_ms(), int(payload.get("signedDate", 0)))})
+
+
+def create_app(state: AppStoreServerState) -> Starlette:
+    def authorize(request: Request) -> Response | None:
+        state.requests.append((request.method, request.url.path))
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Bearer "):
+            return Response(status_code=401)
+        token = header.removeprefix("Bearer ")
+        try:
+            if jwt.get_unverified_header(token).get("kid") != state.key_id:
+                return Response(status_code=401)
+            claims = jwt.decode(
+                token,
+                state.api_public_key,
+                algorithms=["ES256"],
+                audience="appstoreconnect-v1",
+                issuer=state.issuer_id,
+                options={"require": ["exp", "iss", "aud", "bid"]},
+            )
+        except jwt.PyJWTError:
+            return Response(status_code=401)
+        if claims.get("bid") != state.signer.bundle_id:
+            return Response(status_code=401)
+        if state.rate_limit_next > 0:
+            state.rate_limit_next -= 1
+            return JSONResponse(RATE_LIMITED, status_code=429)
+        return None
+
+    async def subscription_statuses(request: Request) -> Response:
+        if (denied := authorize(request)) is not None:
+            return denied
+        original = state.original_of(request.path_params["transaction_id"])
+        if original is None:
+            return JSONResponse(TRANSACTION_NOT_FOUND, status_code=404)
+        record = state.subscriptions[original]
+        item = {
+            "originalTransactionId": original,
+            "status": record.status,
+            "signedTransactionInfo": _resigned(state, record.transaction),
+            "signedRenewalInfo": _resigned(state, record.renewal_info),
+        }
+        group = record.transaction.get("subscriptionGroupIdentifier", "21000001")
+        return JSONResponse(
+            {
+                "environment": state.signer.environment,
+                "bundleId": state.signer.bundle_id,
+                "appAppleId": state.signer.app_apple_id,
+                "data": [{"subscriptionGroupIdentifier": group, "lastTransactions": [item]}],
+            }
+        )
+
+    async def transaction_info(request: Request) -> Response:
+        if (denied := authorize(request)) is not None:
+            return denied
+        transaction = state.transactions.get(request.path_params["transaction_id"])
+        if transaction is None:
+            return JSONResponse(TRANSACTION_NOT_FOUND, status_code=404)
+        return JSONResponse({"signedTransactionInfo": _resigned(state, transaction)})
+
+    async def notification_history(request: Request) -> Response:
+        if (denied := authorize(request)) is not None:
+            return denied
+        try:
+            body = await request.json()
+            start, end = int(body["startDate"]), int(body["endDate"])
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse(BAD_REQUEST, status_code=400)
+        wanted = body.get("transactionId")
+        wanted_original = state.original_of(str(wanted)) if wanted else None
+        matches = [
+            entry
+            for entry in sorted(state.notifications, key=lambda e: e.signed_date)
+            if start <= entry.signed_date < end
+            and (wanted is None or entry.original_transaction_id == wanted_original)
+            and (body.get("notificationType") in (None, entry.notification_type))
+            and not (body.get("onlyFailures") and entry.delivered)
+        ]
+        token = request.query_params.get("paginationToken")
+        try:
+            offset = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
+        except ValueError:
+            return JSONResponse(BAD_REQUEST, status_code=400)
+        page = matches[offset : offset + state.page_size]
+        has_more = offset + state.page_size < len(matches)
+        answer: dict[str, Any] = {
+            "hasMore": has_more,
+            "notificationHistory": [
+                {
+                    "signedPayload": entry.signed_payload,
+                    "sendAttempts": [
+                        {
+                            "attemptDate": entry.signed_date,
+                            "sendAttemptResult": "SUCCESS" if entry.delivered else "NO_RESPONSE",
+                        }
+                    ],
+                }
+                for entry in page
+            ],
+        }
+        if has_more:
+            answer["paginationToken"] = base64.urlsafe_b64encode(str(offset + state.page_size).encode()).decode()
+        return JSONResponse(answer)
+
+    async def set_app_account_token(request: Request) -> Response:
+        if (denied := authorize(request)) is not None:
+            return denied
+        original = request.path_params["original_transaction_id"]
+        record = state.subscriptions.get(original)
+        if record is None:
+            return JSONResponse(TRANSACTION_NOT_FOUND, status_code=404)
+        try:
+            token = str(uuid.UUID(str((await request.json())["appAccountToken"])))
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse(BAD_REQUEST, status_code=400)
+        record.transaction["appAccountToken"] = token
+        record.renewal_info["appAccountToken"] = token
+        state.transactions[str(record.transaction["transactionId"])] = dict(record.transaction)
+        state.tokens_set.append((original, token))
+        return Response(status_code=200)
+
+    return Starlette(
+        routes=[
+            Route("/inApps/v1/subscriptions/{transaction_id}", subscription_statuses, methods=["GET"]),
+            Route("/inApps/v1/transactions/{transaction_id}", transaction_info, methods=["GET"]),
+            Route("/inApps/v1/notifications/history", notification_history, methods=["POST"]),
+            Route(
+                "/inApps/v1/transactions/{original_transaction_id}/appAccountToken",
+                set_app_account_token,
+                methods=["PUT"],
+            ),
+        ]
+    )
+
+
+def new_state(signer: AppStoreSigner, **kwargs: Any) -> tuple[AppStoreServerState, bytes]:
+    """A stand-in state with a fresh App Store Connect API key; returns the key's PEM for the client."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    state = AppStoreServerState(
+        signer=signer,
+        issuer_id=kwargs.pop("issuer_id", "57246542-96fe-1a63-e053-0824d011072a"),
+        key_id=kwargs.pop("key_id", "2X9R4HXF34"),
+        api_public_key=key.public_key(),
+        **kwargs,
+    )
+    return state, pem
+
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("stand-in server did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
