@@ -175,7 +175,9 @@ class LiveServer:
 
 
 @pytest.fixture
-async def live_server(context: AppContext, settings: Settings, signing_key: SigningKey) -> AsyncIterator[LiveServer]:
+async def live_server(
+    context: AppContext, settings: Settings, signing_key: SigningKey
+) -> AsyncIterator[LiveServer]:
     """A real HTTP server over the same (emptied) database as `context`."""
     server = LiveServer(settings, signing_key)
     await asyncio.to_thread(server.start)

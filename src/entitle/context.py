@@ -66,6 +66,7 @@ def build_context(
     """Build every long-lived piece; raises CatalogError or ValueError on bad configuration."""
     from entitle.identity.build import build_identity_verifiers
     from entitle.providers import build_providers
+    from entitle.services.entitlements import bind_entitlement_rules
 
     database = Database(settings.database_url)
     http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
@@ -88,6 +89,8 @@ def build_context(
         http=http,
         inbox=Inbox(database, processors),
     )
+    # Sessions carry the catalog so providers can store subscriptions with nothing but a session.
+    bind_entitlement_rules(database, context.catalog, settings.public_url)
     context.identity_verifiers = build_identity_verifiers(settings, http)
     context.providers = build_providers(context)
     for name, provider in context.providers.items():

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
-from tests.standins.jwks_server import JwksStandin
+
+from tests.standins.jwks_server import (
+    APPLE_BUNDLE_ID,
+    APPLE_SERVICES_ID,
+    GOOGLE_IOS_CLIENT_ID,
+    GOOGLE_WEB_CLIENT_ID,
+    JwksStandin,
+)
 
 
 class FakeClock:
@@ -38,3 +46,16 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def settings_overrides(idp: JwksStandin, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Point the app's Apple and Google verifiers at the stand-in; `indirect` params add more."""
+    overrides: dict[str, Any] = {
+        "apple_signin_client_ids": [APPLE_BUNDLE_ID, APPLE_SERVICES_ID],
+        "apple_signin_jwks_url": idp.url,
+        "google_client_ids": [GOOGLE_WEB_CLIENT_ID, GOOGLE_IOS_CLIENT_ID],
+        "google_jwks_url": idp.url,
+    }
+    overrides.update(getattr(request, "param", {}))
+    return overrides

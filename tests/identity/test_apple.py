@@ -7,6 +7,9 @@ import json
 
 import httpx
 import pytest
+
+from entitle.identity import AppleIdentityVerifier, AppleNotificationType, VerifiedIdentity
+from entitle.identity.errors import IdentityProviderUnavailable, InvalidIdentityToken
 from tests.identity.conftest import FakeClock
 from tests.standins.jwks_server import (
     APPLE_BUNDLE_ID,
@@ -17,9 +20,6 @@ from tests.standins.jwks_server import (
     forge_hs256,
     make_key,
 )
-
-from entitle.identity import AppleIdentityVerifier, AppleNotificationType, VerifiedIdentity
-from entitle.identity.errors import IdentityProviderUnavailable, InvalidIdentityToken
 
 
 @pytest.fixture
@@ -39,6 +39,7 @@ async def test_ios_token_gives_the_verified_identity(
         email="Pat@Example.com",
         email_verified=True,
         is_private_relay=False,
+        issued_at=float(int(clock.now)),
     )
 
 

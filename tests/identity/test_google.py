@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
+from entitle.identity import GoogleIdentityVerifier, VerifiedIdentity
+from entitle.identity.errors import IdentityProviderUnavailable, InvalidIdentityToken
 from tests.identity.conftest import FakeClock
 from tests.standins.jwks_server import (
     APPLE_BUNDLE_ID,
@@ -14,9 +17,6 @@ from tests.standins.jwks_server import (
     forge_unsigned,
     make_key,
 )
-
-from entitle.identity import GoogleIdentityVerifier, VerifiedIdentity
-from entitle.identity.errors import IdentityProviderUnavailable, InvalidIdentityToken
 
 
 @pytest.fixture
@@ -37,6 +37,7 @@ async def test_valid_token_gives_the_verified_identity(
         email_verified=True,
         is_private_relay=False,
         name="Pat Person",
+        issued_at=float(int(clock.now)),
     )
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
+from entitle.identity.errors import IdentityProviderUnavailable, InvalidIdentityToken
+from entitle.identity.jwks import JwksVerifier, parse_jwks
 from tests.identity.conftest import FakeClock
 from tests.standins.jwks_server import (
     APPLE_BUNDLE_ID,
@@ -14,9 +17,6 @@ from tests.standins.jwks_server import (
     forge_unsigned,
     make_key,
 )
-
-from entitle.identity.errors import IdentityProviderUnavailable, InvalidIdentityToken
-from entitle.identity.jwks import JwksVerifier, parse_jwks
 
 
 def make_verifier(idp: JwksStandin, http: httpx.AsyncClient, clock: FakeClock, **kw: object) -> JwksVerifier:

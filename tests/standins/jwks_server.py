@@ -247,7 +247,7 @@ class JwksStandin:
     ) -> str:
         """A Sign in with Apple server-to-server notification: `events` is a JSON string."""
         now = int(time.time() if now is None else now)
-        event: dict[str, Any] = {"type": event_type, "sub": sub, "event_time": now * 1000}
+        event: dict[str, Any] = {"type": event_type, "sub": sub, "event_time": now}
         if email is not None:
             event.update(email=email, is_private_email=is_private_email)
         claims = {

@@ -7,6 +7,7 @@ from typing import NoReturn
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from entitle.context import AppContext, build_context
 from entitle.errors import EntitleError
@@ -16,7 +17,8 @@ console = Console(stderr=True)
 
 
 def fail(message: str) -> NoReturn:
-    console.print(f"[bold red]entitle:[/] {message}", highlight=False)
+    # Escaped: messages quote TOML tables like `[products.pro]`, which rich would take for markup.
+    console.print(f"[bold red]entitle:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=1)
 
 

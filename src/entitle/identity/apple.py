@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 import httpx
+import jwt
 
 from entitle.identity.errors import InvalidIdentityToken
 from entitle.identity.jwks import Clock, JwksVerifier
@@ -56,7 +57,7 @@ class AppleNotification:
     subject: str
     email: str | None
     is_private_email: bool
-    # Apple's timestamp for the event (seconds), when it sends one.
+    # Apple's timestamp for the event (epoch seconds in the documented examples), when it sends one.
     event_time: int | None
     claims: dict[str, Any]
 
@@ -113,36 +114,52 @@ class AppleIdentityVerifier:
             email=email,
             email_verified=email is not None and claim_is_true(claims.get("email_verified")),
             is_private_relay=claim_is_true(claims.get("is_private_email")) or is_private_relay_address(email),
+            issued_at=float(claims["iat"]),
         )
 
     async def verify_notification(self, payload: str) -> AppleNotification:
         # Notifications carry iat and jti but no exp; a replay is harmless because the inbox is keyed on jti.
         # The subject lives inside `events`, not at the top level.
         claims = await self.jwks.verify(payload, require_exp=False, require_subject=False)
-        event = _parse_events_claim(claims.get("events"))
-        event_id = claims.get("jti")
-        if not isinstance(event_id, str) or not event_id:
-            # Older payloads lack jti; derive a stable id so duplicates still collapse in the inbox.
-            event_id = hashlib.sha256(payload.encode()).hexdigest()
-        try:
-            kind = AppleNotificationType(str(event.get("type")))
-        except ValueError as exc:
-            raise InvalidIdentityToken("The notification has an unknown event type.") from exc
-        subject = event.get("sub")
-        if not isinstance(subject, str) or not subject:
-            raise InvalidIdentityToken("The notification does not name a user.")
-        event_time = event.get("event_time")
-        return AppleNotification(
-            event_id=event_id,
-            type=kind,
-            subject=subject,
-            email=claim_email(event.get("email")),
-            is_private_email=claim_is_true(event.get("is_private_email")),
-            event_time=event_time
-            if isinstance(event_time, int) and not isinstance(event_time, bool)
-            else None,
-            claims=claims,
-        )
+        return notification_from_claims(claims, payload)
+
+
+def read_verified_notification(payload: str) -> AppleNotification:
+    """Re-read a notification that was verified before it was stored (an inbox row); no signature check.
+
+    The inbox keeps the raw body so a failed event can be retried later, when Apple's keys may have
+    rotated or be unreachable; the signature was checked once, before the row was written.
+    """
+    try:
+        claims: dict[str, Any] = jwt.decode(payload, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise InvalidIdentityToken("The stored notification is not a JWT.") from exc
+    return notification_from_claims(claims, payload)
+
+
+def notification_from_claims(claims: dict[str, Any], payload: str) -> AppleNotification:
+    event = _parse_events_claim(claims.get("events"))
+    event_id = claims.get("jti")
+    if not isinstance(event_id, str) or not event_id:
+        # Older payloads lack jti; derive a stable id so duplicates still collapse in the inbox.
+        event_id = hashlib.sha256(payload.encode()).hexdigest()
+    try:
+        kind = AppleNotificationType(str(event.get("type")))
+    except ValueError as exc:
+        raise InvalidIdentityToken("The notification has an unknown event type.") from exc
+    subject = event.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise InvalidIdentityToken("The notification does not name a user.")
+    event_time = event.get("event_time")
+    return AppleNotification(
+        event_id=event_id,
+        type=kind,
+        subject=subject,
+        email=claim_email(event.get("email")),
+        is_private_email=claim_is_true(event.get("is_private_email")),
+        event_time=event_time if isinstance(event_time, int) and not isinstance(event_time, bool) else None,
+        claims=claims,
+    )
 
 
 def _check_nonce(claims: dict[str, Any], nonce: str) -> None:

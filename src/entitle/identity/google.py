@@ -65,4 +65,5 @@ class GoogleIdentityVerifier:
             email_verified=email is not None and claim_is_true(claims.get("email_verified")),
             is_private_relay=False,
             name=name if isinstance(name, str) and name.strip() else None,
+            issued_at=float(claims["iat"]),
         )

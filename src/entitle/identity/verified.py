@@ -21,6 +21,8 @@ class VerifiedIdentity:
     is_private_relay: bool
     # The name from the token, when the provider puts one there (Google does; Apple never does).
     name: str | None = None
+    # The token's `iat` (seconds): a revoked identity comes back only with a token issued after that.
+    issued_at: float | None = None
 
 
 def claim_is_true(value: Any) -> bool:

@@ -16,4 +16,18 @@ if TYPE_CHECKING:
 def build_providers(context: AppContext) -> dict[str, Any]:
     providers: dict[str, Any] = {}
     # Registered by the provider packages (one line each):
+    providers["apple_signin"] = _apple_signin_events(context)
+    providers["stripe"] = _stripe(context)
     return providers
+
+
+def _apple_signin_events(context: AppContext) -> Any:
+    from entitle.services.apple_signin import AppleSigninEvents
+
+    return AppleSigninEvents(context)
+
+
+def _stripe(context: AppContext) -> Any:
+    from entitle.providers.stripe.provider import StripeProvider
+
+    return StripeProvider(context)

@@ -53,7 +53,8 @@ class Received:
 
 
 def retry_delay(attempts: int) -> timedelta:
-    return min(FIRST_RETRY * (2 ** max(0, attempts - 1)), MAX_RETRY)
+    delay: timedelta = FIRST_RETRY * (2 ** min(max(0, attempts - 1), 20))
+    return min(delay, MAX_RETRY)
 
 
 class Inbox:
@@ -96,7 +97,7 @@ class Inbox:
     async def _process(self, row_id: uuid.UUID, ordering_key: str | None) -> InboxStatus:
         try:
             async with self.database.transaction() as db:
-                if ordering_key and db.bind.dialect.name == "postgresql":
+                if ordering_key and db.get_bind().dialect.name == "postgresql":
                     await db.execute(
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(ordering_key)}
                     )
@@ -149,7 +150,7 @@ class Inbox:
                 .order_by(ProviderEvent.occurred_at, ProviderEvent.received_at)
                 .limit(limit)
             )
-            if db.bind.dialect.name == "postgresql":
+            if db.get_bind().dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             ids = list((await db.scalars(query)).all())
         for row_id in ids:
@@ -215,7 +216,7 @@ async def store_event(
         "attempts": 0,
         "received_at": utcnow(),
     }
-    dialect = db.bind.dialect.name
+    dialect = db.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     statement = (
         insert(ProviderEvent).values(**values).on_conflict_do_nothing(index_elements=["provider", "event_id"])
@@ -233,7 +234,7 @@ async def store_event(
 
 async def _lock_row(db: AsyncSession, row_id: uuid.UUID) -> ProviderEvent | None:
     query = select(ProviderEvent).where(ProviderEvent.id == row_id)
-    if db.bind.dialect.name == "postgresql":
+    if db.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
     return await db.scalar(query)
 

@@ -19,12 +19,12 @@ from entitle.errors import RateLimited
 
 class SignInRateLimiter:
     def __init__(self, *, per_address: str, per_ip: str, redis_url: str | None = None) -> None:
-        self.storage: Storage = (
+        self.storage: Storage = MemoryStorage()
+        if redis_url:
             # redis-py's asyncio client (a dependency already), not the default coredis.
-            storage_from_string(_async_redis_uri(redis_url), implementation="redispy")
-            if redis_url
-            else MemoryStorage()
-        )
+            shared = storage_from_string(_async_redis_uri(redis_url), implementation="redispy")
+            assert isinstance(shared, Storage)
+            self.storage = shared
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.per_address: RateLimitItem = parse(per_address)
         self.per_ip: RateLimitItem = parse(per_ip)

@@ -6,14 +6,13 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from entitle.errors import PayloadTooLarge
-
 
 class BodySizeLimit:
-    """Pure ASGI middleware: checks Content-Length up front and counts streamed chunks as they arrive.
+    """Pure ASGI middleware over the request body size.
 
-    A chunked body that grows past the limit raises PayloadTooLarge from `receive`, which the app's
-    error handler answers with the usual 413 body.
+    With a Content-Length the decision is made from the header alone. A chunked body (no length) is read
+    here up to the limit and replayed to the app, so memory stays bounded by the limit and the app never
+    sees a body it would have to abandon half-way.
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -24,28 +23,35 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
+        length = next((value for name, value in scope.get("headers", ()) if name == b"content-length"), None)
+        if length is not None:
+            if not length.isdigit() or int(length) > self.max_bytes:
                 await self._refuse(send)
                 return
-        received = 0
-
-        async def counting_receive() -> Message:
-            nonlocal received
+            await self.app(scope, receive, send)
+            return
+        buffered: list[Message] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise PayloadTooLarge(self._message())
-            return message
+            buffered.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
 
-        await self.app(scope, counting_receive, send)
+        async def replay() -> Message:
+            return buffered.pop(0) if buffered else await receive()
 
-    def _message(self) -> str:
-        return f"The request body is larger than {self.max_bytes} bytes."
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"error": {"code": "payload_too_large", "message": self._message()}}).encode()
+        message = f"The request body is larger than {self.max_bytes} bytes."
+        body = json.dumps({"error": {"code": "payload_too_large", "message": message}}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -9,12 +9,8 @@ from appstoreserverlibrary.models.Environment import Environment as AppleEnviron
 
 from entitle.core.catalog import Catalog, load_catalog
 from entitle.providers.appstore.verification import AppStoreVerifier
+from tests.providers.appstore.constants import APP_APPLE_ID, BUNDLE_ID
 from tests.standins.appstore import AppStoreSigner, SigningChain, mint_chain
-
-BUNDLE_ID = "com.example.app"
-APP_APPLE_ID = 1234
-MONTHLY = "com.example.app.pro.monthly"
-YEARLY = "com.example.app.pro.yearly"
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,9 @@ from cryptography import x509
 
 from entitle.providers.appstore.errors import InvalidSignedData
 from entitle.providers.appstore.verification import AppStoreVerifier
+from tests.providers.appstore.constants import APP_APPLE_ID, BUNDLE_ID
 from tests.standins.appstore import AppStoreSigner, SigningChain, mint_chain
 from tests.standins.appstore.chain import INTERMEDIATE_MARKER_OID, LEAF_MARKER_OID
-
-from .conftest import APP_APPLE_ID, BUNDLE_ID
 
 
 def _transaction(signer: AppStoreSigner) -> str:

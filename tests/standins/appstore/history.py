@@ -84,7 +84,9 @@ class SubscriptionSimulator:
         return self.clock
 
     def _other_tier(self) -> str:
-        return self.alternate_product_id if self.product_id == self.first_product_id else self.first_product_id
+        return (
+            self.alternate_product_id if self.product_id == self.first_product_id else self.first_product_id
+        )
 
     def _new_transaction(self) -> None:
         self._serial += 1
@@ -210,7 +212,9 @@ class SubscriptionSimulator:
         self._tick()
         self.auto_renew = enabled
         self.expiration_intent = None if enabled else 1
-        return self._emit("DID_CHANGE_RENEWAL_STATUS", "AUTO_RENEW_ENABLED" if enabled else "AUTO_RENEW_DISABLED")
+        return self._emit(
+            "DID_CHANGE_RENEWAL_STATUS", "AUTO_RENEW_ENABLED" if enabled else "AUTO_RENEW_DISABLED"
+        )
 
     def upgrade(self) -> Notification:
         """A higher-tier product starts now: Apple refunds the rest of the period and issues a new transaction."""

@@ -68,7 +68,9 @@ class AppStoreServerState:
     requests: list[tuple[str, str]] = field(default_factory=list)
     tokens_set: list[tuple[str, str]] = field(default_factory=list)
 
-    def put_subscription(self, status: int, transaction: dict[str, Any], renewal_info: dict[str, Any]) -> None:
+    def put_subscription(
+        self, status: int, transaction: dict[str, Any], renewal_info: dict[str, Any]
+    ) -> None:
         original = str(transaction["originalTransactionId"])
         self.subscriptions[original] = SubscriptionRecord(status, dict(transaction), dict(renewal_info))
         self.transactions[str(transaction["transactionId"])] = dict(transaction)
@@ -201,7 +203,9 @@ def create_app(state: AppStoreServerState) -> Starlette:
             ],
         }
         if has_more:
-            answer["paginationToken"] = base64.urlsafe_b64encode(str(offset + state.page_size).encode()).decode()
+            answer["paginationToken"] = base64.urlsafe_b64encode(
+                str(offset + state.page_size).encode()
+            ).decode()
         return JSONResponse(answer)
 
     async def set_app_account_token(request: Request) -> Response:
@@ -249,7 +253,6 @@ def new_state(signer: AppStoreSigner, **kwargs: Any) -> tuple[AppStoreServerStat
         **kwargs,
     )
     return state, pem
-
 
 
 @contextlib.contextmanager

@@ -48,7 +48,9 @@ class AppStoreSigner:
         chain_header = self.chain.x5c() if x5c is _OMIT else x5c
         if chain_header is not None:
             header["x5c"] = chain_header
-        return jwt.encode(payload, key if key is not None else self.chain.leaf_key, algorithm="ES256", headers=header)
+        return jwt.encode(
+            payload, key if key is not None else self.chain.leaf_key, algorithm="ES256", headers=header
+        )
 
     def transaction(
         self,

@@ -54,7 +54,10 @@ def open_invoice(
             "period_start": min(start for *_, start, _ in lines) if lines else now,
             "status": "draft",
             "status_transitions": {
-                "finalized_at": None, "marked_uncollectible_at": None, "paid_at": None, "voided_at": None
+                "finalized_at": None,
+                "marked_uncollectible_at": None,
+                "paid_at": None,
+                "voided_at": None,
             },
             "subtotal": total,
             "total": total,
@@ -100,8 +103,9 @@ def open_invoice(
         )
         intent["client_secret"] = f"{intent['id']}_secret_{new_id('s', 24)[2:]}"
         invoice["_intent"] = intent["id"]
-        invoice["_hidden"] = {"confirmation_secret": {"client_secret": intent["client_secret"],
-                                                      "type": "payment_intent"}}
+        invoice["_hidden"] = {
+            "confirmation_secret": {"client_secret": intent["client_secret"], "type": "payment_intent"}
+        }
     else:
         invoice["status_transitions"]["paid_at"] = now
     state.emit("invoice.finalized", invoice)
@@ -115,8 +119,11 @@ def attempt_payment(state: State, invoice: dict[str, Any], pm_id: str | None) ->
     if invoice["status"] == "paid":
         return True
     if invoice["status"] != "open":
-        raise StandinError(400, f"Invoice {invoice['id']} is {invoice['status']} and cannot be paid.",
-                           code="invoice_not_open")
+        raise StandinError(
+            400,
+            f"Invoice {invoice['id']} is {invoice['status']} and cannot be paid.",
+            code="invoice_not_open",
+        )
     intent = state.objects[invoice["_intent"]]
     now = state.now()
     invoice["attempted"] = True
@@ -132,7 +139,8 @@ def attempt_payment(state: State, invoice: dict[str, Any], pm_id: str | None) ->
             "captured": not declined,
             "currency": "usd",
             "customer": invoice["customer"],
-            "description": "Subscription update" if invoice["billing_reason"] != "subscription_create"
+            "description": "Subscription update"
+            if invoice["billing_reason"] != "subscription_create"
             else "Subscription creation",
             "disputed": False,
             "failure_code": "card_declined" if declined else None,
@@ -142,8 +150,12 @@ def attempt_payment(state: State, invoice: dict[str, Any], pm_id: str | None) ->
             "paid": not declined,
             "payment_intent": intent["id"],
             "payment_method": pm_id,
-            "payment_method_details": {"card": {"brand": card["brand"], "last4": card["last4"]}, "type": "card"}
-            if card else None,
+            "payment_method_details": {
+                "card": {"brand": card["brand"], "last4": card["last4"]},
+                "type": "card",
+            }
+            if card
+            else None,
             "refunded": False,
             "refunds": {"object": "list", "data": [], "has_more": False, "url": ""},
             "status": "failed" if declined else "succeeded",
@@ -162,7 +174,10 @@ def attempt_payment(state: State, invoice: dict[str, Any], pm_id: str | None) ->
         return False
     intent.update(status="succeeded", amount_received=invoice["amount_due"], last_payment_error=None)
     invoice.update(
-        status="paid", amount_paid=invoice["amount_due"], amount_remaining=0, next_payment_attempt=None,
+        status="paid",
+        amount_paid=invoice["amount_due"],
+        amount_remaining=0,
+        next_payment_attempt=None,
         default_payment_method=pm_id,
     )
     invoice["status_transitions"]["paid_at"] = now
@@ -216,8 +231,9 @@ def refund_charge(state: State, charge: dict[str, Any], amount: int | None = Non
     remaining = charge["amount"] - charge["amount_refunded"]
     amount = remaining if amount is None else amount
     if not charge["paid"] or amount <= 0 or amount > remaining:
-        raise StandinError(400, f"Charge {charge['id']} has already been refunded.",
-                           code="charge_already_refunded")
+        raise StandinError(
+            400, f"Charge {charge['id']} has already been refunded.", code="charge_already_refunded"
+        )
     refund = state.add(
         {
             "object": "refund",
@@ -261,11 +277,19 @@ def pay_invoice(state: State, params: dict[str, Any], id: str) -> dict[str, Any]
 
     invoice = state.get(id, "invoice")
     sub = state.objects[invoice["parent"]["subscription_details"]["subscription"]]
-    pm_id = params.get("payment_method") or sub["default_payment_method"] or state.objects[
-        sub["customer"]]["invoice_settings"]["default_payment_method"]
+    pm_id = (
+        params.get("payment_method")
+        or sub["default_payment_method"]
+        or state.objects[sub["customer"]]["invoice_settings"]["default_payment_method"]
+    )
     if not settle(state, sub, invoice, pm_id):
-        raise StandinError(402, "Your card was declined.", type="card_error", code="card_declined",
-                           decline_code="generic_decline")
+        raise StandinError(
+            402,
+            "Your card was declined.",
+            type="card_error",
+            code="card_declined",
+            decline_code="generic_decline",
+        )
     return state.render(invoice)
 
 

@@ -56,7 +56,9 @@ def start_subscription(
     save_default_payment_method: str = "off",
     trial_days: int | None = None,
     payment_method: str | None = None,
+    charge_with: str | None = None,
 ) -> dict[str, Any]:
+    """Create `sub` with its first invoice; charge `charge_with` unless the payment is left to the client."""
     now = state.now()
     trial_end = now + trial_days * 86400 if trial_days else None
     period_end = trial_end or add_interval(now, price["recurring"])
@@ -75,7 +77,7 @@ def start_subscription(
             "currency": price["currency"],
             "customer": customer["id"],
             "days_until_due": None,
-            "default_payment_method": payment_method if save_default_payment_method == "off" else None,
+            "default_payment_method": payment_method,
             "description": None,
             "discounts": [],
             "ended_at": None,
@@ -125,8 +127,9 @@ def start_subscription(
     if invoice["status"] == "paid" and not trial_end:
         sub["status"] = "active"
     state.emit("customer.subscription.updated", sub, before)
-    if payment_behavior != "default_incomplete" and invoice["status"] == "open" and payment_method:
-        settle(state, sub, invoice, payment_method)
+    charge_with = charge_with or payment_method
+    if payment_behavior != "default_incomplete" and invoice["status"] == "open" and charge_with:
+        settle(state, sub, invoice, charge_with)
     return sub
 
 
@@ -170,8 +173,13 @@ def renew(state: State, sub: dict[str, Any]) -> None:
     before = state.snapshot(sub)
     item["current_period_start"] = end
     item["current_period_end"] = add_interval(end, price["recurring"])
-    line = (f"{item['quantity']} × {price['id']}", price["unit_amount"] * item["quantity"], price["id"],
-            end, item["current_period_end"])
+    line = (
+        f"{item['quantity']} × {price['id']}",
+        price["unit_amount"] * item["quantity"],
+        price["id"],
+        end,
+        item["current_period_end"],
+    )
     invoice = open_invoice(state, sub, lines=[line], billing_reason="subscription_cycle")
     sub["latest_invoice"] = invoice["id"]
     if sub["pause_collection"]:
@@ -209,10 +217,20 @@ def proration_lines(
     fraction = (end - at) / (end - start)
     qty = item["quantity"]
     return [
-        (f"Unused time on {old_price['id']}", -round(old_price["unit_amount"] * qty * fraction),
-         old_price["id"], at, end),
-        (f"Remaining time on {new_price['id']}", round(new_price["unit_amount"] * qty * fraction),
-         new_price["id"], at, end),
+        (
+            f"Unused time on {old_price['id']}",
+            -round(old_price["unit_amount"] * qty * fraction),
+            old_price["id"],
+            at,
+            end,
+        ),
+        (
+            f"Remaining time on {new_price['id']}",
+            round(new_price["unit_amount"] * qty * fraction),
+            new_price["id"],
+            at,
+            end,
+        ),
     ]
 
 
@@ -222,13 +240,22 @@ def create_subscription(state: State, params: dict[str, Any]) -> dict[str, Any]:
     items = as_list(require(params, "items"))
     price = state.get(require(items[0], "price"), "price")
     if not price["recurring"]:
-        raise StandinError(400, "The price specified is set to `type=one_time` but this field only accepts "
-                           "prices with `type=recurring`.", param="items[0][price]")
+        raise StandinError(
+            400,
+            "The price specified is set to `type=one_time` but this field only accepts "
+            "prices with `type=recurring`.",
+            param="items[0][price]",
+        )
     pm_id = params.get("default_payment_method") or customer["invoice_settings"]["default_payment_method"]
     behavior = params.get("payment_behavior", "allow_incomplete")
     if behavior == "error_if_incomplete" and pm_id in state.declining_payment_methods:
-        raise StandinError(402, "Your card was declined.", type="card_error", code="card_declined",
-                           decline_code="generic_decline")
+        raise StandinError(
+            402,
+            "Your card was declined.",
+            type="card_error",
+            code="card_declined",
+            decline_code="generic_decline",
+        )
     trial = params.get("trial_period_days")
     sub = start_subscription(
         state,
@@ -237,10 +264,12 @@ def create_subscription(state: State, params: dict[str, Any]) -> dict[str, Any]:
         quantity=as_int(items[0].get("quantity", 1), "items[0][quantity]"),
         metadata=params.get("metadata") or {},
         payment_behavior=behavior,
-        save_default_payment_method=(params.get("payment_settings") or {}).get("save_default_payment_method",
-                                                                                 "off"),
+        save_default_payment_method=(params.get("payment_settings") or {}).get(
+            "save_default_payment_method", "off"
+        ),
         trial_days=as_int(trial, "trial_period_days") if trial else None,
-        payment_method=pm_id,
+        payment_method=params.get("default_payment_method"),
+        charge_with=pm_id,
     )
     return state.render(sub, as_list(params.get("expand")))
 
@@ -252,8 +281,11 @@ def retrieve_subscription(state: State, params: dict[str, Any], id: str) -> dict
 def update_subscription(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:
     sub = state.get(id, "subscription")
     if sub["status"] in ENDED:
-        raise StandinError(400, "A canceled subscription can only update its cancellation_details and "
-                           "metadata.", param="cancel_at_period_end")
+        raise StandinError(
+            400,
+            "A canceled subscription can only update its cancellation_details and metadata.",
+            param="cancel_at_period_end",
+        )
     before = state.snapshot(sub)
     item = item_of(sub)
     if "cancel_at_period_end" in params:
@@ -268,10 +300,14 @@ def update_subscription(state: State, params: dict[str, Any], id: str) -> dict[s
         sub["default_payment_method"] = params["default_payment_method"] or None
     if "pause_collection" in params:
         pc = params["pause_collection"]
-        sub["pause_collection"] = None if pc == "" else {
-            "behavior": require(pc, "behavior"),
-            "resumes_at": as_int(pc["resumes_at"], "resumes_at") if pc.get("resumes_at") else None,
-        }
+        sub["pause_collection"] = (
+            None
+            if pc == ""
+            else {
+                "behavior": require(pc, "behavior"),
+                "resumes_at": as_int(pc["resumes_at"], "resumes_at") if pc.get("resumes_at") else None,
+            }
+        )
     invoice = None
     if items := as_list(params.get("items")):
         entry = items[0]
@@ -300,8 +336,9 @@ def update_subscription(state: State, params: dict[str, Any], id: str) -> dict[s
 def cancel_subscription(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:
     sub = state.get(id, "subscription")
     if sub["status"] in ENDED:
-        raise StandinError(400, f"This subscription has already been canceled: {id}",
-                           code="resource_missing", param="id")
+        raise StandinError(
+            400, f"This subscription has already been canceled: {id}", code="resource_missing", param="id"
+        )
     end_subscription(state, sub, "cancellation_requested")
     return state.render(sub, as_list(params.get("expand")))
 
@@ -358,8 +395,15 @@ def create_preview(state: State, params: dict[str, Any]) -> dict[str, Any]:
     lines = proration_lines(state, sub, new_price, at) if behavior != "none" else []
     if behavior != "always_invoice":
         end = item["current_period_end"]
-        lines.append((f"1 × {new_price['id']}", new_price["unit_amount"] * item["quantity"], new_price["id"],
-                      end, add_interval(end, new_price["recurring"])))
+        lines.append(
+            (
+                f"1 × {new_price['id']}",
+                new_price["unit_amount"] * item["quantity"],
+                new_price["id"],
+                end,
+                add_interval(end, new_price["recurring"]),
+            )
+        )
     total = sum(amount for _, amount, *_ in lines)
     return {
         "id": f"upcoming_{new_id('in')}",
@@ -375,15 +419,26 @@ def create_preview(state: State, params: dict[str, Any]) -> dict[str, Any]:
             "has_more": False,
             "url": "/v1/invoices/upcoming/lines",
             "data": [
-                {"id": new_id("il_tmp"), "object": "line_item", "amount": amount, "currency": "usd",
-                 "description": desc, "period": {"start": start, "end": end},
-                 "pricing": {"type": "price_details", "price_details": {"price": price_id, "product": None}}}
+                {
+                    "id": new_id("il_tmp"),
+                    "object": "line_item",
+                    "amount": amount,
+                    "currency": "usd",
+                    "description": desc,
+                    "period": {"start": start, "end": end},
+                    "pricing": {
+                        "type": "price_details",
+                        "price_details": {"price": price_id, "product": None},
+                    },
+                }
                 for desc, amount, price_id, start, end in lines
             ],
         },
         "livemode": False,
-        "parent": {"type": "subscription_details",
-                   "subscription_details": {"metadata": sub["metadata"], "subscription": sub["id"]}},
+        "parent": {
+            "type": "subscription_details",
+            "subscription_details": {"metadata": sub["metadata"], "subscription": sub["id"]},
+        },
         "status": "draft",
         "subscription_proration_date": at,
         "subtotal": total,

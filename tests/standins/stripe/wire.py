@@ -41,9 +41,7 @@ class StandinError(Exception):
 
 
 def missing(kind: str, object_id: str, param: str = "id") -> StandinError:
-    return StandinError(
-        404, f"No such {kind}: '{object_id}'", code="resource_missing", param=param
-    )
+    return StandinError(404, f"No such {kind}: '{object_id}'", code="resource_missing", param=param)
 
 
 def require(params: Mapping[str, Any], name: str) -> Any:
@@ -123,8 +121,9 @@ def list_page(
     """A Stripe list object: newest first, `limit` (1-100, default 10), `starting_after`/`ending_before`."""
     limit = as_int(params.get("limit", 10), "limit")
     if not 1 <= limit <= 100:
-        raise StandinError(400, "Limit must be between 1 and 100.", code="parameter_invalid_integer",
-                           param="limit")
+        raise StandinError(
+            400, "Limit must be between 1 and 100.", code="parameter_invalid_integer", param="limit"
+        )
     ordered = sorted(items, key=lambda o: (o.get("created", 0), o.get("_seq", 0)), reverse=True)
     ids = [o["id"] for o in ordered]
     if after := params.get("starting_after"):

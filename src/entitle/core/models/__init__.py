@@ -11,6 +11,7 @@ from entitle.core.models.accounts import (
     RefreshToken,
     RefreshTokenFamily,
 )
+from entitle.core.models.entitlements import AccountEntitlement, PromotionalGrant, Subscription
 from entitle.core.models.events import (
     AccountEvent,
     InboxStatus,
@@ -18,16 +19,20 @@ from entitle.core.models.events import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from entitle.providers.stripe.models import StripeCustomer  # noqa: F401  (issue 4: Stripe customers)
 
 __all__ = [
     "Account",
+    "AccountEntitlement",
     "AccountEvent",
     "Identity",
     "InboxStatus",
     "PasswordCredential",
+    "PromotionalGrant",
     "ProviderEvent",
     "RefreshToken",
     "RefreshTokenFamily",
+    "Subscription",
     "WebhookDelivery",
     "WebhookEndpoint",
 ]

@@ -1,13 +1,13 @@
 """Errors raised while speaking to the App Store; each is an `EntitleError` with a stable code.
 
-    EntitleError
-    ├── InvalidSignedData            400 invalid_signed_data (forged, malformed, wrong chain)
-    │   ├── WrongApp                 400 signed_data_wrong_app (another bundle id or app id)
-    │   └── WrongEnvironment         400 signed_data_wrong_environment (an environment we do not accept)
-    ├── AppStoreMisconfigured        500 appstore_misconfigured (settings cannot work)
-    └── ProviderUnavailable
-        ├── VerificationUnavailable  503 apple_verification_unavailable (revocation check did not answer)
-        └── AppStoreApiUnavailable   503 app_store_api_unavailable (Server API failed or rate-limited us)
+EntitleError
+├── InvalidSignedData            400 invalid_signed_data (forged, malformed, wrong chain)
+│   ├── WrongApp                 400 signed_data_wrong_app (another bundle id or app id)
+│   └── WrongEnvironment         400 signed_data_wrong_environment (an environment we do not accept)
+├── AppStoreMisconfigured        500 appstore_misconfigured (settings cannot work)
+└── ProviderUnavailable
+    ├── VerificationUnavailable  503 apple_verification_unavailable (revocation check did not answer)
+    └── AppStoreApiUnavailable   503 app_store_api_unavailable (Server API failed or rate-limited us)
 """
 
 from __future__ import annotations

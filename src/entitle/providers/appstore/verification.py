@@ -178,9 +178,13 @@ def configuration_problems(settings: Settings) -> list[str]:
     """Sentences for `entitle doctor`; an empty list means App Store verification can work as configured."""
     problems: list[str] = []
     if not settings.apple_bundle_id:
-        problems.append("ENTITLE_APPLE_BUNDLE_ID is not set: App Store purchases and notifications are refused")
+        problems.append(
+            "ENTITLE_APPLE_BUNDLE_ID is not set: App Store purchases and notifications are refused"
+        )
     if settings.apple_app_id is None:
-        problems.append("ENTITLE_APPLE_APP_ID is not set: Production App Store data is refused (Sandbox only)")
+        problems.append(
+            "ENTITLE_APPLE_APP_ID is not set: Production App Store data is refused (Sandbox only)"
+        )
     try:
         roots = (
             load_root_certificates(settings.apple_root_certs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from entitle.web.routes import auth, health, me
+from entitle.web.routes import identity as identity_routes
 
 
 def all_routers() -> list[APIRouter]:
@@ -13,4 +14,5 @@ def all_routers() -> list[APIRouter]:
         auth.router,
         me.router,
         # Registered by their packages (one line each):
+        identity_routes.router,
     ]

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from entitle.errors import Unauthorized
 from entitle.services import accounts, tokens
 from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, bearer_token, client_ip
 from entitle.web.schemas import Credentials, LoginCredentials, RefreshBody, session_json
@@ -48,9 +49,7 @@ async def refresh(body: RefreshBody, context: ContextDep, db: SessionDep) -> dic
         raise
     account = await accounts.get_account(db, pair.account_id)
     if account is None:
-        raise tokens.Unauthorized(
-            "The account for this token no longer exists.", code="invalid_refresh_token"
-        )
+        raise Unauthorized("The account for this token no longer exists.", code="invalid_refresh_token")
     return session_json(account, pair)
 
 

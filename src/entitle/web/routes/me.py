@@ -34,7 +34,7 @@ async def my_events(
     db: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-    type: Annotated[str | None, Query(max_length=80, pattern=r"^[a-z_]+(\.[a-z_]+)*\*?$")] = None,
+    type: Annotated[str | None, Query(max_length=80, pattern=r"^[a-z_]+(\.[a-z_]+)*(\.\*)?$")] = None,
 ) -> dict[str, Any]:
     """The account's event log, newest first; `type` matches exactly or, ending in `*`, by prefix."""
     query = select(AccountEvent).where(AccountEvent.account_id == account.id)

@@ -1,0 +1,249 @@
+"""A thin async gateway over the official `stripe` SDK.
+
+Decisions this module owns:
+- One API version, pinned here and sent on every call (`Stripe-Version`), so an account's dashboard
+  default can never change the shape of what we read. It is the pinned SDK's own default
+  (`stripe.api_version`), the version its types describe; a test keeps the two equal.
+- Everything returned is the JSON Stripe sent, as plain dicts: mapping and storage never see SDK
+  objects, and the raw vendor object we keep is byte-for-byte what Stripe said.
+- SDK errors stop here and become `entitle.errors` (see `errors.py`). A 429 is retried with
+  exponential backoff before it becomes `ProviderUnavailable`; the SDK itself only retries network
+  failures, 409s and 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import stripe
+from stripe.params import (
+    CustomerCreateParams,
+    InvoiceCreatePreviewParams,
+    PriceCreateParams,
+    PriceUpdateParams,
+    ProductCreateParams,
+    ProductUpdateParams,
+    SubscriptionCreateParams,
+    SubscriptionListParams,
+    SubscriptionUpdateParams,
+    WebhookEndpointCreateParams,
+)
+from stripe.params.billing_portal import SessionCreateParams as PortalSessionCreateParams
+from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateParams
+
+from entitle.errors import Conflict, EntitleError, ProviderUnavailable
+from entitle.providers.stripe.errors import PaymentRequired, StripeObjectMissing
+from entitle.settings import Settings
+
+# The API version every request carries; equal to `stripe.api_version` of the pinned SDK major.
+STRIPE_API_VERSION = "2026-10-28.endive"
+
+StripeDict = dict[str, Any]
+
+
+class StripeGateway:
+    """The calls entitle makes to Stripe, each returning Stripe's JSON as a dict."""
+
+    def __init__(
+        self,
+        secret_key: str,
+        *,
+        api_base: str = stripe.DEFAULT_API_BASE,
+        http_client: stripe.HTTPClient | None = None,
+        max_network_retries: int = 2,
+        rate_limit_retries: int = 5,
+        backoff_seconds: float = 0.5,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._http = http_client or stripe.HTTPXClient(timeout=30)
+        self._client = stripe.StripeClient(
+            secret_key,
+            stripe_version=STRIPE_API_VERSION,
+            base_addresses={"api": api_base},
+            http_client=self._http,
+            max_network_retries=max_network_retries,
+        )
+        self._rate_limit_retries = rate_limit_retries
+        self._backoff = backoff_seconds
+        self._sleep = sleep
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> StripeGateway:
+        if settings.stripe_secret_key is None:
+            raise ProviderUnavailable(
+                "Stripe is not configured on this server.", code="stripe_not_configured"
+            )
+        return cls(
+            settings.stripe_secret_key.get_secret_value(), api_base=settings.stripe_api_base, **overrides
+        )
+
+    async def aclose(self) -> None:
+        await self._http.close_async()  # type: ignore[no-untyped-call]
+
+    # --- customers ---------------------------------------------------------------------------------
+    async def create_customer(
+        self, *, account_id: str, email: str | None, idempotency_key: str
+    ) -> StripeDict:
+        params: CustomerCreateParams = {"metadata": {"account_id": account_id}}
+        if email:
+            params["email"] = email
+        return await self._call(
+            lambda: self._client.v1.customers.create_async(params, {"idempotency_key": idempotency_key})
+        )
+
+    async def retrieve_customer(self, customer_id: str) -> StripeDict:
+        """The customer, or `{"id", "object", "deleted": true}` once deleted."""
+        return await self._call(lambda: self._client.v1.customers.retrieve_async(customer_id))
+
+    async def retrieve_payment_method(self, payment_method_id: str) -> StripeDict:
+        return await self._call(lambda: self._client.v1.payment_methods.retrieve_async(payment_method_id))
+
+    # --- catalog -----------------------------------------------------------------------------------
+    async def prices_by_lookup_keys(self, lookup_keys: list[str]) -> list[StripeDict]:
+        """Active prices holding any of `lookup_keys`, each with its product expanded."""
+        found: list[StripeDict] = []
+        for start in range(0, len(lookup_keys), 10):  # Stripe filters on at most 10 lookup keys per call
+            chunk = lookup_keys[start : start + 10]
+            page = await self._call(
+                lambda chunk=chunk: self._client.v1.prices.list_async(  # type: ignore[misc]
+                    {"lookup_keys": chunk, "expand": ["data.product"], "limit": 100}
+                )
+            )
+            found.extend(page["data"])
+        return found
+
+    async def create_product(self, params: ProductCreateParams, *, idempotency_key: str) -> StripeDict:
+        return await self._call(
+            lambda: self._client.v1.products.create_async(params, {"idempotency_key": idempotency_key})
+        )
+
+    async def update_product(self, product_id: str, params: ProductUpdateParams) -> StripeDict:
+        return await self._call(lambda: self._client.v1.products.update_async(product_id, params))
+
+    async def create_price(self, params: PriceCreateParams, *, idempotency_key: str) -> StripeDict:
+        return await self._call(
+            lambda: self._client.v1.prices.create_async(params, {"idempotency_key": idempotency_key})
+        )
+
+    async def update_price(self, price_id: str, params: PriceUpdateParams) -> StripeDict:
+        return await self._call(lambda: self._client.v1.prices.update_async(price_id, params))
+
+    # --- checkout, Payment Element, portal ----------------------------------------------------------
+    async def create_checkout_session(
+        self, params: CheckoutSessionCreateParams, *, idempotency_key: str | None = None
+    ) -> StripeDict:
+        options = {"idempotency_key": idempotency_key} if idempotency_key else {}
+        return await self._call(lambda: self._client.v1.checkout.sessions.create_async(params, options))  # type: ignore[arg-type]
+
+    async def create_subscription(
+        self, params: SubscriptionCreateParams, *, idempotency_key: str
+    ) -> StripeDict:
+        return await self._call(
+            lambda: self._client.v1.subscriptions.create_async(params, {"idempotency_key": idempotency_key})
+        )
+
+    async def create_portal_session(self, *, customer_id: str, return_url: str) -> StripeDict:
+        params: PortalSessionCreateParams = {"customer": customer_id, "return_url": return_url}
+        return await self._call(lambda: self._client.v1.billing_portal.sessions.create_async(params))
+
+    # --- subscriptions -----------------------------------------------------------------------------
+    async def retrieve_subscription(self, subscription_id: str) -> StripeDict:
+        """The subscription with its default payment method expanded (for brand and last 4)."""
+        return await self._call(
+            lambda: self._client.v1.subscriptions.retrieve_async(
+                subscription_id, {"expand": ["default_payment_method"]}
+            )
+        )
+
+    async def update_subscription(self, subscription_id: str, params: SubscriptionUpdateParams) -> StripeDict:
+        return await self._call(lambda: self._client.v1.subscriptions.update_async(subscription_id, params))
+
+    async def preview_invoice(self, params: InvoiceCreatePreviewParams) -> StripeDict:
+        return await self._call(lambda: self._client.v1.invoices.create_preview_async(params))
+
+    async def iter_subscriptions(self, *, customer: str | None = None) -> AsyncIterator[StripeDict]:
+        """Every subscription, ended ones included, page by page (each page retried on 429)."""
+        params: SubscriptionListParams = {
+            "status": "all",
+            "limit": 100,
+            "expand": ["data.default_payment_method"],
+        }
+        if customer:
+            params["customer"] = customer
+        while True:
+            page = await self._call(lambda: self._client.v1.subscriptions.list_async(params))
+            for sub in page["data"]:
+                yield sub
+            if not page["has_more"] or not page["data"]:
+                return
+            params["starting_after"] = page["data"][-1]["id"]
+
+    async def latest_payment_refunded(self, invoice_id: str) -> bool:
+        """Whether the payment of `invoice_id` has been refunded in full."""
+        page = await self._call(
+            lambda: self._client.v1.invoice_payments.list_async(
+                {"invoice": invoice_id, "expand": ["data.payment.payment_intent.latest_charge"]}
+            )
+        )
+        for payment in page["data"]:
+            intent = (payment.get("payment") or {}).get("payment_intent")
+            charge = intent.get("latest_charge") if isinstance(intent, dict) else None
+            if isinstance(charge, dict) and charge.get("refunded"):
+                return True
+        return False
+
+    # --- webhook endpoints -------------------------------------------------------------------------
+    async def create_webhook_endpoint(self, *, url: str, events: list[str]) -> StripeDict:
+        params: WebhookEndpointCreateParams = {
+            "url": url,
+            "enabled_events": events,  # type: ignore[typeddict-item]
+            "api_version": STRIPE_API_VERSION,  # type: ignore[typeddict-item]
+        }
+        return await self._call(lambda: self._client.v1.webhook_endpoints.create_async(params))
+
+    # --- the edge ----------------------------------------------------------------------------------
+    async def _call(self, request: Callable[[], Awaitable[Any]]) -> StripeDict:
+        """Make one SDK call, retrying 429s with backoff, and return the JSON Stripe sent."""
+        attempt = 0
+        while True:
+            try:
+                return _raw(await request())
+            except stripe.RateLimitError as exc:
+                if attempt >= self._rate_limit_retries:
+                    raise ProviderUnavailable(
+                        "Stripe is rate-limiting this server; try again shortly.", code="stripe_rate_limited"
+                    ) from exc
+                delay = self._backoff * (2**attempt) * (1 + random.random() / 2)
+                attempt += 1
+                await self._sleep(delay)
+            except stripe.StripeError as exc:
+                raise translate(exc) from exc
+
+
+def _raw(obj: Any) -> StripeDict:
+    response = getattr(obj, "last_response", None)
+    if response is not None and isinstance(response.body, str):
+        data: StripeDict = json.loads(response.body)
+        return data
+    converted: StripeDict = obj.to_dict(for_json=True)
+    return converted
+
+
+def translate(exc: stripe.StripeError) -> EntitleError:
+    """The entitle error for a Stripe SDK error (the caller raises it `from exc`)."""
+    message = exc.user_message or "Stripe refused the request."
+    if isinstance(exc, stripe.CardError):
+        return PaymentRequired(message, code=exc.code or "card_declined")
+    if isinstance(exc, stripe.InvalidRequestError) and exc.code == "resource_missing":
+        return StripeObjectMissing(message)
+    if isinstance(exc, stripe.IdempotencyError):
+        return Conflict(message, code="stripe_idempotency_conflict")
+    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        return ProviderUnavailable("Stripe refused this server's API key.", code="stripe_misconfigured")
+    if isinstance(exc, stripe.InvalidRequestError):
+        return ProviderUnavailable(f"Stripe rejected a request: {message}", code="stripe_rejected_request")
+    return ProviderUnavailable("Stripe did not answer; try again shortly.", code="stripe_unavailable")

@@ -1,0 +1,24 @@
+"""What can go wrong talking to Stripe, in entitle's terms.
+
+EntitleError
+├── PaymentRequired            402  the card was declined or needs authentication (Stripe card_error)
+├── NotFound
+│   └── StripeObjectMissing    404  Stripe says the object does not exist (resource_missing)
+├── Conflict
+│   └── (stripe_idempotency_conflict)  the same idempotency key was reused with other parameters
+└── ProviderUnavailable        503  Stripe did not answer, rate-limited us past our retries, refused
+                                    our key, or rejected a request we built (our bug, not the caller's)
+"""
+
+from __future__ import annotations
+
+from entitle.errors import EntitleError, NotFound
+
+
+class PaymentRequired(EntitleError):
+    status_code = 402
+    default_code = "payment_failed"
+
+
+class StripeObjectMissing(NotFound):
+    default_code = "stripe_resource_missing"

@@ -1,0 +1,311 @@
+"""Entitlements: recompute an account's answer when its sources change, and read it back cheaply.
+
+The decision of this module is where the work happens. `refresh_entitlements` runs the engine inside the
+transaction that changed a subscription or a grant, stores one row per (account, entitlement) and logs
+`entitlement.granted` / `entitlement.revoked` for what changed; `read_entitlements` serves the stored
+rows. Time also changes answers (a period ends, a grant expires) and nobody writes then, so each stored
+answer carries `recheck_at`, the next moment time alone can change it; a read past that moment
+recomputes in memory instead of trusting the row, and `refresh_due_entitlements` lets a worker bring
+such rows (and their events) up to date. No background job is needed for the answer to be right.
+
+The catalog and public URL travel with the session (`bind_entitlement_rules`): providers call
+`apply_subscription_state(db, state)` with nothing but a session, and the answer still needs both.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from entitle.core import events
+from entitle.core.catalog import Catalog
+from entitle.core.entitlements import (
+    EntitlementAnswer,
+    Grant,
+    compute_entitlements,
+    isoformat,
+    management_url,
+)
+from entitle.core.models.accounts import Account
+from entitle.core.models.entitlements import AccountEntitlement, PromotionalGrant, Subscription
+from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
+from entitle.db.engine import Database
+from entitle.db.types import utcnow
+
+RULES_KEY = "entitle.entitlement_rules"
+
+
+@dataclass(frozen=True)
+class EntitlementRules:
+    catalog: Catalog
+    # Base of the `management_url` for Stripe subscriptions (the portal endpoint).
+    public_url: str
+
+
+def bind_entitlement_rules(database: Database, catalog: Catalog, public_url: str) -> None:
+    """Make every session of `database` carry the catalog and public URL (called by build_context)."""
+    info = dict(database.sessionmaker.kw.get("info") or {})
+    info[RULES_KEY] = EntitlementRules(catalog=catalog, public_url=public_url)
+    database.sessionmaker.configure(info=info)
+
+
+def entitlement_rules(db: AsyncSession) -> EntitlementRules:
+    rules = db.info.get(RULES_KEY)
+    if not isinstance(rules, EntitlementRules):
+        raise RuntimeError("this session has no entitlement rules; make sessions from AppContext.database")
+    return rules
+
+
+@dataclass
+class EntitlementsChange:
+    """What a refresh did to one account."""
+
+    answers: dict[str, EntitlementAnswer]
+    granted: list[str] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
+    # Every entitlement whose stored answer changed in any way (expiry, source, renewal, ...).
+    changed: list[str] = field(default_factory=list)
+    duplicates_detected: list[str] = field(default_factory=list)
+
+
+# Everything the engine reads; the raw vendor object can be large and the engine never looks at it.
+_STATE_COLUMNS = (
+    Subscription.store,
+    Subscription.store_subscription_id,
+    Subscription.account_id,
+    Subscription.product,
+    Subscription.store_product_id,
+    Subscription.status,
+    Subscription.current_period_end,
+    Subscription.will_renew,
+    Subscription.environment,
+    Subscription.vendor_updated_at,
+    Subscription.store_customer_id,
+    Subscription.grace_period_ends_at,
+)
+
+
+def subscription_state(row: Subscription | Row[Any]) -> SubscriptionState:
+    """The core view of a stored subscription (without its raw vendor object)."""
+    return SubscriptionState(
+        store=Store(row.store),
+        store_subscription_id=row.store_subscription_id,
+        account_id=row.account_id,
+        product=row.product,
+        store_product_id=row.store_product_id,
+        status=SubscriptionStatus(row.status),
+        current_period_end=row.current_period_end,
+        will_renew=row.will_renew,
+        environment=Environment(row.environment),
+        vendor_updated_at=row.vendor_updated_at,
+        store_customer_id=row.store_customer_id,
+        grace_period_ends_at=row.grace_period_ends_at,
+    )
+
+
+def _grant(row: PromotionalGrant) -> Grant:
+    return Grant(
+        id=str(row.id),
+        entitlement=row.entitlement,
+        expires_at=row.expires_at,
+        starts_at=row.starts_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+async def compute_for_account(
+    db: AsyncSession, account_id: uuid.UUID, *, now: datetime
+) -> dict[str, EntitlementAnswer]:
+    """Run the engine over the account's current sources, without storing anything."""
+    rules = entitlement_rules(db)
+    subscription_rows = await db.execute(select(*_STATE_COLUMNS).where(Subscription.account_id == account_id))
+    grant_rows = await db.scalars(
+        select(PromotionalGrant).where(
+            PromotionalGrant.account_id == account_id,
+            PromotionalGrant.revoked_at.is_(None),
+            PromotionalGrant.expires_at > now,
+        )
+    )
+    return compute_entitlements(
+        [subscription_state(row) for row in subscription_rows],
+        [_grant(row) for row in grant_rows],
+        rules.catalog,
+        now,
+        public_url=rules.public_url,
+    )
+
+
+async def refresh_entitlements(
+    db: AsyncSession, account_id: uuid.UUID, *, now: datetime | None = None
+) -> EntitlementsChange:
+    """Recompute the account's entitlements from its sources, store them and log what changed."""
+    now = now or utcnow()
+    # Serialize refreshes of one account: a second writer waits here and then reads the first one's
+    # committed sources, so two concurrent changes can never leave an answer that misses one of them.
+    # NO KEY UPDATE, because inserting a subscription or grant already holds KEY SHARE on the account
+    # (foreign key) and FOR UPDATE would deadlock two such writers. SQLite serializes writers anyway.
+    await db.execute(select(Account.id).where(Account.id == account_id).with_for_update(key_share=True))
+    answers = await compute_for_account(db, account_id, now=now)
+    stored = {
+        row.entitlement: row
+        for row in await db.scalars(
+            select(AccountEntitlement)
+            .where(AccountEntitlement.account_id == account_id)
+            .execution_options(populate_existing=True)
+        )
+    }
+    change = EntitlementsChange(answers=answers)
+    for key, answer in answers.items():
+        await _store_answer(db, account_id, answer, stored.get(key), change, now)
+    for key, row in stored.items():
+        if key not in answers:  # removed from the catalog
+            await db.delete(row)
+    await db.flush()
+    return change
+
+
+async def _store_answer(
+    db: AsyncSession,
+    account_id: uuid.UUID,
+    answer: EntitlementAnswer,
+    row: AccountEntitlement | None,
+    change: EntitlementsChange,
+    now: datetime,
+) -> None:
+    key = answer.entitlement
+    document = answer.to_json()
+    was_active = row is not None and row.active
+    if row is None:
+        row = AccountEntitlement(account_id=account_id, entitlement=key)
+        db.add(row)
+    elif row.answer == document and row.recheck_at == answer.recheck_at and row.source_id == answer.source_id:
+        return
+    previous_source, previous_source_id = row.source, row.source_id
+    previous_duplicates = {
+        (d["store"], d["id"]) for d in (row.answer or {}).get("duplicate_subscriptions", [])
+    }
+    row.active = answer.active
+    row.source = answer.store.value if answer.store is not None else None
+    row.source_id = answer.source_id
+    row.expires_at = answer.expires_at
+    row.recheck_at = answer.recheck_at
+    row.answer = document
+    row.updated_at = now
+    change.changed.append(key)
+
+    if answer.active and not was_active:
+        change.granted.append(key)
+        await events.record_event(
+            db,
+            account_id,
+            events.ENTITLEMENT_GRANTED,
+            {
+                "entitlement": key,
+                "store": document["store"],
+                "product": answer.product,
+                "source_id": answer.source_id,
+                "expires_at": document["expires_at"],
+            },
+        )
+    elif was_active and not answer.active:
+        change.revoked.append(key)
+        await events.record_event(
+            db,
+            account_id,
+            events.ENTITLEMENT_REVOKED,
+            {"entitlement": key, "store": previous_source, "source_id": previous_source_id},
+        )
+    duplicates = {(ref.store.value, ref.store_subscription_id) for ref in answer.duplicate_subscriptions}
+    if duplicates - previous_duplicates:
+        change.duplicates_detected.append(key)
+        await events.record_event(
+            db,
+            account_id,
+            events.DUPLICATE_SUBSCRIPTION,
+            {"entitlement": key, "subscriptions": document["duplicate_subscriptions"]},
+        )
+
+
+async def refresh_due_entitlements(db: AsyncSession, *, now: datetime | None = None, limit: int = 100) -> int:
+    """Refresh accounts whose stored answers time has overtaken, so their events get written; for a worker."""
+    now = now or utcnow()
+    account_ids = (
+        await db.scalars(
+            select(AccountEntitlement.account_id)
+            .where(AccountEntitlement.recheck_at <= now)
+            .distinct()
+            .limit(limit)
+        )
+    ).all()
+    for account_id in account_ids:
+        await refresh_entitlements(db, account_id, now=now)
+    return len(account_ids)
+
+
+_SUBSCRIPTION_COLUMNS = (
+    Subscription.store,
+    Subscription.store_subscription_id,
+    Subscription.product,
+    Subscription.status,
+    Subscription.environment,
+    Subscription.current_period_end,
+    Subscription.grace_period_ends_at,
+    Subscription.will_renew,
+)
+
+
+async def read_entitlements(
+    db: AsyncSession, account_id: uuid.UUID, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """The `GET /v1/me/entitlements` body from the stored answers: two indexed reads, no recomputation."""
+    now = now or utcnow()
+    rules = entitlement_rules(db)
+    rows = (
+        await db.execute(
+            select(
+                AccountEntitlement.entitlement, AccountEntitlement.answer, AccountEntitlement.recheck_at
+            ).where(AccountEntitlement.account_id == account_id)
+        )
+    ).all()
+    entitlements: dict[str, Any]
+    if any(recheck_at is not None and recheck_at <= now for _, _, recheck_at in rows):
+        # Time has overtaken a stored answer (something expired or a grant started): the stored row
+        # may be wrong, so answer from the sources. A write (or the worker) stores it later.
+        answers = await compute_for_account(db, account_id, now=now)
+        entitlements = {key: answer.to_json() for key, answer in answers.items()}
+    else:
+        stored = {key: answer for key, answer, _ in rows}
+        entitlements = {
+            key: stored.get(key) or EntitlementAnswer(entitlement=key, active=False).to_json()
+            for key in rules.catalog.entitlements
+        }
+    subscription_rows = await db.execute(
+        select(*_SUBSCRIPTION_COLUMNS)
+        .where(Subscription.account_id == account_id)
+        .order_by(Subscription.created_at.desc(), Subscription.store, Subscription.store_subscription_id)
+    )
+    return {
+        "entitlements": entitlements,
+        "subscriptions": [_subscription_json(row, rules.public_url) for row in subscription_rows],
+    }
+
+
+def _subscription_json(row: Row[Any], public_url: str) -> dict[str, Any]:
+    store = Store(row.store)
+    return {
+        "store": store.value,
+        "id": row.store_subscription_id,
+        "product": row.product,
+        "status": row.status,
+        "environment": row.environment,
+        "current_period_end": isoformat(row.current_period_end),
+        "grace_period_ends_at": isoformat(row.grace_period_ends_at),
+        "will_renew": row.will_renew,
+        "management_url": management_url(store, public_url),
+    }
+

@@ -1,0 +1,122 @@
+"""The catalog, the entitlements answer, and promotional grants."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from entitle.core.catalog import Catalog
+from entitle.services import entitlements, grants
+from entitle.web.deps import AdminDep, ContextDep, CurrentAccount, SessionDep
+from entitle.web.schemas import StrictBody, parse_uuid
+
+router = APIRouter(tags=["entitlements"])
+
+
+def catalog_json(catalog: Catalog) -> dict[str, Any]:
+    """Entitlements and products in catalog order, with each store's identity and the Stripe price."""
+    products = []
+    for product in catalog.products.values():
+        stripe = product.stripe
+        products.append(
+            {
+                "key": product.key,
+                "name": product.name,
+                "entitlements": list(product.entitlements),
+                "stripe": None
+                if stripe is None
+                else {
+                    "lookup_key": stripe.lookup_key,
+                    "unit_amount": stripe.unit_amount,
+                    "currency": stripe.currency,
+                    "interval": stripe.interval.value,
+                    "interval_count": stripe.interval_count,
+                    "trial_days": stripe.trial_days,
+                },
+                **{store: {"product_id": pid} for store, pid in product.store_product_ids.items()},
+            }
+        )
+    return {
+        "entitlements": [{"key": e.key, "description": e.description} for e in catalog.entitlements.values()],
+        "products": products,
+    }
+
+
+# The catalog never changes while the process runs, so its body is rendered once per catalog.
+_catalog_bodies: dict[int, bytes] = {}
+
+
+@router.get("/v1/catalog")
+async def get_catalog(context: ContextDep) -> Response:
+    body = _catalog_bodies.get(id(context.catalog))
+    if body is None:
+        body = json.dumps(catalog_json(context.catalog), separators=(",", ":")).encode()
+        _catalog_bodies[id(context.catalog)] = body
+    return Response(body, media_type="application/json", headers={"Cache-Control": "public, max-age=300"})
+
+
+@router.get("/v1/me/entitlements")
+async def my_entitlements(account: CurrentAccount, db: SessionDep) -> JSONResponse:
+    # A JSONResponse skips FastAPI's response validation: the body is already plain JSON.
+    return JSONResponse(await entitlements.read_entitlements(db, account.id))
+
+
+def _account_id(value: str) -> uuid.UUID:
+    account_id = parse_uuid(value)
+    if account_id is None:
+        # Not a UUID cannot be an account; the same answer as an unknown one.
+        from entitle.errors import NotFound
+
+        raise NotFound("No account has this id.", code="account_not_found")
+    return account_id
+
+
+@router.get("/v1/accounts/{account_id}/entitlements")
+async def account_entitlements(_admin: AdminDep, account_id: str, db: SessionDep) -> JSONResponse:
+    account = await grants.require_account(db, _account_id(account_id))
+    return JSONResponse(await entitlements.read_entitlements(db, account.id))
+
+
+class GrantBody(StrictBody):
+    entitlement: str = Field(min_length=1, max_length=64)
+    expires_at: datetime
+    starts_at: datetime | None = None
+    reason: str | None = Field(default=None, max_length=500)
+
+
+@router.post("/v1/accounts/{account_id}/grants", status_code=201)
+async def create_grant(_admin: AdminDep, account_id: str, body: GrantBody, db: SessionDep) -> dict[str, Any]:
+    grant = await grants.create_grant(
+        db,
+        account_id=_account_id(account_id),
+        entitlement=body.entitlement,
+        expires_at=body.expires_at,
+        starts_at=body.starts_at,
+        reason=body.reason,
+        created_by="api",
+    )
+    return grants.grant_json(grant)
+
+
+@router.get("/v1/accounts/{account_id}/grants")
+async def list_grants(_admin: AdminDep, account_id: str, db: SessionDep) -> dict[str, Any]:
+    account = await grants.require_account(db, _account_id(account_id))
+    return {"grants": [grants.grant_json(grant) for grant in await grants.list_grants(db, account.id)]}
+
+
+@router.delete("/v1/accounts/{account_id}/grants/{grant_id}")
+async def revoke_grant(_admin: AdminDep, account_id: str, grant_id: str, db: SessionDep) -> dict[str, Any]:
+    account = await grants.require_account(db, _account_id(account_id))
+    parsed = parse_uuid(grant_id)
+    if parsed is None:
+        from entitle.errors import NotFound
+
+        raise NotFound("No grant has this id.", code="grant_not_found")
+    grant = await grants.revoke_grant(db, parsed, account_id=account.id)
+    return grants.grant_json(grant)

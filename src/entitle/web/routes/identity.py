@@ -1,0 +1,151 @@
+"""Sign in with Apple and Google, linking and unlinking identities, and Apple's account notifications."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from entitle.errors import EntitleError, NotFound
+from entitle.identity import AppleIdentityVerifier, GoogleIdentityVerifier
+from entitle.services import identities, tokens
+from entitle.services.accounts import SignedIn
+from entitle.services.apple_signin import PROVIDER as APPLE_SIGNIN_PROVIDER
+from entitle.services.apple_signin import event_time
+from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, client_ip
+from entitle.web.schemas import StrictBody, account_json, identity_json, parse_uuid, session_json
+
+router = APIRouter(tags=["identity"])
+
+MAX_TOKEN_LENGTH = 8192
+
+
+class AppleName(StrictBody):
+    # iOS hands over PersonNameComponents (givenName/familyName); Apple's JS SDK firstName/lastName.
+    givenName: str | None = Field(default=None, max_length=100)  # noqa: N815 (Apple's spelling)
+    middleName: str | None = Field(default=None, max_length=100)  # noqa: N815
+    familyName: str | None = Field(default=None, max_length=100)  # noqa: N815
+    firstName: str | None = Field(default=None, max_length=100)  # noqa: N815
+    lastName: str | None = Field(default=None, max_length=100)  # noqa: N815
+
+    def full(self) -> str:
+        parts = (self.givenName or self.firstName, self.middleName, self.familyName or self.lastName)
+        return " ".join(part.strip() for part in parts if part and part.strip())
+
+
+class AppleSignIn(StrictBody):
+    id_token: str = Field(min_length=1, max_length=MAX_TOKEN_LENGTH)
+    # The raw nonce the client generated; the token may carry it raw or as its SHA-256 hex.
+    nonce: str | None = Field(default=None, min_length=1, max_length=512)
+    # Sent by Apple only on the first authorization; the client forwards it once.
+    name: str | AppleName | None = Field(default=None)
+
+    def display_name(self) -> str | None:
+        if isinstance(self.name, AppleName):
+            return self.name.full() or None
+        return self.name[:200] if self.name else None
+
+
+class GoogleSignIn(StrictBody):
+    id_token: str = Field(min_length=1, max_length=MAX_TOKEN_LENGTH)
+
+
+def _apple(context: Any) -> AppleIdentityVerifier:
+    verifier: AppleIdentityVerifier = context.identity_verifiers["apple"]
+    return verifier
+
+
+def _google(context: Any) -> GoogleIdentityVerifier:
+    verifier: GoogleIdentityVerifier = context.identity_verifiers["google"]
+    return verifier
+
+
+async def _signed_in(
+    request: Request, context: ContextDep, db: SessionDep, signed_in: SignedIn
+) -> JSONResponse:
+    pair = await tokens.start_session(
+        db, context.tokens, signed_in.account.id, user_agent=request.headers.get("user-agent")
+    )
+    return JSONResponse(session_json(signed_in.account, pair), status_code=201 if signed_in.created else 200)
+
+
+@router.post("/v1/auth/apple", responses={201: {"description": "A new account was created"}})
+async def sign_in_with_apple(
+    body: AppleSignIn, request: Request, context: ContextDep, db: SessionDep
+) -> JSONResponse:
+    await context.rate_limiter.hit("apple", ip=client_ip(request))
+    verified = await _apple(context).verify(body.id_token, nonce=body.nonce)
+    signed_in = await identities.sign_in_with_identity(db, verified, name=body.display_name())
+    return await _signed_in(request, context, db, signed_in)
+
+
+@router.post("/v1/auth/google", responses={201: {"description": "A new account was created"}})
+async def sign_in_with_google(
+    body: GoogleSignIn, request: Request, context: ContextDep, db: SessionDep
+) -> JSONResponse:
+    await context.rate_limiter.hit("google", ip=client_ip(request))
+    verified = await _google(context).verify(body.id_token)
+    signed_in = await identities.sign_in_with_identity(db, verified)
+    return await _signed_in(request, context, db, signed_in)
+
+
+async def _linked(account: Any, identity: Any, created: bool) -> JSONResponse:
+    body = {"identity": identity_json(identity), "account": account_json(account)}
+    return JSONResponse(body, status_code=201 if created else 200)
+
+
+@router.post("/v1/me/identities/apple")
+async def link_apple(
+    body: AppleSignIn, request: Request, account: CurrentAccount, context: ContextDep, db: SessionDep
+) -> JSONResponse:
+    await context.rate_limiter.hit("link", ip=client_ip(request))
+    verified = await _apple(context).verify(body.id_token, nonce=body.nonce)
+    identity, created = await identities.link_identity(db, account, verified, name=body.display_name())
+    return await _linked(account, identity, created)
+
+
+@router.post("/v1/me/identities/google")
+async def link_google(
+    body: GoogleSignIn, request: Request, account: CurrentAccount, context: ContextDep, db: SessionDep
+) -> JSONResponse:
+    await context.rate_limiter.hit("link", ip=client_ip(request))
+    verified = await _google(context).verify(body.id_token)
+    identity, created = await identities.link_identity(db, account, verified)
+    return await _linked(account, identity, created)
+
+
+@router.delete("/v1/me/identities/{identity_id}", status_code=204)
+async def unlink(identity_id: str, account: CurrentAccount, db: SessionDep) -> Response:
+    parsed = parse_uuid(identity_id)
+    if parsed is None:
+        raise NotFound("This account has no such identity.", code="identity_not_found")
+    await identities.unlink_identity(db, account, parsed)
+    return Response(status_code=204)
+
+
+@router.post("/webhooks/apple/signin")
+async def apple_signin_notification(request: Request, context: ContextDep) -> dict[str, Any]:
+    """Sign in with Apple server-to-server notifications: verify, store in the inbox, then act."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise EntitleError("The request body is not valid JSON.", code="malformed_json") from exc
+    payload = body.get("payload") if isinstance(body, dict) else None
+    if not isinstance(payload, str) or not payload or len(payload) > MAX_TOKEN_LENGTH:
+        raise EntitleError('Expected {"payload": "<signed JWT>"}.', code="invalid_notification")
+    notification = await _apple(context).verify_notification(payload)
+    received = await context.inbox.receive(
+        provider=APPLE_SIGNIN_PROVIDER,
+        event_id=notification.event_id,
+        type=notification.type.value,
+        raw_body=raw,
+        ordering_key=f"apple:{notification.subject}",
+        occurred_at=event_time(notification),
+    )
+    # Stored first: if acting on it fails, the worker retries the row and Apple still gets its 200.
+    status = await context.inbox.process(received.event.id)
+    return {"received": True, "duplicate": not received.created, "status": status.value}

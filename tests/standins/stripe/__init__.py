@@ -1,0 +1,91 @@
+"""A local stand-in for Stripe's API, speaking its wire format on a loopback port.
+
+    standin = StripeStandin().start()
+    client = stripe.StripeClient(standin.secret_key, base_addresses={"api": standin.base_url}, ...)
+    ... the code under test calls Stripe ...
+    standin.complete_checkout(session_id)     # a person pays
+    standin.renew(sub_id)                     # a month passes
+    for event in standin.events.log: ...      # deliver them in any order, twice, late
+    standin.stop()
+
+Modules, one per area: `wire` (form decoding, errors, lists), `state` (objects, expansion, clock,
+event emission), `events` (signing, delivery, webhook endpoints), `customers`, `catalog`,
+`subscriptions`, `billing` (invoices, charges, refunds), `checkout`, `simulate` (what happens at
+Stripe without an API call), `server` (HTTP plumbing and the uvicorn thread).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .events import EventLog, sign
+from .server import ServerThread, build_app
+from .simulate import Simulations
+from .state import State
+
+# The API version the stand-in stamps on events; the same as the pinned `stripe` SDK's default.
+API_VERSION = "2026-10-28.endive"
+
+__all__ = ["API_VERSION", "StripeStandin", "sign"]
+
+
+class StripeStandin(Simulations):
+    def __init__(
+        self,
+        *,
+        secret_key: str = "sk_test_standin_0123456789",
+        webhook_secret: str = "whsec_standin_0123456789abcdef",
+        api_version: str = API_VERSION,
+    ) -> None:
+        self.secret_key = secret_key
+        self.webhook_secret = webhook_secret
+        self.events = EventLog(webhook_secret)
+        self.state = State(secret_key=secret_key, api_version=api_version, events=self.events)
+        self._server: ServerThread | None = None
+
+    def start(self) -> StripeStandin:
+        self._server = ServerThread(build_app(self.state))
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self.events.close()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> StripeStandin:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("start() the stand-in first")
+        return f"http://127.0.0.1:{self._server.port}"
+
+    def deliver_to(self, url: str, secret: str | None = None) -> None:
+        """POST every future event, signed, to `url` (Stripe's webhook endpoint, in effect)."""
+        self.events.deliver_to(url, secret)
+
+    def rate_limit(self, count: int = 1) -> None:
+        """Answer the next `count` API requests with 429."""
+        with self.state.lock:
+            self.state.rate_limit_next += count
+
+    def advance(self, seconds: int) -> None:
+        self.state.advance(seconds)
+
+    def now(self) -> int:
+        return self.state.now()
+
+    def signed(
+        self, event: dict[str, Any], *, secret: str | None = None, timestamp: int | None = None
+    ) -> tuple[bytes, dict[str, str]]:
+        return self.events.signed(event, secret=secret, timestamp=timestamp)
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return self.state.requests

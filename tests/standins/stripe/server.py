@@ -1,0 +1,158 @@
+"""The HTTP face: auth, form decoding, idempotency replay, injected 429s, and the uvicorn thread."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import billing, catalog, checkout, customers, events, subscriptions
+from .state import State
+from .wire import StandinError, decode_form, new_id
+
+Handler = Callable[..., dict[str, Any]]
+ROUTES: list[tuple[str, str, Handler]] = [
+    *customers.ROUTES,
+    *catalog.ROUTES,
+    *subscriptions.ROUTES,
+    *billing.ROUTES,
+    *checkout.ROUTES,
+    *events.ROUTES,
+]
+
+
+def build_app(state: State) -> Starlette:
+    def endpoint(handler: Handler) -> Callable[[Request], Any]:
+        async def call(request: Request) -> Response:
+            body = await request.body()
+            return _dispatch(state, handler, request, body)
+
+        return call
+
+    grouped: dict[str, dict[str, Handler]] = {}
+    for method, path, handler in ROUTES:
+        grouped.setdefault(path, {})[method] = handler
+
+    def route_for(path: str, handlers: dict[str, Handler]) -> Route:
+        async def call(request: Request) -> Response:
+            handler = handlers.get(request.method)
+            if handler is None:
+                return _error(
+                    StandinError(
+                        404, f"Unrecognized request URL ({request.method}: {path}).", code="not_found"
+                    )
+                )
+            return await endpoint(handler)(request)  # type: ignore[no-any-return]
+
+        return Route(path, call, methods=["GET", "POST", "DELETE"])
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _error(
+            StandinError(
+                404, f"Unrecognized request URL ({request.method}: {request.url.path}).", code="not_found"
+            )
+        )
+
+    app = Starlette(routes=[route_for(p, h) for p, h in grouped.items()], exception_handlers={404: not_found})
+    return app
+
+
+def _dispatch(state: State, handler: Handler, request: Request, body: bytes) -> Response:
+    auth = request.headers.get("authorization", "")
+    if auth != f"Bearer {state.secret_key}":
+        return _error(
+            StandinError(401, "Invalid API Key provided: " + auth.removeprefix("Bearer ")[:12] + "***")
+        )
+    try:
+        pairs = parse_qsl(request.url.query, keep_blank_values=True)
+        if body:
+            if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+                raise StandinError(400, "Invalid request: Stripe expects application/x-www-form-urlencoded.")
+            pairs += parse_qsl(body.decode(), keep_blank_values=True)
+        params = decode_form(pairs)
+    except StandinError as exc:
+        return _error(exc)
+    key = request.headers.get("idempotency-key")
+    with state.lock:
+        state.requests.append(
+            {
+                "method": request.method,
+                "path": request.url.path,
+                "params": params,
+                "stripe_version": request.headers.get("stripe-version"),
+                "idempotency_key": key,
+            }
+        )
+        if state.rate_limit_next > 0:
+            state.rate_limit_next -= 1
+            return _error(
+                StandinError(
+                    429,
+                    "Request rate limit exceeded. Learn more about rate limits here "
+                    "https://stripe.com/docs/rate-limits.",
+                    code="rate_limit",
+                )
+            )
+        fingerprint = hashlib.sha256(
+            f"{request.method} {request.url.path} {json.dumps(params, sort_keys=True)}".encode()
+        ).hexdigest()
+        if request.method == "POST" and key and key in state.idempotency:
+            seen, status, payload = state.idempotency[key]
+            if seen != fingerprint:
+                return _error(
+                    StandinError(
+                        400,
+                        "Keys for idempotent requests can only be used with the same parameters they were "
+                        "first used with. Try using a key other than '"
+                        + key
+                        + "' if you meant to execute a different "
+                        "request.",
+                        type="idempotency_error",
+                    )
+                )
+            return JSONResponse(payload, status, headers={"Idempotent-Replayed": "true"})
+        try:
+            status, payload = 200, handler(state, params, **request.path_params)
+        except StandinError as exc:
+            status, payload = exc.status, exc.body
+        # Stripe saves the result of a request that ran, errors included, but not a 429 or a 5xx.
+        if request.method == "POST" and key and status < 500:
+            state.idempotency[key] = (fingerprint, status, payload)
+    return JSONResponse(payload, status, headers={"Request-Id": new_id("req", 14)})
+
+
+def _error(exc: StandinError) -> Response:
+    return JSONResponse(exc.body, exc.status, headers={"Request-Id": new_id("req", 14)})
+
+
+class ServerThread:
+    """Runs an ASGI app under uvicorn on a loopback port chosen by the OS."""
+
+    def __init__(self, app: Starlette) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="stripe-standin", daemon=True)
+        self.port = 0
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the Stripe stand-in did not start")
+            time.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
