@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from entitle import __version__
 from entitle.context import AppContext, build_context
+from entitle.services.outbound import deliver_due
 from entitle.settings import Settings
 from entitle.web.errors import install_error_handlers
 from entitle.web.limits import BodySizeLimit
@@ -24,12 +25,12 @@ WORKER_POLL_SECONDS = 5.0
 def create_app(
     settings: Settings | None = None, *, context: AppContext | None = None, run_worker: bool = False
 ) -> FastAPI:
-    """The app; `run_worker` also retries failed provider events in this process (one-process setups)."""
+    """The app; `run_worker` also does the worker's background work in this process (one-process setups)."""
     context = context or build_context(settings or Settings())
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        worker = asyncio.create_task(_retry_loop(context)) if run_worker else None
+        worker = asyncio.create_task(run_background_work(context)) if run_worker else None
         try:
             yield
         finally:
@@ -53,10 +54,15 @@ def create_app(
     return app
 
 
-async def _retry_loop(context: AppContext) -> None:
+async def run_background_work(context: AppContext, *, once: bool = False) -> int:
+    """Retry due provider events and send due outbound webhooks; forever unless `once`."""
     while True:
+        done = 0
         try:
-            await context.inbox.process_due()
+            done += await context.inbox.process_due()
+            done += await deliver_due(context.database, context.http)
         except Exception:  # keep the loop alive; the rows keep their state and are picked up next time
-            log.exception("retrying provider events failed")
+            log.exception("background work failed")
+        if once:
+            return done
         await asyncio.sleep(WORKER_POLL_SECONDS)

@@ -26,7 +26,7 @@ def migrate() -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
-    worker: bool = typer.Option(True, help="Also retry failed provider events in this process."),
+    worker: bool = typer.Option(True, help="Also do the worker's background work in this process."),
 ) -> None:
     """Run the HTTP API (applies pending migrations on the embedded SQLite database)."""
     from entitle.app import create_app
@@ -46,19 +46,16 @@ def serve(
 def worker_command(
     once: bool = typer.Option(False, help="Process what is due once, then exit."),
 ) -> None:
-    """Retry provider events that failed, in a loop (run one or more beside the API on PostgreSQL)."""
-    from entitle.app import _retry_loop
+    """Retry failed provider events and send outbound webhooks (run one or more beside the API)."""
+    from entitle.app import run_background_work
 
     settings = load_settings()
     context = load_context(settings)
 
     async def _main() -> None:
         try:
-            if once:
-                processed = await context.inbox.process_due()
-                console.print(f"processed {processed} due event(s)")
-            else:
-                await _retry_loop(context)
+            done = await run_background_work(context, once=once)
+            console.print(f"handled {done} due item(s)")
         finally:
             await context.aclose()
 

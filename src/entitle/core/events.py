@@ -1,7 +1,9 @@
 """The account event log: what happened to an account, in its own words.
 
 Writers call `record_event` inside the transaction that made the change, so the log and the state
-can never disagree. Types are dotted names; the ones below are the vocabulary clients can filter on.
+can never disagree; the same transaction queues the event for every outbound webhook endpoint that
+subscribed to it (`services.outbound` sends them later). Types are dotted names; the ones below are
+the vocabulary clients can filter on.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from entitle.core.models.events import AccountEvent
-from entitle.db.types import json_safe
+from entitle.core.models.events import AccountEvent, WebhookDelivery, WebhookEndpoint
+from entitle.db.types import json_safe, utcnow
 
 ACCOUNT_CREATED = "account.created"
 ACCOUNT_DELETED = "account.deleted"
@@ -28,7 +31,40 @@ DUPLICATE_SUBSCRIPTION = "subscription.duplicate_detected"
 async def record_event(
     db: AsyncSession, account_id: uuid.UUID, type: str, data: dict[str, Any] | None = None
 ) -> AccountEvent:
-    event = AccountEvent(account_id=account_id, type=type, data=json_safe(data or {}))
+    event = AccountEvent(account_id=account_id, type=type, data=json_safe(data or {}), created_at=utcnow())
     db.add(event)
     await db.flush()
+    await _announce(db, event)
     return event
+
+
+def is_subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
+    """An endpoint with no event types hears everything; `entitlement.*` matches by prefix."""
+    if not endpoint.event_types:
+        return True
+    return any(
+        event_type == wanted or (wanted.endswith(".*") and event_type.startswith(wanted[:-1]))
+        for wanted in endpoint.event_types
+    )
+
+
+async def _announce(db: AsyncSession, event: AccountEvent) -> None:
+    """Queue the event for every endpoint that wants it, in the event's own transaction."""
+    endpoints = (await db.scalars(select(WebhookEndpoint).where(WebhookEndpoint.disabled_at.is_(None)))).all()
+    payload = {
+        "id": str(event.id),
+        "type": event.type,
+        "account_id": str(event.account_id),
+        "created_at": event.created_at.isoformat(),
+        "data": event.data,
+    }
+    for endpoint in endpoints:
+        if is_subscribed(endpoint, event.type):
+            db.add(
+                WebhookDelivery(
+                    endpoint_id=endpoint.id,
+                    account_event_id=event.id,
+                    payload=payload,
+                    next_attempt_at=utcnow(),
+                )
+            )
