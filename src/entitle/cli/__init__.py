@@ -26,4 +26,4 @@ def main() -> None:
 
 
 # Command modules register themselves on import (one line each).
-from entitle.cli import serve  # noqa: E402,F401
+from entitle.cli import doctor, serve  # noqa: E402,F401
