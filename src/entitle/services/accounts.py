@@ -49,6 +49,15 @@ async def register_with_password(db: AsyncSession, *, email: str, password: str)
     )
     if existing is not None:
         raise Conflict("An account with this email address already exists.", code="email_taken")
+    from entitle.services.identities import is_address_proven  # identities builds on this module
+
+    if await is_address_proven(db, email):
+        # The address's owner proved it through Apple or Google: a password set by someone else now
+        # would be a pre-account takeover waiting to happen. The owner keeps signing in with that provider.
+        raise Conflict(
+            "An account with this email address already exists; sign in with Apple or Google.",
+            code="email_taken",
+        )
     password_hash = passwords.hash_password(password)
     account = await create_account(db, email=email, via=EMAIL_PROVIDER)
     # Nobody has proven they receive mail at this address, so it stays unverified: it never joins

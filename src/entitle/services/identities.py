@@ -153,6 +153,14 @@ async def ways_in(db: AsyncSession, account_id: uuid.UUID) -> list[Identity]:
     return [i for i in identities if i.provider != EMAIL_PROVIDER or i.id in working_passwords]
 
 
+async def is_address_proven(db: AsyncSession, email: str) -> bool:
+    """True when a live account holds a verified Apple or Google identity for this address."""
+    probe = VerifiedIdentity(
+        provider="google", subject="", email=email, email_verified=True, is_private_relay=False
+    )
+    return await _account_proving_same_address(db, probe) is not None
+
+
 async def _account_proving_same_address(db: AsyncSession, verified: VerifiedIdentity) -> Account | None:
     email = _trusted_email(verified)
     if email is None:
