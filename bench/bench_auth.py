@@ -62,21 +62,41 @@ async def bench_database(database: str, seconds: float, bare_rps: float) -> list
         with uvicorn_server("entitle.app:create_app", env=env, factory=True) as url:
             host = url.removeprefix("http://")
             async with httpx.AsyncClient(base_url=url) as http:
-                session = (await http.post("/v1/auth/register", json={"email": "b@example.com", "password": PASSWORD})).json()
+                session = (
+                    await http.post(
+                        "/v1/auth/register", json={"email": "b@example.com", "password": PASSWORD}
+                    )
+                ).json()
             login_body = json.dumps({"email": "b@example.com", "password": PASSWORD}).encode()
             login = await run_load(
                 url,
-                lambda _: http_request("POST", "/v1/auth/login", host, body=login_body,
-                                       headers={"Content-Type": "application/json"}),
-                concurrency=4, seconds=seconds,
+                lambda _: http_request(
+                    "POST",
+                    "/v1/auth/login",
+                    host,
+                    body=login_body,
+                    headers={"Content-Type": "application/json"},
+                ),
+                concurrency=4,
+                seconds=seconds,
             )
-            me_request = http_request("GET", "/v1/me", host,
-                                      headers={"Authorization": f"Bearer {session['access_token']}"})
+            me_request = http_request(
+                "GET", "/v1/me", host, headers={"Authorization": f"Bearer {session['access_token']}"}
+            )
             me = await run_load(url, lambda _: me_request, concurrency=32, seconds=seconds)
     rows = []
     for name, result in (("POST /v1/auth/login", login), ("GET /v1/me", me)):
-        rows.append((database, name, f"{result.throughput:,.0f}", f"{result.throughput / bare_rps:.1%}",
-                     f"{result.median_ms:.1f}", f"{result.percentile(99):.1f}", str(result.errors)))
+        rows.append(
+            (
+                database,
+                name,
+                f"{result.throughput:,.0f}",
+                f"{result.throughput / bare_rps:.1%}",
+                f"{result.median_ms:.1f}",
+                f"{result.percentile(99):.1f}",
+                str(result.errors),
+            )
+        )
     return rows
 
 
@@ -89,13 +109,25 @@ async def main() -> None:
         host = url.removeprefix("http://")
         request = http_request("GET", "/json", host)
         bare = await run_load(url, lambda _: request, concurrency=32, seconds=args.seconds)
-    rows = [("-", "bare Starlette JSON", f"{bare.throughput:,.0f}", "100.0%", f"{bare.median_ms:.1f}",
-             f"{bare.percentile(99):.1f}", str(bare.errors))]
+    rows = [
+        (
+            "-",
+            "bare Starlette JSON",
+            f"{bare.throughput:,.0f}",
+            "100.0%",
+            f"{bare.median_ms:.1f}",
+            f"{bare.percentile(99):.1f}",
+            str(bare.errors),
+        )
+    ]
     databases = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
     for database in databases:
         rows += await bench_database(database, args.seconds, bare.throughput)
-    print_table("sign-in and GET /v1/me (one uvicorn worker; ratio = throughput / bare Starlette)", rows,
-                ("database", "endpoint", "req/s", "ratio", "p50 ms", "p99 ms", "errors"))
+    print_table(
+        "sign-in and GET /v1/me (one uvicorn worker; ratio = throughput / bare Starlette)",
+        rows,
+        ("database", "endpoint", "req/s", "ratio", "p50 ms", "p99 ms", "errors"),
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,17 @@ def free_port() -> int:
 def uvicorn_server(app: str, *, env: dict[str, str] | None = None, factory: bool = False) -> Iterator[str]:
     """Run `module:attr` under uvicorn in a subprocess; yields its base URL."""
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning",
-               "--no-access-log"]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
     if factory:
         command.append("--factory")
     process = subprocess.Popen(command, env={**os.environ, **(env or {})}, cwd=ROOT)
@@ -82,8 +91,9 @@ class LoadResult:
 RequestFactory = Callable[[int], bytes]
 
 
-def http_request(method: str, path: str, host: str, *, headers: dict[str, str] | None = None,
-                 body: bytes = b"") -> bytes:
+def http_request(
+    method: str, path: str, host: str, *, headers: dict[str, str] | None = None, body: bytes = b""
+) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: keep-alive"]
     for name, value in (headers or {}).items():
         lines.append(f"{name}: {value}")
@@ -105,8 +115,15 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def run_load(url: str, make_request: RequestFactory, *, concurrency: int, seconds: float,
-                   rate: float | None = None, ok: Callable[[int], bool] = lambda s: s < 400) -> LoadResult:
+async def run_load(
+    url: str,
+    make_request: RequestFactory,
+    *,
+    concurrency: int,
+    seconds: float,
+    rate: float | None = None,
+    ok: Callable[[int], bool] = lambda s: s < 400,
+) -> LoadResult:
     """Closed-loop load (or open-loop at `rate` requests/s) over keep-alive connections."""
     host, port = url.removeprefix("http://").split(":")
     deadline = time.perf_counter() + seconds

@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -92,7 +91,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
-    """Override in a test module (or with `@pytest.mark.parametrize(..., indirect=True)`) to change settings."""
+    """Override in a test module, or parametrize it per test, to change settings."""
     return {}
 
 

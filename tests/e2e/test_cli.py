@@ -92,16 +92,36 @@ def test_bad_configuration_is_one_clear_sentence(tmp_path: Path) -> None:
 
 
 def test_doctor_checks_and_prints_the_urls_to_register(tmp_path: Path) -> None:
-    env = _clean_env(ENTITLE_DATABASE_URL=f"sqlite:///{tmp_path / 'doctor.db'}",
-                     ENTITLE_PUBLIC_URL="https://billing.example.com")
-    before = subprocess.run([sys.executable, "-m", "entitle", "doctor"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=60)
+    env = _clean_env(
+        ENTITLE_DATABASE_URL=f"sqlite:///{tmp_path / 'doctor.db'}",
+        ENTITLE_PUBLIC_URL="https://billing.example.com",
+    )
+    before = subprocess.run(
+        [sys.executable, "-m", "entitle", "doctor"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert before.returncode == 1
     assert "pending migrations" in before.stderr
-    subprocess.run([sys.executable, "-m", "entitle", "migrate"], cwd=tmp_path, env=env, check=True,
-                   capture_output=True, timeout=60)
-    after = subprocess.run([sys.executable, "-m", "entitle", "doctor"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "entitle", "migrate"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    after = subprocess.run(
+        [sys.executable, "-m", "entitle", "doctor"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert after.returncode == 0, after.stderr
     assert "https://billing.example.com/webhooks/stripe" in after.stderr
     assert "https://billing.example.com/webhooks/appstore" in after.stderr

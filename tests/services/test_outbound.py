@@ -62,12 +62,16 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 async def test_account_events_reach_subscribed_endpoints_signed(
     client: httpx.AsyncClient, context: AppContext, receiver: Receiver
 ) -> None:
-    created = await client.post("/v1/webhook-endpoints", json={"url": receiver.url, "event_types": ["account.*"]},
-                                headers=ADMIN)
+    created = await client.post(
+        "/v1/webhook-endpoints", json={"url": receiver.url, "event_types": ["account.*"]}, headers=ADMIN
+    )
     assert created.status_code == 201
     secret = created.json()["secret"]
-    ignored = await client.post("/v1/webhook-endpoints", json={"url": receiver.url + "/other",
-                                                               "event_types": ["entitlement.granted"]}, headers=ADMIN)
+    ignored = await client.post(
+        "/v1/webhook-endpoints",
+        json={"url": receiver.url + "/other", "event_types": ["entitlement.granted"]},
+        headers=ADMIN,
+    )
     assert ignored.status_code == 201
 
     session = await register(client, "ada@example.com")
@@ -110,13 +114,19 @@ async def test_failed_delivery_is_retried_with_backoff(
 
 async def test_endpoints_need_the_server_key(client: httpx.AsyncClient, receiver: Receiver) -> None:
     session = await register(client)
-    as_person = await client.post("/v1/webhook-endpoints", json={"url": receiver.url},
-                                  headers={"Authorization": f"Bearer {session['access_token']}"})
+    as_person = await client.post(
+        "/v1/webhook-endpoints",
+        json={"url": receiver.url},
+        headers={"Authorization": f"Bearer {session['access_token']}"},
+    )
     assert as_person.status_code == 401
     assert (await client.get("/v1/webhook-endpoints")).status_code == 401
     bad_url = await client.post("/v1/webhook-endpoints", json={"url": "ftp://example.com"}, headers=ADMIN)
     assert bad_url.status_code == 422
     created = (await client.post("/v1/webhook-endpoints", json={"url": receiver.url}, headers=ADMIN)).json()
-    assert "secret" not in (await client.get("/v1/webhook-endpoints", headers=ADMIN)).json()["webhook_endpoints"][0]
+    assert (
+        "secret"
+        not in (await client.get("/v1/webhook-endpoints", headers=ADMIN)).json()["webhook_endpoints"][0]
+    )
     assert (await client.delete(f"/v1/webhook-endpoints/{created['id']}", headers=ADMIN)).status_code == 204
     assert (await client.delete("/v1/webhook-endpoints/not-a-uuid", headers=ADMIN)).status_code == 404

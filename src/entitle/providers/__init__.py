@@ -18,6 +18,7 @@ def build_providers(context: AppContext) -> dict[str, Any]:
     # Registered by the provider packages (one line each):
     providers["apple_signin"] = _apple_signin_events(context)
     providers["stripe"] = _stripe(context)
+    providers["app_store"] = _app_store(context)
     return providers
 
 
@@ -31,3 +32,9 @@ def _stripe(context: AppContext) -> Any:
     from entitle.providers.stripe.provider import StripeProvider
 
     return StripeProvider(context)
+
+
+def _app_store(context: AppContext) -> Any:
+    from entitle.providers.appstore.provider import AppStoreProvider
+
+    return AppStoreProvider.build(context)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core import events
@@ -90,8 +90,8 @@ _STATE_COLUMNS = (
 )
 
 
-def subscription_state(row: Subscription | Row[Any]) -> SubscriptionState:
-    """The core view of a stored subscription (without its raw vendor object)."""
+def subscription_state(row: Any) -> SubscriptionState:
+    """The core view of a stored subscription: a `Subscription` or a row of `_STATE_COLUMNS`."""
     return SubscriptionState(
         store=Store(row.store),
         store_subscription_id=row.store_subscription_id,
@@ -262,40 +262,46 @@ _SUBSCRIPTION_COLUMNS = (
 async def read_entitlements(
     db: AsyncSession, account_id: uuid.UUID, *, now: datetime | None = None
 ) -> dict[str, Any]:
-    """The `GET /v1/me/entitlements` body from the stored answers: two indexed reads, no recomputation."""
+    """The `GET /v1/me/entitlements` body from the stored answers: one indexed read, no recomputation."""
     now = now or utcnow()
     rules = entitlement_rules(db)
+    # One round trip: each stored answer joined with each of the account's subscriptions (a handful of
+    # each). Every change to a source rewrites the answers, so an account with subscriptions has rows.
     rows = (
         await db.execute(
-            select(
-                AccountEntitlement.entitlement, AccountEntitlement.answer, AccountEntitlement.recheck_at
-            ).where(AccountEntitlement.account_id == account_id)
+            select(AccountEntitlement.entitlement, AccountEntitlement.answer, AccountEntitlement.recheck_at)
+            .add_columns(*_SUBSCRIPTION_COLUMNS)
+            .outerjoin(Subscription, Subscription.account_id == AccountEntitlement.account_id)
+            .where(AccountEntitlement.account_id == account_id)
+            .order_by(Subscription.created_at.desc(), Subscription.store, Subscription.store_subscription_id)
         )
     ).all()
+    stored: dict[str, Any] = {}
+    subscriptions: dict[tuple[str, str], dict[str, Any]] = {}
+    overtaken = False
+    for row in rows:
+        stored[row.entitlement] = row.answer
+        overtaken = overtaken or (row.recheck_at is not None and row.recheck_at <= now)
+        if (
+            row.store_subscription_id is not None
+            and (row.store, row.store_subscription_id) not in subscriptions
+        ):
+            subscriptions[(row.store, row.store_subscription_id)] = _subscription_json(row, rules.public_url)
     entitlements: dict[str, Any]
-    if any(recheck_at is not None and recheck_at <= now for _, _, recheck_at in rows):
+    if overtaken:
         # Time has overtaken a stored answer (something expired or a grant started): the stored row
         # may be wrong, so answer from the sources. A write (or the worker) stores it later.
         answers = await compute_for_account(db, account_id, now=now)
         entitlements = {key: answer.to_json() for key, answer in answers.items()}
     else:
-        stored = {key: answer for key, answer, _ in rows}
         entitlements = {
             key: stored.get(key) or EntitlementAnswer(entitlement=key, active=False).to_json()
             for key in rules.catalog.entitlements
         }
-    subscription_rows = await db.execute(
-        select(*_SUBSCRIPTION_COLUMNS)
-        .where(Subscription.account_id == account_id)
-        .order_by(Subscription.created_at.desc(), Subscription.store, Subscription.store_subscription_id)
-    )
-    return {
-        "entitlements": entitlements,
-        "subscriptions": [_subscription_json(row, rules.public_url) for row in subscription_rows],
-    }
+    return {"entitlements": entitlements, "subscriptions": list(subscriptions.values())}
 
 
-def _subscription_json(row: Row[Any], public_url: str) -> dict[str, Any]:
+def _subscription_json(row: Any, public_url: str) -> dict[str, Any]:
     store = Store(row.store)
     return {
         "store": store.value,
@@ -308,4 +314,3 @@ def _subscription_json(row: Row[Any], public_url: str) -> dict[str, Any]:
         "will_renew": row.will_renew,
         "management_url": management_url(store, public_url),
     }
-

@@ -79,13 +79,13 @@ async def create_grant(
     expires_at = _utc(expires_at, "expires_at")
     starts_at = _utc(starts_at, "starts_at") if starts_at is not None else None
     if expires_at <= now:
-        raise InvalidRequest("expires_at is in the past; a grant must end in the future.", code="grant_expired")
+        raise InvalidRequest(
+            "expires_at is in the past; a grant must end in the future.", code="grant_expired"
+        )
     if starts_at is not None and starts_at >= expires_at:
         raise InvalidRequest("starts_at must be before expires_at.", code="invalid_grant_dates")
     if expires_at > now + timedelta(days=366 * MAX_GRANT_YEARS):
-        raise InvalidRequest(
-            f"A grant can last at most {MAX_GRANT_YEARS} years.", code="invalid_grant_dates"
-        )
+        raise InvalidRequest(f"A grant can last at most {MAX_GRANT_YEARS} years.", code="invalid_grant_dates")
     await require_account(db, account_id)
     grant = PromotionalGrant(
         account_id=account_id,

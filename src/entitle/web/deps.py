@@ -16,7 +16,9 @@ from entitle.services.accounts import load_signed_in_account
 from entitle.settings import Settings
 
 
-def get_context(request: Request) -> AppContext:
+# Dependencies are `async def` even when they never await: FastAPI runs plain `def` dependencies in a
+# worker thread, which cost more than the rest of a cheap request (measured by bench/bench_entitlements.py).
+async def get_context(request: Request) -> AppContext:
     context: AppContext = request.app.state.context
     return context
 
@@ -24,7 +26,7 @@ def get_context(request: Request) -> AppContext:
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
-def get_settings(context: ContextDep) -> Settings:
+async def get_settings(context: ContextDep) -> Settings:
     return context.settings
 
 
@@ -42,7 +44,9 @@ async def get_session(context: ContextDep) -> AsyncIterator[AsyncSession]:
             raise
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": commit before the response is sent, so a client that got 2xx can rely on the write
+# (and a failed commit becomes an error response instead of a lost write after a 200).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def bearer_token(request: Request) -> str:
@@ -63,7 +67,7 @@ async def get_current_account(request: Request, context: ContextDep, db: Session
 CurrentAccount = Annotated[Account, Depends(get_current_account)]
 
 
-def require_admin(request: Request, settings: SettingsDep) -> None:
+async def require_admin(request: Request, settings: SettingsDep) -> None:
     """The app's own backend, calling with ENTITLE_ADMIN_API_KEY."""
     configured = settings.admin_api_key
     if configured is None or not configured.get_secret_value():

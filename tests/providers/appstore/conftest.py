@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+from typing import Any
 
 import pytest
 from appstoreserverlibrary.models.Environment import Environment as AppleEnvironment
@@ -10,12 +12,20 @@ from appstoreserverlibrary.models.Environment import Environment as AppleEnviron
 from entitle.core.catalog import Catalog, load_catalog
 from entitle.providers.appstore.verification import AppStoreVerifier
 from tests.providers.appstore.constants import APP_APPLE_ID, BUNDLE_ID
-from tests.standins.appstore import AppStoreSigner, SigningChain, mint_chain
+from tests.standins.appstore import AppStoreSigner, SigningChain
+from tests.standins.appstore import fixtures as appstore_fixtures
+from tests.standins.appstore.fixtures import appstore_settings
+
+# The shared App Store fixtures, registered for every test in this folder.
+appstore_chain = appstore_fixtures.appstore_chain
+appstore_root_path = appstore_fixtures.appstore_root_path
+appstore_signer = appstore_fixtures.appstore_signer
+appstore_api = appstore_fixtures.appstore_api
 
 
 @pytest.fixture(scope="session")
-def chain() -> SigningChain:
-    return mint_chain()
+def chain(appstore_chain: SigningChain) -> SigningChain:
+    return appstore_chain
 
 
 @pytest.fixture
@@ -38,6 +48,12 @@ def verifier(chain: SigningChain) -> AppStoreVerifier:
         online_checks=False,
         environments=(AppleEnvironment.PRODUCTION, AppleEnvironment.SANDBOX),
     )
+
+
+@pytest.fixture
+def settings_overrides(appstore_root_path: Path) -> dict[str, Any]:
+    """Every App Store test trusts the minted chain."""
+    return appstore_settings(appstore_root_path)
 
 
 @pytest.fixture(scope="session")

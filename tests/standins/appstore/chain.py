@@ -116,7 +116,7 @@ def mint_chain(
     not_before: dt.datetime = DEFAULT_NOT_BEFORE,
     not_after: dt.datetime = DEFAULT_NOT_AFTER,
 ) -> SigningChain:
-    """A fresh EC P-256 root -> intermediate -> leaf chain; drop a marker to build a chain Apple never issues."""
+    """A fresh EC P-256 root -> intermediate -> leaf chain; drop a marker for a chain Apple never issues."""
     root_key = ec.generate_private_key(ec.SECP256R1())
     intermediate_key = ec.generate_private_key(ec.SECP256R1())
     leaf_key = ec.generate_private_key(ec.SECP256R1())

@@ -217,7 +217,7 @@ class SubscriptionSimulator:
         )
 
     def upgrade(self) -> Notification:
-        """A higher-tier product starts now: Apple refunds the rest of the period and issues a new transaction."""
+        """A higher tier starts now: Apple refunds the rest of the period and issues a new transaction."""
         self._tick()
         self._new_transaction()
         self.product_id = self.auto_renew_product_id = self._other_tier()

@@ -43,7 +43,7 @@ class AppStoreSigner:
     headers: dict[str, Any] = field(default_factory=dict)
 
     def sign(self, payload: dict[str, Any], *, x5c: Any = _OMIT, key: Any = None) -> str:
-        """A compact JWS over `payload`; pass `x5c=None` to leave the header out, `key` to sign with another key."""
+        """A compact JWS over `payload`; `x5c=None` leaves the header out, `key` signs with another key."""
         header: dict[str, Any] = dict(self.headers)
         chain_header = self.chain.x5c() if x5c is _OMIT else x5c
         if chain_header is not None:

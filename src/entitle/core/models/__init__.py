@@ -19,6 +19,7 @@ from entitle.core.models.events import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from entitle.providers.appstore.models import AppStoreOwnership, AppStoreOwnershipChange  # noqa: F401
 from entitle.providers.stripe.models import StripeCustomer  # noqa: F401  (issue 4: Stripe customers)
 
 __all__ = [

@@ -45,9 +45,15 @@ class _PooledClient(AsyncAppStoreServerAPIClient):
         if base_url:
             self._base_url = base_url.rstrip("/")
 
-    async def _execute_request(  # type: ignore[no-untyped-def]
-        self, method, url, params, headers, json, data
-    ):
+    async def _execute_request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, str | list[str]],
+        headers: dict[str, str],
+        json: dict[str, Any] | None,
+        data: bytes | None,
+    ) -> httpx.Response:
         return await self._http.request(method, url, params=params, headers=headers, json=json, content=data)
 
     async def aclose(self) -> None:
@@ -94,7 +100,9 @@ class AppStoreApi:
         if not (settings.apple_issuer_id and settings.apple_key_id and settings.apple_private_key_path):
             return None
         if not settings.apple_bundle_id:
-            raise AppStoreMisconfigured("ENTITLE_APPLE_BUNDLE_ID must be set to use the App Store Server API.")
+            raise AppStoreMisconfigured(
+                "ENTITLE_APPLE_BUNDLE_ID must be set to use the App Store Server API."
+            )
         try:
             key = Path(settings.apple_private_key_path).read_bytes()
         except OSError as exc:
@@ -112,7 +120,9 @@ class AppStoreApi:
         try:
             return self._clients[AppleEnvironment(environment)]
         except (ValueError, KeyError):
-            raise AppStoreApiUnavailable(f"The App Store Server API has no {environment} environment.") from None
+            raise AppStoreApiUnavailable(
+                f"The App Store Server API has no {environment} environment."
+            ) from None
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(1, self._max_attempts + 1):
@@ -135,7 +145,9 @@ class AppStoreApi:
             await self._sleep(delay)
         raise AssertionError("unreachable")
 
-    async def subscription_statuses(self, environment: str, transaction_id: str) -> list[LastTransactionsItem]:
+    async def subscription_statuses(
+        self, environment: str, transaction_id: str
+    ) -> list[LastTransactionsItem]:
         """Every subscription of the customer who made `transaction_id` (Get All Subscription Statuses)."""
         client = self._client(environment)
         response = await self._call(
@@ -143,7 +155,9 @@ class AppStoreApi:
         )
         return [item for group in response.data or [] for item in group.lastTransactions or []]
 
-    async def set_app_account_token(self, environment: str, original_transaction_id: str, token: uuid.UUID) -> None:
+    async def set_app_account_token(
+        self, environment: str, original_transaction_id: str, token: uuid.UUID
+    ) -> None:
         client = self._client(environment)
         request = UpdateAppAccountTokenRequest(appAccountToken=str(token))
         await self._call(
@@ -160,9 +174,9 @@ class AppStoreApi:
         )
         token: str | None = None
         while True:
-            page_token = token
             page = await self._call(
-                "Get Notification History", lambda: client.get_notification_history(page_token, request)
+                "Get Notification History",
+                lambda page_token=token: client.get_notification_history(page_token, request),  # type: ignore[misc]
             )
             for item in page.notificationHistory or []:
                 if item.signedPayload:

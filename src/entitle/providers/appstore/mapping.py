@@ -73,7 +73,7 @@ def is_free_trial(transaction: VerifiedTransaction) -> bool:
     """An introductory offer that costs nothing; paid introductory prices are ordinary paid periods."""
     discount = transaction.raw.get("offerDiscountType")
     if discount is not None:
-        return discount == "FREE_TRIAL"
+        return bool(discount == "FREE_TRIAL")
     # Payloads older than offerDiscountType (and Xcode's) only say "introductory offer".
     return transaction.payload.offerType == OfferType.INTRODUCTORY_OFFER
 

@@ -43,7 +43,9 @@ class AppStoreOwnershipChange(Base):
     """Audit: every time a purchase got its first owner or moved to another account, and why."""
 
     __tablename__ = "appstore_ownership_changes"
-    __table_args__ = (Index("ix_appstore_ownership_changes_original", "original_transaction_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_appstore_ownership_changes_original", "original_transaction_id", "created_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
     original_transaction_id: Mapped[str] = mapped_column(String(64))

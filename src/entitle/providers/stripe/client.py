@@ -59,7 +59,7 @@ class StripeGateway:
         backoff_seconds: float = 0.5,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._http = http_client or stripe.HTTPXClient(timeout=30)
+        self._http = http_client or FormBodyHTTPXClient(timeout=30)
         self._client = stripe.StripeClient(
             secret_key,
             stripe_version=STRIPE_API_VERSION,
@@ -151,18 +151,52 @@ class StripeGateway:
         return await self._call(lambda: self._client.v1.billing_portal.sessions.create_async(params))
 
     # --- subscriptions -----------------------------------------------------------------------------
-    async def retrieve_subscription(self, subscription_id: str) -> StripeDict:
+    async def retrieve_subscription(
+        self, subscription_id: str, *, expand: list[str] | None = None
+    ) -> StripeDict:
         """The subscription with its default payment method expanded (for brand and last 4)."""
+        fields = expand or ["default_payment_method"]
         return await self._call(
-            lambda: self._client.v1.subscriptions.retrieve_async(
-                subscription_id, {"expand": ["default_payment_method"]}
-            )
+            lambda: self._client.v1.subscriptions.retrieve_async(subscription_id, {"expand": fields})
         )
 
-    async def update_subscription(self, subscription_id: str, params: SubscriptionUpdateParams) -> StripeDict:
+    async def change_price(
+        self, subscription_id: str, *, item_id: str, price_id: str, proration_date: int
+    ) -> StripeDict:
+        """Move the subscription to `price_id`, invoicing the prorated difference now.
+
+        `pending_if_incomplete`: if that payment fails, Stripe keeps the old plan instead of
+        switching to a plan nobody paid for.
+        """
+        params: SubscriptionUpdateParams = {
+            "items": [{"id": item_id, "price": price_id}],
+            "proration_behavior": "always_invoice",
+            "proration_date": proration_date,
+            "payment_behavior": "pending_if_incomplete",
+            "expand": ["default_payment_method"],
+        }
         return await self._call(lambda: self._client.v1.subscriptions.update_async(subscription_id, params))
 
-    async def preview_invoice(self, params: InvoiceCreatePreviewParams) -> StripeDict:
+    async def set_cancel_at_period_end(self, subscription_id: str, cancel: bool) -> StripeDict:
+        params: SubscriptionUpdateParams = {
+            "cancel_at_period_end": cancel,
+            "expand": ["default_payment_method"],
+        }
+        return await self._call(lambda: self._client.v1.subscriptions.update_async(subscription_id, params))
+
+    async def preview_price_change(
+        self, *, customer_id: str, subscription_id: str, item_id: str, price_id: str, proration_date: int
+    ) -> StripeDict:
+        """The invoice `change_price` with the same arguments would create."""
+        params: InvoiceCreatePreviewParams = {
+            "customer": customer_id,
+            "subscription": subscription_id,
+            "subscription_details": {
+                "items": [{"id": item_id, "price": price_id}],
+                "proration_behavior": "always_invoice",
+                "proration_date": proration_date,
+            },
+        }
         return await self._call(lambda: self._client.v1.invoices.create_preview_async(params))
 
     async def iter_subscriptions(self, *, customer: str | None = None) -> AsyncIterator[StripeDict]:
@@ -222,6 +256,22 @@ class StripeGateway:
                 await self._sleep(delay)
             except stripe.StripeError as exc:
                 raise translate(exc) from exc
+
+
+class FormBodyHTTPXClient(stripe.HTTPXClient):
+    """The SDK's httpx client, handing httpx the encoded form body as `content=`.
+
+    The SDK passes its already-encoded body as `data=`, which httpx 0.28 deprecates for raw text.
+    """
+
+    def _get_request_args_kwargs(
+        self, method: str, url: str, headers: Any, post_data: Any
+    ) -> tuple[Any, Any]:
+        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
+        body = kwargs.pop("data", None)
+        if body:
+            kwargs["content"] = body
+        return args, kwargs
 
 
 def _raw(obj: Any) -> StripeDict:

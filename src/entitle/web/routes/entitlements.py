@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from entitle.core.catalog import Catalog
+from entitle.errors import NotFound
 from entitle.services import entitlements, grants
 from entitle.web.deps import AdminDep, ContextDep, CurrentAccount, SessionDep
 from entitle.web.schemas import StrictBody, parse_uuid
@@ -48,17 +49,20 @@ def catalog_json(catalog: Catalog) -> dict[str, Any]:
     }
 
 
-# The catalog never changes while the process runs, so its body is rendered once per catalog.
-_catalog_bodies: dict[int, bytes] = {}
+# The catalog never changes while the process runs, so its body is rendered once per catalog (kept
+# with the catalog itself, so a recycled id() can never serve another catalog's body).
+_catalog_bodies: dict[int, tuple[Catalog, bytes]] = {}
 
 
 @router.get("/v1/catalog")
 async def get_catalog(context: ContextDep) -> Response:
-    body = _catalog_bodies.get(id(context.catalog))
-    if body is None:
+    cached = _catalog_bodies.get(id(context.catalog))
+    if cached is None or cached[0] is not context.catalog:
         body = json.dumps(catalog_json(context.catalog), separators=(",", ":")).encode()
-        _catalog_bodies[id(context.catalog)] = body
-    return Response(body, media_type="application/json", headers={"Cache-Control": "public, max-age=300"})
+        cached = _catalog_bodies[id(context.catalog)] = (context.catalog, body)
+    return Response(
+        cached[1], media_type="application/json", headers={"Cache-Control": "public, max-age=300"}
+    )
 
 
 @router.get("/v1/me/entitlements")
@@ -71,8 +75,6 @@ def _account_id(value: str) -> uuid.UUID:
     account_id = parse_uuid(value)
     if account_id is None:
         # Not a UUID cannot be an account; the same answer as an unknown one.
-        from entitle.errors import NotFound
-
         raise NotFound("No account has this id.", code="account_not_found")
     return account_id
 
@@ -115,8 +117,6 @@ async def revoke_grant(_admin: AdminDep, account_id: str, grant_id: str, db: Ses
     account = await grants.require_account(db, _account_id(account_id))
     parsed = parse_uuid(grant_id)
     if parsed is None:
-        from entitle.errors import NotFound
-
         raise NotFound("No grant has this id.", code="grant_not_found")
     grant = await grants.revoke_grant(db, parsed, account_id=account.id)
     return grants.grant_json(grant)

@@ -1,0 +1,263 @@
+"""Signed-in `GET /v1/me/entitlements`: throughput as a ratio to a bare Starlette JSON endpoint, and p99
+latency at half that load, on SQLite and PostgreSQL.
+
+    /work/venv/bin/python bench/bench_entitlements.py [--seconds 4] [--database sqlite|postgresql|both]
+
+Both servers run under uvicorn (one worker, uvloop + httptools when installed) in their own process;
+the load generator in this process writes raw HTTP/1.1 over keep-alive sockets, so it costs far less
+per request than either server. The accounts are a mix: nothing, a promotional grant, a Stripe
+subscription, and Stripe plus App Store (a duplicate), so the answer is the size real clients see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import LoadResult, http_request, print_table, run_load, uvicorn_server  # noqa: E402
+
+PASSWORD = "correct horse battery staple"
+ADMIN_KEY = "bench-admin-key-" + "x" * 24
+POSTGRES_URL = os.environ.get("ENTITLE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+BENCH_DATABASE = "entitle_bench_entitlements"
+ACCOUNTS = 8
+CONCURRENCY = 32
+
+
+def entitle_env(database: str, workdir: Path) -> dict[str, str]:
+    if database == "sqlite":
+        url = f"sqlite:///{workdir / 'bench.db'}"
+    else:
+        url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + BENCH_DATABASE
+    return {
+        "ENTITLE_DATABASE_URL": url,
+        "ENTITLE_ENVIRONMENT": "development",
+        "ENTITLE_ADMIN_API_KEY": ADMIN_KEY,
+        "ENTITLE_JWT_PRIVATE_KEY_PATH": str(workdir / "key.pem"),
+        "ENTITLE_RATE_LIMIT_PER_ADDRESS": "1000000/minute",
+        "ENTITLE_RATE_LIMIT_PER_IP": "1000000/minute",
+    }
+
+
+async def _admin_sql(statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def prepare_database(database: str, env: dict[str, str]) -> None:
+    from entitle.db.migrate import run_upgrade
+
+    if database == "postgresql":
+        await _admin_sql(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+        await _admin_sql(f"CREATE DATABASE {BENCH_DATABASE}")
+    await asyncio.to_thread(run_upgrade, env["ENTITLE_DATABASE_URL"])
+
+
+async def make_accounts(url: str, env: dict[str, str]) -> list[str]:
+    """Register accounts over HTTP and give them a spread of entitlement sources; returns access tokens."""
+    from entitle.context import build_context
+    from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
+    from entitle.services.subscriptions import apply_subscription_state
+    from entitle.settings import Settings
+
+    tokens, account_ids = [], []
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        for index in range(ACCOUNTS):
+            body = {"email": f"bench{index}@example.com", "password": PASSWORD}
+            session = (await http.post("/v1/auth/register", json=body)).json()
+            tokens.append(session["access_token"])
+            account_ids.append(session["account"]["id"])
+            if index % 4 == 1:
+                expires = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+                response = await http.post(
+                    f"/v1/accounts/{session['account']['id']}/grants",
+                    headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                    json={"entitlement": "pro", "expires_at": expires},
+                )
+                response.raise_for_status()
+
+    context = build_context(Settings(**{k.removeprefix("ENTITLE_").lower(): v for k, v in env.items()}))
+    now = datetime.now(UTC)
+    try:
+        async with context.database.transaction() as db:
+            for index, account_id in enumerate(account_ids):
+                stores = {2: [Store.STRIPE], 3: [Store.STRIPE, Store.APP_STORE]}.get(index % 4, [])
+                for store in stores:
+                    await apply_subscription_state(
+                        db,
+                        SubscriptionState(
+                            store=store,
+                            store_subscription_id=f"{store.value}-{index}",
+                            account_id=uuid.UUID(account_id),
+                            product="pro_monthly",
+                            store_product_id="pro_monthly",
+                            status=SubscriptionStatus.ACTIVE,
+                            current_period_end=now + timedelta(days=30),
+                            will_renew=True,
+                            environment=Environment.SANDBOX,
+                            vendor_updated_at=now,
+                            raw={"id": f"{store.value}-{index}", "padding": "x" * 2000},
+                        ),
+                    )
+    finally:
+        await context.aclose()
+    return tokens
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return int(head.split(b" ", 2)[1])
+
+
+async def open_loop(url: str, requests: list[bytes], *, rate: float, seconds: float) -> LoadResult:
+    """Requests at evenly spaced moments over a pool of keep-alive connections.
+
+    Latency counts from the moment a request was due, not from when a connection was free to send it,
+    so queueing inside the server or in front of it is counted (no coordinated omission).
+    """
+    host, port = url.removeprefix("http://").split(":")
+    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(CONCURRENCY):
+        idle.put_nowait(await asyncio.open_connection(host, int(port)))
+    latencies: list[float] = []
+    errors = 0
+
+    async def one(index: int, due: float) -> None:
+        nonlocal errors
+        reader, writer = await idle.get()
+        writer.write(requests[index % len(requests)])
+        if await _read_response(reader) >= 400:
+            errors += 1
+        latencies.append((time.perf_counter() - due) * 1000)
+        idle.put_nowait((reader, writer))
+
+    tasks: set[asyncio.Task[None]] = set()
+    started = time.perf_counter()
+    index = 0
+    while (due := started + index / rate) < started + seconds:
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(index, due))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        index += 1
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    while not idle.empty():
+        idle.get_nowait()[1].close()
+    return LoadResult(len(latencies), errors, elapsed, latencies)
+
+
+async def measure(url: str, requests: list[bytes], seconds: float) -> tuple[LoadResult, LoadResult]:
+    """Saturating throughput (closed loop), then latency at half of it (open loop)."""
+    count = len(requests)
+    await run_load(url, lambda i: requests[i % count], concurrency=CONCURRENCY, seconds=1.0)  # warm-up
+    full = await run_load(url, lambda i: requests[i % count], concurrency=CONCURRENCY, seconds=seconds)
+    half = await open_loop(url, requests, rate=full.throughput / 2, seconds=seconds)
+    return full, half
+
+
+def row(
+    database: str, endpoint: str, bare: LoadResult, full: LoadResult, half: LoadResult | None
+) -> tuple[str, ...]:
+    return (
+        database,
+        endpoint,
+        f"{full.throughput:,.0f}",
+        f"{full.throughput / bare.throughput:.1%}",
+        f"{full.percentile(99):.1f}",
+        f"{half.throughput:,.0f}" if half else "-",
+        f"{half.median_ms:.1f}" if half else "-",
+        f"{half.percentile(99):.1f}" if half else "-",
+        str(full.errors + (half.errors if half else 0)),
+    )
+
+
+async def bench_database(
+    database: str, seconds: float, bare: LoadResult, *, breakdown: bool
+) -> list[tuple[str, ...]]:
+    """The entitlements read; with `breakdown`, also the same app without a database and with auth only."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = entitle_env(database, Path(tmp))
+        await prepare_database(database, env)
+        try:
+            with uvicorn_server("entitle.app:create_app", env=env, factory=True) as url:
+                host = url.removeprefix("http://")
+                tokens = await make_accounts(url, env)
+
+                def signed_in(path: str) -> list[bytes]:
+                    return [
+                        http_request("GET", path, host, headers={"Authorization": f"Bearer {t}"})
+                        for t in tokens
+                    ]
+
+                full, half = await measure(url, signed_in("/v1/me/entitlements"), seconds)
+                rows.append(row(database, "GET /v1/me/entitlements", bare, full, half))
+                if breakdown:
+                    # Where the time goes: the app's own stack with no database, then token + session check.
+                    catalog = http_request("GET", "/v1/catalog", host)
+                    closed = await run_load(url, lambda _: catalog, concurrency=CONCURRENCY, seconds=seconds)
+                    rows.append(row(database, "  GET /v1/catalog (no auth, no db)", bare, closed, None))
+                    me = signed_in("/v1/me")
+                    closed = await run_load(
+                        url, lambda i: me[i % len(me)], concurrency=CONCURRENCY, seconds=seconds
+                    )
+                    rows.append(row(database, "  GET /v1/me (auth only)", bare, closed, None))
+        finally:
+            if database == "postgresql":
+                await _admin_sql(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+    return rows
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each measured run")
+    parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the /v1/catalog and /v1/me rows")
+    args = parser.parse_args()
+    started = time.monotonic()
+
+    with uvicorn_server("bench.bare_app:app") as url:
+        request = http_request("GET", "/json", url.removeprefix("http://"))
+        bare, bare_half = await measure(url, [request], args.seconds)
+    rows = [row("-", "bare Starlette JSON", bare, bare, bare_half)]
+    databases = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
+    for database in databases:
+        rows += await bench_database(database, args.seconds, bare, breakdown=not args.no_breakdown)
+    print_table(
+        f"signed-in entitlements read (one uvicorn worker, {CONCURRENCY} connections; "
+        f"ratio = req/s / bare Starlette; 'half' = open loop at half the saturating rate)",
+        rows,
+        ("database", "endpoint", "req/s", "ratio", "p99 ms", "half req/s", "half p50", "half p99", "errors"),
+    )
+    print(f"\n{time.monotonic() - started:.0f} s in all")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

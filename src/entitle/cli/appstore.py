@@ -1,0 +1,72 @@
+"""`entitle sync appstore`: refresh known App Store subscriptions from Apple, back-fill notifications."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from entitle.cli import sync_app
+from entitle.cli.common import console, fail, load_context, load_settings
+from entitle.errors import EntitleError
+
+
+@sync_app.command(name="appstore")
+def sync_appstore(
+    history_days: int = typer.Option(
+        30, min=1, max=180, help="Back-fill notifications Apple sent in the last N days (Apple keeps 180)."
+    ),
+) -> None:
+    """Refresh App Store subscriptions (Get All Subscription Statuses), back-fill missed notifications
+    (Get Notification History) and set the owner's app account token on purchases made outside the app."""
+    from entitle.providers.appstore import sync
+    from entitle.providers.appstore.provider import PROVIDER, AppStoreProvider
+
+    settings = load_settings()
+    context = load_context(settings)
+    provider: AppStoreProvider = context.providers[PROVIDER]
+    if provider.api is None:
+        fail(
+            "App Store Server API credentials are not configured: set ENTITLE_APPLE_ISSUER_ID, "
+            "ENTITLE_APPLE_KEY_ID and ENTITLE_APPLE_PRIVATE_KEY_PATH"
+        )
+
+    async def _main() -> sync.SyncSummary:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
+            tasks: dict[str, TaskID] = {}
+
+            def on_progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    label = "refreshing subscriptions" if stage == "refresh" else "back-filling notifications"
+                    tasks[stage] = progress.add_task(label, total=total)
+                progress.update(tasks[stage], completed=done, total=total)
+
+            try:
+                return await sync.sync_all(provider, history_days=history_days, on_progress=on_progress)
+            finally:
+                await context.aclose()
+
+    try:
+        summary = asyncio.run(_main())
+    except EntitleError as exc:
+        fail(exc.message)
+    table = Table(title="App Store sync", show_header=False)
+    table.add_row("subscriptions refreshed", str(summary.refreshed))
+    table.add_row("subscriptions changed", str(summary.changed))
+    table.add_row("notifications seen / new", f"{summary.notifications_seen} / {summary.notifications_new}")
+    table.add_row("notifications refused", str(summary.notifications_invalid))
+    table.add_row("app account tokens set", str(summary.tokens_set))
+    table.add_row("rate-limited answers (retried)", str(summary.rate_limited))
+    table.add_row("failures", ", ".join(summary.failed) or "none")
+    console.print(table)
+    if summary.failed:
+        raise typer.Exit(code=1)

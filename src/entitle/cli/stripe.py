@@ -1,0 +1,126 @@
+"""`entitle catalog push` and `entitle sync stripe`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+from sqlalchemy import select
+
+from entitle.cli import catalog_app, sync_app
+from entitle.cli.common import console, fail, load_context, load_settings
+from entitle.context import AppContext
+from entitle.core.models.entitlements import Subscription
+from entitle.core.subscriptions import Store
+from entitle.db.types import utcnow
+from entitle.errors import EntitleError
+from entitle.providers.stripe.catalog_push import PushResult, push_catalog
+from entitle.providers.stripe.provider import PROVIDER, StripeProvider
+
+
+def _provider(context: AppContext) -> StripeProvider:
+    provider = context.providers.get(PROVIDER)
+    if not isinstance(provider, StripeProvider) or not provider.configured:
+        fail("ENTITLE_STRIPE_SECRET_KEY is not set")
+    return provider
+
+
+@catalog_app.command("push")
+def catalog_push() -> None:
+    """Create or update Stripe products and prices from the catalog (by lookup key; safe to re-run)."""
+    context = load_context(load_settings())
+
+    async def _main() -> list[PushResult]:
+        try:
+            return await push_catalog(_provider(context).gateway, context.catalog)
+        finally:
+            await context.aclose()
+
+    try:
+        results = asyncio.run(_main())
+    except EntitleError as exc:
+        fail(exc.message)
+    table = Table("product", "lookup key", "action", "price")
+    for result in results:
+        table.add_row(result.product, result.lookup_key, result.action, result.price_id)
+    console.print(table)
+
+
+@dataclass
+class SyncSummary:
+    seen: int = 0
+    changed: Counter[str] = field(default_factory=Counter)
+    unchanged: int = 0
+    ignored: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def sync_stripe(context: AppContext, progress: Progress | None = None) -> SyncSummary:
+    """Reconcile every Stripe subscription with what we store; returns what changed."""
+    provider = _provider(context)
+    reconciler = provider.reconciler
+    summary = SyncSummary()
+    task = progress.add_task("subscriptions", total=None) if progress else None
+    async for sub in provider.gateway.iter_subscriptions():
+        read_at = utcnow()
+        summary.seen += 1
+        try:
+            # One transaction per subscription: one bad object cannot undo the others.
+            async with context.database.transaction() as db:
+                before = await db.scalar(
+                    select(Subscription.status).where(
+                        Subscription.store == Store.STRIPE.value,
+                        Subscription.store_subscription_id == sub["id"],
+                    )
+                )
+                outcome = await reconciler.subscription(db, sub["id"], fresh=sub, read_at=read_at)
+                after = await db.scalar(
+                    select(Subscription.status).where(
+                        Subscription.store == Store.STRIPE.value,
+                        Subscription.store_subscription_id == sub["id"],
+                    )
+                )
+        except EntitleError as exc:
+            summary.errors.append(f"{sub['id']}: {exc.message}")
+            continue
+        if outcome.startswith("ignored"):
+            summary.ignored += 1
+        elif before != after:
+            summary.changed[f"{before or 'new'} -> {after}"] += 1
+        else:
+            summary.unchanged += 1
+        if progress is not None and task is not None:
+            progress.update(task, advance=1)
+    return summary
+
+
+@sync_app.command("stripe")
+def sync_stripe_command() -> None:
+    """Re-read every Stripe subscription (auto-paginated, backing off on 429) and store Stripe's truth."""
+    context = load_context(load_settings())
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+
+    async def _main() -> SyncSummary:
+        try:
+            with Progress(*columns, console=console, transient=True) as progress:
+                return await sync_stripe(context, progress)
+        finally:
+            await context.aclose()
+
+    try:
+        summary = asyncio.run(_main())
+    except EntitleError as exc:
+        fail(exc.message)
+    console.print(
+        f"{summary.seen} subscription(s): {sum(summary.changed.values())} changed, "
+        f"{summary.unchanged} unchanged, {summary.ignored} not ours, {len(summary.errors)} failed"
+    )
+    for change, count in sorted(summary.changed.items()):
+        console.print(f"  {change}: {count}")
+    for error in summary.errors:
+        console.print(f"  [red]{error}[/]")
+    if summary.errors:
+        fail("some subscriptions could not be synced; run again")

@@ -1,0 +1,129 @@
+"""What a notification handler works with: the verified notification, its owner, and how to apply it.
+
+The owner of a notification is found, in order, by the `appAccountToken` Apple echoes (the app set it at
+purchase, so it names the account the purchase was made for), then by the ownership ledger's
+`originalTransactionId`. When neither knows it (a purchase made outside the app that the app has not
+posted yet) the handler raises `ParkEvent`: the inbox keeps the row PARKED until the app posts the
+transaction, and the purchase route releases it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from entitle.core.catalog import Catalog
+from entitle.core.events import record_event
+from entitle.core.models.events import ProviderEvent
+from entitle.providers.appstore.ledger import account_for_token, find_owner, set_owner
+from entitle.providers.appstore.mapping import subscription_state
+from entitle.providers.appstore.verification import VerifiedNotification, VerifiedTransaction, from_millis
+from entitle.services.inbox import ParkEvent
+from entitle.services.subscriptions import apply_subscription_state
+
+
+def purchase_token(transaction: VerifiedTransaction) -> uuid.UUID | None:
+    """The transaction's appAccountToken as a UUID; anything else Apple would never send counts as none."""
+    value = transaction.payload.appAccountToken
+    try:
+        return uuid.UUID(value) if value else None
+    except ValueError:
+        return None
+
+
+def is_family_shared(transaction: VerifiedTransaction) -> bool:
+    return transaction.raw.get("inAppOwnershipType") == "FAMILY_SHARED"
+
+
+@dataclass
+class NotificationContext:
+    db: AsyncSession
+    note: VerifiedNotification
+    catalog: Catalog
+    now: datetime
+    event: ProviderEvent | None = None
+    _owner: uuid.UUID | None = field(default=None, init=False)
+
+    async def find_owner(self) -> uuid.UUID | None:
+        """The owning account, recording it in the ledger when only the token knew it; None when unknown."""
+        if self._owner is not None:
+            return self._owner
+        transaction = self.note.transaction
+        if transaction is None:
+            return None
+        original = str(transaction.payload.originalTransactionId)
+        ledger = await find_owner(self.db, original)
+        token = purchase_token(transaction)
+        # A family member's transaction is not theirs to route by token (it may carry the purchaser's).
+        account = (
+            None
+            if token is None or is_family_shared(transaction)
+            else await account_for_token(self.db, token)
+        )
+        if account is not None:
+            if ledger is None or ledger.account_id != account.id:
+                await set_owner(
+                    self.db,
+                    original_transaction_id=original,
+                    owner=account.id,
+                    reason="notification" if ledger is None else "token_matches",
+                    environment=transaction.environment.value,
+                    product_id=transaction.payload.productId or "",
+                    purchase_token=token,
+                    ownership_type=str(transaction.raw.get("inAppOwnershipType") or "PURCHASED"),
+                    now=self.now,
+                )
+            self._owner = account.id
+        elif ledger is not None:
+            self._owner = ledger.account_id
+        if self._owner is not None and self.event is not None:
+            self.event.account_id = self._owner
+        return self._owner
+
+    async def apply(self) -> str:
+        """Apply the subscription snapshot the notification carries; park it when its owner is unknown."""
+        transaction = self.note.transaction
+        if transaction is None:
+            return "ignored: no transaction in notification"
+        owner = await self.find_owner()
+        if owner is None:
+            raise ParkEvent(
+                f"no account known yet for original transaction {transaction.payload.originalTransactionId}"
+            )
+        state = subscription_state(
+            transaction,
+            self.note.renewal_info,
+            account_id=owner,
+            catalog=self.catalog,
+            now=self.now,
+            notification=self.note,
+        )
+        applied = await apply_subscription_state(self.db, state, now=self.now)
+        return f"applied {state.status.value}" if applied else "ignored: older than stored state"
+
+    async def record(self, type: str, data: dict[str, Any]) -> None:
+        """Write an event to the owner's log (if an owner is known: record-only types are never parked)."""
+        owner = await self.find_owner()
+        if owner is None:
+            return
+        transaction = self.note.transaction
+        details: dict[str, Any] = {
+            "notification_uuid": self.note.notification_uuid,
+            "original_transaction_id": transaction.payload.originalTransactionId if transaction else None,
+            **data,
+        }
+        await record_event(self.db, owner, type, details)
+
+    def revocation_details(self) -> dict[str, Any]:
+        transaction = self.note.transaction
+        if transaction is None:
+            return {}
+        return {
+            "revoked_at": from_millis(transaction.payload.revocationDate),
+            "revocation_reason": transaction.raw.get("revocationReason"),
+            "ownership": transaction.raw.get("inAppOwnershipType"),
+        }

@@ -1,0 +1,111 @@
+"""A purchase posted by the iPhone app (`POST /v1/billing/appstore/transactions`).
+
+`record_purchase` runs inside the request's unit of work: verify the StoreKit 2 `jwsRepresentation`,
+decide the owner (`ledger.decide_owner`), record it, apply the subscription. The route then commits and
+calls `after_purchase`, which works in transactions of its own and therefore must run after the commit:
+release the notifications parked for this purchase, refresh it from the App Store Server API, and tell
+Apple the owner's token for a purchase made outside the app.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from entitle.core.models.accounts import Account
+from entitle.core.subscriptions import Store
+from entitle.errors import EntitleError, InvalidRequest
+from entitle.providers.appstore import sync
+from entitle.providers.appstore.ledger import decide_owner, find_owner, set_owner
+from entitle.providers.appstore.mapping import subscription_state
+from entitle.providers.appstore.notifications import is_family_shared, purchase_token
+from entitle.providers.appstore.provider import PROVIDER, AppStoreProvider
+from entitle.services.entitlements import subscription_state as stored_state
+from entitle.services.subscriptions import apply_subscription_state, find_subscription
+
+log = logging.getLogger(__name__)
+
+AUTO_RENEWABLE = "Auto-Renewable Subscription"
+
+
+@dataclass(frozen=True)
+class PostedPurchase:
+    original_transaction_id: str
+    environment: str
+    owner: uuid.UUID
+    # The owner's token should be set at Apple: bought outside the app, or moved from another account.
+    wants_token: bool
+
+
+async def record_purchase(
+    provider: AppStoreProvider, db: AsyncSession, account: Account, signed_transaction: str, *, now: datetime
+) -> PostedPurchase:
+    verified = await provider.verifier.verify_transaction_async(signed_transaction)
+    tx = verified.payload
+    if verified.raw.get("type") != AUTO_RENEWABLE or not tx.originalTransactionId:
+        raise InvalidRequest(
+            "Only auto-renewable subscriptions can be posted here.", code="not_a_subscription"
+        )
+    original = str(tx.originalTransactionId)
+    token = purchase_token(verified)
+    family = is_family_shared(verified)
+    ledger = await find_owner(db, original)
+    decision = decide_owner(
+        poster=account.id,
+        poster_token=account.app_account_token,
+        purchase_token=token,
+        family_shared=family,
+        current_owner=ledger.account_id if ledger is not None else None,
+        policy=provider.settings.appstore_restore_policy,
+    )
+    await set_owner(
+        db,
+        original_transaction_id=original,
+        owner=decision.owner,
+        reason=decision.reason or "unchanged",
+        environment=verified.environment.value,
+        product_id=tx.productId or "",
+        purchase_token=token,
+        ownership_type=str(verified.raw.get("inAppOwnershipType") or "PURCHASED"),
+        now=now,
+    )
+    state = subscription_state(verified, None, account_id=decision.owner, catalog=provider.catalog, now=now)
+    applied = await apply_subscription_state(db, state, now=now)
+    if not applied:
+        await _move_stored_subscription(db, original, decision.owner, now=now)
+    return PostedPurchase(
+        original_transaction_id=original,
+        environment=verified.environment.value,
+        owner=decision.owner,
+        wants_token=not family and token != account.app_account_token,
+    )
+
+
+async def _move_stored_subscription(
+    db: AsyncSession, original: str, owner: uuid.UUID, *, now: datetime
+) -> None:
+    """A restore moved the purchase but the device's copy is older than the stored state: move that state."""
+    row = await find_subscription(db, Store.APP_STORE.value, original)
+    if row is None or row.account_id == owner:
+        return
+    # Same vendor timestamp, so the subscription service applies it (and refreshes both accounts).
+    moved = dataclasses.replace(stored_state(row), account_id=owner, raw=dict(row.raw))
+    await apply_subscription_state(db, moved, now=now)
+
+
+async def after_purchase(provider: AppStoreProvider, purchase: PostedPurchase) -> None:
+    """Follow-ups in their own transactions; failures are logged, never undo the recorded purchase."""
+    await provider.inbox.release_parked(PROVIDER, purchase.original_transaction_id)
+    if provider.api is None:
+        return
+    try:
+        await sync.refresh_subscription(provider, purchase.original_transaction_id)
+        if purchase.wants_token:
+            await sync.set_owner_token(provider, purchase.original_transaction_id)
+    except EntitleError as exc:
+        log.warning("App Store follow-up for %s failed: %s", purchase.original_transaction_id, exc.message)

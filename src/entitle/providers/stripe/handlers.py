@@ -1,0 +1,182 @@
+"""One handler per Stripe event type, in one table.
+
+Each handler treats its event as a nudge: it takes only ids from the payload and re-reads the
+subscription (or every subscription of the customer) from Stripe through `Reconciler`, so the
+payload's snapshot, however stale, never decides anything. Handlers run inside the inbox's
+transaction, under the per-customer lock, and are idempotent. Account events they write (payment
+failed, action required, trial ending, refunded) are written once per Stripe event because the inbox
+processes each stored event to success exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from entitle.core import events
+from entitle.db.types import utcnow
+from entitle.providers.stripe.mapping import object_id
+from entitle.providers.stripe.reconcile import Reconciler, mark_customer_deleted
+
+PAYMENT_FAILED = "billing.payment_failed"
+PAYMENT_ACTION_REQUIRED = "billing.payment_action_required"
+TRIAL_WILL_END = "billing.trial_will_end"
+REFUNDED = "billing.refunded"
+
+
+@dataclass(frozen=True)
+class HandlerContext:
+    db: AsyncSession
+    reconciler: Reconciler
+
+
+Handler = Callable[[HandlerContext, dict[str, Any]], Awaitable[str]]
+
+
+def _object(event: dict[str, Any]) -> dict[str, Any]:
+    obj: dict[str, Any] = event["data"]["object"]
+    return obj
+
+
+def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
+    """Since API 2025-03-31 an invoice names its subscription under `parent.subscription_details`."""
+    details = (invoice.get("parent") or {}).get("subscription_details") or {}
+    return object_id(details.get("subscription")) or object_id(invoice.get("subscription"))
+
+
+async def _account_event(ctx: HandlerContext, obj: dict[str, Any], type: str, data: dict[str, Any]) -> None:
+    account_id = await ctx.reconciler.account_for(ctx.db, object_id(obj.get("customer")))
+    if account_id is not None:
+        await events.record_event(ctx.db, account_id, type, data)
+
+
+async def checkout_session_completed(ctx: HandlerContext, event: dict[str, Any]) -> str:
+    session = _object(event)
+    subscription_id = object_id(session.get("subscription"))
+    if session.get("mode") != "subscription" or subscription_id is None:
+        return "ignored: not a subscription checkout"
+    return await ctx.reconciler.subscription(ctx.db, subscription_id)
+
+
+async def subscription_changed(ctx: HandlerContext, event: dict[str, Any]) -> str:
+    return await ctx.reconciler.subscription(ctx.db, _object(event)["id"])
+
+
+async def subscription_trial_will_end(ctx: HandlerContext, event: dict[str, Any]) -> str:
+    sub = _object(event)
+    await _account_event(
+        ctx, sub, TRIAL_WILL_END, {"subscription": sub["id"], "trial_end": sub.get("trial_end")}
+    )
+    return await ctx.reconciler.subscription(ctx.db, sub["id"])
+
+
+async def invoice_paid(ctx: HandlerContext, event: dict[str, Any]) -> str:
+    subscription_id = invoice_subscription_id(_object(event))
+    if subscription_id is None:
+        return "ignored: invoice without a subscription"
+    return await ctx.reconciler.subscription(ctx.db, subscription_id)
+
+
+async def invoice_payment_failed(ctx: HandlerContext, event: dict[str, Any]) -> str:
+    invoice = _object(event)
+    subscription_id = invoice_subscription_id(invoice)
+    if subscription_id is None:
+        return "ignored: invoice without a subscription"
+    await _account_event(
+        ctx,
+        invoice,
+        PAYMENT_FAILED,
+        {
+            "subscription": subscription_id,
+            "invoice": invoice["id"],
+            "next_payment_attempt": invoice.get("next_payment_attempt"),
+        },
+    )
+    return await ctx.reconciler.subscription(ctx.db, subscription_id)
+
+
+async def invoice_payment_action_required(ctx: HandlerContext, event: dict[str, Any]) -> str:
+    invoice = _object(event)
+    subscription_id = invoice_subscription_id(invoice)
+    if subscription_id is None:
+        return "ignored: invoice without a subscription"
+    await _account_event(
+        ctx,
+        invoice,
+        PAYMENT_ACTION_REQUIRED,
+        {
+            "subscription": subscription_id,
+            "invoice": invoice["id"],
+            "hosted_invoice_url": invoice.get("hosted_invoice_url"),
+        },
+    )
+    return await ctx.reconciler.subscription(ctx.db, subscription_id)
+
+
+async def customer_deleted(ctx: HandlerContext, event: dict[str, Any]) -> str:
+    customer_id = _object(event)["id"]
+    forgotten = await mark_customer_deleted(ctx.db, customer_id, now=utcnow())
+    outcome = await ctx.reconciler.customer(ctx.db, customer_id)
+    return ("customer forgotten; " if forgotten else "") + outcome
+
+
+async def charge_refunded(ctx: HandlerContext, event: dict[str, Any]) -> str:
+    charge = _object(event)
+    customer_id = object_id(charge.get("customer"))
+    if customer_id is None:
+        return "ignored: charge without a customer"
+    await _account_event(
+        ctx,
+        charge,
+        REFUNDED,
+        {
+            "charge": charge["id"],
+            "amount_refunded": charge.get("amount_refunded"),
+            "currency": charge.get("currency"),
+            "refunded_in_full": bool(charge.get("refunded")),
+        },
+    )
+    return await ctx.reconciler.customer(ctx.db, customer_id)
+
+
+HANDLERS: dict[str, Handler] = {
+    # The person paid on hosted Checkout: the subscription it created is now ours to track.
+    "checkout.session.completed": checkout_session_completed,
+    # A subscription began (Checkout, Payment Element, dashboard); often still incomplete.
+    "customer.subscription.created": subscription_changed,
+    # Any change: status, renewal, plan change, cancel_at_period_end, paused collection.
+    "customer.subscription.updated": subscription_changed,
+    # The subscription ended (canceled now, at period end, or after failed retries).
+    "customer.subscription.deleted": subscription_changed,
+    # Status became `paused` (trial ended without a payment method): access stops.
+    "customer.subscription.paused": subscription_changed,
+    # A paused subscription was resumed: access returns.
+    "customer.subscription.resumed": subscription_changed,
+    # Three days before a trial ends: tell the account, so the app can remind the person.
+    "customer.subscription.trial_will_end": subscription_trial_will_end,
+    # A payment succeeded: a past_due or incomplete subscription is active again.
+    "invoice.paid": invoice_paid,
+    # A renewal payment failed: past_due begins (grace), and the account hears of it.
+    "invoice.payment_failed": invoice_payment_failed,
+    # The bank wants 3-D Secure: the person must act, or the subscription will not be paid.
+    "invoice.payment_action_required": invoice_payment_action_required,
+    # The customer is gone (and its subscriptions canceled): forget it so the next purchase makes a new one.
+    "customer.deleted": customer_deleted,
+    # Money went back: a refunded ended subscription is revoked rather than expired.
+    "charge.refunded": charge_refunded,
+}
+
+
+def webhook_event_types() -> list[str]:
+    """The event types to enable on the Stripe webhook endpoint (for `entitle doctor`)."""
+    return sorted(HANDLERS)
+
+
+async def handle(ctx: HandlerContext, event: dict[str, Any]) -> str:
+    handler = HANDLERS.get(str(event.get("type")))
+    if handler is None:
+        return f"acknowledged: entitle does not act on {event.get('type')}"
+    return await handler(ctx, event)

@@ -1,0 +1,153 @@
+"""Converge on Stripe's truth: re-read an object from Stripe and store what it says now.
+
+Every webhook handler, the billing routes after a change, and `entitle sync stripe` end here. An
+event is only a nudge naming what changed; its snapshot may be stale by the time we see it, so we
+read the subscription again and store that read with the moment it was made (see `mapping.py` for
+why the read time is the right vendor timestamp). Duplicates, reordering and late delivery then all
+converge on the same final state: the last read wins, and the last read is the newest truth.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from entitle.core.catalog import Catalog
+from entitle.core.models.accounts import Account
+from entitle.core.models.entitlements import Subscription
+from entitle.core.subscriptions import Store, SubscriptionStatus
+from entitle.db.types import utcnow
+from entitle.providers.stripe.client import StripeGateway
+from entitle.providers.stripe.errors import StripeObjectMissing
+from entitle.providers.stripe.mapping import account_id_hint, object_id, subscription_state
+from entitle.providers.stripe.models import StripeCustomer
+from entitle.services.subscriptions import apply_subscription_state
+
+_ENDED = frozenset({"canceled", "unpaid", "incomplete_expired"})
+
+
+@dataclass(frozen=True)
+class Reconciler:
+    """What converging needs: the gateway, the catalog and the grace rule."""
+
+    gateway: StripeGateway
+    catalog: Catalog
+    grace_days: int
+
+    async def subscription(
+        self,
+        db: AsyncSession,
+        subscription_id: str,
+        *,
+        fresh: dict[str, Any] | None = None,
+        read_at: datetime | None = None,
+    ) -> str:
+        """Re-read `subscription_id` (or use `fresh`, read at `read_at`) and store it; returns an outcome."""
+        if fresh is None:
+            try:
+                fresh = await self.gateway.retrieve_subscription(subscription_id)
+            except StripeObjectMissing:
+                return f"ignored: {subscription_id} does not exist at Stripe"
+            read_at = utcnow()
+        read_at = read_at or utcnow()
+        customer_id = object_id(fresh.get("customer"))
+        account_id = await self.account_for(db, customer_id, fresh)
+        if account_id is None:
+            return f"ignored: {subscription_id} belongs to a customer entitle did not create"
+        refunded = False
+        invoice_id = object_id(fresh.get("latest_invoice"))
+        if fresh.get("status") in _ENDED and invoice_id:
+            refunded = await self.gateway.latest_payment_refunded(invoice_id)
+        state = subscription_state(
+            fresh,
+            account_id=account_id,
+            catalog=self.catalog,
+            read_at=read_at,
+            grace_days=self.grace_days,
+            refunded=refunded,
+        )
+        applied = await apply_subscription_state(db, state, now=read_at)
+        return f"{subscription_id}: {state.status.value}" + ("" if applied else " (newer state kept)")
+
+    async def customer(self, db: AsyncSession, customer_id: str) -> str:
+        """Re-read every subscription of `customer_id` that Stripe or our table knows."""
+        outcomes: list[str] = []
+        seen: set[str] = set()
+        async for sub in self.gateway.iter_subscriptions(customer=customer_id):
+            seen.add(sub["id"])
+            outcomes.append(await self.subscription(db, sub["id"], fresh=sub, read_at=utcnow()))
+        known = await db.scalars(
+            select(Subscription.store_subscription_id).where(
+                Subscription.store == Store.STRIPE.value, Subscription.store_customer_id == customer_id
+            )
+        )
+        for subscription_id in set(known.all()) - seen:
+            outcomes.append(await self.subscription(db, subscription_id))
+        return "; ".join(outcomes) or f"{customer_id}: no subscriptions"
+
+    async def account_for(
+        self, db: AsyncSession, customer_id: str | None, obj: dict[str, Any] | None = None
+    ) -> uuid.UUID | None:
+        """The account behind a Stripe customer: our table first, then what we wrote at Stripe."""
+        if customer_id is None:
+            return None
+        found = await db.scalar(
+            select(StripeCustomer.account_id).where(StripeCustomer.customer_id == customer_id)
+        )
+        if found is not None:
+            return found
+        # A customer we replaced (deleted at Stripe, then a new one) still owns its old subscriptions.
+        found = await db.scalar(
+            select(Subscription.account_id)
+            .where(Subscription.store == Store.STRIPE.value, Subscription.store_customer_id == customer_id)
+            .limit(1)
+        )
+        if found is not None:
+            return found
+        # Created at Stripe but our row was lost (a crash between the two): the metadata we wrote says.
+        hint = account_id_hint(obj or {})
+        if hint is None:
+            try:
+                customer = await self.gateway.retrieve_customer(customer_id)
+            except StripeObjectMissing:
+                return None
+            hint = account_id_hint(customer)
+        if hint is not None and await db.get(Account, hint) is not None:
+            return hint
+        return None
+
+
+async def mark_customer_deleted(db: AsyncSession, customer_id: str, *, now: datetime) -> bool:
+    result = await db.execute(
+        update(StripeCustomer)
+        .where(StripeCustomer.customer_id == customer_id, StripeCustomer.deleted_at.is_(None))
+        .values(deleted_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def managed_subscription(db: AsyncSession, account_id: uuid.UUID) -> Subscription | None:
+    """The account's Stripe subscription a person can still change, cancel or resume."""
+    live = {
+        SubscriptionStatus.ACTIVE,
+        SubscriptionStatus.TRIALING,
+        SubscriptionStatus.IN_GRACE_PERIOD,
+        SubscriptionStatus.PAST_DUE,
+        SubscriptionStatus.CANCELED_AT_PERIOD_END,
+        SubscriptionStatus.PAUSED,
+    }
+    rows = await db.scalars(
+        select(Subscription)
+        .where(
+            Subscription.account_id == account_id,
+            Subscription.store == Store.STRIPE.value,
+            Subscription.status.in_([s.value for s in live]),
+        )
+        .order_by(Subscription.current_period_end.desc())
+    )
+    return rows.first()

@@ -1,0 +1,297 @@
+"""Web billing through Stripe: the use-cases behind /v1/billing/stripe/*.
+
+Every function acts on the signed-in account it is given and nothing else: the Stripe customer is
+looked up (or created) from that account, never taken from the client, and every subscription it
+touches is found through that account's own rows. After a change at Stripe the answer Stripe gave
+is stored at once, so the person sees the change without waiting for the webhook (which then
+converges on the same truth).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from entitle.core.catalog import Product
+from entitle.core.models.accounts import Account
+from entitle.core.models.entitlements import Subscription
+from entitle.core.subscriptions import Store, SubscriptionStatus
+from entitle.db.types import utcnow
+from entitle.errors import Conflict, InvalidRequest, NotFound, ProviderUnavailable
+from entitle.providers.stripe.mapping import first_price, object_id, payment_method_summary, period_of
+from entitle.providers.stripe.models import StripeCustomer
+from entitle.providers.stripe.provider import StripeProvider
+from entitle.providers.stripe.reconcile import managed_subscription
+from entitle.services.entitlements import read_entitlements
+
+STORE_NAMES = {"stripe": "Stripe (on the web)", "app_store": "the App Store"}
+PAID_STORES = frozenset({Store.STRIPE.value, Store.APP_STORE.value})
+
+
+# --- customers ----------------------------------------------------------------------------------------
+async def customer_id_for(db: AsyncSession, stripe: StripeProvider, account: Account) -> str:
+    """The account's Stripe customer, created on first need; concurrent first calls get the same one."""
+    row = await db.get(StripeCustomer, account.id)
+    if row is not None and row.deleted_at is None:
+        return row.customer_id
+    # The same key for racing requests makes Stripe return one customer to all of them; a replaced
+    # (deleted) customer gives a new key, hence a new customer.
+    key = f"entitle-customer-{account.id}-{row.customer_id if row else 'first'}"
+    customer = await stripe.gateway.create_customer(
+        account_id=str(account.id), email=account.email, idempotency_key=key
+    )
+    values = {"customer_id": customer["id"], "livemode": bool(customer.get("livemode")), "deleted_at": None}
+    insert = postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
+    await db.execute(
+        insert(StripeCustomer)
+        .values(account_id=account.id, created_at=utcnow(), **values)
+        .on_conflict_do_update(index_elements=["account_id"], set_=values)
+    )
+    return str(customer["id"])
+
+
+async def existing_customer_id(db: AsyncSession, account: Account) -> str:
+    row = await db.get(StripeCustomer, account.id)
+    if row is None or row.deleted_at is not None:
+        raise NotFound("This account has never paid through Stripe.", code="no_stripe_customer")
+    return row.customer_id
+
+
+# --- starting a subscription ----------------------------------------------------------------------------
+async def refuse_if_subscribed(db: AsyncSession, account: Account, product: Product) -> None:
+    """One person, one paid subscription per entitlement, whichever store it came from."""
+    answer = await read_entitlements(db, account.id)
+    for key in product.entitlements:
+        current = answer["entitlements"].get(key) or {}
+        if current.get("active") and current.get("store") in PAID_STORES:
+            store = STORE_NAMES.get(current["store"], current["store"])
+            where = current.get("management_url")
+            raise Conflict(
+                f"This account already has '{key}' through a subscription in {store}"
+                + (f"; manage it at {where}." if where else "."),
+                code="already_subscribed",
+                details={
+                    "entitlement": key,
+                    "store": current["store"],
+                    "product": current.get("product"),
+                    "management_url": where,
+                },
+            )
+
+
+async def price_id_for(stripe: StripeProvider, product_key: str) -> tuple[Product, str]:
+    product = stripe.catalog.product(product_key)
+    if product is None:
+        raise InvalidRequest(f"There is no product '{product_key}' in the catalog.", code="unknown_product")
+    if product.stripe is None:
+        raise InvalidRequest(f"'{product_key}' is not sold on the web.", code="not_sold_on_web")
+    prices = await stripe.gateway.prices_by_lookup_keys([product.stripe.lookup_key])
+    live = [p for p in prices if p.get("active") and p.get("lookup_key") == product.stripe.lookup_key]
+    if not live:
+        raise ProviderUnavailable(
+            f"Stripe has no price with lookup key '{product.stripe.lookup_key}'; run `entitle catalog push`.",
+            code="stripe_price_missing",
+        )
+    return product, str(live[0]["id"])
+
+
+def redirect_url(public_url: str, given: str | None, default_path: str) -> str:
+    """`given` if it is on the same origin as ENTITLE_PUBLIC_URL, else refuse; default under it."""
+    if given is None:
+        return public_url.rstrip("/") + default_path
+    want, got = urlsplit(public_url), urlsplit(given)
+    if (got.scheme, got.netloc) != (want.scheme, want.netloc):
+        raise InvalidRequest("Return URLs must be on this app's own origin.", code="invalid_redirect_url")
+    return given
+
+
+async def start_checkout(
+    db: AsyncSession,
+    stripe: StripeProvider,
+    account: Account,
+    product_key: str,
+    *,
+    success_url: str | None,
+    cancel_url: str | None,
+) -> dict[str, Any]:
+    public_url = stripe.settings.public_url
+    success = redirect_url(public_url, success_url, "/billing/success?session_id={CHECKOUT_SESSION_ID}")
+    cancel = redirect_url(public_url, cancel_url, "/billing/canceled")
+    product, price_id = await price_id_for(stripe, product_key)
+    await refuse_if_subscribed(db, account, product)
+    customer_id = await customer_id_for(db, stripe, account)
+    metadata = {"account_id": str(account.id), "entitle_product": product.key}
+    session = await stripe.gateway.create_checkout_session(
+        {
+            "mode": "subscription",
+            "customer": customer_id,
+            "client_reference_id": str(account.id),
+            "line_items": [{"price": price_id, "quantity": 1}],
+            "subscription_data": {
+                "metadata": metadata,
+                **(
+                    {"trial_period_days": product.stripe.trial_days}
+                    if product.stripe and product.stripe.trial_days
+                    else {}
+                ),
+            },
+            "metadata": metadata,
+            "allow_promotion_codes": True,
+            "success_url": success,
+            "cancel_url": cancel,
+        }
+    )
+    return {"id": session["id"], "url": session["url"]}
+
+
+async def start_subscription(
+    db: AsyncSession, stripe: StripeProvider, account: Account, product_key: str
+) -> dict[str, Any]:
+    """A subscription waiting for its first payment through the Payment Element."""
+    product, price_id = await price_id_for(stripe, product_key)
+    await refuse_if_subscribed(db, account, product)
+    customer_id = await customer_id_for(db, stripe, account)
+    # A retried request (double click, flaky network) gets the same subscription: the key only
+    # changes once the first attempt has been stored below.
+    attempts = await db.scalar(
+        select(func.count())
+        .select_from(Subscription)
+        .where(Subscription.account_id == account.id, Subscription.store == Store.STRIPE.value)
+    )
+    reusable = await _incomplete_subscription(db, stripe, account.id, price_id)
+    sub = reusable or await stripe.gateway.create_subscription(
+        {
+            "customer": customer_id,
+            "items": [{"price": price_id}],
+            "payment_behavior": "default_incomplete",
+            "payment_settings": {"save_default_payment_method": "on_subscription"},
+            "metadata": {"account_id": str(account.id), "entitle_product": product.key},
+            "expand": ["latest_invoice.confirmation_secret", "default_payment_method"],
+        },
+        idempotency_key=f"entitle-subscription-{account.id}-{price_id}-{attempts}",
+    )
+    await stripe.reconciler.subscription(db, sub["id"], fresh=sub, read_at=utcnow())
+    secret = ((sub.get("latest_invoice") or {}).get("confirmation_secret") or {}).get("client_secret")
+    return {"subscription_id": sub["id"], "client_secret": secret}
+
+
+async def _incomplete_subscription(
+    db: AsyncSession, stripe: StripeProvider, account_id: uuid.UUID, price_id: str
+) -> dict[str, Any] | None:
+    row = await db.scalar(
+        select(Subscription)
+        .where(
+            Subscription.account_id == account_id,
+            Subscription.store == Store.STRIPE.value,
+            Subscription.status == SubscriptionStatus.INCOMPLETE.value,
+            Subscription.store_product_id == price_id,
+        )
+        .order_by(Subscription.created_at.desc())
+        .limit(1)
+    )
+    if row is None:
+        return None
+    sub = await stripe.gateway.retrieve_subscription(
+        row.store_subscription_id, expand=["latest_invoice.confirmation_secret", "default_payment_method"]
+    )
+    return sub if sub.get("status") == "incomplete" else None
+
+
+# --- self-service -----------------------------------------------------------------------------------------
+async def portal(
+    db: AsyncSession, stripe: StripeProvider, account: Account, return_url: str | None
+) -> dict[str, str]:
+    customer_id = await existing_customer_id(db, account)
+    back = redirect_url(stripe.settings.public_url, return_url, "/")
+    session = await stripe.gateway.create_portal_session(customer_id=customer_id, return_url=back)
+    return {"url": session["url"]}
+
+
+async def _own_subscription(db: AsyncSession, stripe: StripeProvider, account: Account) -> dict[str, Any]:
+    row = await managed_subscription(db, account.id)
+    if row is None:
+        raise NotFound("This account has no Stripe subscription to change.", code="no_stripe_subscription")
+    return await stripe.gateway.retrieve_subscription(row.store_subscription_id)
+
+
+def _item_to_change(sub: dict[str, Any], price_id: str) -> str:
+    if first_price(sub).get("id") == price_id:
+        raise Conflict("The subscription is already on this plan.", code="same_plan")
+    return str(sub["items"]["data"][0]["id"])
+
+
+async def preview_change(
+    db: AsyncSession, stripe: StripeProvider, account: Account, product_key: str
+) -> dict[str, Any]:
+    """What changing plan now would charge (or credit), prorated to the second."""
+    _, price_id = await price_id_for(stripe, product_key)
+    sub = await _own_subscription(db, stripe, account)
+    proration_date = int(utcnow().timestamp())
+    preview = await stripe.gateway.preview_price_change(
+        customer_id=str(object_id(sub.get("customer"))),
+        subscription_id=sub["id"],
+        item_id=_item_to_change(sub, price_id),
+        price_id=price_id,
+        proration_date=proration_date,
+    )
+    return {
+        "product": product_key,
+        "amount_due": preview.get("amount_due"),
+        "total": preview.get("total"),
+        "currency": preview.get("currency"),
+        "proration_date": proration_date,
+        "lines": [
+            {"description": line.get("description"), "amount": line.get("amount")}
+            for line in (preview.get("lines") or {}).get("data", [])
+        ],
+    }
+
+
+async def change_plan(
+    db: AsyncSession, stripe: StripeProvider, account: Account, product_key: str, proration_date: int | None
+) -> dict[str, Any]:
+    _, price_id = await price_id_for(stripe, product_key)
+    sub = await _own_subscription(db, stripe, account)
+    updated = await stripe.gateway.change_price(
+        sub["id"],
+        item_id=_item_to_change(sub, price_id),
+        price_id=price_id,
+        proration_date=proration_date or int(utcnow().timestamp()),
+    )
+    return await _store(db, stripe, updated)
+
+
+async def set_cancel_at_period_end(
+    db: AsyncSession, stripe: StripeProvider, account: Account, *, cancel: bool
+) -> dict[str, Any]:
+    sub = await _own_subscription(db, stripe, account)
+    updated = await stripe.gateway.set_cancel_at_period_end(sub["id"], cancel)
+    return await _store(db, stripe, updated)
+
+
+async def _store(db: AsyncSession, stripe: StripeProvider, sub: dict[str, Any]) -> dict[str, Any]:
+    await stripe.reconciler.subscription(db, sub["id"], fresh=sub, read_at=utcnow())
+    row = await db.scalar(
+        select(Subscription).where(
+            Subscription.store == Store.STRIPE.value, Subscription.store_subscription_id == sub["id"]
+        )
+    )
+    _, period_end = period_of(sub)
+    return {
+        "subscription_id": sub["id"],
+        "status": row.status if row else None,
+        "product": row.product if row else None,
+        "current_period_end": _iso(period_end),
+        "will_renew": row.will_renew if row else None,
+        "payment_method": payment_method_summary(sub),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None

@@ -1,0 +1,270 @@
+"""The Stripe stand-in speaks Stripe's wire format; tests elsewhere rely on it, so it is tested too."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import stripe
+
+from tests.standins.stripe import StripeStandin
+from tests.standins.stripe.wire import decode_form
+
+
+def test_bracketed_form_keys_decode_like_stripe() -> None:
+    pairs = [
+        ("items[0][price]", "p1"),
+        ("items[0][quantity]", "2"),
+        ("expand[]", "a.b"),
+        ("expand[]", "c"),
+        ("metadata[account_id]", "x"),
+        ("lookup_keys[0]", "k1"),
+        ("lookup_keys[1]", "k2"),
+        ("pause_collection", ""),
+    ]
+    assert decode_form(pairs) == {
+        "items": [{"price": "p1", "quantity": "2"}],
+        "expand": ["a.b", "c"],
+        "metadata": {"account_id": "x"},
+        "lookup_keys": ["k1", "k2"],
+        "pause_collection": "",
+    }
+
+
+@pytest.fixture
+def http(standin: StripeStandin) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {standin.secret_key}"}
+    with httpx.Client(base_url=standin.base_url, headers=headers) as client:
+        yield client
+
+
+def test_errors_lists_and_idempotency_over_raw_http(standin: StripeStandin, http: httpx.Client) -> None:
+    assert httpx.get(f"{standin.base_url}/v1/customers").status_code == 401
+    missing = http.get("/v1/customers/cus_nope")
+    assert missing.status_code == 404
+    assert missing.json()["error"] == {
+        "type": "invalid_request_error",
+        "code": "resource_missing",
+        "message": "No such customer: 'cus_nope'",
+        "param": "id",
+    }
+    assert http.post("/v1/prices", data={"currency": "usd"}).json()["error"]["code"] == "parameter_missing"
+    first = http.post("/v1/customers", data={"email": "a@example.com"}, headers={"Idempotency-Key": "k"})
+    replay = http.post("/v1/customers", data={"email": "a@example.com"}, headers={"Idempotency-Key": "k"})
+    assert replay.json()["id"] == first.json()["id"] and replay.headers["Idempotent-Replayed"] == "true"
+    other = http.post("/v1/customers", data={"email": "b@example.com"}, headers={"Idempotency-Key": "k"})
+    assert other.status_code == 400 and other.json()["error"]["type"] == "idempotency_error"
+    for i in range(4):
+        http.post("/v1/customers", data={"email": f"{i}@example.com"})
+    page = http.get("/v1/customers", params={"limit": 2}).json()
+    assert page["object"] == "list" and page["has_more"] is True and len(page["data"]) == 2
+    rest = http.get("/v1/customers", params={"limit": 10, "starting_after": page["data"][-1]["id"]}).json()
+    assert rest["has_more"] is False and len(page["data"]) + len(rest["data"]) == 5
+    standin.rate_limit(1)
+    limited = http.get("/v1/customers")
+    assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limit"
+
+
+def test_objects_are_shaped_like_stripes(standin: StripeStandin, http: httpx.Client) -> None:
+    customer = http.post("/v1/customers", data={"metadata[account_id]": "a1"}).json()
+    assert (
+        customer["id"].startswith("cus_")
+        and customer["object"] == "customer"
+        and customer["livemode"] is False
+    )
+    product = http.post("/v1/products", data={"name": "Pro"}).json()
+    price = http.post(
+        "/v1/prices",
+        data={
+            "product": product["id"],
+            "unit_amount": "999",
+            "currency": "usd",
+            "recurring[interval]": "month",
+            "lookup_key": "pro",
+        },
+    ).json()
+    sub = http.post(
+        "/v1/subscriptions",
+        data={
+            "customer": customer["id"],
+            "items[0][price]": price["id"],
+            "payment_behavior": "default_incomplete",
+            "payment_settings[save_default_payment_method]": "on_subscription",
+            "expand[]": "latest_invoice.confirmation_secret",
+        },
+    ).json()
+    assert sub["status"] == "incomplete" and "current_period_end" not in sub
+    item = sub["items"]["data"][0]
+    assert item["price"]["lookup_key"] == "pro" and item["current_period_end"] > item["current_period_start"]
+    assert sub["latest_invoice"]["confirmation_secret"]["client_secret"].startswith("pi_")
+    plain = http.get(f"/v1/invoices/{sub['latest_invoice']['id']}").json()
+    assert (
+        "confirmation_secret" not in plain
+        and plain["parent"]["subscription_details"]["subscription"] == sub["id"]
+    )
+    taken = http.post(
+        "/v1/prices",
+        data={
+            "product": product["id"],
+            "unit_amount": "1299",
+            "currency": "usd",
+            "recurring[interval]": "month",
+            "lookup_key": "pro",
+        },
+    )
+    assert taken.status_code == 400
+    moved = http.post(
+        "/v1/prices",
+        data={
+            "product": product["id"],
+            "unit_amount": "1299",
+            "currency": "usd",
+            "recurring[interval]": "month",
+            "lookup_key": "pro",
+            "transfer_lookup_key": "true",
+        },
+    ).json()
+    found = http.get("/v1/prices", params={"lookup_keys[]": "pro"}).json()["data"]
+    assert [p["id"] for p in found] == [moved["id"]]
+
+
+def test_events_are_signed_exactly_like_stripe(standin: StripeStandin, http: httpx.Client) -> None:
+    http.post("/v1/customers", data={"email": "a@example.com"})
+    event = standin.events.log[-1]
+    body, headers = standin.signed(event)
+    verified = stripe.Webhook.construct_event(body, headers["Stripe-Signature"], standin.webhook_secret)
+    assert verified.id == event["id"] and verified.type == "customer.created"
+    assert event["api_version"] == stripe.api_version and event["id"].startswith("evt_")
+    old_body, old_headers = standin.signed(event, timestamp=int(time.time()) - 600)
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(old_body, old_headers["Stripe-Signature"], standin.webhook_secret)
+
+
+def test_checkout_completion_emits_stripes_events_in_stripes_order(
+    standin: StripeStandin, http: httpx.Client
+) -> None:
+    customer = http.post("/v1/customers", data={}).json()
+    product = http.post("/v1/products", data={"name": "Pro"}).json()
+    price = http.post(
+        "/v1/prices",
+        data={
+            "product": product["id"],
+            "unit_amount": "999",
+            "currency": "usd",
+            "recurring[interval]": "month",
+        },
+    ).json()
+    session = http.post(
+        "/v1/checkout/sessions",
+        data={
+            "mode": "subscription",
+            "customer": customer["id"],
+            "line_items[0][price]": price["id"],
+            "line_items[0][quantity]": "1",
+            "success_url": "https://example.com/ok",
+        },
+    ).json()
+    assert session["status"] == "open" and session["url"].startswith("https://checkout.stripe.com/")
+    start = len(standin.events.log)
+    done = http.post(f"/_standin/checkout/{session['id']}/complete").json()
+    types = standin.events.types()[start:]
+    assert types[-1] == "checkout.session.completed" and done["status"] == "complete"
+    assert types.index("customer.subscription.created") < types.index("invoice.paid")
+    assert types.index("invoice.paid") < len(types) - 1
+    sub = http.get(
+        f"/v1/subscriptions/{done['subscription']}", params={"expand[]": "default_payment_method"}
+    ).json()
+    assert sub["status"] == "active" and sub["default_payment_method"]["card"]["last4"] == "4242"
+    updated = [e for e in standin.events.log[start:] if e["type"] == "customer.subscription.updated"][-1]
+    assert updated["data"]["previous_attributes"]["status"] == "incomplete"
+
+
+def test_the_life_cycle_helpers_move_stripes_truth(standin: StripeStandin, http: httpx.Client) -> None:
+    customer = http.post("/v1/customers", data={}).json()
+    product = http.post("/v1/products", data={"name": "Pro"}).json()
+    price = http.post(
+        "/v1/prices",
+        data={
+            "product": product["id"],
+            "unit_amount": "999",
+            "currency": "usd",
+            "recurring[interval]": "month",
+        },
+    ).json()
+    sub_id = http.post(
+        "/v1/subscriptions",
+        data={
+            "customer": customer["id"],
+            "items[0][price]": price["id"],
+            "payment_behavior": "default_incomplete",
+        },
+    ).json()["id"]
+    assert standin.pay_first_invoice(sub_id) is True
+    end = standin.subscription(sub_id)["items"]["data"][0]["current_period_end"]
+    standin.renew(sub_id)
+    assert standin.subscription(sub_id)["items"]["data"][0]["current_period_start"] == end
+    standin.fail_renewal(sub_id)
+    assert standin.subscription(sub_id)["status"] == "past_due"
+    assert standin.events.of_type("invoice.payment_failed")
+    standin.recover(sub_id)
+    assert standin.subscription(sub_id)["status"] == "active"
+    standin.pause_collection(sub_id)
+    assert standin.subscription(sub_id)["pause_collection"]["behavior"] == "void"
+    standin.unpause_collection(sub_id)
+    standin.pause(sub_id)
+    standin.resume(sub_id)
+    assert standin.events.of_type("customer.subscription.paused", "customer.subscription.resumed")
+    refund = standin.refund(sub_id)
+    assert refund["object"] == "refund" and standin.events.of_type("charge.refunded")
+    standin.cancel_at_period_end(sub_id)
+    standin.renew(sub_id)
+    assert standin.subscription(sub_id)["status"] == "canceled"
+    assert standin.events.log[-1]["type"] == "customer.subscription.deleted"
+    listed = http.get("/v1/subscriptions").json()["data"]
+    assert listed == [] and len(http.get("/v1/subscriptions", params={"status": "all"}).json()["data"]) == 1
+    standin.delete_customer(customer["id"])
+    assert http.get(f"/v1/customers/{customer['id']}").json() == {
+        "id": customer["id"],
+        "object": "customer",
+        "deleted": True,
+    }
+    preview_source = json.dumps(standin.events.log[-1])
+    assert "customer.deleted" in preview_source
+
+
+def test_proration_previews_price_the_unused_time(standin: StripeStandin, http: httpx.Client) -> None:
+    customer = http.post("/v1/customers", data={}).json()
+    product = http.post("/v1/products", data={"name": "Pro"}).json()
+    cheap, dear = (
+        http.post(
+            "/v1/prices",
+            data={
+                "product": product["id"],
+                "unit_amount": str(amount),
+                "currency": "usd",
+                "recurring[interval]": "month",
+            },
+        ).json()
+        for amount in (1000, 3000)
+    )
+    sub = http.post(
+        "/v1/subscriptions", data={"customer": customer["id"], "items[0][price]": cheap["id"]}
+    ).json()
+    item = sub["items"]["data"][0]
+    halfway = (item["current_period_start"] + item["current_period_end"]) // 2
+    preview = http.post(
+        "/v1/invoices/create_preview",
+        data={
+            "customer": customer["id"],
+            "subscription": sub["id"],
+            "subscription_details[items][0][id]": item["id"],
+            "subscription_details[items][0][price]": dear["id"],
+            "subscription_details[proration_behavior]": "always_invoice",
+            "subscription_details[proration_date]": str(halfway),
+        },
+    ).json()
+    assert preview["amount_due"] == pytest.approx(1000, abs=2)
+    assert [line["amount"] < 0 for line in preview["lines"]["data"]] == [True, False]

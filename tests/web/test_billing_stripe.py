@@ -1,0 +1,245 @@
+"""/v1/billing/stripe/* and /webhooks/stripe over HTTP, against the Stripe stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from entitle.context import AppContext
+from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
+from entitle.db.types import utcnow
+from entitle.providers.stripe.catalog_push import push_catalog
+from entitle.services.subscriptions import apply_subscription_state
+from tests.conftest import LiveServer
+from tests.factories import bearer, register
+from tests.providers.stripe.conftest import deliver, stripe_settings
+from tests.standins.stripe import StripeStandin
+
+pytestmark = pytest.mark.usefixtures("pushed")
+
+
+@pytest.fixture
+def standin() -> Iterator[StripeStandin]:
+    with StripeStandin() as running:
+        yield running
+
+
+@pytest.fixture
+def settings_overrides(standin: StripeStandin) -> dict[str, Any]:
+    return stripe_settings(standin)
+
+
+@pytest.fixture
+async def pushed(context: AppContext) -> None:
+    await push_catalog(context.providers["stripe"].gateway, context.catalog)
+
+
+async def _deliver_all(http: httpx.AsyncClient, standin: StripeStandin, since: int = 0) -> None:
+    for event in standin.events.log[since:]:
+        assert (await deliver(http, standin, event)).status_code == 200
+
+
+async def test_checkout_pays_and_entitles(client: httpx.AsyncClient, standin: StripeStandin) -> None:
+    auth = bearer(await register(client, "web@example.com"))
+    response = await client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["url"].startswith("https://checkout.stripe.com/") and body["id"].startswith("cs_test_")
+    session = standin.state.get(body["id"], "checkout.session")
+    assert (
+        session["success_url"].startswith("http://testserver/") and session["allow_promotion_codes"] is True
+    )
+    assert session["client_reference_id"] == session["_subscription_data"]["metadata"]["account_id"]
+    standin.complete_checkout(body["id"])
+    await _deliver_all(client, standin)
+    answer = (await client.get("/v1/me/entitlements", headers=auth)).json()
+    pro = answer["entitlements"]["pro"]
+    assert (
+        pro["active"]
+        and pro["store"] == "stripe"
+        and pro["management_url"].endswith("/v1/billing/stripe/portal")
+    )
+
+    again = await client.post("/v1/billing/stripe/checkout", json={"product": "pro_yearly"}, headers=auth)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_subscribed"
+    assert "Stripe" in again.json()["error"]["message"]
+    portal = await client.post("/v1/billing/stripe/portal", headers=auth)
+    assert portal.status_code == 200 and portal.json()["url"].startswith("https://billing.stripe.com/")
+    assert standin.state.all("billing_portal.session")[0]["customer"] == session["customer"]
+
+
+async def test_one_customer_per_account_even_when_racing(
+    client: httpx.AsyncClient, standin: StripeStandin
+) -> None:
+    auth = bearer(await register(client, "race@example.com"))
+    responses = await asyncio.gather(
+        *(
+            client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
+            for _ in range(4)
+        )
+    )
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    customers = {s["customer"] for s in standin.state.all("checkout.session")}
+    assert len(customers) == 1 and len(standin.state.all("customer")) == 1
+
+
+async def test_payment_element_subscription_grants_nothing_until_paid(
+    client: httpx.AsyncClient, standin: StripeStandin
+) -> None:
+    auth = bearer(await register(client, "element@example.com"))
+    response = await client.post(
+        "/v1/billing/stripe/subscription", json={"product": "pro_monthly"}, headers=auth
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["client_secret"].startswith("pi_") and "_secret_" in body["client_secret"]
+    retry = await client.post(
+        "/v1/billing/stripe/subscription", json={"product": "pro_monthly"}, headers=auth
+    )
+    assert retry.json() == body  # a double click does not make a second subscription
+    request = next(r for r in standin.requests if r["path"] == "/v1/subscriptions" and r["method"] == "POST")
+    assert request["params"]["payment_behavior"] == "default_incomplete"
+    assert request["params"]["payment_settings"] == {"save_default_payment_method": "on_subscription"}
+    answer = (await client.get("/v1/me/entitlements", headers=auth)).json()
+    assert answer["entitlements"]["pro"]["active"] is False
+    assert answer["subscriptions"][0]["status"] == "incomplete"
+    standin.pay_first_invoice(body["subscription_id"])
+    await _deliver_all(client, standin)
+    assert (await client.get("/v1/me/entitlements", headers=auth)).json()["entitlements"]["pro"]["active"]
+
+
+async def test_change_plan_with_preview_then_cancel_and_resume(
+    client: httpx.AsyncClient, standin: StripeStandin
+) -> None:
+    auth = bearer(await register(client, "change@example.com"))
+    checkout = (
+        await client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
+    ).json()
+    standin.complete_checkout(checkout["id"])
+    await _deliver_all(client, standin)
+    preview = await client.post(
+        "/v1/billing/stripe/subscription/preview-change", json={"product": "pro_yearly"}, headers=auth
+    )
+    assert preview.status_code == 200, preview.text
+    quote = preview.json()
+    assert quote["currency"] == "usd" and 0 < quote["amount_due"] <= 9999 and len(quote["lines"]) == 2
+    changed = await client.post(
+        "/v1/billing/stripe/subscription/change",
+        json={"product": "pro_yearly", "proration_date": quote["proration_date"]},
+        headers=auth,
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["product"] == "pro_yearly"
+    assert changed.json()["payment_method"] == {"type": "card", "brand": "visa", "last4": "4242"}
+    charged = standin.state.all("invoice")[-1]
+    assert charged["billing_reason"] == "subscription_update" and charged["amount_due"] == quote["amount_due"]
+    same = await client.post(
+        "/v1/billing/stripe/subscription/change", json={"product": "pro_yearly"}, headers=auth
+    )
+    assert same.status_code == 409 and same.json()["error"]["code"] == "same_plan"
+
+    canceled = (await client.post("/v1/billing/stripe/subscription/cancel", headers=auth)).json()
+    assert canceled["status"] == "canceled_at_period_end" and canceled["will_renew"] is False
+    pro = (await client.get("/v1/me/entitlements", headers=auth)).json()["entitlements"]["pro"]
+    assert pro["active"] is True and pro["will_renew"] is False
+    resumed = (await client.post("/v1/billing/stripe/subscription/resume", headers=auth)).json()
+    assert resumed["status"] == "active" and resumed["will_renew"] is True
+    await _deliver_all(client, standin)  # the webhooks for all of it agree
+    assert (await client.get("/v1/me/entitlements", headers=auth)).json()["entitlements"]["pro"]["will_renew"]
+
+
+async def test_an_app_store_subscription_blocks_web_checkout(
+    client: httpx.AsyncClient, context: AppContext, standin: StripeStandin
+) -> None:
+    session = await register(client, "iphone@example.com")
+    async with context.database.sessionmaker() as db:
+        await apply_subscription_state(
+            db,
+            SubscriptionState(
+                store=Store.APP_STORE,
+                store_subscription_id="2000000000000001",
+                account_id=uuid.UUID(session["account"]["id"]),
+                product="pro_monthly",
+                store_product_id="com.example.app.pro.monthly",
+                status=SubscriptionStatus.ACTIVE,
+                current_period_end=utcnow().replace(year=utcnow().year + 1),
+                will_renew=True,
+                environment=Environment.SANDBOX,
+                vendor_updated_at=utcnow(),
+            ),
+        )
+        await db.commit()
+    for path in ("/v1/billing/stripe/checkout", "/v1/billing/stripe/subscription"):
+        refused = await client.post(path, json={"product": "pro_monthly"}, headers=bearer(session))
+        assert refused.status_code == 409
+        error = refused.json()["error"]
+        assert error["code"] == "already_subscribed" and "App Store" in error["message"]
+    assert standin.state.all("customer") == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        ("/v1/billing/stripe/checkout", {"product": "nope"}, 422, "unknown_product"),
+        (
+            "/v1/billing/stripe/checkout",
+            {"product": "pro_monthly", "success_url": "https://evil.example/x"},
+            422,
+            "invalid_redirect_url",
+        ),
+        (
+            "/v1/billing/stripe/checkout",
+            {"product": "pro_monthly", "customer": "cus_someone_else"},
+            422,
+            None,
+        ),
+        ("/v1/billing/stripe/portal", {}, 404, "no_stripe_customer"),
+        ("/v1/billing/stripe/subscription/cancel", None, 404, "no_stripe_subscription"),
+        (
+            "/v1/billing/stripe/subscription/preview-change",
+            {"product": "pro_yearly"},
+            404,
+            "no_stripe_subscription",
+        ),
+    ],
+)
+async def test_refusals(
+    client: httpx.AsyncClient, path: str, body: dict[str, Any] | None, status: int, code: str | None
+) -> None:
+    auth = bearer(await register(client, "refuse@example.com"))
+    response = await client.post(path, json=body, headers=auth)
+    assert response.status_code == status, response.text
+    if code:
+        assert response.json()["error"]["code"] == code
+
+
+async def test_billing_needs_a_signed_in_account(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"})
+    assert response.status_code == 401
+
+
+async def test_end_to_end_over_real_http_with_stripe_posting_webhooks(
+    live_server: LiveServer, standin: StripeStandin
+) -> None:
+    standin.deliver_to(f"{live_server.url}/webhooks/stripe")
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
+        auth = bearer(await register(http, "live@example.com"))
+        checkout = (
+            await http.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
+        ).json()
+        await asyncio.to_thread(standin.complete_checkout, checkout["id"])
+        await asyncio.to_thread(standin.events.wait_delivered)
+        pro = (await http.get("/v1/me/entitlements", headers=auth)).json()["entitlements"]["pro"]
+        assert pro["active"] and pro["store"] == "stripe" and pro["will_renew"]
+        sub_id = standin.state.all("subscription")[0]["id"]
+        await asyncio.to_thread(standin.cancel_now, sub_id)
+        await asyncio.to_thread(standin.events.wait_delivered)
+        assert not (await http.get("/v1/me/entitlements", headers=auth)).json()["entitlements"]["pro"][
+            "active"
+        ]
+    assert all(d.status == 200 for d in standin.events.deliveries)
