@@ -85,12 +85,17 @@ class Inbox:
                 occurred_at=occurred_at,
             )
 
-    async def process(self, row_id: uuid.UUID) -> InboxStatus:
-        """Process one stored event unless it is already done; returns the row's resulting status."""
-        ordering_key = await self._ordering_key(row_id)
-        lock = self._local_lock(ordering_key) if ordering_key else None
-        if lock is not None:
-            async with lock:
+    async def process(self, row: uuid.UUID | ProviderEvent) -> InboxStatus:
+        """Process one stored event unless it is already done; returns the row's resulting status.
+
+        Pass the row `receive` returned when there is one: it saves a read of its ordering key.
+        """
+        if isinstance(row, ProviderEvent):
+            row_id, ordering_key = row.id, row.ordering_key
+        else:
+            row_id, ordering_key = row, await self._ordering_key(row)
+        if ordering_key:
+            async with self._local_lock(ordering_key):
                 return await self._process(row_id, ordering_key)
         return await self._process(row_id, ordering_key)
 

@@ -122,7 +122,7 @@ class AppStoreProvider:
             return NotificationReceipt(InboxStatus.PROCESSED, received.created)
         self._remember(note)
         try:
-            return NotificationReceipt(await self.inbox.process(received.event.id), received.created)
+            return NotificationReceipt(await self.inbox.process(received.event), received.created)
         finally:
             self._handoff.pop(note.notification_uuid, None)
 

@@ -147,5 +147,5 @@ async def apple_signin_notification(request: Request, context: ContextDep) -> di
         occurred_at=event_time(notification),
     )
     # Stored first: if acting on it fails, the worker retries the row and Apple still gets its 200.
-    status = await context.inbox.process(received.event.id)
+    status = await context.inbox.process(received.event)
     return {"received": True, "duplicate": not received.created, "status": status.value}

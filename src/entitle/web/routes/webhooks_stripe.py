@@ -28,5 +28,5 @@ async def stripe_webhook(request: Request, context: ContextDep) -> dict[str, Any
     )
     # Processing failures are recorded on the stored row and retried by the worker; Stripe only
     # needs to know the event is safe, so the answer is 200 either way.
-    status = await context.inbox.process(received.event.id)
+    status = await context.inbox.process(received.event)
     return {"received": True, "duplicate": not received.created, "status": str(status)}
