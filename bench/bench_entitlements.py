@@ -25,7 +25,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import LoadResult, http_request, print_table, run_load, uvicorn_server  # noqa: E402
+from bench.harness import (  # noqa: E402
+    LoadResult,
+    http_request,
+    print_table,
+    run_load,
+    run_open_loop,
+    uvicorn_server,
+)
 
 PASSWORD = "correct horse battery staple"
 ADMIN_KEY = "bench-admin-key-" + "x" * 24
@@ -120,63 +127,14 @@ async def make_accounts(url: str, env: dict[str, str]) -> list[str]:
     return tokens
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return int(head.split(b" ", 2)[1])
-
-
-async def open_loop(url: str, requests: list[bytes], *, rate: float, seconds: float) -> LoadResult:
-    """Requests at evenly spaced moments over a pool of keep-alive connections.
-
-    Latency counts from the moment a request was due, not from when a connection was free to send it,
-    so queueing inside the server or in front of it is counted (no coordinated omission).
-    """
-    host, port = url.removeprefix("http://").split(":")
-    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
-    for _ in range(CONCURRENCY):
-        idle.put_nowait(await asyncio.open_connection(host, int(port)))
-    latencies: list[float] = []
-    errors = 0
-
-    async def one(index: int, due: float) -> None:
-        nonlocal errors
-        reader, writer = await idle.get()
-        writer.write(requests[index % len(requests)])
-        if await _read_response(reader) >= 400:
-            errors += 1
-        latencies.append((time.perf_counter() - due) * 1000)
-        idle.put_nowait((reader, writer))
-
-    tasks: set[asyncio.Task[None]] = set()
-    started = time.perf_counter()
-    index = 0
-    while (due := started + index / rate) < started + seconds:
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one(index, due))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        index += 1
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - started
-    while not idle.empty():
-        idle.get_nowait()[1].close()
-    return LoadResult(len(latencies), errors, elapsed, latencies)
-
-
 async def measure(url: str, requests: list[bytes], seconds: float) -> tuple[LoadResult, LoadResult]:
     """Saturating throughput (closed loop), then latency at half of it (open loop)."""
     count = len(requests)
     await run_load(url, lambda i: requests[i % count], concurrency=CONCURRENCY, seconds=1.0)  # warm-up
     full = await run_load(url, lambda i: requests[i % count], concurrency=CONCURRENCY, seconds=seconds)
-    half = await open_loop(url, requests, rate=full.throughput / 2, seconds=seconds)
+    half = await run_open_loop(
+        url, requests, rate=full.throughput / 2, seconds=seconds, concurrency=CONCURRENCY
+    )
     return full, half
 
 

@@ -121,28 +121,20 @@ async def run_load(
     *,
     concurrency: int,
     seconds: float,
-    rate: float | None = None,
     ok: Callable[[int], bool] = lambda s: s < 400,
 ) -> LoadResult:
-    """Closed-loop load (or open-loop at `rate` requests/s) over keep-alive connections."""
+    """Closed-loop load: each keep-alive connection sends its next request when the last one answered."""
     host, port = url.removeprefix("http://").split(":")
     deadline = time.perf_counter() + seconds
     latencies: list[float] = []
     errors = 0
     counter = 0
-    interval = concurrency / rate if rate else 0.0
 
     async def connection() -> None:
         nonlocal errors, counter
         reader, writer = await asyncio.open_connection(host, int(port))
-        next_at = time.perf_counter()
         try:
             while time.perf_counter() < deadline:
-                if interval:
-                    next_at += interval
-                    delay = next_at - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
                 counter += 1
                 started = time.perf_counter()
                 writer.write(make_request(counter))
@@ -156,6 +148,48 @@ async def run_load(
     started = time.perf_counter()
     await asyncio.gather(*(connection() for _ in range(concurrency)))
     return LoadResult(len(latencies), errors, time.perf_counter() - started, latencies)
+
+
+async def run_open_loop(
+    url: str, requests: list[bytes], *, rate: float, seconds: float, concurrency: int
+) -> LoadResult:
+    """Requests at evenly spaced moments over a pool of keep-alive connections.
+
+    Latency counts from the moment a request was due, not from when a connection was free to send it,
+    so queueing inside the server or in front of it is counted (no coordinated omission).
+    """
+    host, port = url.removeprefix("http://").split(":")
+    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(concurrency):
+        idle.put_nowait(await asyncio.open_connection(host, int(port)))
+    latencies: list[float] = []
+    errors = 0
+
+    async def one(index: int, due: float) -> None:
+        nonlocal errors
+        reader, writer = await idle.get()
+        writer.write(requests[index % len(requests)])
+        if await _read_response(reader) >= 400:
+            errors += 1
+        latencies.append((time.perf_counter() - due) * 1000)
+        idle.put_nowait((reader, writer))
+
+    tasks: set[asyncio.Task[None]] = set()
+    started = time.perf_counter()
+    index = 0
+    while (due := started + index / rate) < started + seconds:
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(index, due))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        index += 1
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    while not idle.empty():
+        idle.get_nowait()[1].close()
+    return LoadResult(len(latencies), errors, elapsed, latencies)
 
 
 def print_table(title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:

@@ -34,7 +34,9 @@ class Database:
         else:
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = pool_size
-            kwargs["pool_pre_ping"] = True
+            # No pre-ping: it costs a round trip per checkout on every request. Connections are
+            # recycled before server-side idle timeouts instead, and a dead one fails one request.
+            kwargs["pool_recycle"] = 1800
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

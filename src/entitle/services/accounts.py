@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core import events
@@ -107,20 +107,32 @@ async def authenticate_password(db: AsyncSession, *, email: str, password: str) 
     return account
 
 
-async def load_signed_in_account(db: AsyncSession, claims: AccessClaims) -> Account:
-    """The account behind an access token, if it still exists and its session was not ended."""
-    row = (
-        await db.execute(
-            select(Account, RefreshTokenFamily.revoked_at)
-            .join(RefreshTokenFamily, RefreshTokenFamily.account_id == Account.id)
-            .where(Account.id == claims.account_id, RefreshTokenFamily.id == claims.session_id)
-        )
-    ).one_or_none()
-    if row is None or row[0].is_deleted:
+# Built once: constructing a statement costs more than running it, and this runs on every request.
+_SESSION_STATE = (
+    select(Account.deleted_at, RefreshTokenFamily.revoked_at)
+    .join(RefreshTokenFamily, RefreshTokenFamily.account_id == Account.id)
+    .where(Account.id == bindparam("account_id"), RefreshTokenFamily.id == bindparam("session_id"))
+)
+
+
+async def check_session(db: AsyncSession, claims: AccessClaims) -> None:
+    """Refuse an access token whose account was deleted or whose session was ended (one indexed read)."""
+    # A Core execution on the session's connection: the ORM's per-statement bookkeeping is not needed
+    # for two plain columns, and this runs on every signed-in request.
+    connection = await db.connection()
+    params = {"account_id": claims.account_id, "session_id": claims.session_id}
+    result = await connection.execute(_SESSION_STATE, params)
+    row = result.one_or_none()
+    if row is None or row.deleted_at is not None:
         raise Unauthorized("The account for this token no longer exists.", code="invalid_token")
-    if row[1] is not None:
+    if row.revoked_at is not None:
         raise Unauthorized("This session has ended; sign in again.", code="session_revoked")
-    account: Account = row[0]
+
+
+async def load_account(db: AsyncSession, account_id: uuid.UUID) -> Account:
+    account = await db.get(Account, account_id)
+    if account is None or account.is_deleted:
+        raise Unauthorized("The account for this token no longer exists.", code="invalid_token")
     return account
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core import events
@@ -258,6 +258,15 @@ _SUBSCRIPTION_COLUMNS = (
     Subscription.will_renew,
 )
 
+# Built once: constructing a statement costs more than running it on the hot read path.
+_READ_ANSWERS = (
+    select(AccountEntitlement.entitlement, AccountEntitlement.answer, AccountEntitlement.recheck_at)
+    .add_columns(*_SUBSCRIPTION_COLUMNS)
+    .outerjoin(Subscription, Subscription.account_id == AccountEntitlement.account_id)
+    .where(AccountEntitlement.account_id == bindparam("account_id"))
+    .order_by(Subscription.created_at.desc(), Subscription.store, Subscription.store_subscription_id)
+)
+
 
 async def read_entitlements(
     db: AsyncSession, account_id: uuid.UUID, *, now: datetime | None = None
@@ -267,15 +276,9 @@ async def read_entitlements(
     rules = entitlement_rules(db)
     # One round trip: each stored answer joined with each of the account's subscriptions (a handful of
     # each). Every change to a source rewrites the answers, so an account with subscriptions has rows.
-    rows = (
-        await db.execute(
-            select(AccountEntitlement.entitlement, AccountEntitlement.answer, AccountEntitlement.recheck_at)
-            .add_columns(*_SUBSCRIPTION_COLUMNS)
-            .outerjoin(Subscription, Subscription.account_id == AccountEntitlement.account_id)
-            .where(AccountEntitlement.account_id == account_id)
-            .order_by(Subscription.created_at.desc(), Subscription.store, Subscription.store_subscription_id)
-        )
-    ).all()
+    # Core execution on the session's connection: plain rows, none of the ORM's bookkeeping.
+    connection = await db.connection()
+    rows = (await connection.execute(_READ_ANSWERS, {"account_id": account_id})).all()
     stored: dict[str, Any] = {}
     subscriptions: dict[tuple[str, str], dict[str, Any]] = {}
     overtaken = False

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.context import AppContext
 from entitle.core.models.accounts import Account
 from entitle.errors import Forbidden, Unauthorized
-from entitle.services.accounts import load_signed_in_account
+from entitle.services.accounts import check_session, load_account
+from entitle.services.tokens import AccessClaims
 from entitle.settings import Settings
 
 
@@ -59,9 +60,18 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-async def get_current_account(request: Request, context: ContextDep, db: SessionDep) -> Account:
+async def get_signed_in(request: Request, context: ContextDep, db: SessionDep) -> AccessClaims:
+    """The verified access token of a live session; routes that need only ids stop here."""
     claims = context.tokens.verify_access_token(bearer_token(request))
-    return await load_signed_in_account(db, claims)
+    await check_session(db, claims)
+    return claims
+
+
+SignedIn = Annotated[AccessClaims, Depends(get_signed_in)]
+
+
+async def get_current_account(claims: SignedIn, db: SessionDep) -> Account:
+    return await load_account(db, claims.account_id)
 
 
 CurrentAccount = Annotated[Account, Depends(get_current_account)]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from entitle.errors import Unauthorized
 from entitle.services import accounts, tokens
-from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, bearer_token, client_ip
+from entitle.web.deps import ContextDep, SessionDep, SignedIn, client_ip
 from entitle.web.schemas import Credentials, LoginCredentials, RefreshBody, session_json
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
@@ -54,7 +54,6 @@ async def refresh(body: RefreshBody, context: ContextDep, db: SessionDep) -> dic
 
 
 @router.post("/logout", status_code=204)
-async def logout(request: Request, context: ContextDep, db: SessionDep, _account: CurrentAccount) -> Response:
-    claims = context.tokens.verify_access_token(bearer_token(request))
-    await tokens.revoke_family(db, claims.session_id, reason="logout")
+async def logout(signed_in: SignedIn, db: SessionDep) -> Response:
+    await tokens.revoke_family(db, signed_in.session_id, reason="logout")
     return Response(status_code=204)

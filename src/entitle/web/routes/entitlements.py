@@ -14,7 +14,7 @@ from pydantic import Field
 from entitle.core.catalog import Catalog
 from entitle.errors import NotFound
 from entitle.services import entitlements, grants
-from entitle.web.deps import AdminDep, ContextDep, CurrentAccount, SessionDep
+from entitle.web.deps import AdminDep, ContextDep, SessionDep, SignedIn
 from entitle.web.schemas import StrictBody, parse_uuid
 
 router = APIRouter(tags=["entitlements"])
@@ -66,9 +66,9 @@ async def get_catalog(context: ContextDep) -> Response:
 
 
 @router.get("/v1/me/entitlements")
-async def my_entitlements(account: CurrentAccount, db: SessionDep) -> JSONResponse:
+async def my_entitlements(signed_in: SignedIn, db: SessionDep) -> JSONResponse:
     # A JSONResponse skips FastAPI's response validation: the body is already plain JSON.
-    return JSONResponse(await entitlements.read_entitlements(db, account.id))
+    return JSONResponse(await entitlements.read_entitlements(db, signed_in.account_id))
 
 
 def _account_id(value: str) -> uuid.UUID:

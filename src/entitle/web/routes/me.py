@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from entitle.core.models.events import AccountEvent
 from entitle.services import accounts
-from entitle.web.deps import ContextDep, CurrentAccount, SessionDep
+from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, SignedIn
 from entitle.web.schemas import account_json
 
 router = APIRouter(prefix="/v1/me", tags=["account"])
@@ -30,14 +30,14 @@ async def delete_me(account: CurrentAccount, context: ContextDep, db: SessionDep
 
 @router.get("/events")
 async def my_events(
-    account: CurrentAccount,
+    signed_in: SignedIn,
     db: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     type: Annotated[str | None, Query(max_length=80, pattern=r"^[a-z_]+(\.[a-z_]+)*(\.\*)?$")] = None,
 ) -> dict[str, Any]:
     """The account's event log, newest first; `type` matches exactly or, ending in `*`, by prefix."""
-    query = select(AccountEvent).where(AccountEvent.account_id == account.id)
+    query = select(AccountEvent).where(AccountEvent.account_id == signed_in.account_id)
     if type is not None:
         if type.endswith("*"):
             query = query.where(AccountEvent.type.startswith(type[:-1], autoescape=True))
