@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from entitle import __version__
 from entitle.context import AppContext, build_context
+from entitle.services.entitlements import refresh_due_entitlements
 from entitle.services.outbound import deliver_due
 from entitle.settings import Settings
 from entitle.web.errors import install_error_handlers
@@ -55,11 +56,14 @@ def create_app(
 
 
 async def run_background_work(context: AppContext, *, once: bool = False) -> int:
-    """Retry due provider events and send due outbound webhooks; forever unless `once`."""
+    """Retry due provider events, refresh lapsed answers, send outbound webhooks; forever unless `once`."""
     while True:
         done = 0
         try:
             done += await context.inbox.process_due()
+            # Answers that time alone changed (a period ended, a grant began) get their events written.
+            async with context.database.transaction() as db:
+                done += await refresh_due_entitlements(db)
             done += await deliver_due(context.database, context.http)
         except Exception:  # keep the loop alive; the rows keep their state and are picked up next time
             log.exception("background work failed")

@@ -243,3 +243,21 @@ async def test_end_to_end_over_real_http_with_stripe_posting_webhooks(
             "active"
         ]
     assert all(d.status == 200 for d in standin.events.deliveries)
+
+
+async def test_listing_shows_the_card_and_deleting_the_account_stops_billing(
+    client: httpx.AsyncClient, standin: StripeStandin
+) -> None:
+    auth = bearer(await register(client, "leaving@example.com"))
+    checkout = (
+        await client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
+    ).json()
+    standin.complete_checkout(checkout["id"])
+    await _deliver_all(client, standin)
+    [subscription] = (await client.get("/v1/me/entitlements", headers=auth)).json()["subscriptions"]
+    card = standin.state.get(subscription["id"], "subscription")["default_payment_method"]
+    card = standin.state.get(card if isinstance(card, str) else card["id"], "payment_method")["card"]
+    assert subscription["payment_method"] == {"type": "card", "brand": card["brand"], "last4": card["last4"]}
+
+    assert (await client.delete("/v1/me", headers=auth)).status_code == 204
+    assert standin.state.get(subscription["id"], "subscription")["status"] == "canceled"

@@ -88,3 +88,6 @@ class SubscriptionState:
     store_customer_id: str | None = None
     # End of a store grace period when status is IN_GRACE_PERIOD; access ends then at the latest.
     grace_period_ends_at: datetime | None = None
+    # What to show the person about how they pay, e.g. {"type": "card", "brand": "visa", "last4": "4242"};
+    # None when the store does not say (the App Store never does).
+    payment_method: dict[str, str] | None = None

@@ -7,6 +7,7 @@ provider's name) and `aclose()`. Adding a store means one new package and one li
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,8 +31,12 @@ def _apple_signin_events(context: AppContext) -> Any:
 
 def _stripe(context: AppContext) -> Any:
     from entitle.providers.stripe.provider import StripeProvider
+    from entitle.services.billing_stripe import cancel_for_deleted_account
 
-    return StripeProvider(context)
+    provider = StripeProvider(context)
+    if provider.configured:
+        context.account_deletion_hooks.append(partial(cancel_for_deleted_account, stripe=provider))
+    return provider
 
 
 def _app_store(context: AppContext) -> Any:

@@ -32,6 +32,8 @@ from entitle.services.entitlements import read_entitlements
 
 STORE_NAMES = {"stripe": "Stripe (on the web)", "app_store": "the App Store"}
 PAID_STORES = frozenset({Store.STRIPE.value, Store.APP_STORE.value})
+# Subscriptions Stripe will never bill again.
+ENDED_STATUSES = (SubscriptionStatus.EXPIRED.value, SubscriptionStatus.REVOKED.value)
 
 
 # --- customers ----------------------------------------------------------------------------------------
@@ -295,3 +297,19 @@ async def _store(db: AsyncSession, stripe: StripeProvider, sub: dict[str, Any]) 
 
 def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+# --- account deletion ---------------------------------------------------------------------------------
+async def cancel_for_deleted_account(db: AsyncSession, account: Account, *, stripe: StripeProvider) -> None:
+    """Stop billing an account that is being deleted: a person who deletes their account expects no
+    more charges. Runs inside the deletion's transaction, so if Stripe cannot be reached the deletion
+    fails too (and can be retried) rather than leaving a subscription that bills nobody's account."""
+    live = await db.scalars(
+        select(Subscription.store_subscription_id).where(
+            Subscription.account_id == account.id,
+            Subscription.store == Store.STRIPE.value,
+            Subscription.status.not_in(ENDED_STATUSES),
+        )
+    )
+    for subscription_id in live.all():
+        await _store(db, stripe, await stripe.gateway.cancel_subscription(subscription_id))

@@ -256,7 +256,9 @@ _SUBSCRIPTION_COLUMNS = (
     Subscription.current_period_end,
     Subscription.grace_period_ends_at,
     Subscription.will_renew,
+    Subscription.payment_method,
 )
+
 
 # Built once: constructing a statement costs more than running it on the hot read path.
 _READ_ANSWERS = (
@@ -316,4 +318,5 @@ def _subscription_json(row: Any, public_url: str) -> dict[str, Any]:
         "grace_period_ends_at": isoformat(row.grace_period_ends_at),
         "will_renew": row.will_renew,
         "management_url": management_url(store, public_url),
+        "payment_method": row.payment_method,
     }

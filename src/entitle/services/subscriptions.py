@@ -36,6 +36,7 @@ def _row_values(state: SubscriptionState) -> dict[str, Any]:
         "status": state.status.value,
         "current_period_end": state.current_period_end,
         "grace_period_ends_at": state.grace_period_ends_at,
+        "payment_method": state.payment_method,
         "will_renew": state.will_renew,
         "environment": state.environment.value,
         "store_customer_id": state.store_customer_id,

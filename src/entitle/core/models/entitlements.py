@@ -40,6 +40,8 @@ class Subscription(Base):
     status: Mapped[str] = mapped_column(String(30))
     current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
     grace_period_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Display-only summary of how the person pays (brand, last 4); see SubscriptionState.payment_method.
+    payment_method: Mapped[dict[str, str] | None] = mapped_column(JSONDocument)
     will_renew: Mapped[bool] = mapped_column(Boolean, default=False)
     # `production` or `sandbox`.
     environment: Mapped[str] = mapped_column(String(20))

@@ -27,6 +27,7 @@ from stripe.params import (
     PriceUpdateParams,
     ProductCreateParams,
     ProductUpdateParams,
+    SubscriptionCancelParams,
     SubscriptionCreateParams,
     SubscriptionListParams,
     SubscriptionUpdateParams,
@@ -183,6 +184,11 @@ class StripeGateway:
             "expand": ["default_payment_method"],
         }
         return await self._call(lambda: self._client.v1.subscriptions.update_async(subscription_id, params))
+
+    async def cancel_subscription(self, subscription_id: str) -> StripeDict:
+        """End the subscription now (no further invoices); Stripe keeps its history."""
+        params: SubscriptionCancelParams = {"expand": ["default_payment_method"]}
+        return await self._call(lambda: self._client.v1.subscriptions.cancel_async(subscription_id, params))
 
     async def preview_price_change(
         self, *, customer_id: str, subscription_id: str, item_id: str, price_id: str, proration_date: int

@@ -59,6 +59,7 @@ def subscription_state(
         raw=dict(sub),
         store_customer_id=object_id(sub.get("customer")),
         grace_period_ends_at=grace_ends,
+        payment_method=payment_method_summary(sub),
     )
 
 

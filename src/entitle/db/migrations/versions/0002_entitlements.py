@@ -79,6 +79,11 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=30), nullable=False),
         sa.Column("current_period_end", entitle.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("grace_period_ends_at", entitle.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "payment_method",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
         sa.Column("will_renew", sa.Boolean(), nullable=False),
         sa.Column("environment", sa.String(length=20), nullable=False),
         sa.Column("store_customer_id", sa.String(length=200), nullable=True),

@@ -27,7 +27,9 @@ def upgrade() -> None:
         sa.Column("created_at", entitle.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("deleted_at", entitle.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
-            ["account_id"], ["accounts.id"], name=op.f("fk_stripe_customers_account_id_accounts"),
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_stripe_customers_account_id_accounts"),
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("account_id", name=op.f("pk_stripe_customers")),
