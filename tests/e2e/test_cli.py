@@ -28,7 +28,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 def test_serve_migrates_the_embedded_database_and_answers(tmp_path: Path) -> None:
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "entitle", "serve", "--port", str(port), "--no-worker"],
+        [sys.executable, "-m", "entitle", "serve", "--port", str(port), "--no-worker", "--demo"],
         cwd=tmp_path,
         env=_clean_env(),
         stdout=subprocess.PIPE,
@@ -52,6 +52,19 @@ def test_serve_migrates_the_embedded_database_and_answers(tmp_path: Path) -> Non
         )
         assert register.status_code == 201
         assert (tmp_path / "entitle.db").exists()
+        # The sample data: a demo account entitled through a promotional grant, and the sample catalog.
+        demo = httpx.post(
+            f"http://127.0.0.1:{port}/v1/auth/login",
+            json={"email": "demo@example.com", "password": "entitle-demo-password"},
+        ).json()
+        answer = httpx.get(
+            f"http://127.0.0.1:{port}/v1/me/entitlements",
+            headers={"Authorization": f"Bearer {demo['access_token']}"},
+        ).json()
+        assert answer["entitlements"]["pro"]["active"] is True
+        assert answer["entitlements"]["pro"]["store"] == "promotional"
+        catalog = httpx.get(f"http://127.0.0.1:{port}/v1/catalog").json()
+        assert {p["key"] for p in catalog["products"]} >= {"pro_monthly"}
     finally:
         process.terminate()
         process.wait(timeout=20)

@@ -81,6 +81,7 @@ async def test_new_subscription_is_stored_and_grants_in_the_same_transaction(db:
             "grace_period_ends_at": None,
             "will_renew": True,
             "management_url": "http://testserver/v1/billing/stripe/portal",
+            "payment_method": None,
         }
     ]
     granted = await db.scalar(select(AccountEvent).where(AccountEvent.type == "entitlement.granted"))

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from entitle.cli import sync_app
-from entitle.cli.common import console, fail, load_context, load_settings
-from entitle.errors import EntitleError
+from entitle.cli.common import console, fail, load_context, load_settings, run_job
+from entitle.context import AppContext
 
 
 @sync_app.command(name="appstore")
@@ -33,7 +31,7 @@ def sync_appstore(
             "ENTITLE_APPLE_KEY_ID and ENTITLE_APPLE_PRIVATE_KEY_PATH"
         )
 
-    async def _main() -> sync.SyncSummary:
+    async def _sync(_context: AppContext) -> sync.SyncSummary:
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -50,15 +48,9 @@ def sync_appstore(
                     tasks[stage] = progress.add_task(label, total=total)
                 progress.update(tasks[stage], completed=done, total=total)
 
-            try:
-                return await sync.sync_all(provider, history_days=history_days, on_progress=on_progress)
-            finally:
-                await context.aclose()
+            return await sync.sync_all(provider, history_days=history_days, on_progress=on_progress)
 
-    try:
-        summary = asyncio.run(_main())
-    except EntitleError as exc:
-        fail(exc.message)
+    summary = run_job(_sync, context)
     table = Table(title="App Store sync", show_header=False)
     table.add_row("subscriptions refreshed", str(summary.refreshed))
     table.add_row("subscriptions changed", str(summary.changed))

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy.exc import SQLAlchemyError
 
 from entitle.context import AppContext, build_context
 from entitle.errors import EntitleError
 from entitle.settings import Settings
 
 console = Console(stderr=True)
+T = TypeVar("T")
 
 
 def fail(message: str) -> NoReturn:
@@ -40,3 +44,21 @@ def load_context(settings: Settings) -> AppContext:
         return build_context(settings)
     except (EntitleError, ValueError, OSError) as exc:
         fail(str(exc))
+
+
+def run_job(job: Callable[[AppContext], Awaitable[T]], context: AppContext | None = None) -> T:
+    """Run one async job over the app context, close the context, and turn errors into one sentence."""
+    context = context or load_context(load_settings())
+
+    async def _main() -> T:
+        try:
+            return await job(context)
+        finally:
+            await context.aclose()
+
+    try:
+        return asyncio.run(_main())
+    except EntitleError as exc:
+        fail(exc.message)
+    except SQLAlchemyError as exc:
+        fail(f"the database refused the work ({type(exc).__name__}); has `entitle migrate` been run?")

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 
 from entitle.cli import app
-from entitle.cli.common import fail, load_context, load_settings
+from entitle.cli.common import fail, run_job
 from entitle.context import AppContext
 from entitle.db.types import utcnow
-from entitle.errors import EntitleError
 from entitle.services import grants
 
 
@@ -94,17 +91,4 @@ def _user() -> str:
 
 
 def _run(action: Callable[[AppContext], Awaitable[None]]) -> None:
-    context = load_context(load_settings())
-
-    async def main() -> None:
-        try:
-            await action(context)
-        finally:
-            await context.aclose()
-
-    try:
-        asyncio.run(main())
-    except EntitleError as exc:
-        fail(exc.message)
-    except SQLAlchemyError as exc:
-        fail(f"the database refused the change ({type(exc).__name__}); has `entitle migrate` been run?")
+    run_job(action)

@@ -27,6 +27,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
     worker: bool = typer.Option(True, help="Also do the worker's background work in this process."),
+    demo: bool = typer.Option(False, help="Create a demo account with sample data (not in production)."),
 ) -> None:
     """Run the HTTP API (applies pending migrations on the embedded SQLite database)."""
     from entitle.app import create_app
@@ -36,6 +37,15 @@ def serve(
         run_upgrade(settings.database_url)
     elif not asyncio.run(_up_to_date(settings.database_url)):
         fail("the database has pending migrations; run `entitle migrate` first")
+    if demo:
+        if not settings.is_development:
+            fail("--demo creates a known password; it is refused in production")
+        from entitle.cli.demo import DEMO_EMAIL, DEMO_PASSWORD, seed_demo_account
+
+        if asyncio.run(seed_demo_account(settings)):
+            console.print(f"created the demo account {DEMO_EMAIL} (password: {DEMO_PASSWORD})")
+        else:
+            console.print(f"demo account: {DEMO_EMAIL} (password: {DEMO_PASSWORD})")
     context = load_context(settings)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     console.print(f"entitle on http://{host}:{port}  (API docs at /docs, catalog at /v1/catalog)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -11,7 +10,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from entitle.cli import catalog_app, sync_app
-from entitle.cli.common import console, fail, load_context, load_settings
+from entitle.cli.common import console, fail, run_job
 from entitle.context import AppContext
 from entitle.core.models.entitlements import Subscription
 from entitle.core.subscriptions import Store
@@ -31,18 +30,11 @@ def _provider(context: AppContext) -> StripeProvider:
 @catalog_app.command("push")
 def catalog_push() -> None:
     """Create or update Stripe products and prices from the catalog (by lookup key; safe to re-run)."""
-    context = load_context(load_settings())
 
-    async def _main() -> list[PushResult]:
-        try:
-            return await push_catalog(_provider(context).gateway, context.catalog)
-        finally:
-            await context.aclose()
+    async def _push(context: AppContext) -> list[PushResult]:
+        return await push_catalog(_provider(context).gateway, context.catalog)
 
-    try:
-        results = asyncio.run(_main())
-    except EntitleError as exc:
-        fail(exc.message)
+    results = run_job(_push)
     table = Table("product", "lookup key", "action", "price")
     for result in results:
         table.add_row(result.product, result.lookup_key, result.action, result.price_id)
@@ -100,20 +92,13 @@ async def sync_stripe(context: AppContext, progress: Progress | None = None) -> 
 @sync_app.command("stripe")
 def sync_stripe_command() -> None:
     """Re-read every Stripe subscription (auto-paginated, backing off on 429) and store Stripe's truth."""
-    context = load_context(load_settings())
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
 
-    async def _main() -> SyncSummary:
-        try:
-            with Progress(*columns, console=console, transient=True) as progress:
-                return await sync_stripe(context, progress)
-        finally:
-            await context.aclose()
+    async def _sync(context: AppContext) -> SyncSummary:
+        with Progress(*columns, console=console, transient=True) as progress:
+            return await sync_stripe(context, progress)
 
-    try:
-        summary = asyncio.run(_main())
-    except EntitleError as exc:
-        fail(exc.message)
+    summary = run_job(_sync)
     console.print(
         f"{summary.seen} subscription(s): {sum(summary.changed.values())} changed, "
         f"{summary.unchanged} unchanged, {summary.ignored} not ours, {len(summary.errors)} failed"

@@ -81,38 +81,23 @@ async def invoice_paid(ctx: HandlerContext, event: dict[str, Any]) -> str:
 
 
 async def invoice_payment_failed(ctx: HandlerContext, event: dict[str, Any]) -> str:
-    invoice = _object(event)
-    subscription_id = invoice_subscription_id(invoice)
-    if subscription_id is None:
-        return "ignored: invoice without a subscription"
-    await _account_event(
-        ctx,
-        invoice,
-        PAYMENT_FAILED,
-        {
-            "subscription": subscription_id,
-            "invoice": invoice["id"],
-            "next_payment_attempt": invoice.get("next_payment_attempt"),
-        },
-    )
-    return await ctx.reconciler.subscription(ctx.db, subscription_id)
+    return await _invoice_needs_the_person(ctx, event, PAYMENT_FAILED, "next_payment_attempt")
 
 
 async def invoice_payment_action_required(ctx: HandlerContext, event: dict[str, Any]) -> str:
+    return await _invoice_needs_the_person(ctx, event, PAYMENT_ACTION_REQUIRED, "hosted_invoice_url")
+
+
+async def _invoice_needs_the_person(
+    ctx: HandlerContext, event: dict[str, Any], event_type: str, detail: str
+) -> str:
+    """Tell the account (its event log, outbound webhooks) why a payment is stuck, then re-read."""
     invoice = _object(event)
     subscription_id = invoice_subscription_id(invoice)
     if subscription_id is None:
         return "ignored: invoice without a subscription"
-    await _account_event(
-        ctx,
-        invoice,
-        PAYMENT_ACTION_REQUIRED,
-        {
-            "subscription": subscription_id,
-            "invoice": invoice["id"],
-            "hosted_invoice_url": invoice.get("hosted_invoice_url"),
-        },
-    )
+    data = {"subscription": subscription_id, "invoice": invoice["id"], detail: invoice.get(detail)}
+    await _account_event(ctx, invoice, event_type, data)
     return await ctx.reconciler.subscription(ctx.db, subscription_id)
 
 
