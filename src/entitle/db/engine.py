@@ -41,6 +41,21 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Reads that need no transaction: each statement is its own snapshot, and PostgreSQL is spared the
+        # BEGIN and COMMIT round trips (SQLite opens no transaction for reads anyway).
+        self.read_sessionmaker = async_sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if not self.is_sqlite
+            else self.engine,
+            expire_on_commit=False,
+        )
+
+    def set_session_info(self, key: str, value: Any) -> None:
+        """Attach `value` to every session this database makes (`session.info[key]`)."""
+        for maker in (self.sessionmaker, self.read_sessionmaker):
+            info = dict(maker.kw.get("info") or {})
+            info[key] = value
+            maker.configure(info=info)
 
     @property
     def is_sqlite(self) -> bool:

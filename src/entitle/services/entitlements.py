@@ -49,9 +49,7 @@ class EntitlementRules:
 
 def bind_entitlement_rules(database: Database, catalog: Catalog, public_url: str) -> None:
     """Make every session of `database` carry the catalog and public URL (called by build_context)."""
-    info = dict(database.sessionmaker.kw.get("info") or {})
-    info[RULES_KEY] = EntitlementRules(catalog=catalog, public_url=public_url)
-    database.sessionmaker.configure(info=info)
+    database.set_session_info(RULES_KEY, EntitlementRules(catalog=catalog, public_url=public_url))
 
 
 def entitlement_rules(db: AsyncSession) -> EntitlementRules:
