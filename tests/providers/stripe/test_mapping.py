@@ -136,3 +136,26 @@ def test_payment_method_summary() -> None:
         "last4": "4242",
     }
     assert payment_method_summary({"default_payment_method": "pm_123"}) is None
+
+
+def test_period_on_the_subscription_itself_still_reads(catalog: Catalog) -> None:
+    """Objects shaped by API versions before 2025-03-31 keep the period on the subscription."""
+    sub = make_sub()
+    item = sub["items"]["data"][0]
+    end = item.pop("current_period_end")
+    sub["current_period_start"], sub["current_period_end"] = item.pop("current_period_start"), end
+    state = state_of(sub, catalog)
+    assert state.current_period_end == datetime.fromtimestamp(end, UTC)
+    assert state.status is SubscriptionStatus.ACTIVE
+
+
+def test_product_falls_back_to_what_checkout_wrote_on_the_subscription(catalog: Catalog) -> None:
+    sub = make_sub(metadata={"account_id": str(ACCOUNT), "entitle_product": "pro_yearly"})
+    sub["items"]["data"][0]["price"]["lookup_key"] = None
+    assert state_of(sub, catalog).product == "pro_yearly"
+    # The price's own lookup key wins when there is one (a plan change moves the price, not the metadata).
+    sub["items"]["data"][0]["price"]["lookup_key"] = "pro_monthly"
+    assert state_of(sub, catalog).product == "pro_monthly"
+    sub["items"]["data"][0]["price"]["lookup_key"] = None
+    sub["metadata"]["entitle_product"] = "not_in_the_catalog"
+    assert state_of(sub, catalog).product is None

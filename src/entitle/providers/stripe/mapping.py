@@ -49,7 +49,7 @@ def subscription_state(
         store=Store.STRIPE,
         store_subscription_id=str(sub["id"]),
         account_id=account_id,
-        product=product_key(price, catalog),
+        product=product_key(price, catalog) or _named_product(sub, catalog),
         store_product_id=str(price.get("id") or ""),
         status=status,
         current_period_end=period_end,
@@ -110,14 +110,27 @@ def first_price(sub: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def period_of(sub: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
-    """(start, end) of the current period, from the items (the latest item end wins)."""
+    """(start, end) of the current period, from the items (the latest item end wins).
+
+    API versions before 2025-03-31 kept the period on the subscription itself; an object in that shape
+    (an older webhook endpoint version, a stand-in) still reads right.
+    """
     items = (sub.get("items") or {}).get("data") or []
     ends = [i["current_period_end"] for i in items if i.get("current_period_end")]
     starts = [i["current_period_start"] for i in items if i.get("current_period_start")]
+    ends = ends or ([sub["current_period_end"]] if sub.get("current_period_end") else [])
+    starts = starts or ([sub["current_period_start"]] if sub.get("current_period_start") else [])
     return (
         from_timestamp(max(starts)) if starts else None,
         from_timestamp(max(ends)) if ends else None,
     )
+
+
+def _named_product(sub: Mapping[str, Any], catalog: Catalog) -> str | None:
+    """The product entitle wrote on the subscription at checkout: the last resort when the price names
+    none (a price created by hand in the dashboard, or an integration that drops lookup keys)."""
+    named = (sub.get("metadata") or {}).get("entitle_product")
+    return str(named) if named and catalog.product(named) is not None else None
 
 
 def product_key(price: Mapping[str, Any], catalog: Catalog) -> str | None:

@@ -9,6 +9,7 @@ converge on the same final state: the last read wins, and the last read is the n
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,11 +23,14 @@ from entitle.core.models.accounts import Account
 from entitle.core.models.entitlements import Subscription
 from entitle.core.subscriptions import Store, SubscriptionStatus
 from entitle.db.types import utcnow
+from entitle.errors import EntitleError
 from entitle.providers.stripe.client import StripeGateway
 from entitle.providers.stripe.errors import StripeObjectMissing
 from entitle.providers.stripe.mapping import account_id_hint, object_id, subscription_state
 from entitle.providers.stripe.models import StripeCustomer
 from entitle.services.subscriptions import apply_subscription_state
+
+log = logging.getLogger(__name__)
 
 _ENDED = frozenset({"canceled", "unpaid", "incomplete_expired"})
 
@@ -62,7 +66,12 @@ class Reconciler:
         refunded = False
         invoice_id = object_id(fresh.get("latest_invoice"))
         if fresh.get("status") in _ENDED and invoice_id:
-            refunded = await self.gateway.latest_payment_refunded(invoice_id)
+            try:
+                refunded = await self.gateway.latest_payment_refunded(invoice_id)
+            except EntitleError as exc:
+                # Refunded or not, an ended subscription grants nothing: the refund only picks the
+                # status's name (revoked or expired), so it never holds up ending the access.
+                log.warning("could not tell whether %s was refunded: %s", invoice_id, exc.code)
         state = subscription_state(
             fresh,
             account_id=account_id,
