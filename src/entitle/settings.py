@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     environment: RunEnvironment = RunEnvironment.DEVELOPMENT
     database_url: str = DEFAULT_SQLITE_URL
     public_url: str = "http://127.0.0.1:8000"
+    # The web app's own origins (e.g. https://app.example.com): allowed to call the API from the browser
+    # (CORS) and to be where Stripe sends people back after Checkout or the Billing Portal.
+    web_origins: CommaList = Field(default_factory=list)
     admin_api_key: SecretStr | None = None
     catalog: Path | None = None  # None: the sample catalog shipped in the package
 
@@ -90,7 +93,9 @@ class Settings(BaseSettings):
     google_client_ids: CommaList = Field(default_factory=list)
     google_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
 
-    @field_validator("apple_root_certs", "apple_signin_client_ids", "google_client_ids", mode="before")
+    @field_validator(
+        "apple_root_certs", "apple_signin_client_ids", "google_client_ids", "web_origins", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split_commas(value)
@@ -104,6 +109,14 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("web_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not value.startswith(("https://", "http://")) or value.rstrip("/").count("/") > 2:
+                raise ValueError(f"{value!r} is not an origin like https://app.example.com")
+        return [value.rstrip("/") for value in values]
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

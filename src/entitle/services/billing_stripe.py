@@ -29,6 +29,7 @@ from entitle.providers.stripe.models import StripeCustomer
 from entitle.providers.stripe.provider import StripeProvider
 from entitle.providers.stripe.reconcile import managed_subscription
 from entitle.services.entitlements import read_entitlements
+from entitle.settings import Settings
 
 STORE_NAMES = {"stripe": "Stripe (on the web)", "app_store": "the App Store"}
 PAID_STORES = frozenset({Store.STRIPE.value, Store.APP_STORE.value})
@@ -103,14 +104,24 @@ async def price_id_for(stripe: StripeProvider, product_key: str) -> tuple[Produc
     return product, str(live[0]["id"])
 
 
-def redirect_url(public_url: str, given: str | None, default_path: str) -> str:
-    """`given` if it is on the same origin as ENTITLE_PUBLIC_URL, else refuse; default under it."""
+def redirect_url(settings: Settings, given: str | None, default_path: str) -> str:
+    """Where Stripe sends the person back: `given` only on an origin of ours, else our default.
+
+    Ours are the web app's origins (ENTITLE_WEB_ORIGINS) and ENTITLE_PUBLIC_URL's; anything else would
+    let a client turn a Stripe page into a redirect to a site of its choosing.
+    """
+    origins = [*settings.web_origins, settings.public_url]
     if given is None:
-        return public_url.rstrip("/") + default_path
-    want, got = urlsplit(public_url), urlsplit(given)
-    if (got.scheme, got.netloc) != (want.scheme, want.netloc):
+        return origins[0].rstrip("/") + default_path
+    got = urlsplit(given)
+    if not any((got.scheme, got.netloc) == _origin(allowed) for allowed in origins):
         raise InvalidRequest("Return URLs must be on this app's own origin.", code="invalid_redirect_url")
     return given
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
 
 
 async def start_checkout(
@@ -122,9 +133,8 @@ async def start_checkout(
     success_url: str | None,
     cancel_url: str | None,
 ) -> dict[str, Any]:
-    public_url = stripe.settings.public_url
-    success = redirect_url(public_url, success_url, "/billing/success?session_id={CHECKOUT_SESSION_ID}")
-    cancel = redirect_url(public_url, cancel_url, "/billing/canceled")
+    success = redirect_url(stripe.settings, success_url, "/billing/success?session_id={CHECKOUT_SESSION_ID}")
+    cancel = redirect_url(stripe.settings, cancel_url, "/billing/canceled")
     product, price_id = await price_id_for(stripe, product_key)
     await refuse_if_subscribed(db, account, product)
     customer_id = await customer_id_for(db, stripe, account)
@@ -210,7 +220,7 @@ async def portal(
     db: AsyncSession, stripe: StripeProvider, account: Account, return_url: str | None
 ) -> dict[str, str]:
     customer_id = await existing_customer_id(db, account)
-    back = redirect_url(stripe.settings.public_url, return_url, "/")
+    back = redirect_url(stripe.settings, return_url, "/")
     session = await stripe.gateway.create_portal_session(customer_id=customer_id, return_url=back)
     return {"url": session["url"]}
 
