@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
@@ -159,3 +160,15 @@ async def test_sign_in_is_rate_limited_per_client_ip(
         for i in range(6)
     ]
     assert statuses == [401] * 5 + [429]
+
+
+async def test_two_registrations_racing_for_one_address_make_one_account(client: httpx.AsyncClient) -> None:
+    body = {"email": "race@example.com", "password": DEFAULT_PASSWORD}
+    responses = await asyncio.gather(*(client.post("/v1/auth/register", json=body) for _ in range(4)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(201) == 1 and all(s == 409 for s in statuses if s != 201), statuses
+    assert all(
+        r.json()["error"]["code"] in {"email_taken", "concurrent_change"}
+        for r in responses
+        if r.status_code == 409
+    )

@@ -58,7 +58,7 @@ async def register_with_password(db: AsyncSession, *, email: str, password: str)
             "An account with this email address already exists; sign in with Apple or Google.",
             code="email_taken",
         )
-    password_hash = passwords.hash_password(password)
+    password_hash = await passwords.hash_password(password)
     account = await create_account(db, email=email, via=EMAIL_PROVIDER)
     # Nobody has proven they receive mail at this address, so it stays unverified: it never joins
     # another account automatically, and a verified provider identity for the address outranks it.
@@ -92,11 +92,13 @@ async def authenticate_password(db: AsyncSession, *, email: str, password: str) 
         and not account.is_deleted
     )
     # Verify even when there is nothing to verify against, so timing reveals nothing.
-    matches = passwords.verify_or_burn(credential.password_hash if usable and credential else None, password)
+    matches = await passwords.verify_or_burn(
+        credential.password_hash if usable and credential else None, password
+    )
     if not matches or account is None or credential is None:
         raise Unauthorized("The email or password is not right.", code="invalid_credentials")
     if passwords.needs_rehash(credential.password_hash):
-        credential.password_hash = passwords.hash_password(password)
+        credential.password_hash = await passwords.hash_password(password)
         credential.updated_at = utcnow()
     await db.execute(
         update(Identity)

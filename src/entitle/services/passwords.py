@@ -6,6 +6,8 @@ time a login takes reveals nothing about which addresses exist.
 
 from __future__ import annotations
 
+import asyncio
+
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -17,12 +19,17 @@ _hasher = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4, type
 _DUMMY_HASH = _hasher.hash("entitle-dummy-password-for-constant-time")
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+async def hash_password(password: str) -> str:
+    # Tens of milliseconds of CPU with the GIL released: off the event loop, so other requests go on.
+    return await asyncio.to_thread(_hasher.hash, password)
 
 
-def verify_or_burn(password_hash: str | None, password: str) -> bool:
+async def verify_or_burn(password_hash: str | None, password: str) -> bool:
     """True when the password matches; with no hash, verify a dummy so timing stays the same."""
+    return await asyncio.to_thread(_verify, password_hash, password)
+
+
+def _verify(password_hash: str | None, password: str) -> bool:
     try:
         return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from entitle.errors import EntitleError, RateLimited
@@ -72,6 +73,15 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message)
 
 
+async def _integrity_error(_request: Request, exc: Exception) -> JSONResponse:
+    # Two requests raced to create the same thing (a double-tapped sign-in, two registrations): the
+    # database's unique constraint decided, and the loser is told to look again, not handed a 500.
+    log.info("unique constraint decided a race: %s", exc.__class__.__name__)
+    return error_response(
+        409, "concurrent_change", "Another request changed this at the same moment; try again."
+    )
+
+
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", "Something went wrong on our side; it has been logged.")
@@ -81,4 +91,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EntitleError, _entitle_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(Exception, _unexpected)
