@@ -300,3 +300,169 @@ async def test_purchase_made_outside_the_app_gets_the_owner_token(
     )
     assert (await _post(client, headers, appstore_signer.sign(bought))).status_code == 200
     assert appstore_api.state.tokens_set == [("901", str(token))]
+
+
+# -- a device copy never regresses what Apple already told us ---------------------------------------
+# StoreKit signs a transaction's JWS when the device fetches it, so an old transaction (a past period, or
+# one upgraded away) can reach us with a signedDate newer than the latest notification.
+
+
+def _living_subscription(signer: AppStoreSigner, token: uuid.UUID, original: str, *, days_ago: int) -> Any:
+    from tests.standins.appstore import SubscriptionSimulator
+
+    return SubscriptionSimulator(
+        signer=signer,
+        original_transaction_id=original,
+        product_id="com.example.app.pro.monthly",
+        app_account_token=str(token),
+        start=dt.datetime.now(dt.UTC) - dt.timedelta(days=days_ago),
+    )
+
+
+async def _notify(client: httpx.AsyncClient, note: Any) -> None:
+    response = await client.post("/webhooks/appstore", json=note.body)
+    assert response.status_code == 200, response.text
+
+
+def _fresh(transaction: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    return {**transaction, "signedDate": ms(dt.datetime.now(dt.UTC)), **overrides}
+
+
+async def test_past_period_transaction_posted_later_does_not_end_a_renewed_subscription(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+) -> None:
+    headers, _, token = await _account(client, "renewed@example.com")
+    sim = _living_subscription(appstore_signer, token, "1001", days_ago=40)
+    first_period = sim.subscribe().transaction
+    await _notify(client, sim.renew())
+    response = await _post(client, headers, appstore_signer.sign(_fresh(first_period)))
+    assert response.status_code == 200, response.text
+    [subscription] = response.json()["subscriptions"]
+    assert subscription["status"] == "active"
+    assert response.json()["entitlements"]["pro"]["active"] is True
+
+
+@pytest.mark.parametrize("revoked", [False, True], ids=["upgraded", "upgraded-and-revoked"])
+async def test_upgraded_away_transaction_does_not_replace_the_upgrade(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner, revoked: bool
+) -> None:
+    headers, _, token = await _account(client, f"upgraded-{revoked}@example.com")
+    sim = _living_subscription(appstore_signer, token, "1002", days_ago=10)
+    monthly = sim.subscribe().transaction
+    await _notify(client, sim.upgrade())
+    extra: dict[str, Any] = {"isUpgraded": True}
+    if revoked:
+        extra.update(revocationDate=sim.clock, revocationReason=0)
+    response = await _post(client, headers, appstore_signer.sign(_fresh(monthly, **extra)))
+    assert response.status_code == 200, response.text
+    [subscription] = response.json()["subscriptions"]
+    assert (subscription["product"], subscription["status"]) == ("pro_yearly", "active")
+    assert response.json()["entitlements"]["pro"]["product"] == "pro_yearly"
+
+
+async def test_upgraded_away_transaction_alone_grants_nothing_forever(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+) -> None:
+    headers, _, token = await _account(client, "upgraded-first@example.com")
+    payload = purchase(appstore_signer, original="1003", token=token, isUpgraded=True)
+    response = await _post(client, headers, appstore_signer.sign(payload))
+    assert response.status_code == 200, response.text
+    # The upgrade's own transaction (same original id) is what grants; the old one is only ownership.
+    assert response.json()["subscriptions"] == []
+
+
+async def test_device_copy_of_the_same_transaction_keeps_the_grace_period(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+) -> None:
+    headers, _, token = await _account(client, "grace-copy@example.com")
+    sim = _living_subscription(appstore_signer, token, "1004", days_ago=31)
+    bought = sim.subscribe().transaction
+    await _notify(client, sim.fail_to_renew(grace=True))
+    response = await _post(client, headers, appstore_signer.sign(_fresh(bought)))
+    assert response.status_code == 200, response.text
+    [subscription] = response.json()["subscriptions"]
+    assert subscription["status"] == "in_grace_period"
+    assert response.json()["entitlements"]["pro"]["active"] is True
+
+
+async def test_device_copy_of_the_same_transaction_keeps_auto_renew_off(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+) -> None:
+    headers, _, token = await _account(client, "renew-off-copy@example.com")
+    sim = _living_subscription(appstore_signer, token, "1005", days_ago=5)
+    bought = sim.subscribe().transaction
+    await _notify(client, sim.set_auto_renew(False))
+    response = await _post(client, headers, appstore_signer.sign(_fresh(bought)))
+    [subscription] = response.json()["subscriptions"]
+    assert (subscription["status"], subscription["will_renew"]) == ("canceled_at_period_end", False)
+
+
+async def test_device_copy_that_carries_a_refund_still_revokes(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+) -> None:
+    # The REFUND notification was lost; the device's newer copy of the same transaction says so.
+    headers, _, token = await _account(client, "refund-copy@example.com")
+    sim = _living_subscription(appstore_signer, token, "1006", days_ago=5)
+    bought = sim.subscribe().transaction
+    await _notify(client, sim.set_auto_renew(False))
+    refunded = _fresh(bought, revocationDate=ms(dt.datetime.now(dt.UTC)), revocationReason=0)
+    response = await _post(client, headers, appstore_signer.sign(refunded))
+    [subscription] = response.json()["subscriptions"]
+    assert subscription["status"] == "revoked"
+    assert response.json()["entitlements"]["pro"]["active"] is False
+
+
+@pytest.mark.parametrize("settings_overrides", [{}, {"appstore_restore_policy": "transfer"}], indirect=True)
+async def test_purchase_of_a_deleted_account_can_be_restored_into_a_new_one(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner, context: AppContext
+) -> None:
+    # Deleting the account cannot cancel the App Store subscription (only the person can, in Settings);
+    # the same person signs up again and restores: there is no other live account the purchase was for.
+    headers_old, old_id, token = await _account(client, "gone@example.com")
+    signed = appstore_signer.sign(purchase(appstore_signer, original="1100", token=token))
+    assert (await _post(client, headers_old, signed)).status_code == 200
+    assert (await client.delete("/v1/me", headers=headers_old)).status_code == 204
+    headers_new, new_id, _ = await _account(client, "gone@example.com")
+    response = await _post(client, headers_new, signed)
+    assert response.status_code == 200, response.text
+    assert response.json()["entitlements"]["pro"]["active"] is True
+    async with context.database.sessionmaker() as db:
+        owner = await db.get(AppStoreOwnership, "1100")
+        assert owner is not None and owner.account_id == new_id
+        changes = (
+            await db.scalars(select(AppStoreOwnershipChange).order_by(AppStoreOwnershipChange.created_at))
+        ).all()
+        assert [(c.from_account_id, c.to_account_id) for c in changes][-1] == (old_id, new_id)
+
+
+async def test_token_of_no_account_is_claimed_like_a_purchase_without_one(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+) -> None:
+    headers, _, _ = await _account(client, "stray-token@example.com")
+    stray = uuid.uuid4()  # set by another installation of the app, or a bug: no account here has it
+    response = await _post(
+        client, headers, appstore_signer.sign(purchase(appstore_signer, original="1101", token=stray))
+    )
+    assert response.status_code == 200, response.text
+    [event] = await _events(client, headers, "appstore.ownership_changed")
+    assert event["data"]["reason"] == "claimed_without_token"
+
+
+async def test_refund_request_for_an_unknown_owner_waits_for_the_purchase(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+) -> None:
+    # Apple asks about a refund request for an offer-code purchase the app has not posted yet: support
+    # must still see the request once the owner is known, not lose it.
+    headers, _, _ = await _account(client, "consumption@example.com")
+    bought = purchase(appstore_signer, original="1200", token=None)
+    request = appstore_signer.signed_notification(
+        "CONSUMPTION_REQUEST",
+        signed_date=ms(dt.datetime.now(dt.UTC)),
+        transaction=bought,
+        data_overrides={"consumptionRequestReason": "UNINTENDED_PURCHASE"},
+    )
+    parked = await client.post("/webhooks/appstore", json={"signedPayload": request})
+    assert parked.status_code == 200 and parked.json()["status"] == "parked"
+    assert (await _post(client, headers, appstore_signer.sign(bought))).status_code == 200
+    [event] = await _events(client, headers, "appstore.consumption_requested")
+    assert event["data"]["reason"] == "UNINTENDED_PURCHASE"

@@ -9,6 +9,8 @@ The rules (`decide_owner`):
   purchases (which carry the purchaser's token, not the family member's) go to whoever posts them first;
   a later post from another account is a restore and follows `ENTITLE_APPSTORE_RESTORE_POLICY`:
   `keep` refuses it with the same 409, `transfer` moves the purchase.
+- A token that no live account holds (its account was deleted, or another installation set it) binds
+  nothing, and a deleted owner owns nothing: the purchase route passes such a purchase in as unclaimed.
 Every change of owner writes one audit row and an `appstore.ownership_changed` event to each account.
 """
 

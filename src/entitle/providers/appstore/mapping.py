@@ -11,12 +11,19 @@ The status decision, in order:
 A DID_FAIL_TO_RENEW or GRACE_PERIOD_EXPIRED notification settles step 4 even when it arrives signed a few
 seconds before `expiresDate`. The vendor timestamp is the notification's `signedDate` (or the
 transaction's, for data the app posts), so an older snapshot never overwrites a newer one.
+
+A newer `signedDate` is not enough for a transaction, though (`stale_reason`): the App Store signs a
+transaction's JWS when a device or a notification fetches it, so an old transaction can arrive freshly
+signed. One that was upgraded away (`isUpgraded`) or that an already stored, later-bought transaction of the
+same subscription replaced never becomes the subscription's state; a device copy of the stored transaction
+(which carries no renewal info) is applied only when Apple changed that transaction since.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from appstoreserverlibrary.models.AutoRenewStatus import AutoRenewStatus
@@ -67,6 +74,38 @@ def decide_status(
     if failed or (renewal is not None and renewal.isInBillingRetryPeriod):
         return SubscriptionStatus.IN_BILLING_RETRY
     return SubscriptionStatus.EXPIRED
+
+
+# Fields of one transaction that Apple changes after the purchase: a refund (or its reversal), an extension.
+_MUTABLE_TRANSACTION_FIELDS = ("revocationDate", "revocationReason", "expiresDate")
+
+
+def stale_reason(
+    transaction: VerifiedTransaction, stored: Mapping[str, Any] | None, *, from_device: bool
+) -> str | None:
+    """Why `transaction` must not become its subscription's state, or None when it may.
+
+    `stored` is the raw transaction kept with the subscription; `from_device` marks a transaction the app
+    posted on its own, without the renewal info a notification or the Server API brings along.
+    """
+    if transaction.payload.isUpgraded:
+        # https://developer.apple.com/documentation/appstoreservernotifications/isupgraded: the customer's
+        # service is the other transaction's, with the same originalTransactionId.
+        return "upgraded to another product"
+    if stored is None:
+        return None
+    if stored.get("transactionId") != transaction.raw.get("transactionId"):
+        if _millis(stored.get("purchaseDate")) > _millis(transaction.raw.get("purchaseDate")):
+            return "an earlier transaction than the stored one"
+        return None
+    if from_device and all(transaction.raw.get(k) == stored.get(k) for k in _MUTABLE_TRANSACTION_FIELDS):
+        # Nothing Apple changed since; applying it would drop the renewal info we hold.
+        return "nothing new in the device's copy"
+    return None
+
+
+def _millis(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def is_free_trial(transaction: VerifiedTransaction) -> bool:

@@ -52,6 +52,6 @@ class AppStoreOwnershipChange(Base):
     # Plain ids, not foreign keys: the audit outlives the accounts it names.
     from_account_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
     to_account_id: Mapped[uuid.UUID] = mapped_column(UUID)
-    # purchase, claimed_without_token, notification, restore_transfer, token_matches
+    # purchase, claimed_without_token, notification, restore_transfer, token_matches, owner_deleted
     reason: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

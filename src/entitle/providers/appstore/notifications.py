@@ -19,11 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.catalog import Catalog
 from entitle.core.events import record_event
 from entitle.core.models.events import ProviderEvent
+from entitle.core.subscriptions import Store
 from entitle.providers.appstore.ledger import account_for_token, find_owner, set_owner
-from entitle.providers.appstore.mapping import subscription_state
+from entitle.providers.appstore.mapping import stale_reason, subscription_state
 from entitle.providers.appstore.verification import VerifiedNotification, VerifiedTransaction, from_millis
 from entitle.services.inbox import ParkEvent
-from entitle.services.subscriptions import apply_subscription_state
+from entitle.services.subscriptions import apply_subscription_state, find_subscription
 
 
 def purchase_token(transaction: VerifiedTransaction) -> uuid.UUID | None:
@@ -37,6 +38,13 @@ def purchase_token(transaction: VerifiedTransaction) -> uuid.UUID | None:
 
 def is_family_shared(transaction: VerifiedTransaction) -> bool:
     return transaction.raw.get("inAppOwnershipType") == "FAMILY_SHARED"
+
+
+async def stored_transaction(db: AsyncSession, original_transaction_id: str) -> dict[str, Any] | None:
+    """The raw App Store transaction kept with the stored subscription, if any."""
+    row = await find_subscription(db, Store.APP_STORE.value, original_transaction_id)
+    kept = row.raw.get("transaction") if row is not None and isinstance(row.raw, dict) else None
+    return kept if isinstance(kept, dict) else None
 
 
 @dataclass
@@ -94,6 +102,11 @@ class NotificationContext:
             raise ParkEvent(
                 f"no account known yet for original transaction {transaction.payload.originalTransactionId}"
             )
+        stored = await stored_transaction(self.db, str(transaction.payload.originalTransactionId))
+        stale = stale_reason(transaction, stored, from_device=False)
+        if stale is not None:
+            # A refund of a past period, say: recorded by the handler, but the subscription is a later one.
+            return f"ignored: {stale}"
         state = subscription_state(
             transaction,
             self.note.renewal_info,
@@ -106,11 +119,16 @@ class NotificationContext:
         return f"applied {state.status.value}" if applied else "ignored: older than stored state"
 
     async def record(self, type: str, data: dict[str, Any]) -> None:
-        """Write an event to the owner's log (if an owner is known: record-only types are never parked)."""
+        """Write an event to the owner's log; park the notification while its purchase has no known owner."""
         owner = await self.find_owner()
-        if owner is None:
-            return
         transaction = self.note.transaction
+        if owner is None:
+            if transaction is None:
+                return  # about no purchase at all (a summary): nobody to tell
+            # A refund request or decision is for support to see: it waits for the owner like a state change.
+            raise ParkEvent(
+                f"no account known yet for original transaction {transaction.payload.originalTransactionId}"
+            )
         details: dict[str, Any] = {
             "notification_uuid": self.note.notification_uuid,
             "original_transaction_id": transaction.payload.originalTransactionId if transaction else None,

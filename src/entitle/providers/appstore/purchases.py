@@ -21,9 +21,9 @@ from entitle.core.models.accounts import Account
 from entitle.core.subscriptions import Store
 from entitle.errors import EntitleError, InvalidRequest
 from entitle.providers.appstore import sync
-from entitle.providers.appstore.ledger import decide_owner, find_owner, set_owner
-from entitle.providers.appstore.mapping import subscription_state
-from entitle.providers.appstore.notifications import is_family_shared, purchase_token
+from entitle.providers.appstore.ledger import account_for_token, decide_owner, find_owner, set_owner
+from entitle.providers.appstore.mapping import stale_reason, subscription_state
+from entitle.providers.appstore.notifications import is_family_shared, purchase_token, stored_transaction
 from entitle.providers.appstore.provider import PROVIDER, AppStoreProvider
 from entitle.services.entitlements import subscription_state as stored_state
 from entitle.services.subscriptions import apply_subscription_state, find_subscription
@@ -55,27 +55,43 @@ async def record_purchase(
     token = purchase_token(verified)
     family = is_family_shared(verified)
     ledger = await find_owner(db, original)
+    # A deleted account keeps its purchases (accounting), but nobody can use them there: the same person,
+    # signed up again, restores into the new account. Its token, or one no account here ever had, names no
+    # other account, so the purchase is claimed like one made without a token.
+    owner_is_live = ledger is not None and await _is_live(db, ledger.account_id)
+    binding = token
+    if token is not None and token != account.app_account_token and not await account_for_token(db, token):
+        binding = None
     decision = decide_owner(
         poster=account.id,
         poster_token=account.app_account_token,
-        purchase_token=token,
+        purchase_token=binding,
         family_shared=family,
-        current_owner=ledger.account_id if ledger is not None else None,
+        current_owner=ledger.account_id if ledger is not None and owner_is_live else None,
         policy=provider.settings.appstore_restore_policy,
     )
+    reason = decision.reason or "unchanged"
+    if ledger is not None and not owner_is_live and ledger.account_id != decision.owner:
+        reason = "owner_deleted"
     await set_owner(
         db,
         original_transaction_id=original,
         owner=decision.owner,
-        reason=decision.reason or "unchanged",
+        reason=reason,
         environment=verified.environment.value,
         product_id=tx.productId or "",
         purchase_token=token,
         ownership_type=str(verified.raw.get("inAppOwnershipType") or "PURCHASED"),
         now=now,
     )
-    state = subscription_state(verified, None, account_id=decision.owner, catalog=provider.catalog, now=now)
-    applied = await apply_subscription_state(db, state, now=now)
+    # The device may hold an old or upgraded-away transaction, freshly signed: never let it regress state.
+    stale = stale_reason(verified, await stored_transaction(db, original), from_device=True)
+    applied = False
+    if stale is None:
+        state = subscription_state(
+            verified, None, account_id=decision.owner, catalog=provider.catalog, now=now
+        )
+        applied = await apply_subscription_state(db, state, now=now)
     if not applied:
         await _move_stored_subscription(db, original, decision.owner, now=now)
     return PostedPurchase(
@@ -86,10 +102,15 @@ async def record_purchase(
     )
 
 
+async def _is_live(db: AsyncSession, account_id: uuid.UUID) -> bool:
+    owner = await db.get(Account, account_id)
+    return owner is not None and not owner.is_deleted
+
+
 async def _move_stored_subscription(
     db: AsyncSession, original: str, owner: uuid.UUID, *, now: datetime
 ) -> None:
-    """A restore moved the purchase but the device's copy is older than the stored state: move that state."""
+    """A restore moved the purchase but the device's copy was not applied: move the stored state."""
     row = await find_subscription(db, Store.APP_STORE.value, original)
     if row is None or row.account_id == owner:
         return
