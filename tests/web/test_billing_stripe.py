@@ -261,3 +261,112 @@ async def test_listing_shows_the_card_and_deleting_the_account_stops_billing(
 
     assert (await client.delete("/v1/me", headers=auth)).status_code == 204
     assert standin.state.get(subscription["id"], "subscription")["status"] == "canceled"
+
+
+def _open_sessions(standin: StripeStandin) -> list[dict[str, Any]]:
+    return [s for s in standin.state.all("checkout.session") if s["status"] == "open"]
+
+
+async def test_racing_checkouts_leave_one_payable_page(
+    client: httpx.AsyncClient, standin: StripeStandin
+) -> None:
+    auth = bearer(await register(client, "twotabs@example.com"))
+    responses = await asyncio.gather(
+        *(
+            client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
+            for _ in range(4)
+        )
+    )
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    # Two paid sessions would be two subscriptions, charged twice: only one can still be paid,
+    # and every click was answered with that one.
+    [survivor] = _open_sessions(standin)
+    assert {r.json()["id"] for r in responses} == {survivor["id"]}
+
+
+async def test_a_new_checkout_closes_every_other_way_to_pay(
+    client: httpx.AsyncClient, standin: StripeStandin
+) -> None:
+    auth = bearer(await register(client, "switch@example.com"))
+    element = (
+        await client.post("/v1/billing/stripe/subscription", json={"product": "pro_monthly"}, headers=auth)
+    ).json()
+    monthly = (
+        await client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
+    ).json()
+    # The half-done Payment Element subscription can no longer be paid from a forgotten tab.
+    assert standin.subscription(element["subscription_id"])["status"] == "canceled"
+    yearly = (
+        await client.post("/v1/billing/stripe/checkout", json={"product": "pro_yearly"}, headers=auth)
+    ).json()
+    assert [s["id"] for s in _open_sessions(standin)] == [yearly["id"]]
+    assert standin.state.get(monthly["id"], "checkout.session")["status"] == "expired"
+    again = (
+        await client.post("/v1/billing/stripe/subscription", json={"product": "pro_monthly"}, headers=auth)
+    ).json()
+    assert _open_sessions(standin) == []
+    standin.pay_first_invoice(again["subscription_id"])
+    await _deliver_all(client, standin)
+    answer = (await client.get("/v1/me/entitlements", headers=auth)).json()
+    assert (
+        answer["entitlements"]["pro"]["active"] and answer["entitlements"]["pro"]["product"] == "pro_monthly"
+    )
+    statuses = sorted(s["status"] for s in answer["subscriptions"])
+    assert statuses == ["active", "expired"]
+
+
+async def test_a_checkout_paid_after_an_app_store_purchase_is_reported_as_a_duplicate(
+    client: httpx.AsyncClient, context: AppContext, standin: StripeStandin
+) -> None:
+    session = await register(client, "both@example.com")
+    auth = bearer(session)
+    checkout = (
+        await client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
+    ).json()
+    # Meanwhile the person buys on the iPhone (Apple purchases cannot be refused) ...
+    async with context.database.sessionmaker() as db:
+        await apply_subscription_state(
+            db,
+            SubscriptionState(
+                store=Store.APP_STORE,
+                store_subscription_id="2000000000000002",
+                account_id=uuid.UUID(session["account"]["id"]),
+                product="pro_monthly",
+                store_product_id="com.example.app.pro.monthly",
+                status=SubscriptionStatus.ACTIVE,
+                current_period_end=utcnow().replace(year=utcnow().year + 1),
+                will_renew=True,
+                environment=Environment.SANDBOX,
+                vendor_updated_at=utcnow(),
+            ),
+        )
+        await db.commit()
+    # ... then finishes the web checkout it had open.
+    standin.complete_checkout(checkout["id"])
+    await _deliver_all(client, standin)
+    pro = (await client.get("/v1/me/entitlements", headers=auth)).json()["entitlements"]["pro"]
+    assert pro["active"] is True
+    assert {d["store"] for d in pro["duplicate_subscriptions"]} == {"stripe", "app_store"}
+    events = (await client.get("/v1/me/events", headers=auth)).json()["events"]
+    assert any(e["type"] == "subscription.duplicate_detected" for e in events)
+
+
+async def test_a_paused_subscription_is_resumed_not_bought_again(
+    client: httpx.AsyncClient, standin: StripeStandin
+) -> None:
+    auth = bearer(await register(client, "paused@example.com"))
+    checkout = (
+        await client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
+    ).json()
+    standin.complete_checkout(checkout["id"])
+    sub_id = standin.state.get(checkout["id"], "checkout.session")["subscription"]
+    standin.pause(sub_id)
+    await _deliver_all(client, standin)
+    assert not (await client.get("/v1/me/entitlements", headers=auth)).json()["entitlements"]["pro"]["active"]
+    # Buying again would leave two subscriptions billing once the first resumes.
+    for path in ("/v1/billing/stripe/checkout", "/v1/billing/stripe/subscription"):
+        refused = await client.post(path, json={"product": "pro_yearly"}, headers=auth)
+        assert refused.status_code == 409, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "already_subscribed" and error["details"]["status"] == "paused"
+        assert error["details"]["management_url"].endswith("/v1/billing/stripe/portal")

@@ -14,7 +14,6 @@ from entitle.cli.common import console, fail, run_job
 from entitle.context import AppContext
 from entitle.core.models.entitlements import Subscription
 from entitle.core.subscriptions import Store
-from entitle.db.types import utcnow
 from entitle.errors import EntitleError
 from entitle.providers.stripe.catalog_push import PushResult, push_catalog
 from entitle.providers.stripe.provider import PROVIDER, StripeProvider
@@ -56,8 +55,9 @@ async def sync_stripe(context: AppContext, progress: Progress | None = None) -> 
     reconciler = provider.reconciler
     summary = SyncSummary()
     task = progress.add_task("subscriptions", total=None) if progress else None
-    async for sub in provider.gateway.iter_subscriptions():
-        read_at = utcnow()
+    # Each subscription is stored under the moment its page was requested, not when its turn came:
+    # a webhook that re-read it meanwhile holds newer truth and must not be overwritten.
+    async for sub, read_at in provider.gateway.iter_subscriptions():
         summary.seen += 1
         try:
             # One transaction per subscription: one bad object cannot undo the others.

@@ -19,12 +19,24 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.catalog import Product
+from entitle.core.entitlements import management_url
 from entitle.core.models.accounts import Account
 from entitle.core.models.entitlements import Subscription
 from entitle.core.subscriptions import Store, SubscriptionStatus
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, InvalidRequest, NotFound, ProviderUnavailable
-from entitle.providers.stripe.mapping import first_price, object_id, payment_method_summary, period_of
+from entitle.providers.stripe.attempts import (
+    close_other_attempts,
+    open_sessions,
+    purchase_lock,
+    reusable_session,
+)
+from entitle.providers.stripe.mapping import (
+    catalog_item,
+    object_id,
+    payment_method_summary,
+    period_of,
+)
 from entitle.providers.stripe.models import StripeCustomer
 from entitle.providers.stripe.provider import StripeProvider
 from entitle.providers.stripe.reconcile import managed_subscription
@@ -88,6 +100,37 @@ async def refuse_if_subscribed(db: AsyncSession, account: Account, product: Prod
             )
 
 
+async def refuse_if_stalled(
+    db: AsyncSession, stripe: StripeProvider, account: Account, product: Product
+) -> None:
+    """A Stripe subscription that grants nothing right now but is not over (past due beyond the grace
+    days while Stripe still retries, or paused) would be billed again once the card works or it
+    resumes: a second subscription then means two charges. The person fixes that one instead."""
+    stalled = await db.scalars(
+        select(Subscription).where(
+            Subscription.account_id == account.id,
+            Subscription.store == Store.STRIPE.value,
+            Subscription.status.in_([SubscriptionStatus.PAST_DUE.value, SubscriptionStatus.PAUSED.value]),
+        )
+    )
+    for row in stalled.all():
+        shared = set(stripe.catalog.entitlements_of(row.product)) & set(product.entitlements)
+        if shared:
+            where = management_url(Store.STRIPE, stripe.settings.public_url)
+            raise Conflict(
+                f"This account already has a {row.status.replace('_', ' ')} subscription in Stripe (on the "
+                f"web) for '{sorted(shared)[0]}'; update the payment method or resume it at {where}.",
+                code="already_subscribed",
+                details={
+                    "entitlement": sorted(shared)[0],
+                    "store": Store.STRIPE.value,
+                    "product": row.product,
+                    "status": row.status,
+                    "management_url": where,
+                },
+            )
+
+
 async def price_id_for(stripe: StripeProvider, product_key: str) -> tuple[Product, str]:
     product = stripe.catalog.product(product_key)
     if product is None:
@@ -136,8 +179,26 @@ async def start_checkout(
     success = redirect_url(stripe.settings, success_url, "/billing/success?session_id={CHECKOUT_SESSION_ID}")
     cancel = redirect_url(stripe.settings, cancel_url, "/billing/canceled")
     product, price_id = await price_id_for(stripe, product_key)
-    await refuse_if_subscribed(db, account, product)
-    customer_id = await customer_id_for(db, stripe, account)
+    async with purchase_lock(db, account.id):
+        await refuse_if_subscribed(db, account, product)
+        await refuse_if_stalled(db, stripe, account, product)
+        customer_id = await customer_id_for(db, stripe, account)
+        sessions = await open_sessions(stripe, customer_id)
+        if (reused := reusable_session(sessions, product, success, cancel)) is not None:
+            return {"id": reused["id"], "url": reused["url"]}
+        await close_other_attempts(db, stripe, account, sessions)
+        return await _create_checkout(stripe, account, product, price_id, customer_id, success, cancel)
+
+
+async def _create_checkout(
+    stripe: StripeProvider,
+    account: Account,
+    product: Product,
+    price_id: str,
+    customer_id: str,
+    success: str,
+    cancel: str,
+) -> dict[str, Any]:
     metadata = {"account_id": str(account.id), "entitle_product": product.key}
     session = await stripe.gateway.create_checkout_session(
         {
@@ -167,17 +228,44 @@ async def start_subscription(
 ) -> dict[str, Any]:
     """A subscription waiting for its first payment through the Payment Element."""
     product, price_id = await price_id_for(stripe, product_key)
-    await refuse_if_subscribed(db, account, product)
-    customer_id = await customer_id_for(db, stripe, account)
-    # A retried request (double click, flaky network) gets the same subscription: the key only
-    # changes once the first attempt has been stored below.
-    attempts = await db.scalar(
+    async with purchase_lock(db, account.id):
+        await refuse_if_subscribed(db, account, product)
+        await refuse_if_stalled(db, stripe, account, product)
+        customer_id = await customer_id_for(db, stripe, account)
+        read_at = utcnow()
+        sub = await _incomplete_subscription(db, stripe, account.id, price_id)
+        sessions = await open_sessions(stripe, customer_id)
+        keep = str(sub["id"]) if sub else None
+        await close_other_attempts(db, stripe, account, sessions, keep_subscription=keep)
+        if sub is None:
+            read_at = utcnow()
+            sub = await _create_incomplete(db, stripe, account, product, price_id, customer_id)
+        await stripe.reconciler.subscription(db, sub["id"], fresh=sub, read_at=read_at)
+    secret = ((sub.get("latest_invoice") or {}).get("confirmation_secret") or {}).get("client_secret")
+    return {"subscription_id": sub["id"], "client_secret": secret}
+
+
+async def _create_incomplete(
+    db: AsyncSession,
+    stripe: StripeProvider,
+    account: Account,
+    product: Product,
+    price_id: str,
+    customer_id: str,
+) -> dict[str, Any]:
+    # A retried request (flaky network, a second process) gets the same subscription. The key moves
+    # on once an attempt has ended (paid, expired, canceled): reusing it then would replay Stripe's
+    # first answer, a stale incomplete subscription, instead of making a new one.
+    settled = await db.scalar(
         select(func.count())
         .select_from(Subscription)
-        .where(Subscription.account_id == account.id, Subscription.store == Store.STRIPE.value)
+        .where(
+            Subscription.account_id == account.id,
+            Subscription.store == Store.STRIPE.value,
+            Subscription.status != SubscriptionStatus.INCOMPLETE.value,
+        )
     )
-    reusable = await _incomplete_subscription(db, stripe, account.id, price_id)
-    sub = reusable or await stripe.gateway.create_subscription(
+    return await stripe.gateway.create_subscription(
         {
             "customer": customer_id,
             "items": [{"price": price_id}],
@@ -186,11 +274,8 @@ async def start_subscription(
             "metadata": {"account_id": str(account.id), "entitle_product": product.key},
             "expand": ["latest_invoice.confirmation_secret", "default_payment_method"],
         },
-        idempotency_key=f"entitle-subscription-{account.id}-{price_id}-{attempts}",
+        idempotency_key=f"entitle-subscription-{account.id}-{customer_id}-{price_id}-{settled}",
     )
-    await stripe.reconciler.subscription(db, sub["id"], fresh=sub, read_at=utcnow())
-    secret = ((sub.get("latest_invoice") or {}).get("confirmation_secret") or {}).get("client_secret")
-    return {"subscription_id": sub["id"], "client_secret": secret}
 
 
 async def _incomplete_subscription(
@@ -232,10 +317,13 @@ async def _own_subscription(db: AsyncSession, stripe: StripeProvider, account: A
     return await stripe.gateway.retrieve_subscription(row.store_subscription_id)
 
 
-def _item_to_change(sub: dict[str, Any], price_id: str) -> str:
-    if first_price(sub).get("id") == price_id:
+def _item_to_change(stripe: StripeProvider, sub: dict[str, Any], price_id: str) -> str:
+    """The plan's item (the one whose price is a catalog product), not whatever item comes first."""
+    item = catalog_item(sub, stripe.catalog) or sub["items"]["data"][0]
+    price = item.get("price")
+    if (price.get("id") if isinstance(price, dict) else price) == price_id:
         raise Conflict("The subscription is already on this plan.", code="same_plan")
-    return str(sub["items"]["data"][0]["id"])
+    return str(item["id"])
 
 
 async def preview_change(
@@ -248,7 +336,7 @@ async def preview_change(
     preview = await stripe.gateway.preview_price_change(
         customer_id=str(object_id(sub.get("customer"))),
         subscription_id=sub["id"],
-        item_id=_item_to_change(sub, price_id),
+        item_id=_item_to_change(stripe, sub, price_id),
         price_id=price_id,
         proration_date=proration_date,
     )
@@ -270,25 +358,32 @@ async def change_plan(
 ) -> dict[str, Any]:
     _, price_id = await price_id_for(stripe, product_key)
     sub = await _own_subscription(db, stripe, account)
+    read_at = utcnow()
     updated = await stripe.gateway.change_price(
         sub["id"],
-        item_id=_item_to_change(sub, price_id),
+        item_id=_item_to_change(stripe, sub, price_id),
         price_id=price_id,
-        proration_date=proration_date or int(utcnow().timestamp()),
+        proration_date=proration_date or int(read_at.timestamp()),
     )
-    return await _store(db, stripe, updated)
+    return await _store(db, stripe, updated, read_at)
 
 
 async def set_cancel_at_period_end(
     db: AsyncSession, stripe: StripeProvider, account: Account, *, cancel: bool
 ) -> dict[str, Any]:
     sub = await _own_subscription(db, stripe, account)
+    read_at = utcnow()
     updated = await stripe.gateway.set_cancel_at_period_end(sub["id"], cancel)
-    return await _store(db, stripe, updated)
+    return await _store(db, stripe, updated, read_at)
 
 
-async def _store(db: AsyncSession, stripe: StripeProvider, sub: dict[str, Any]) -> dict[str, Any]:
-    await stripe.reconciler.subscription(db, sub["id"], fresh=sub, read_at=utcnow())
+async def _store(
+    db: AsyncSession, stripe: StripeProvider, sub: dict[str, Any], read_at: datetime
+) -> dict[str, Any]:
+    """Store Stripe's answer under the moment the request *started* (see `Reconciler.subscription`):
+    these calls run outside the per-customer lock the webhooks hold, and a webhook's read that
+    started after ours may already be stored; taking the answer's arrival time would let ours win."""
+    await stripe.reconciler.subscription(db, sub["id"], fresh=sub, read_at=read_at)
     row = await db.scalar(
         select(Subscription).where(
             Subscription.store == Store.STRIPE.value, Subscription.store_subscription_id == sub["id"]
@@ -322,4 +417,5 @@ async def cancel_for_deleted_account(db: AsyncSession, account: Account, *, stri
         )
     )
     for subscription_id in live.all():
-        await _store(db, stripe, await stripe.gateway.cancel_subscription(subscription_id))
+        read_at = utcnow()
+        await _store(db, stripe, await stripe.gateway.cancel_subscription(subscription_id), read_at)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import stripe
 
+from entitle.db.types import utcnow
 from entitle.errors import Conflict, ProviderUnavailable
 from entitle.providers.stripe.client import STRIPE_API_VERSION, StripeGateway
 from entitle.providers.stripe.errors import PaymentRequired, StripeObjectMissing
@@ -125,7 +126,12 @@ async def test_iterating_subscriptions_pages_through_all_of_them(standin: Stripe
         for i in range(105)
     }
     standin.rate_limit(1)
-    seen = [sub["id"] async for sub in g.iter_subscriptions()]
-    assert set(seen) == made and len(seen) == 105
+    before = utcnow()
+    seen = [(sub["id"], read_at) async for sub, read_at in g.iter_subscriptions()]
+    # Each carries the moment its page was requested, never a later one.
+    assert all(before <= read_at <= utcnow() for _, read_at in seen)
+    assert len({read_at for _, read_at in seen[:100]}) == 1 and seen[100][1] >= seen[0][1]
+    seen_ids = [sub_id for sub_id, _ in seen]
+    assert set(seen_ids) == made and len(seen_ids) == 105
     assert sum(1 for r in standin.requests if r["path"] == "/v1/subscriptions" and r["method"] == "GET") == 3
     await g.aclose()

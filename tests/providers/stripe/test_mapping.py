@@ -96,9 +96,26 @@ def test_canceling_at_period_end_still_entitles_but_does_not_renew(catalog: Cata
     assert state_of(make_sub(cancel_at=end + 86400 * 90), catalog).status is SubscriptionStatus.ACTIVE
 
 
-def test_paused_collection_stops_access(catalog: Catalog) -> None:
-    sub = make_sub(pause_collection={"behavior": "void", "resumes_at": None})
-    assert state_of(sub, catalog).status is SubscriptionStatus.PAUSED
+def test_paused_collection_keeps_access(catalog: Catalog) -> None:
+    # Stripe: with collection paused the subscription stays active and "your customer retains
+    # access to the service" (docs.stripe.com/billing/subscriptions/pause-payment); only status
+    # `paused` (a paused subscription) stops access.
+    for behavior in ("void", "keep_as_draft", "mark_uncollectible"):
+        sub = make_sub(pause_collection={"behavior": behavior, "resumes_at": None})
+        state = state_of(sub, catalog)
+        assert (state.status, state.will_renew) == (SubscriptionStatus.ACTIVE, True)
+    assert state_of(make_sub(status="paused"), catalog).status is SubscriptionStatus.PAUSED
+
+
+def test_the_plan_item_decides_the_product_whatever_its_position(catalog: Catalog) -> None:
+    sub = make_sub()
+    plan = sub["items"]["data"][0]
+    addon = copy.deepcopy(plan)
+    addon["id"] = "si_addon"
+    addon["price"] = {**addon["price"], "id": "price_addon", "lookup_key": None, "metadata": {}}
+    sub["items"]["data"] = [addon, plan]
+    state = state_of(sub, catalog)
+    assert (state.product, state.store_product_id) == ("pro_monthly", plan["price"]["id"])
 
 
 def test_refunded_ended_subscriptions_are_revoked(catalog: Catalog) -> None:

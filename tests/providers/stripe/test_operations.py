@@ -44,6 +44,23 @@ async def test_push_is_idempotent_and_moves_lookup_keys_on_a_new_amount(
     assert new["product"] == old["product"] and old["metadata"]["entitle_product"] == "pro_monthly"
 
 
+async def test_push_can_go_back_to_earlier_terms_and_revives_an_archived_price(
+    context: AppContext, stripe_provider: StripeProvider, standin: StripeStandin
+) -> None:
+    first = {r.product: r for r in await push_catalog(stripe_provider.gateway, context.catalog)}
+    await push_catalog(stripe_provider.gateway, _repriced(context.catalog, "pro_monthly", 1299))
+    back = {r.product: r for r in await push_catalog(stripe_provider.gateway, context.catalog)}
+    assert back["pro_monthly"].action == "repriced"
+    holder = standin.state.objects[back["pro_monthly"].price_id]
+    assert holder["lookup_key"] == "pro_monthly" and holder["active"] is True
+    assert holder["unit_amount"] == standin.state.objects[first["pro_monthly"].price_id]["unit_amount"]
+
+    await stripe_provider.gateway.update_price(holder["id"], {"active": False})  # archived by hand
+    revived = {r.product: r for r in await push_catalog(stripe_provider.gateway, context.catalog)}
+    assert revived["pro_monthly"].action == "reactivated" and holder["active"] is True
+    assert {r.action for r in await push_catalog(stripe_provider.gateway, context.catalog)} == {"unchanged"}
+
+
 async def test_sync_reconciles_every_subscription_and_reports_changes(
     context: AppContext, stripe_provider: StripeProvider, standin: StripeStandin
 ) -> None:

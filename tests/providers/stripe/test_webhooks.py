@@ -188,6 +188,20 @@ async def test_signed_malformed_bodies_are_refused(
     assert response.status_code == 400
 
 
+async def test_a_signed_event_with_an_impossible_created_time_is_stored_not_a_500(
+    client: httpx.AsyncClient, standin: StripeStandin
+) -> None:
+    from tests.standins.stripe import sign
+
+    body = json.dumps(
+        {"id": "evt_far_future", "type": "balance.available", "created": 10**20, "data": {"object": {}}}
+    ).encode()
+    response = await client.post(
+        "/webhooks/stripe", content=body, headers={"Stripe-Signature": sign(body, standin.webhook_secret)}
+    )
+    assert response.status_code == 200, response.text
+
+
 async def test_unknown_event_types_are_acknowledged(
     client: httpx.AsyncClient, context: AppContext, standin: StripeStandin
 ) -> None:

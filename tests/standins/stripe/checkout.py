@@ -94,6 +94,16 @@ def retrieve_session(state: State, params: dict[str, Any], id: str) -> dict[str,
     )
 
 
+def list_sessions(state: State, params: dict[str, Any]) -> dict[str, Any]:
+    sessions = [
+        s
+        for s in state.all("checkout.session")
+        if (not params.get("customer") or s["customer"] == params["customer"])
+        and (not params.get("status") or s["status"] == params["status"])
+    ]
+    return list_page(sessions, params, "/v1/checkout/sessions", lambda s: state.render(s))
+
+
 def list_line_items(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:
     session = state.get(id, "checkout.session", label="checkout.session")
     items = session["_hidden"]["line_items"]["data"]
@@ -178,6 +188,7 @@ def expire_route(state: State, params: dict[str, Any], id: str) -> dict[str, Any
 
 ROUTES = [
     ("POST", "/v1/checkout/sessions", create_session),
+    ("GET", "/v1/checkout/sessions", list_sessions),
     ("GET", "/v1/checkout/sessions/{id}", retrieve_session),
     ("GET", "/v1/checkout/sessions/{id}/line_items", list_line_items),
     ("POST", "/v1/checkout/sessions/{id}/expire", expire_route),

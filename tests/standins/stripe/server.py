@@ -46,7 +46,7 @@ def build_app(state: State) -> Starlette:
     def route_for(path: str, handlers: dict[str, Handler]) -> Route:
         async def call(request: Request) -> Response:
             handler = handlers.get(request.method)
-            if handler is None:
+            if handler is None or (request.method, path) in state.unimplemented:
                 return _error(
                     StandinError(
                         404, f"Unrecognized request URL ({request.method}: {path}).", code="not_found"
@@ -82,6 +82,10 @@ def _dispatch(state: State, handler: Handler, request: Request, body: bytes) -> 
         params = decode_form(pairs)
     except StandinError as exc:
         return _error(exc)
+    if state.refuse_expand and any(name.startswith("expand") for name in params):
+        return _error(
+            StandinError(400, "Received unknown parameter: expand", code="parameter_unknown", param="expand")
+        )
     key = request.headers.get("idempotency-key")
     with state.lock:
         state.requests.append(

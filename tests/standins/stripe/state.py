@@ -40,6 +40,11 @@ class State:
         self.rate_limit_next = 0
         # Payment methods that decline every charge (the 4000000000000341 test card, in effect).
         self.declining_payment_methods: set[str] = set()
+        # (method, path template) pairs answered as Stripe answers an unknown URL: a minimal
+        # Stripe-compatible server, for tests that entitle degrades gracefully without them.
+        self.unimplemented: set[tuple[str, str]] = set()
+        # Answer 400 to any request that carries `expand`, as a server without expansion might.
+        self.refuse_expand = False
         self._seq = itertools.count()
 
     # --- clock -------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from entitle.providers.stripe.client import StripeGateway
 class PushResult:
     product: str
     lookup_key: str
-    # created | unchanged | renamed | repriced
+    # created | unchanged | renamed | repriced | reactivated
     action: str
     price_id: str
 
@@ -88,8 +88,17 @@ async def push_catalog(gateway: StripeGateway, catalog: Catalog) -> list[PushRes
         if not _same_terms(current, terms):
             params = _price_params(product, terms, product_id)
             params["transfer_lookup_key"] = True
-            price = await gateway.create_price(params, idempotency_key=_key("price", product.key, terms))  # type: ignore[arg-type]
+            # The key names the price being replaced: going back to earlier terms (A -> B -> A within
+            # Stripe's 24 h key memory) must create a price, not replay the first A's creation,
+            # which would leave the lookup key on B and then archive B.
+            key = _key("price", product.key, terms, price_id)
+            price = await gateway.create_price(params, idempotency_key=key)  # type: ignore[arg-type]
             await gateway.update_price(price_id, {"active": False})
             price_id, action = str(price["id"]), "repriced"
+        elif current.get("active") is False:
+            # Archived in the dashboard while the catalog still sells it: Checkout would find no
+            # active price and refuse every purchase.
+            await gateway.update_price(price_id, {"active": True})
+            action = "reactivated"
         results.append(PushResult(product.key, terms.lookup_key, action, price_id))
     return results

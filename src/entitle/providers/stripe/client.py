@@ -17,6 +17,7 @@ import asyncio
 import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import stripe
@@ -36,6 +37,7 @@ from stripe.params import (
 from stripe.params.billing_portal import SessionCreateParams as PortalSessionCreateParams
 from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateParams
 
+from entitle.db.types import utcnow
 from entitle.errors import Conflict, EntitleError, ProviderUnavailable
 from entitle.providers.stripe.errors import PaymentRequired, StripeObjectMissing
 from entitle.settings import Settings
@@ -109,10 +111,11 @@ class StripeGateway:
         found: list[StripeDict] = []
         for start in range(0, len(lookup_keys), 10):  # Stripe filters on at most 10 lookup keys per call
             chunk = lookup_keys[start : start + 10]
-            page = await self._call(
-                lambda chunk=chunk: self._client.v1.prices.list_async(  # type: ignore[misc]
-                    {"lookup_keys": chunk, "expand": ["data.product"], "limit": 100}
-                )
+            page = await self._expanding(
+                lambda expand, chunk=chunk: self._client.v1.prices.list_async(  # type: ignore[misc]
+                    {"lookup_keys": chunk, "limit": 100, **expand}  # type: ignore[arg-type]
+                ),
+                ["data.product"],
             )
             found.extend(page["data"])
         return found
@@ -157,8 +160,9 @@ class StripeGateway:
     ) -> StripeDict:
         """The subscription with its default payment method expanded (for brand and last 4)."""
         fields = expand or ["default_payment_method"]
-        return await self._call(
-            lambda: self._client.v1.subscriptions.retrieve_async(subscription_id, {"expand": fields})
+        return await self._expanding(
+            lambda expand: self._client.v1.subscriptions.retrieve_async(subscription_id, expand),  # type: ignore[arg-type]
+            fields,
         )
 
     async def change_price(
@@ -205,20 +209,24 @@ class StripeGateway:
         }
         return await self._call(lambda: self._client.v1.invoices.create_preview_async(params))
 
-    async def iter_subscriptions(self, *, customer: str | None = None) -> AsyncIterator[StripeDict]:
-        """Every subscription, ended ones included, page by page (each page retried on 429)."""
-        params: SubscriptionListParams = {
-            "status": "all",
-            "limit": 100,
-            "expand": ["data.default_payment_method"],
-        }
+    async def iter_subscriptions(
+        self, *, customer: str | None = None
+    ) -> AsyncIterator[tuple[StripeDict, datetime]]:
+        """Every subscription, ended ones included, page by page (each page retried on 429), each with
+        the moment its page was requested: the vendor timestamp to store it under (see `mapping.py`),
+        never a later one, because a page may wait a while before its last subscription is stored."""
+        params: SubscriptionListParams = {"status": "all", "limit": 100}
         if customer:
             params["customer"] = customer
         while True:
-            page = await self._call(lambda: self._client.v1.subscriptions.list_async(params))
+            requested_at = utcnow()
+            page = await self._expanding(
+                lambda expand: self._client.v1.subscriptions.list_async({**params, **expand}),  # type: ignore[arg-type]
+                ["data.default_payment_method"],
+            )
             for sub in page["data"]:
-                yield sub
-            if not page["has_more"] or not page["data"]:
+                yield sub, requested_at
+            if not page.get("has_more") or not page["data"]:
                 return
             params["starting_after"] = page["data"][-1]["id"]
 
@@ -236,6 +244,18 @@ class StripeGateway:
                 return True
         return False
 
+    async def open_checkout_sessions(self, customer_id: str) -> list[StripeDict]:
+        """The customer's Checkout Sessions a person could still pay (newest first, up to 100)."""
+        page = await self._call(
+            lambda: self._client.v1.checkout.sessions.list_async(
+                {"customer": customer_id, "status": "open", "limit": 100}
+            )
+        )
+        return [s for s in page["data"] if s.get("status") == "open"]
+
+    async def expire_checkout_session(self, session_id: str) -> StripeDict:
+        return await self._call(lambda: self._client.v1.checkout.sessions.expire_async(session_id))
+
     # --- webhook endpoints -------------------------------------------------------------------------
     async def create_webhook_endpoint(self, *, url: str, events: list[str]) -> StripeDict:
         params: WebhookEndpointCreateParams = {
@@ -246,6 +266,21 @@ class StripeGateway:
         return await self._call(lambda: self._client.v1.webhook_endpoints.create_async(params))
 
     # --- the edge ----------------------------------------------------------------------------------
+    async def _expanding(
+        self, request: Callable[[dict[str, Any]], Awaitable[Any]], expand: list[str]
+    ) -> StripeDict:
+        """Make a read with `expand`, or without it where the server refuses it.
+
+        `expand` only adds detail (the card's brand and last 4); a Stripe-compatible server that
+        rejects it must not stop a webhook from converging, so the plain read is the fallback.
+        """
+        try:
+            return await self._call(lambda: request({"expand": expand}))
+        except ProviderUnavailable as exc:
+            if exc.code != "stripe_rejected_request":
+                raise
+            return await self._call(lambda: request({}))
+
     async def _call(self, request: Callable[[], Awaitable[Any]]) -> StripeDict:
         """Make one SDK call, retrying 429s with backoff, and return the JSON Stripe sent."""
         attempt = 0

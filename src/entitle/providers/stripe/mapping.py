@@ -4,13 +4,18 @@ Decisions this module owns:
 - Status. trialing and active entitle; past_due entitles for `stripe_grace_days` counted from the
   start of the unpaid period (the renewal moment, when Stripe made its first attempt), then stops
   while Stripe may still be retrying; unpaid, canceled and incomplete_expired are EXPIRED (REVOKED
-  when the last payment was refunded in full); incomplete never entitles; status `paused` and an
-  active subscription whose collection is paused are PAUSED; a renewing subscription set to cancel
-  (`cancel_at_period_end`, or `cancel_at` at or before the period end) is CANCELED_AT_PERIOD_END.
+  when the last payment was refunded in full); incomplete never entitles; status `paused` is PAUSED.
+  Paused *collection* (`pause_collection`) is not a pause of the service: Stripe keeps the
+  subscription `active` and documents that the customer keeps access while it collects nothing
+  (docs.stripe.com/billing/subscriptions/pause-payment), so it maps like any active subscription.
+  A renewing subscription set to cancel (`cancel_at_period_end`, or `cancel_at` at or before the
+  period end) is CANCELED_AT_PERIOD_END.
 - Period. Since API 2025-03-31 the period lives on the items; the subscription's is the latest item end.
 - Product. The catalog product whose Stripe lookup key the price carries. A price that lost its
   lookup key to a newer price (`transfer_lookup_key` after an amount change) still names its product
-  in `metadata.entitle_product`, which `entitle catalog push` writes on every price it creates.
+  in `metadata.entitle_product`, which `entitle catalog push` writes on every price it creates. With
+  several items (an add-on next to the plan, added in the dashboard) the first item whose price is a
+  catalog product decides, whatever its position.
 - Vendor timestamp. A Stripe subscription has no "updated" field, and an event's `created` is the
   time of the event, not of the snapshot we act on. Every handler re-reads the subscription from
   Stripe, inside the per-customer lock, so the moment of that read is when the state was true: the
@@ -42,7 +47,7 @@ def subscription_state(
     refunded: bool = False,
 ) -> SubscriptionState:
     """The core state of Stripe subscription `sub` as read at `read_at`."""
-    price = first_price(sub)
+    price = catalog_price(sub, catalog)
     period_start, period_end = period_of(sub)
     status, grace_ends = _status(sub, period_start, period_end, read_at, grace_days, refunded)
     return SubscriptionState(
@@ -76,7 +81,7 @@ def _status(
         return (SubscriptionStatus.REVOKED if refunded else SubscriptionStatus.EXPIRED), None
     if status == "incomplete":
         return SubscriptionStatus.INCOMPLETE, None
-    if status == "paused" or sub.get("pause_collection"):
+    if status == "paused":
         return SubscriptionStatus.PAUSED, None
     if status == "past_due":
         anchor = period_start or read_at
@@ -95,17 +100,30 @@ def _status(
 def _will_renew(sub: Mapping[str, Any], period_end: datetime | None) -> bool:
     if sub.get("status") not in ("active", "trialing", "past_due") or sub.get("cancel_at_period_end"):
         return False
-    if sub.get("pause_collection"):
-        return False
     cancel_at = sub.get("cancel_at")
     return not (cancel_at and period_end is not None and from_timestamp(cancel_at) <= period_end)
 
 
 def first_price(sub: Mapping[str, Any]) -> Mapping[str, Any]:
     items = (sub.get("items") or {}).get("data") or []
-    if not items:
-        return {}
-    price = items[0].get("price") or {}
+    return _price_of(items[0]) if items else {}
+
+
+def catalog_item(sub: Mapping[str, Any], catalog: Catalog) -> Mapping[str, Any] | None:
+    """The subscription item whose price is a catalog product (the plan), if any."""
+    for item in (sub.get("items") or {}).get("data") or []:
+        if product_key(_price_of(item), catalog) is not None:
+            return dict(item)
+    return None
+
+
+def catalog_price(sub: Mapping[str, Any], catalog: Catalog) -> Mapping[str, Any]:
+    item = catalog_item(sub, catalog)
+    return _price_of(item) if item is not None else first_price(sub)
+
+
+def _price_of(item: Mapping[str, Any]) -> Mapping[str, Any]:
+    price = item.get("price") or {}
     return price if isinstance(price, Mapping) else {"id": price}
 
 

@@ -85,12 +85,11 @@ class StripeProvider:
         if not isinstance(obj, dict) or not event_id.startswith("evt_"):
             raise WebhookRejected("The event is not a Stripe event.", code="malformed_event")
         customer = obj.get("id") if obj.get("object") == "customer" else object_id(obj.get("customer"))
-        created = event.get("created")
         return VerifiedEvent(
             id=event_id,
             type=event_type,
             customer_id=str(customer) if customer else None,
-            created=datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
+            created=_moment(event.get("created")),
         )
 
     async def process_event(self, db: AsyncSession, event: ProviderEvent) -> str | None:
@@ -101,6 +100,16 @@ class StripeProvider:
     async def aclose(self) -> None:
         if self._gateway is not None:
             await self._gateway.aclose()
+
+
+def _moment(created: Any) -> datetime | None:
+    """The event's `created`, or None when it is not a plausible Unix time (never a 500)."""
+    if not isinstance(created, int) or isinstance(created, bool):
+        return None
+    try:
+        return datetime.fromtimestamp(created, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _signed_by(body: bytes, signature: str, secret: str) -> bool:

@@ -51,14 +51,21 @@ class Reconciler:
         fresh: dict[str, Any] | None = None,
         read_at: datetime | None = None,
     ) -> str:
-        """Re-read `subscription_id` (or use `fresh`, read at `read_at`) and store it; returns an outcome."""
+        """Re-read `subscription_id` (or use `fresh`, requested at `read_at`), store it, return an outcome.
+
+        The read time is taken when the request *starts*: Stripe's answer is at least as new as that
+        moment, so a read that started later can never lose to one that started earlier, however
+        long the earlier one took to answer (a billing route stores its answer outside the
+        per-customer lock, so two reads of one subscription can overlap).
+        """
         if fresh is None:
+            read_at = utcnow()
             try:
                 fresh = await self.gateway.retrieve_subscription(subscription_id)
             except StripeObjectMissing:
                 return f"ignored: {subscription_id} does not exist at Stripe"
-            read_at = utcnow()
-        read_at = read_at or utcnow()
+        elif read_at is None:
+            raise ValueError("a subscription read elsewhere needs the moment its request started")
         customer_id = object_id(fresh.get("customer"))
         account_id = await self.account_for(db, customer_id, fresh)
         if account_id is None:
@@ -85,11 +92,16 @@ class Reconciler:
 
     async def customer(self, db: AsyncSession, customer_id: str) -> str:
         """Re-read every subscription of `customer_id` that Stripe or our table knows."""
-        outcomes: list[str] = []
-        seen: set[str] = set()
-        async for sub in self.gateway.iter_subscriptions(customer=customer_id):
-            seen.add(sub["id"])
-            outcomes.append(await self.subscription(db, sub["id"], fresh=sub, read_at=utcnow()))
+        listed: list[tuple[dict[str, Any], datetime]] = []
+        try:
+            listed = [read async for read in self.gateway.iter_subscriptions(customer=customer_id)]
+        except EntitleError as exc:
+            # The list only finds subscriptions we have not stored yet. Stripe may refuse to list a
+            # deleted customer's, and a Stripe-compatible server may not list at all; the ones we
+            # know are re-read one by one below, and only a failure of those leaves the event to retry.
+            log.warning("could not list the subscriptions of %s: %s", customer_id, exc.code)
+        outcomes = [await self.subscription(db, sub["id"], fresh=sub, read_at=at) for sub, at in listed]
+        seen = {sub["id"] for sub, _ in listed}
         known = await db.scalars(
             select(Subscription.store_subscription_id).where(
                 Subscription.store == Store.STRIPE.value, Subscription.store_customer_id == customer_id
