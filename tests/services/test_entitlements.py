@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.context import AppContext
-from entitle.core.models.entitlements import AccountEntitlement, Subscription
+from entitle.core.models.entitlements import AccountEntitlement, PromotionalGrant, Subscription
 from entitle.core.models.events import AccountEvent
 from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
 from entitle.errors import InvalidRequest, NotFound
@@ -111,6 +111,58 @@ async def test_equal_timestamp_is_applied_again_and_changes_nothing_twice(db: As
     await db.commit()
 
     assert await event_types(db, account.id, "entitlement.") == ["entitlement.granted"]
+
+
+async def test_a_subscription_the_session_holds_sees_the_state_just_applied(db: AsyncSession) -> None:
+    account = await make_account(db)
+    await apply_subscription_state(db, make_state(account.id), now=NOW)
+    loaded = await find_subscription(db, "stripe", "sub_1")
+    assert loaded is not None and loaded.status == "active"
+
+    canceled = make_state(
+        account.id, status=SubscriptionStatus.CANCELED_AT_PERIOD_END, will_renew=False, vendor_updated_at=NOW
+    )
+    assert await apply_subscription_state(db, canceled, now=NOW)
+
+    # Written with a Core UPDATE, yet the object the session already held is not stale.
+    assert (loaded.status, loaded.will_renew, loaded.vendor_updated_at) == (
+        "canceled_at_period_end",
+        False,
+        NOW,
+    )
+    [listed] = await list_subscriptions(db, account.id)
+    assert listed is loaded and listed.updated_at == NOW
+    account_id = account.id
+    await db.commit()
+    db.expire_all()
+    [reread] = await list_subscriptions(db, account_id)
+    assert (reread.status, reread.will_renew, reread.raw["id"]) == ("canceled_at_period_end", False, "sub_1")
+
+
+async def test_refresh_sees_a_source_the_caller_added_but_did_not_flush(db: AsyncSession) -> None:
+    account = await make_account(db)
+    db.add(PromotionalGrant(account_id=account.id, entitlement="pro", expires_at=NOW + timedelta(days=3)))
+
+    change = await refresh_entitlements(db, account.id, now=NOW)
+
+    assert change.granted == ["pro"]
+    assert (await read_entitlements(db, account.id, now=NOW))["entitlements"]["pro"]["store"] == "promotional"
+
+
+async def test_unchanged_answer_is_not_rewritten(db: AsyncSession) -> None:
+    account = await make_account(db)
+    await apply_subscription_state(db, make_state(account.id), now=NOW)
+    stored = await db.get(AccountEntitlement, (account.id, "pro"))
+    assert stored is not None and stored.updated_at == NOW
+
+    account_id = account.id
+    later = NOW + timedelta(minutes=1)
+    change = await refresh_entitlements(db, account_id, now=later)
+    db.expire_all()
+
+    assert change.changed == [] and change.granted == []
+    stored = await db.get(AccountEntitlement, (account_id, "pro"))
+    assert stored is not None and stored.updated_at == NOW
 
 
 async def test_expiry_and_cancellation_record_revocation_with_source(db: AsyncSession) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.models.events import AccountEvent, WebhookDelivery, WebhookEndpoint
@@ -38,7 +38,13 @@ async def record_event(
     return event
 
 
-def is_subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
+# Built once, and only the two columns the fan-out needs: it runs for every entitlement change.
+_LIVE_ENDPOINTS = select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
+    WebhookEndpoint.disabled_at.is_(None)
+)
+
+
+def is_subscribed(endpoint: WebhookEndpoint | Row[uuid.UUID, list[str]], event_type: str) -> bool:
     """An endpoint with no event types hears everything; `entitlement.*` matches by prefix."""
     if not endpoint.event_types:
         return True
@@ -50,7 +56,7 @@ def is_subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
 
 async def _announce(db: AsyncSession, event: AccountEvent) -> None:
     """Queue the event for every endpoint that wants it, in the event's own transaction."""
-    endpoints = (await db.scalars(select(WebhookEndpoint).where(WebhookEndpoint.disabled_at.is_(None)))).all()
+    endpoints = (await db.execute(_LIVE_ENDPOINTS)).all()
     payload = {
         "id": str(event.id),
         "type": event.type,
