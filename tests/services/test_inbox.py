@@ -226,3 +226,30 @@ async def test_one_event_processed_by_two_processes_at_once_is_applied_once(cont
     assert await asyncio.gather(first_task, second_task) == [InboxStatus.PROCESSED, InboxStatus.PROCESSED]
     assert calls == ["evt_twice"]
     assert (await stored(context, "evt_twice")).attempts == 1
+
+
+async def test_two_workers_never_claim_the_same_due_events(context: AppContext) -> None:
+    """Each due row goes to one worker: the claim is a lease, not only a lock held while selecting."""
+    calls: list[str] = []
+
+    async def failing(db: AsyncSession, event: ProviderEvent) -> str:
+        calls.append(event.event_id)
+        await asyncio.sleep(0.05)  # both workers are busy at once
+        raise RuntimeError("still broken")
+
+    first, second = inbox_with(context, failing), inbox_with(context, failing)
+    for n in range(6):
+        await receive(first, f"evt_due_{n}", ordering_key=f"cus_{n}")
+    async with context.database.transaction() as db:
+        await db.execute(
+            ProviderEvent.__table__.update().values(
+                status=InboxStatus.FAILED, next_attempt_at=utcnow() - timedelta(seconds=1)
+            )
+        )
+
+    claimed = await asyncio.gather(first.process_due(limit=3), second.process_due(limit=3))
+
+    assert sorted(calls) == [f"evt_due_{n}" for n in range(6)]  # each once, none twice
+    assert sum(claimed) == 6
+    # Nothing is due again until its retry time: a third pass finds no work.
+    assert await first.process_due() == 0

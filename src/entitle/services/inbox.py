@@ -11,12 +11,9 @@ serialized: a PostgreSQL advisory lock across processes, an asyncio lock within 
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 import traceback
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +28,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from entitle.core.models.events import InboxStatus, ProviderEvent
 from entitle.db.engine import Database
+from entitle.db.locks import KeyedLocks, advisory_key
 from entitle.db.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -40,6 +38,8 @@ EventProcessor = Callable[[AsyncSession, ProviderEvent], Awaitable[str | None]]
 
 FIRST_RETRY = timedelta(seconds=30)
 MAX_RETRY = timedelta(hours=6)
+# How long a worker's claim on due rows lasts before another worker may take them.
+CLAIM_LEASE = timedelta(minutes=2)
 # A pending row younger than this is still being processed by the request that stored it.
 PENDING_GRACE = timedelta(seconds=60)
 
@@ -83,7 +83,7 @@ class Inbox:
     def __init__(self, database: Database, processors: dict[str, EventProcessor]) -> None:
         self.database = database
         self.processors = processors
-        self._local_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._local_locks = KeyedLocks()
 
     async def receive(
         self,
@@ -117,7 +117,7 @@ class Inbox:
         else:
             row_id, ordering_key = row, await self._ordering_key(row)
         if ordering_key:
-            async with self._local_lock(ordering_key):
+            async with self._local_locks(ordering_key):
                 return await self._process(row_id, ordering_key)
         return await self._process(row_id, ordering_key)
 
@@ -162,7 +162,8 @@ class Inbox:
                     or_(
                         (ProviderEvent.status == InboxStatus.FAILED) & (ProviderEvent.next_attempt_at <= now),
                         (ProviderEvent.status == InboxStatus.PENDING)
-                        & (ProviderEvent.received_at <= now - PENDING_GRACE),
+                        & (ProviderEvent.received_at <= now - PENDING_GRACE)
+                        & (ProviderEvent.next_attempt_at.is_(None) | (ProviderEvent.next_attempt_at <= now)),
                     )
                 )
                 .order_by(ProviderEvent.occurred_at, ProviderEvent.received_at)
@@ -171,6 +172,14 @@ class Inbox:
             if db.get_bind().dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             ids = list((await db.scalars(query)).all())
+            if ids:
+                # Claim them: the row locks end with this transaction, so without a lease a second
+                # worker would pick the same rows a moment later. A crashed worker's lease runs out.
+                await db.execute(
+                    update(ProviderEvent)
+                    .where(ProviderEvent.id.in_(ids))
+                    .values(next_attempt_at=now + CLAIM_LEASE)
+                )
         for row_id in ids:
             await self.process(row_id)
         return len(ids)
@@ -202,13 +211,6 @@ class Inbox:
     async def _ordering_key(self, row_id: uuid.UUID) -> str | None:
         async with self.database.sessionmaker() as db:
             return await db.scalar(select(ProviderEvent.ordering_key).where(ProviderEvent.id == row_id))
-
-    def _local_lock(self, ordering_key: str) -> asyncio.Lock:
-        lock = self._local_locks.get(ordering_key)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._local_locks[ordering_key] = lock
-        return lock
 
 
 async def store_event(
@@ -256,7 +258,7 @@ async def _lock_row(db: AsyncSession, row_id: uuid.UUID, ordering_key: str | Non
     # The lock function is evaluated in the scan below the row lock (EXPLAIN VERBOSE shows it), so the
     # advisory lock is always taken first, as before; the row returned is the newest version, read
     # once both locks are held.
-    return await db.scalar(_LOCK_KEY_AND_ROW, {"row_id": row_id, "lock_key": _lock_key(ordering_key)})
+    return await db.scalar(_LOCK_KEY_AND_ROW, {"row_id": row_id, "lock_key": advisory_key(ordering_key)})
 
 
 async def _mark_processed(db: AsyncSession, event: ProviderEvent, outcome: str | None) -> None:
@@ -276,8 +278,3 @@ async def _mark_processed(db: AsyncSession, event: ProviderEvent, outcome: str |
     await (await db.connection()).execute(_MARK_PROCESSED, {"row_id": event.id, **values})
     for name, value in values.items():
         set_committed_value(event, name, value)
-
-
-def _lock_key(ordering_key: str) -> int:
-    """A signed 64-bit advisory-lock key derived from the ordering key."""
-    return int.from_bytes(hashlib.sha256(ordering_key.encode()).digest()[:8], "big", signed=True)

@@ -35,6 +35,10 @@ async def test_every_request_carries_the_pinned_version_and_posts_an_idempotency
     again = await g.create_customer(account_id="acct-1", email="a@example.com", idempotency_key="cus-key-1")
     assert again["id"] == customer["id"]  # replayed, not created twice
     await g.retrieve_customer(customer["id"])
+    # The subscription re-read goes through the SDK's raw request path: same version, same errors.
+    with pytest.raises(StripeObjectMissing):
+        await g.retrieve_subscription("sub_missing")
+    assert standin.requests[-1]["path"] == "/v1/subscriptions/sub_missing"
     assert {r["stripe_version"] for r in standin.requests} == {STRIPE_API_VERSION}
     assert [r["idempotency_key"] for r in standin.requests if r["method"] == "POST"] == ["cus-key-1"] * 2
     await g.aclose()

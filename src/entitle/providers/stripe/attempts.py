@@ -8,28 +8,26 @@ subscription is made unpayable first (`close_other_attempts`).
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 import uuid
-import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.catalog import Product
 from entitle.core.models.accounts import Account
 from entitle.core.models.entitlements import Subscription
 from entitle.core.subscriptions import Store, SubscriptionStatus
+from entitle.db.locks import KeyedLocks, advisory_xact_lock
 from entitle.db.types import utcnow
 from entitle.errors import EntitleError
 from entitle.providers.stripe.provider import StripeProvider
 
 log = logging.getLogger(__name__)
-_purchase_locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = weakref.WeakValueDictionary()
+_purchase_locks = KeyedLocks()
 
 
 @asynccontextmanager
@@ -40,14 +38,8 @@ async def purchase_lock(db: AsyncSession, account_id: uuid.UUID) -> AsyncIterato
     Within a process an asyncio lock; across processes on PostgreSQL a transaction advisory lock,
     which is held until the request's transaction ends. SQLite is one process by design.
     """
-    lock = _purchase_locks.get(account_id)
-    if lock is None:
-        lock = _purchase_locks[account_id] = asyncio.Lock()
-    async with lock:
-        if db.get_bind().dialect.name == "postgresql":
-            digest = hashlib.sha256(f"entitle-stripe-purchase:{account_id}".encode()).digest()[:8]
-            key = int.from_bytes(digest, "big", signed=True)
-            await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    async with _purchase_locks(account_id):
+        await advisory_xact_lock(db, f"entitle-stripe-purchase:{account_id}")
         yield
 
 
