@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.models.accounts import Account
+from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
+from entitle.db.types import utcnow
 from entitle.services import accounts
 
 DEFAULT_PASSWORD = "correct horse battery staple"
@@ -37,3 +41,20 @@ async def register(
 def bearer(session_or_token: dict[str, Any] | str) -> dict[str, str]:
     token = session_or_token if isinstance(session_or_token, str) else session_or_token["access_token"]
     return {"Authorization": f"Bearer {token}"}
+
+
+def app_store_subscription(account_id: uuid.UUID, **overrides: Any) -> SubscriptionState:
+    """An active, renewing App Store subscription to `pro_monthly`, as the provider would report it."""
+    values: dict[str, Any] = {
+        "store": Store.APP_STORE,
+        "store_subscription_id": "2000000000000001",
+        "account_id": account_id,
+        "product": "pro_monthly",
+        "store_product_id": "com.example.app.pro.monthly",
+        "status": SubscriptionStatus.ACTIVE,
+        "current_period_end": utcnow() + timedelta(days=365),
+        "will_renew": True,
+        "environment": Environment.SANDBOX,
+        "vendor_updated_at": utcnow(),
+    }
+    return SubscriptionState(**(values | overrides))

@@ -11,12 +11,10 @@ import httpx
 import pytest
 
 from entitle.context import AppContext
-from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
-from entitle.db.types import utcnow
 from entitle.providers.stripe.catalog_push import push_catalog
 from entitle.services.subscriptions import apply_subscription_state
 from tests.conftest import LiveServer
-from tests.factories import bearer, register
+from tests.factories import app_store_subscription, bearer, register
 from tests.providers.stripe.conftest import deliver, stripe_settings
 from tests.standins.stripe import StripeStandin
 
@@ -160,17 +158,8 @@ async def test_an_app_store_subscription_blocks_web_checkout(
     async with context.database.sessionmaker() as db:
         await apply_subscription_state(
             db,
-            SubscriptionState(
-                store=Store.APP_STORE,
-                store_subscription_id="2000000000000001",
-                account_id=uuid.UUID(session["account"]["id"]),
-                product="pro_monthly",
-                store_product_id="com.example.app.pro.monthly",
-                status=SubscriptionStatus.ACTIVE,
-                current_period_end=utcnow().replace(year=utcnow().year + 1),
-                will_renew=True,
-                environment=Environment.SANDBOX,
-                vendor_updated_at=utcnow(),
+            app_store_subscription(
+                uuid.UUID(session["account"]["id"]), store_subscription_id="2000000000000001"
             ),
         )
         await db.commit()
@@ -327,17 +316,8 @@ async def test_a_checkout_paid_after_an_app_store_purchase_is_reported_as_a_dupl
     async with context.database.sessionmaker() as db:
         await apply_subscription_state(
             db,
-            SubscriptionState(
-                store=Store.APP_STORE,
-                store_subscription_id="2000000000000002",
-                account_id=uuid.UUID(session["account"]["id"]),
-                product="pro_monthly",
-                store_product_id="com.example.app.pro.monthly",
-                status=SubscriptionStatus.ACTIVE,
-                current_period_end=utcnow().replace(year=utcnow().year + 1),
-                will_renew=True,
-                environment=Environment.SANDBOX,
-                vendor_updated_at=utcnow(),
+            app_store_subscription(
+                uuid.UUID(session["account"]["id"]), store_subscription_id="2000000000000002"
             ),
         )
         await db.commit()
