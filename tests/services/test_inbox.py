@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
@@ -13,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.context import AppContext
 from entitle.core.models.events import InboxStatus, ProviderEvent
+from entitle.db.engine import Database
 from entitle.db.types import utcnow
-from entitle.services.inbox import Inbox, ParkEvent, store_event
+from entitle.services.inbox import Inbox, ParkEvent, StorageUnavailable, store_event
 
 Processor = Callable[[AsyncSession, ProviderEvent], Awaitable[str | None]]
 
@@ -253,3 +255,14 @@ async def test_two_workers_never_claim_the_same_due_events(context: AppContext) 
     assert sum(claimed) == 6
     # Nothing is due again until its retry time: a third pass finds no work.
     assert await first.process_due() == 0
+
+
+async def test_a_database_that_does_not_take_the_event_answers_503(tmp_path: Path) -> None:
+    """Every provider retries a 5xx; a 500 from a driver error would look like our bug instead."""
+    broken = Database(f"sqlite+aiosqlite:///{tmp_path}/missing/dir/inbox.db")
+    try:
+        with pytest.raises(StorageUnavailable) as raised:
+            await receive(Inbox(broken, {}), "evt_lost")
+        assert raised.value.status_code == 503
+    finally:
+        await broken.dispose()

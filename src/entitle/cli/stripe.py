@@ -16,14 +16,7 @@ from entitle.core.models.entitlements import Subscription
 from entitle.core.subscriptions import Store
 from entitle.errors import EntitleError
 from entitle.providers.stripe.catalog_push import PushResult, push_catalog
-from entitle.providers.stripe.provider import PROVIDER, StripeProvider
-
-
-def _provider(context: AppContext) -> StripeProvider:
-    provider = context.providers.get(PROVIDER)
-    if not isinstance(provider, StripeProvider) or not provider.configured:
-        fail("ENTITLE_STRIPE_SECRET_KEY is not set")
-    return provider
+from entitle.providers.stripe.provider import stripe_provider
 
 
 @catalog_app.command("push")
@@ -31,7 +24,7 @@ def catalog_push() -> None:
     """Create or update Stripe products and prices from the catalog (by lookup key; safe to re-run)."""
 
     async def _push(context: AppContext) -> list[PushResult]:
-        return await push_catalog(_provider(context).gateway, context.catalog)
+        return await push_catalog(stripe_provider(context).gateway, context.catalog)
 
     results = run_job(_push)
     table = Table("product", "lookup key", "action", "price")
@@ -51,7 +44,7 @@ class SyncSummary:
 
 async def sync_stripe(context: AppContext, progress: Progress | None = None) -> SyncSummary:
     """Reconcile every Stripe subscription with what we store; returns what changed."""
-    provider = _provider(context)
+    provider = stripe_provider(context)
     reconciler = provider.reconciler
     summary = SyncSummary()
     task = progress.add_task("subscriptions", total=None) if progress else None

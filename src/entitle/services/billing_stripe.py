@@ -10,7 +10,7 @@ converges on the same truth).
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.catalog import Product
-from entitle.core.entitlements import management_url
+from entitle.core.entitlements import isoformat, management_url
 from entitle.core.models.accounts import Account
 from entitle.core.models.entitlements import Subscription
 from entitle.core.subscriptions import Store, SubscriptionStatus
@@ -394,14 +394,10 @@ async def _store(
         "subscription_id": sub["id"],
         "status": row.status if row else None,
         "product": row.product if row else None,
-        "current_period_end": _iso(period_end),
+        "current_period_end": isoformat(period_end),
         "will_renew": row.will_renew if row else None,
         "payment_method": payment_method_summary(sub),
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
 # --- account deletion ---------------------------------------------------------------------------------

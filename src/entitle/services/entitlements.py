@@ -85,6 +85,7 @@ _STATE_COLUMNS = (
     Subscription.vendor_updated_at,
     Subscription.store_customer_id,
     Subscription.grace_period_ends_at,
+    Subscription.payment_method,
 )
 
 
@@ -103,6 +104,7 @@ def subscription_state(row: Any) -> SubscriptionState:
         vendor_updated_at=row.vendor_updated_at,
         store_customer_id=row.store_customer_id,
         grace_period_ends_at=row.grace_period_ends_at,
+        payment_method=row.payment_method,
     )
 
 

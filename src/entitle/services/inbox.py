@@ -22,6 +22,7 @@ from typing import cast
 from sqlalchemy import BigInteger, Table, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -30,6 +31,7 @@ from entitle.core.models.events import InboxStatus, ProviderEvent
 from entitle.db.engine import Database
 from entitle.db.locks import KeyedLocks, advisory_key
 from entitle.db.types import utcnow
+from entitle.errors import ProviderUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,12 @@ _READ_ROW = select(ProviderEvent).where(ProviderEvent.id == bindparam("row_id"))
 _LOCK_ROW = _READ_ROW.with_for_update()
 _MARK_PROCESSED = update(_EVENTS).where(_EVENTS.c.id == bindparam("row_id"))
 _LOCK_KEY_AND_ROW = _LOCK_ROW.add_columns(func.pg_advisory_xact_lock(bindparam("lock_key", type_=BigInteger)))
+
+
+class StorageUnavailable(ProviderUnavailable):
+    """The event could not be stored; the 5xx makes the provider deliver it again later."""
+
+    default_code = "storage_unavailable"
 
 
 class ParkEvent(Exception):  # noqa: N818  (a signal, not an error)
@@ -95,17 +103,25 @@ class Inbox:
         ordering_key: str | None = None,
         occurred_at: datetime | None = None,
     ) -> Received:
-        """Commit the event (or find the copy already stored). Raises only if the database fails."""
-        async with self.database.transaction() as db:
-            return await store_event(
-                db,
-                provider=provider,
-                event_id=event_id,
-                type=type,
-                raw_body=raw_body,
-                ordering_key=ordering_key,
-                occurred_at=occurred_at,
-            )
+        """Commit the event (or find the copy already stored).
+
+        Raises StorageUnavailable (503) only if the database did not take it: every provider retries
+        a 5xx, so the event comes back instead of being lost.
+        """
+        try:
+            async with self.database.transaction() as db:
+                return await store_event(
+                    db,
+                    provider=provider,
+                    event_id=event_id,
+                    type=type,
+                    raw_body=raw_body,
+                    ordering_key=ordering_key,
+                    occurred_at=occurred_at,
+                )
+        except (SQLAlchemyError, OSError) as exc:
+            log.exception("could not store %s event %s", provider, event_id)
+            raise StorageUnavailable("The event could not be stored; retry later.") from exc
 
     async def process(self, row: uuid.UUID | ProviderEvent) -> InboxStatus:
         """Process one stored event unless it is already done; returns the row's resulting status.

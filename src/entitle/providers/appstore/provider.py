@@ -10,7 +10,6 @@ memory; the worker, which only has the stored body, verifies it again.
 from __future__ import annotations
 
 import json
-import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,13 +28,12 @@ from entitle.providers.appstore.errors import InvalidSignedData
 from entitle.providers.appstore.handlers import HANDLERS
 from entitle.providers.appstore.notifications import NotificationContext
 from entitle.providers.appstore.verification import AppStoreVerifier, VerifiedNotification
-from entitle.services.inbox import Inbox
+from entitle.services.inbox import Inbox, StorageUnavailable  # noqa: F401  (re-exported for callers)
 from entitle.settings import Settings
 
 if TYPE_CHECKING:
     from entitle.context import AppContext
 
-log = logging.getLogger(__name__)
 
 PROVIDER = "app_store"
 # Verified notifications waiting for the processing step of the request that verified them.
@@ -51,12 +49,6 @@ class NotificationReceipt:
 
 class AppStoreNotConfigured(ProviderUnavailable):
     default_code = "appstore_not_configured"
-
-
-class StorageUnavailable(ProviderUnavailable):
-    """The notification could not be stored; a 5xx makes Apple deliver it again later."""
-
-    default_code = "storage_unavailable"
 
 
 class AppStoreProvider:
@@ -106,18 +98,15 @@ class AppStoreProvider:
         if not note.notification_uuid:
             raise InvalidSignedData("The notification has no notificationUUID.")
         transaction = note.transaction
-        try:
-            received = await self.inbox.receive(
-                provider=PROVIDER,
-                event_id=note.notification_uuid,
-                type=note.notification_type or "UNKNOWN",
-                raw_body=body,
-                ordering_key=str(transaction.payload.originalTransactionId) if transaction else None,
-                occurred_at=note.signed_date,
-            )
-        except Exception as exc:  # the database did not take it: Apple must retry
-            log.exception("could not store App Store notification %s", note.notification_uuid)
-            raise StorageUnavailable("The notification could not be stored; retry later.") from exc
+        # A storage failure raises StorageUnavailable (503), so Apple delivers it again later.
+        received = await self.inbox.receive(
+            provider=PROVIDER,
+            event_id=note.notification_uuid,
+            type=note.notification_type or "UNKNOWN",
+            raw_body=body,
+            ordering_key=str(transaction.payload.originalTransactionId) if transaction else None,
+            occurred_at=note.signed_date,
+        )
         if received.event.status == InboxStatus.PROCESSED:
             return NotificationReceipt(InboxStatus.PROCESSED, received.created)
         self._remember(note)

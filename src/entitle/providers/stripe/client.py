@@ -40,7 +40,7 @@ from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateP
 
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, EntitleError, ProviderUnavailable
-from entitle.providers.stripe.errors import PaymentRequired, StripeObjectMissing
+from entitle.providers.stripe.errors import PaymentRequired, StripeNotConfigured, StripeObjectMissing
 from entitle.settings import Settings
 
 # The API version every request carries; equal to `stripe.api_version` of the pinned SDK major.
@@ -78,9 +78,7 @@ class StripeGateway:
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> StripeGateway:
         if settings.stripe_secret_key is None:
-            raise ProviderUnavailable(
-                "Stripe is not configured on this server.", code="stripe_not_configured"
-            )
+            raise StripeNotConfigured()
         return cls(
             settings.stripe_secret_key.get_secret_value(), api_base=settings.stripe_api_base, **overrides
         )

@@ -7,12 +7,13 @@ EntitleError
 ├── Conflict
 │   └── (stripe_idempotency_conflict)  the same idempotency key was reused with other parameters
 └── ProviderUnavailable        503  Stripe did not answer, rate-limited us past our retries, refused
-                                    our key, or rejected a request we built (our bug, not the caller's)
+    │                               our key, or rejected a request we built (our bug, not the caller's)
+    └── StripeNotConfigured    503  no ENTITLE_STRIPE_SECRET_KEY: web payments are off
 """
 
 from __future__ import annotations
 
-from entitle.errors import EntitleError, NotFound
+from entitle.errors import EntitleError, NotFound, ProviderUnavailable
 
 
 class PaymentRequired(EntitleError):
@@ -22,3 +23,10 @@ class PaymentRequired(EntitleError):
 
 class StripeObjectMissing(NotFound):
     default_code = "stripe_resource_missing"
+
+
+class StripeNotConfigured(ProviderUnavailable):
+    default_code = "stripe_not_configured"
+
+    def __init__(self) -> None:
+        super().__init__("Stripe is not configured on this server: set ENTITLE_STRIPE_SECRET_KEY.")

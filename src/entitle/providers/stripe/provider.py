@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.models.events import ProviderEvent
 from entitle.errors import EntitleError, ProviderUnavailable
 from entitle.providers.stripe.client import StripeGateway
+from entitle.providers.stripe.errors import StripeNotConfigured
 from entitle.providers.stripe.handlers import HandlerContext, handle
 from entitle.providers.stripe.mapping import object_id
 from entitle.providers.stripe.reconcile import Reconciler
@@ -118,3 +119,11 @@ def _signed_by(body: bytes, signature: str, secret: str) -> bool:
     except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError):
         return False
     return True
+
+
+def stripe_provider(context: AppContext) -> StripeProvider:
+    """The configured Stripe provider; StripeNotConfigured (503) when web payments are off."""
+    provider = context.providers.get(PROVIDER)
+    if not isinstance(provider, StripeProvider) or not provider.configured:
+        raise StripeNotConfigured()
+    return provider

@@ -7,8 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import Field
 
-from entitle.errors import ProviderUnavailable
-from entitle.providers.stripe.provider import StripeProvider
+from entitle.providers.stripe.provider import stripe_provider
 from entitle.services import billing_stripe
 from entitle.web.deps import ContextDep, CurrentAccount, SessionDep
 from entitle.web.schemas import StrictBody
@@ -39,19 +38,17 @@ class PortalBody(StrictBody):
     return_url: str | None = _URL
 
 
-def _stripe(context: ContextDep) -> StripeProvider:
-    provider = context.providers.get("stripe")
-    if not isinstance(provider, StripeProvider) or not provider.configured:
-        raise ProviderUnavailable("Stripe is not configured on this server.", code="stripe_not_configured")
-    return provider
-
-
 @router.post("/checkout")
 async def checkout(
     body: CheckoutBody, account: CurrentAccount, context: ContextDep, db: SessionDep
 ) -> dict[str, Any]:
     return await billing_stripe.start_checkout(
-        db, _stripe(context), account, body.product, success_url=body.success_url, cancel_url=body.cancel_url
+        db,
+        stripe_provider(context),
+        account,
+        body.product,
+        success_url=body.success_url,
+        cancel_url=body.cancel_url,
     )
 
 
@@ -59,35 +56,39 @@ async def checkout(
 async def subscription(
     body: ProductBody, account: CurrentAccount, context: ContextDep, db: SessionDep
 ) -> dict[str, Any]:
-    return await billing_stripe.start_subscription(db, _stripe(context), account, body.product)
+    return await billing_stripe.start_subscription(db, stripe_provider(context), account, body.product)
 
 
 @router.post("/portal")
 async def portal(
     account: CurrentAccount, context: ContextDep, db: SessionDep, body: PortalBody | None = None
 ) -> dict[str, Any]:
-    return await billing_stripe.portal(db, _stripe(context), account, body.return_url if body else None)
+    return await billing_stripe.portal(
+        db, stripe_provider(context), account, body.return_url if body else None
+    )
 
 
 @router.post("/subscription/preview-change")
 async def preview_change(
     body: ProductBody, account: CurrentAccount, context: ContextDep, db: SessionDep
 ) -> dict[str, Any]:
-    return await billing_stripe.preview_change(db, _stripe(context), account, body.product)
+    return await billing_stripe.preview_change(db, stripe_provider(context), account, body.product)
 
 
 @router.post("/subscription/change")
 async def change(
     body: ChangeBody, account: CurrentAccount, context: ContextDep, db: SessionDep
 ) -> dict[str, Any]:
-    return await billing_stripe.change_plan(db, _stripe(context), account, body.product, body.proration_date)
+    return await billing_stripe.change_plan(
+        db, stripe_provider(context), account, body.product, body.proration_date
+    )
 
 
 @router.post("/subscription/cancel")
 async def cancel(account: CurrentAccount, context: ContextDep, db: SessionDep) -> dict[str, Any]:
-    return await billing_stripe.set_cancel_at_period_end(db, _stripe(context), account, cancel=True)
+    return await billing_stripe.set_cancel_at_period_end(db, stripe_provider(context), account, cancel=True)
 
 
 @router.post("/subscription/resume")
 async def resume(account: CurrentAccount, context: ContextDep, db: SessionDep) -> dict[str, Any]:
-    return await billing_stripe.set_cancel_at_period_end(db, _stripe(context), account, cancel=False)
+    return await billing_stripe.set_cancel_at_period_end(db, stripe_provider(context), account, cancel=False)
