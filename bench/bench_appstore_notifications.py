@@ -32,10 +32,16 @@ from appstoreserverlibrary.models.Environment import Environment  # noqa: E402
 from appstoreserverlibrary.signed_data_verifier import SignedDataVerifier  # noqa: E402
 from tests.standins.appstore import AppStoreSigner, SubscriptionSimulator, mint_chain  # noqa: E402
 
-from bench.harness import http_request, print_table, run_load, uvicorn_server  # noqa: E402
+from bench.harness import (  # noqa: E402
+    entitle_env,
+    http_request,
+    prepare_database,
+    print_table,
+    run_load,
+    uvicorn_server,
+)
 
 BUNDLE_ID = "com.example.app"
-POSTGRES_URL = os.environ.get("ENTITLE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PASSWORD = "correct horse battery staple"
 # Upper bound on prepared notifications; the run stops early (and says so) if the server is faster.
 MAX_NOTIFICATIONS = 6000
@@ -76,45 +82,19 @@ def bare_verification(root_der: bytes, bodies: list[bytes], seconds: float) -> t
     return done / (time.perf_counter() - started), done
 
 
-def entitle_env(database: str, workdir: Path, root_path: Path) -> dict[str, str]:
-    url = (
-        f"sqlite:///{workdir / 'bench.db'}"
-        if database == "sqlite"
-        else POSTGRES_URL.rsplit("/", 1)[0] + "/entitle_bench_appstore"
-    )
-    return {
-        "ENTITLE_DATABASE_URL": url,
-        "ENTITLE_ENVIRONMENT": "development",
-        "ENTITLE_JWT_PRIVATE_KEY_PATH": str(workdir / "key.pem"),
-        "ENTITLE_RATE_LIMIT_PER_ADDRESS": "1000000/minute",
-        "ENTITLE_RATE_LIMIT_PER_IP": "1000000/minute",
-        "ENTITLE_APPLE_BUNDLE_ID": BUNDLE_ID,
-        "ENTITLE_APPLE_APP_ID": "1234",
-        "ENTITLE_APPLE_ROOT_CERTS": str(root_path),
-        "ENTITLE_APPLE_ONLINE_CHECKS": "false",
-    }
-
-
-async def prepare_database(database: str, env: dict[str, str]) -> None:
-    from entitle.db.migrate import run_upgrade
-
-    if database == "postgresql":
-        import asyncpg
-
-        admin = await asyncpg.connect(POSTGRES_URL)
-        try:
-            await admin.execute('DROP DATABASE IF EXISTS "entitle_bench_appstore" WITH (FORCE)')
-            await admin.execute('CREATE DATABASE "entitle_bench_appstore"')
-        finally:
-            await admin.close()
-    await asyncio.to_thread(run_upgrade, env["ENTITLE_DATABASE_URL"])
-
-
 async def bench_database(
     database: str, seconds: float, signer: AppStoreSigner, root_path: Path, bare_rate: float
 ) -> list[tuple[str, ...]]:
     with tempfile.TemporaryDirectory() as tmp:
-        env = entitle_env(database, Path(tmp), root_path)
+        env = entitle_env(
+            database,
+            Path(tmp),
+            name="entitle_bench_appstore",
+            ENTITLE_APPLE_BUNDLE_ID=BUNDLE_ID,
+            ENTITLE_APPLE_APP_ID="1234",
+            ENTITLE_APPLE_ROOT_CERTS=str(root_path),
+            ENTITLE_APPLE_ONLINE_CHECKS="false",
+        )
         await prepare_database(database, env)
         os.environ.update(env)
         with uvicorn_server("entitle.app:create_app", env=env, factory=True) as url:

@@ -21,37 +21,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import http_request, print_table, run_load, uvicorn_server  # noqa: E402
+from bench.harness import (  # noqa: E402
+    entitle_env,
+    http_request,
+    prepare_database,
+    print_table,
+    run_load,
+    uvicorn_server,
+)
 
 PASSWORD = "correct horse battery staple"
-POSTGRES_URL = os.environ.get("ENTITLE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def entitle_env(database: str, workdir: Path) -> dict[str, str]:
-    if database == "sqlite":
-        url = f"sqlite:///{workdir / 'bench.db'}"
-    else:
-        url = POSTGRES_URL.rsplit("/", 1)[0] + "/entitle_bench"
-    return {
-        "ENTITLE_DATABASE_URL": url,
-        "ENTITLE_ENVIRONMENT": "development",
-        "ENTITLE_JWT_PRIVATE_KEY_PATH": str(workdir / "key.pem"),
-        "ENTITLE_RATE_LIMIT_PER_ADDRESS": "1000000/minute",
-        "ENTITLE_RATE_LIMIT_PER_IP": "1000000/minute",
-    }
-
-
-async def prepare_database(database: str, env: dict[str, str]) -> None:
-    from entitle.db.migrate import run_upgrade
-
-    if database == "postgresql":
-        import asyncpg
-
-        admin = await asyncpg.connect(POSTGRES_URL)
-        await admin.execute("DROP DATABASE IF EXISTS entitle_bench WITH (FORCE)")
-        await admin.execute("CREATE DATABASE entitle_bench")
-        await admin.close()
-    await asyncio.to_thread(run_upgrade, env["ENTITLE_DATABASE_URL"])
 
 
 async def bench_database(database: str, seconds: float, bare_rps: float) -> list[tuple[str, ...]]:

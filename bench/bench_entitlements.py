@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -27,7 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import (  # noqa: E402
     LoadResult,
+    admin_sql,
+    entitle_env,
     http_request,
+    prepare_database,
     print_table,
     run_load,
     run_open_loop,
@@ -36,44 +38,9 @@ from bench.harness import (  # noqa: E402
 
 PASSWORD = "correct horse battery staple"
 ADMIN_KEY = "bench-admin-key-" + "x" * 24
-POSTGRES_URL = os.environ.get("ENTITLE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BENCH_DATABASE = "entitle_bench_entitlements"
 ACCOUNTS = 8
 CONCURRENCY = 32
-
-
-def entitle_env(database: str, workdir: Path) -> dict[str, str]:
-    if database == "sqlite":
-        url = f"sqlite:///{workdir / 'bench.db'}"
-    else:
-        url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + BENCH_DATABASE
-    return {
-        "ENTITLE_DATABASE_URL": url,
-        "ENTITLE_ENVIRONMENT": "development",
-        "ENTITLE_ADMIN_API_KEY": ADMIN_KEY,
-        "ENTITLE_JWT_PRIVATE_KEY_PATH": str(workdir / "key.pem"),
-        "ENTITLE_RATE_LIMIT_PER_ADDRESS": "1000000/minute",
-        "ENTITLE_RATE_LIMIT_PER_IP": "1000000/minute",
-    }
-
-
-async def _admin_sql(statement: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-async def prepare_database(database: str, env: dict[str, str]) -> None:
-    from entitle.db.migrate import run_upgrade
-
-    if database == "postgresql":
-        await _admin_sql(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-        await _admin_sql(f"CREATE DATABASE {BENCH_DATABASE}")
-    await asyncio.to_thread(run_upgrade, env["ENTITLE_DATABASE_URL"])
 
 
 async def make_accounts(url: str, env: dict[str, str]) -> list[str]:
@@ -160,7 +127,7 @@ async def bench_database(
     """The entitlements read; with `breakdown`, also the same app without a database and with auth only."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        env = entitle_env(database, Path(tmp))
+        env = entitle_env(database, Path(tmp), name=BENCH_DATABASE, ENTITLE_ADMIN_API_KEY=ADMIN_KEY)
         await prepare_database(database, env)
         try:
             with uvicorn_server("entitle.app:create_app", env=env, factory=True) as url:
@@ -187,7 +154,7 @@ async def bench_database(
                     rows.append(row(database, "  GET /v1/me (auth only)", bare, closed, None))
         finally:
             if database == "postgresql":
-                await _admin_sql(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+                await admin_sql(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
     return rows
 
 

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.standins.stripe import StripeStandin, sign  # noqa: E402
 
-from bench.bench_auth import PASSWORD, entitle_env, prepare_database  # noqa: E402
-from bench.harness import http_request, print_table, run_load, uvicorn_server  # noqa: E402
+from bench.bench_auth import PASSWORD  # noqa: E402
+from bench.harness import entitle_env, http_request, prepare_database, print_table, run_load, uvicorn_server  # noqa: E402  # noqa: E402
 
 SUBSCRIPTIONS = 40
 

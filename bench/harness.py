@@ -25,6 +25,48 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+POSTGRES_URL = os.environ.get("ENTITLE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def entitle_env(database: str, workdir: Path, *, name: str = "entitle_bench", **extra: str) -> dict[str, str]:
+    """Settings for an entitle server under benchmark: a SQLite file in `workdir` or PostgreSQL
+    database `name`, a signing key in `workdir`, and rate limits out of the way."""
+    url = (
+        f"sqlite:///{workdir / 'bench.db'}"
+        if database == "sqlite"
+        else POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    )
+    return {
+        "ENTITLE_DATABASE_URL": url,
+        "ENTITLE_ENVIRONMENT": "development",
+        "ENTITLE_JWT_PRIVATE_KEY_PATH": str(workdir / "key.pem"),
+        "ENTITLE_RATE_LIMIT_PER_ADDRESS": "1000000/minute",
+        "ENTITLE_RATE_LIMIT_PER_IP": "1000000/minute",
+        **extra,
+    }
+
+
+async def admin_sql(statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def prepare_database(database: str, env: dict[str, str]) -> None:
+    """A fresh, migrated database for `env` (PostgreSQL: dropped and created again)."""
+    from entitle.db.migrate import run_upgrade
+
+    if database == "postgresql":
+        name = env["ENTITLE_DATABASE_URL"].rsplit("/", 1)[1]
+        await admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin_sql(f'CREATE DATABASE "{name}"')
+    await asyncio.to_thread(run_upgrade, env["ENTITLE_DATABASE_URL"])
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

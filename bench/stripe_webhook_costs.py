@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.standins.stripe import StripeStandin, sign  # noqa: E402
 
-from bench.bench_auth import PASSWORD, entitle_env, prepare_database  # noqa: E402
+from bench.bench_auth import PASSWORD  # noqa: E402
+from bench.harness import entitle_env, prepare_database  # noqa: E402
 
 CPU: collections.defaultdict[str, float] = collections.defaultdict(float)
 
