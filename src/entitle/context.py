@@ -6,7 +6,6 @@ registered in `entitle.providers.build_providers`, the one place that knows whic
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +15,7 @@ import httpx
 
 from entitle.core.catalog import Catalog, load_catalog
 from entitle.db.engine import Database
+from entitle.services.accounts import DeletionHook
 from entitle.services.inbox import EventProcessor, Inbox
 from entitle.services.ratelimit import SignInRateLimiter
 from entitle.services.tokens import SigningKey, TokenIssuer
@@ -36,8 +36,8 @@ class AppContext:
     providers: dict[str, Any] = field(default_factory=dict)
     # Identity verifiers by provider name ("apple", "google"), see entitle.identity.
     identity_verifiers: dict[str, Any] = field(default_factory=dict)
-    # Called inside the deletion's transaction before an account is deleted (e.g. cancel Stripe billing).
-    account_deletion_hooks: list[Callable[[Any, Any], Awaitable[None]]] = field(default_factory=list)
+    # Run by services.accounts.delete_account before an account is erased (e.g. cancel Stripe billing).
+    account_deletion_hooks: list[DeletionHook] = field(default_factory=list)
 
     async def aclose(self) -> None:
         for provider in self.providers.values():

@@ -6,6 +6,7 @@ Sign-in with Apple and Google, and the rules for linking identities, live in `se
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select, update
@@ -151,7 +152,18 @@ async def get_account(db: AsyncSession, account_id: uuid.UUID) -> Account | None
     return None if account is None or account.is_deleted else account
 
 
-async def delete_account(db: AsyncSession, account: Account, *, reason: str = "requested") -> None:
+# Called inside the deletion's transaction before anything is erased, e.g. to stop Stripe billing; a
+# hook that raises aborts the deletion, so nothing is half done.
+DeletionHook = Callable[[AsyncSession, Account], Awaitable[None]]
+
+
+async def delete_account(
+    db: AsyncSession,
+    account: Account,
+    *,
+    hooks: Sequence[DeletionHook] = (),
+    reason: str = "requested",
+) -> None:
     """Delete the account as the App Store requires, keeping what accounting law needs.
 
     Ways in (identities, passwords, sessions) and personal data go; the account row stays, anonymized,
@@ -159,6 +171,8 @@ async def delete_account(db: AsyncSession, account: Account, *, reason: str = "r
     for tax records. An App Store subscription cannot be cancelled from here (only the person can, in
     Settings), so it stays attached to the anonymized row and keeps being tracked.
     """
+    for hook in hooks:
+        await hook(db, account)
     await events.record_event(db, account.id, events.ACCOUNT_DELETED, {"reason": reason})
     await revoke_all_sessions(db, account.id, reason="account_deleted")
     for identity in list(account.identities):

@@ -10,9 +10,9 @@ https://developer.apple.com/documentation/sign_in_with_apple/processing_changes_
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,7 +31,7 @@ PROVIDER = "apple_signin"
 EMAIL_FORWARDING_DISABLED = "identity.email_forwarding_disabled"
 EMAIL_FORWARDING_ENABLED = "identity.email_forwarding_enabled"
 
-DeletionHooks = list[Callable[[Any, Any], Awaitable[None]]]
+DeletionHooks = Sequence[accounts.DeletionHook]
 Handler = Callable[[AsyncSession, AppleNotification, DeletionHooks], Awaitable[str]]
 
 
@@ -86,10 +86,8 @@ async def account_delete(db: AsyncSession, notification: AppleNotification, hook
     )
     if not await ways_in(db, account.id):
         # The Apple ID was the only way in: nobody can ever sign into this account again.
-        for hook in hooks:
-            await hook(db, account)
         await db.refresh(account, ["identities"])
-        await accounts.delete_account(db, account, reason="apple_account_deleted")
+        await accounts.delete_account(db, account, hooks=hooks, reason="apple_account_deleted")
         return "identity and account deleted"
     sessions = await revoke_all_sessions(db, account.id, reason="apple_account_deleted")
     return f"identity deleted, {sessions} sessions ended"

@@ -22,9 +22,7 @@ async def me(account: CurrentAccount) -> dict[str, Any]:
 
 @router.delete("", status_code=204)
 async def delete_me(account: CurrentAccount, context: ContextDep, db: SessionDep) -> Response:
-    for hook in context.account_deletion_hooks:
-        await hook(db, account)
-    await accounts.delete_account(db, account)
+    await accounts.delete_account(db, account, hooks=context.account_deletion_hooks)
     return Response(status_code=204)
 
 
