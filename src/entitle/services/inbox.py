@@ -171,31 +171,36 @@ class Inbox:
     async def process_due(self, *, limit: int = 100, now: datetime | None = None) -> int:
         """Process failed events whose retry time has come and pending ones nobody finished."""
         now = now or utcnow()
+        due = or_(
+            (ProviderEvent.status == InboxStatus.FAILED) & (ProviderEvent.next_attempt_at <= now),
+            (ProviderEvent.status == InboxStatus.PENDING)
+            & (ProviderEvent.received_at <= now - PENDING_GRACE)
+            & (ProviderEvent.next_attempt_at.is_(None) | (ProviderEvent.next_attempt_at <= now)),
+        )
         async with self.database.transaction() as db:
             query = (
                 select(ProviderEvent.id)
-                .where(
-                    or_(
-                        (ProviderEvent.status == InboxStatus.FAILED) & (ProviderEvent.next_attempt_at <= now),
-                        (ProviderEvent.status == InboxStatus.PENDING)
-                        & (ProviderEvent.received_at <= now - PENDING_GRACE)
-                        & (ProviderEvent.next_attempt_at.is_(None) | (ProviderEvent.next_attempt_at <= now)),
-                    )
-                )
+                .where(due)
                 .order_by(ProviderEvent.occurred_at, ProviderEvent.received_at)
                 .limit(limit)
             )
             if db.get_bind().dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
-            ids = list((await db.scalars(query)).all())
-            if ids:
-                # Claim them: the row locks end with this transaction, so without a lease a second
-                # worker would pick the same rows a moment later. A crashed worker's lease runs out.
-                await db.execute(
+            candidates = list((await db.scalars(query)).all())
+            # Claim them with a lease, and only those still due at the moment of the claim: the row
+            # locks end with this transaction (and SQLite has none), so a second worker that read the
+            # same rows finds them claimed. A crashed worker's lease runs out and the rows come back.
+            claimed = (
+                await db.scalars(
                     update(ProviderEvent)
-                    .where(ProviderEvent.id.in_(ids))
+                    .where(ProviderEvent.id.in_(candidates), due)
                     .values(next_attempt_at=now + CLAIM_LEASE)
+                    .returning(ProviderEvent.id)
                 )
+                if candidates
+                else None
+            )
+            ids = list(claimed.all()) if claimed is not None else []
         for row_id in ids:
             await self.process(row_id)
         return len(ids)

@@ -229,10 +229,12 @@ async def test_consumption_request_is_recorded_for_the_owner(
 
 
 async def test_storage_failure_answers_5xx_so_apple_retries(
-    context: AppContext, signer: AppStoreSigner, tmp_path: Any
+    context: AppContext, signer: AppStoreSigner
 ) -> None:
     provider: AppStoreProvider = context.providers["app_store"]
-    broken = Database(f"sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db")
+    # Nothing listens on port 1: the connection is refused at once. (A SQLite file in a missing folder
+    # fails too, but aiosqlite's worker thread can outlive the test's event loop.)
+    broken = Database("postgresql://postgres@127.0.0.1:1/unreachable")
     stand = AppStoreProvider(
         settings=provider.settings,
         database=broken,
