@@ -204,12 +204,12 @@ async def test_revoked_identity_returns_only_with_a_newer_token(db: AsyncSession
     assert back.account.id == signed_in.account.id and identity.revoked_at is None
 
 
-async def test_is_address_proven_only_by_verified_provider_identities(db: AsyncSession) -> None:
+async def test_address_is_proven_only_by_verified_provider_identities(db: AsyncSession) -> None:
     await make_account(db, email="pw@example.com")
     await identities.sign_in_with_identity(
         db, google(sub="g-u", email="unverified@example.com", verified=False)
     )
     await identities.sign_in_with_identity(db, google(sub="g-v", email="verified@example.com"))
-    assert await identities.is_address_proven(db, "Verified@Example.com")
-    assert not await identities.is_address_proven(db, "unverified@example.com")
-    assert not await identities.is_address_proven(db, "pw@example.com")
+    assert await accounts.account_proving_address(db, "Verified@Example.com") is not None
+    assert await accounts.account_proving_address(db, "unverified@example.com") is None
+    assert await accounts.account_proving_address(db, "pw@example.com") is None

@@ -21,6 +21,8 @@ from entitle.services import passwords
 from entitle.services.tokens import AccessClaims, revoke_all_sessions
 
 EMAIL_PROVIDER = "email"
+# Identity providers whose verified addresses can be trusted to link accounts.
+PROVIDER_IDENTITIES = ("apple", "google")
 
 
 def normalize_email(email: str) -> str:
@@ -51,9 +53,7 @@ async def register_with_password(db: AsyncSession, *, email: str, password: str)
     )
     if existing is not None:
         raise Conflict("An account with this email address already exists.", code="email_taken")
-    from entitle.services.identities import is_address_proven  # identities builds on this module
-
-    if await is_address_proven(db, email):
+    if await account_proving_address(db, email) is not None:
         # The address's owner proved it through Apple or Google: a password set by someone else now
         # would be a pre-account takeover waiting to happen. The owner keeps signing in with that provider.
         raise Conflict(
@@ -109,6 +109,25 @@ async def authenticate_password(db: AsyncSession, *, email: str, password: str) 
         .execution_options(synchronize_session=False)
     )
     return account
+
+
+async def account_proving_address(db: AsyncSession, email: str) -> Account | None:
+    """The live account holding a verified (non-relay) Apple or Google identity for `email`, if any."""
+    # Oldest first: if explicit linking left two accounts proving the address, the choice is stable.
+    candidates = await db.scalars(
+        select(Account)
+        .join(Identity, Identity.account_id == Account.id)
+        .where(
+            Identity.provider.in_(PROVIDER_IDENTITIES),
+            Identity.email == normalize_email(email),
+            Identity.email_verified.is_(True),
+            Identity.is_private_relay.is_(False),
+            Account.deleted_at.is_(None),
+        )
+        .order_by(Account.created_at, Account.id)
+        .limit(1)
+    )
+    return candidates.first()
 
 
 # Built once: constructing a statement costs more than running it, and this runs on every request.

@@ -30,7 +30,6 @@ from entitle.identity import VerifiedIdentity, is_private_relay_address
 from entitle.services import accounts
 from entitle.services.accounts import EMAIL_PROVIDER, SignedIn, normalize_email
 
-PROVIDER_IDENTITIES = ("apple", "google")
 IDENTITY_REVOKED = "identity.revoked"
 
 
@@ -153,34 +152,11 @@ async def ways_in(db: AsyncSession, account_id: uuid.UUID) -> list[Identity]:
     return [i for i in identities if i.provider != EMAIL_PROVIDER or i.id in working_passwords]
 
 
-async def is_address_proven(db: AsyncSession, email: str) -> bool:
-    """True when a live account holds a verified Apple or Google identity for this address."""
-    probe = VerifiedIdentity(
-        provider="google", subject="", email=email, email_verified=True, is_private_relay=False
-    )
-    return await _account_proving_same_address(db, probe) is not None
-
-
 async def _account_proving_same_address(db: AsyncSession, verified: VerifiedIdentity) -> Account | None:
     email = _trusted_email(verified)
     if email is None:
         return None
-    # Oldest first: if explicit linking left two accounts proving the address, the choice is stable.
-    candidates = await db.scalars(
-        select(Account)
-        .join(Identity, Identity.account_id == Account.id)
-        .where(
-            Identity.provider.in_(PROVIDER_IDENTITIES),
-            Identity.email == email,
-            Identity.email_verified.is_(True),
-            Identity.is_private_relay.is_(False),
-            Account.deleted_at.is_(None),
-        )
-        .order_by(Account.created_at, Account.id)
-    )
-    for account in candidates:
-        return account
-    return None
+    return await accounts.account_proving_address(db, email)
 
 
 async def _disable_unproven_passwords(
