@@ -23,7 +23,7 @@ import uvicorn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-import entitle.core.models  # noqa: F401  (every table on Base.metadata)
+import entitle.models  # noqa: F401  (every table on Base.metadata)
 from entitle.app import create_app
 from entitle.context import AppContext, build_context
 from entitle.db.base import Base
@@ -128,11 +128,36 @@ async def db(context: AppContext) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+class SettlingTransport(httpx.AsyncBaseTransport):
+    """The app in-process; after a provider webhook is answered, waits until its processing (which
+    runs off the request, in this process) has finished, as a client that polls until the change shows
+    would. Tests of the acknowledgement itself use `acknowledging_client`."""
+
+    def __init__(self, app: Any, context: AppContext) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+        self.context = context
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.url.path.startswith("/webhooks/") or request.url.path.startswith("/v1/billing/"):
+            await self.context.pipeline.wait_idle()
+        return response
+
+
 @pytest.fixture
 async def client(context: AppContext) -> AsyncIterator[httpx.AsyncClient]:
     """The app in-process (no lifespan: the `context` fixture owns the shared pieces)."""
     app = create_app(context=context)
-    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=SettlingTransport(app, context), base_url="http://testserver"
+    ) as http:
+        yield http
+
+
+@pytest.fixture
+async def acknowledging_client(context: AppContext) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in-process, answering webhooks without waiting for their processing."""
+    transport = httpx.ASGITransport(app=create_app(context=context))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
 

@@ -58,3 +58,33 @@ def app_store_subscription(account_id: uuid.UUID, **overrides: Any) -> Subscript
         "vendor_updated_at": utcnow(),
     }
     return SubscriptionState(**(values | overrides))
+
+
+async def eventually(
+    check: Any, *, timeout: float = 10.0, interval: float = 0.02, message: str = "never converged"
+) -> Any:
+    """Await `check()` until it returns something truthy (a client waiting for a change to land:
+    provider events are processed off the request). Returns that value; fails after `timeout`."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        await asyncio.sleep(interval)
+
+
+async def inbox_row(context: Any, **where: Any) -> Any:
+    """The one provider-event row matching `where` (column=value), as stored now."""
+    from sqlalchemy import select
+
+    from entitle.core.models.events import ProviderEvent
+
+    async with context.database.sessionmaker() as db:
+        rows = list((await db.scalars(select(ProviderEvent).filter_by(**where))).all())
+    assert len(rows) == 1, rows
+    return rows[0]

@@ -14,6 +14,7 @@ from entitle import __version__
 from entitle.context import AppContext, build_context
 from entitle.services.entitlements import refresh_due_entitlements
 from entitle.services.outbound import deliver_due
+from entitle.services.streams import forget_old_tickets
 from entitle.settings import Settings
 from entitle.web.errors import install_error_handlers
 from entitle.web.limits import BodySizeLimit
@@ -21,7 +22,9 @@ from entitle.web.routes import all_routers
 
 log = logging.getLogger(__name__)
 
-WORKER_POLL_SECONDS = 5.0
+# How often the worker writes answers that time alone changed and sends outbound webhooks. Provider
+# events do not wait for this: the pipeline works on them as soon as they are stored.
+MAINTENANCE_SECONDS = 2.0
 
 
 def create_app(
@@ -66,17 +69,29 @@ def create_app(
 
 
 async def run_background_work(context: AppContext, *, once: bool = False) -> int:
-    """Retry due provider events, refresh lapsed answers, send outbound webhooks; forever unless `once`."""
-    while True:
-        done = 0
-        try:
-            done += await context.inbox.process_due()
-            # Answers that time alone changed (a period ended, a grant began) get their events written.
-            async with context.database.transaction() as db:
-                done += await refresh_due_entitlements(db)
-            done += await deliver_due(context.database, context.http)
-        except Exception:  # keep the loop alive; the rows keep their state and are picked up next time
-            log.exception("background work failed")
-        if once:
-            return done
-        await asyncio.sleep(WORKER_POLL_SECONDS)
+    """The worker's job: provider events as they come (woken at once, across processes), and every few
+    seconds answers that time changed and outbound webhooks; forever unless `once`."""
+    if once:
+        return await context.pipeline.run(once=True) + await _maintenance(context)
+    events = asyncio.create_task(context.pipeline.run())
+    try:
+        while True:
+            await _maintenance(context)
+            await asyncio.sleep(MAINTENANCE_SECONDS)
+    finally:
+        events.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await events
+
+
+async def _maintenance(context: AppContext) -> int:
+    done = 0
+    try:
+        # Answers that time alone changed (a period ended, a grant began) get their events written.
+        async with context.database.transaction() as db:
+            done += await refresh_due_entitlements(db)
+            await forget_old_tickets(db)
+        done += await deliver_due(context.database, context.http)
+    except Exception:  # keep the loop alive; the rows keep their state and are picked up next time
+        log.exception("background work failed")
+    return done

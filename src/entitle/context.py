@@ -1,13 +1,15 @@
-"""The AppContext: everything a request or a job needs that is built once per process.
+"""The AppContext: everything a request or a job needs that is built once per process, and where the
+app is assembled: `build_context` makes each long-lived piece and hands each provider exactly the
+pieces it needs (its settings slice, the catalog, its vendor client, the subscription sink).
 
-Built by `create_app` (and by the CLI for commands that need it), closed on shutdown. Providers are
-registered in `entitle.providers.build_providers`, the one place that knows which stores exist.
+The provider registry (`build_providers`) is the one place that knows which stores exist.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,22 @@ import httpx
 
 from entitle.core.catalog import Catalog, load_catalog
 from entitle.db.engine import Database
+from entitle.identity.apple import AppleIdentityVerifier
+from entitle.identity.build import build_identity_verifiers
+from entitle.providers.appstore.api import AppStoreApi
+from entitle.providers.appstore.provider import AppStoreConfig, AppStoreProvider
+from entitle.providers.appstore.verification import AppStoreVerifier
+from entitle.providers.base import Provider
+from entitle.providers.stripe.client import StripeGateway
+from entitle.providers.stripe.provider import StripeConfig, StripeProvider
 from entitle.services.accounts import DeletionHook
-from entitle.services.inbox import EventProcessor, Inbox
+from entitle.services.apple_signin import AppleSigninNotifications
+from entitle.services.billing_stripe import cancel_for_deleted_account
+from entitle.services.changes import ChangeBus
+from entitle.services.entitlements import bind_entitlement_rules
+from entitle.services.pipeline import EventPipeline
 from entitle.services.ratelimit import SignInRateLimiter
+from entitle.services.subscriptions import StoredSubscriptions
 from entitle.services.tokens import SigningKey, TokenIssuer
 from entitle.settings import Settings
 
@@ -31,19 +46,22 @@ class AppContext:
     rate_limiter: SignInRateLimiter
     # One pooled HTTP client for outbound calls (JWKS, App Store API); closed on shutdown.
     http: httpx.AsyncClient
-    inbox: Inbox
-    # Provider objects by name ("stripe", "app_store", "apple_signin", ...), see entitle.providers.
-    providers: dict[str, Any] = field(default_factory=dict)
+    # Answer changes and inbox wake-ups, across processes.
+    bus: ChangeBus
+    # Provider webhooks in, processing off the request.
+    pipeline: EventPipeline
+    # Providers by name ("stripe", "app_store", "apple_signin"), see `build_providers`.
+    providers: dict[str, Provider] = field(default_factory=dict)
     # Identity verifiers by provider name ("apple", "google"), see entitle.identity.
     identity_verifiers: dict[str, Any] = field(default_factory=dict)
     # Run by services.accounts.delete_account before an account is erased (e.g. cancel Stripe billing).
     account_deletion_hooks: list[DeletionHook] = field(default_factory=list)
 
     async def aclose(self) -> None:
+        await self.pipeline.aclose()
         for provider in self.providers.values():
-            close = getattr(provider, "aclose", None)
-            if close is not None:
-                await close()
+            await provider.aclose()
+        await self.bus.aclose()
         await self.http.aclose()
         await self.rate_limiter.close()
         await self.database.dispose()
@@ -56,25 +74,69 @@ def signing_key_for(settings: Settings) -> SigningKey:
     return SigningKey.load_or_create(Path(".entitle") / "access-token-key.pem", create=True)
 
 
+def build_providers(
+    settings: Settings,
+    *,
+    database: Database,
+    catalog: Catalog,
+    http: httpx.AsyncClient,
+    apple_identity: AppleIdentityVerifier,
+    deletion_hooks: list[DeletionHook],
+) -> dict[str, Provider]:
+    """Every provider, from explicit pieces; adding a store is one entry here."""
+    sink = StoredSubscriptions()
+    stripe = StripeProvider(
+        config=StripeConfig.from_settings(settings),
+        catalog=catalog,
+        sink=sink,
+        gateway=partial(StripeGateway.from_settings, settings),
+    )
+    if stripe.configured:
+        deletion_hooks.append(partial(cancel_for_deleted_account, stripe=stripe))
+    app_store = AppStoreProvider(
+        config=AppStoreConfig.from_settings(settings),
+        database=database,
+        catalog=catalog,
+        sink=sink,
+        verifier=AppStoreVerifier.from_settings(settings) if settings.apple_bundle_id else None,
+        api=AppStoreApi.from_settings(settings, http),
+    )
+    apple_signin = AppleSigninNotifications(apple_identity, deletion_hooks)
+    return {provider.name: provider for provider in (stripe, app_store, apple_signin)}
+
+
 def build_context(
     settings: Settings,
     *,
     http: httpx.AsyncClient | None = None,
     signing_key: SigningKey | None = None,
     catalog: Catalog | None = None,
+    process_locally: bool = True,
 ) -> AppContext:
-    """Build every long-lived piece; raises CatalogError or ValueError on bad configuration."""
-    from entitle.identity.build import build_identity_verifiers
-    from entitle.providers import build_providers
-    from entitle.services.entitlements import bind_entitlement_rules
+    """Build every long-lived piece; raises CatalogError or ValueError on bad configuration.
 
+    `process_locally=False` makes an API process that stores provider events and leaves processing to
+    `entitle worker` processes."""
     database = Database(settings.database_url)
     http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
-    processors: dict[str, EventProcessor] = {}
-    context = AppContext(
+    catalog = catalog or load_catalog(settings.catalog)
+    bus = ChangeBus(database, redis_url=settings.redis_url, streams_per_account=settings.streams_per_account)
+    # Sessions carry the catalog so providers can store subscriptions with nothing but a session.
+    bind_entitlement_rules(database, catalog, settings.public_url)
+    identity_verifiers = build_identity_verifiers(settings, http)
+    deletion_hooks: list[DeletionHook] = []
+    providers = build_providers(
+        settings,
+        database=database,
+        catalog=catalog,
+        http=http,
+        apple_identity=identity_verifiers["apple"],
+        deletion_hooks=deletion_hooks,
+    )
+    return AppContext(
         settings=settings,
         database=database,
-        catalog=catalog or load_catalog(settings.catalog),
+        catalog=catalog,
         tokens=TokenIssuer(
             signing_key or signing_key_for(settings),
             issuer=settings.jwt_issuer,
@@ -87,14 +149,9 @@ def build_context(
             redis_url=settings.redis_url,
         ),
         http=http,
-        inbox=Inbox(database, processors),
+        bus=bus,
+        pipeline=EventPipeline(database, providers, bus=bus, process_locally=process_locally),
+        providers=providers,
+        identity_verifiers=identity_verifiers,
+        account_deletion_hooks=deletion_hooks,
     )
-    # Sessions carry the catalog so providers can store subscriptions with nothing but a session.
-    bind_entitlement_rules(database, context.catalog, settings.public_url)
-    context.identity_verifiers = build_identity_verifiers(settings, http)
-    context.providers = build_providers(context)
-    for name, provider in context.providers.items():
-        processor = getattr(provider, "process_event", None)
-        if processor is not None:
-            processors[name] = processor
-    return context

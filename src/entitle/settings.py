@@ -67,12 +67,19 @@ class Settings(BaseSettings):
     rate_limit_per_address: str = "10/minute"
     rate_limit_per_ip: str = "60/minute"
     redis_url: str | None = None
+    # Open entitlement streams one account may hold in one process (tabs, devices); more answer 429.
+    streams_per_account: int = Field(default=10, ge=1, le=1000)
+    # A comment line this often keeps idle streams open through proxies and load balancers.
+    stream_heartbeat_seconds: float = Field(default=15.0, ge=0.05, le=300)
 
     stripe_secret_key: SecretStr | None = None
     stripe_publishable_key: str | None = None
     # Several secrets at once so a webhook secret can be rotated without dropping events.
     stripe_webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     stripe_api_base: str = "https://api.stripe.com"
+    # Requests per second this process may send to Stripe in all (default: Stripe's own account-wide
+    # limit, 25 with a test key, 100 live); each endpoint also stays under min(25, this).
+    stripe_max_requests_per_second: float | None = Field(default=None, gt=0)
     # How long past_due still entitles while Stripe retries the payment.
     stripe_grace_days: int = Field(default=7, ge=0, le=60)
 

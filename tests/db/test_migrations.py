@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, create_engine, inspect
 
-import entitle.core.models  # noqa: F401  (every table on Base.metadata)
+import entitle.models  # noqa: F401  (every table on Base.metadata)
 from entitle.db.base import Base
 from entitle.db.engine import Database
 from entitle.db.migrate import alembic_config

@@ -10,11 +10,12 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle.context import AppContext
 from entitle.core.models.accounts import Identity
 from entitle.core.models.events import ProviderEvent
 from entitle.identity import AppleNotificationType
 from entitle.services.apple_signin import HANDLERS
-from tests.factories import bearer, register
+from tests.factories import bearer, inbox_row, register
 from tests.standins.jwks_server import JwksStandin, make_key
 
 PATH = "/webhooks/apple/signin"
@@ -43,14 +44,16 @@ def test_every_notification_type_has_a_handler() -> None:
 
 
 async def test_consent_revoked_ends_sessions_and_reinstates_on_new_sign_in(
-    client: httpx.AsyncClient, idp: JwksStandin, db: AsyncSession
+    client: httpx.AsyncClient, idp: JwksStandin, db: AsyncSession, context: AppContext
 ) -> None:
     session = await apple_account(client, idp)
     response = await notify(
         client, idp.apple_notification("consent-revoked", sub="001.n", now=time.time() + 1)
     )
     assert response.status_code == 200, response.text
-    assert response.json() == {"received": True, "duplicate": False, "status": "processed"}
+    # Acknowledged once stored; processed right after, off the request.
+    assert response.json() == {"received": True, "duplicate": False, "status": "pending"}
+    assert (await inbox_row(context, provider="apple_signin")).status == "processed"
     refresh = await client.post("/v1/auth/refresh", json={"refresh_token": session["refresh_token"]})
     assert (refresh.status_code, refresh.json()["error"]["code"]) == (401, "session_revoked")
     identity = await identity_row(db, "001.n")
@@ -92,11 +95,11 @@ async def test_email_disabled_then_enabled_flags_the_identity(
 
 
 async def test_account_delete_removes_an_apple_only_account(
-    client: httpx.AsyncClient, idp: JwksStandin, db: AsyncSession
+    client: httpx.AsyncClient, idp: JwksStandin, db: AsyncSession, context: AppContext
 ) -> None:
     session = await apple_account(client, idp)
-    response = await notify(client, idp.apple_notification("account-delete", sub="001.n"))
-    assert response.json()["status"] == "processed"
+    await notify(client, idp.apple_notification("account-delete", sub="001.n"))
+    assert (await inbox_row(context, provider="apple_signin")).status == "processed"
     assert await identity_row(db, "001.n") is None
     me = await client.get("/v1/me", headers=bearer(session))
     assert me.status_code == 401
@@ -132,9 +135,12 @@ async def test_forged_notification_is_rejected_and_not_stored(
     assert await identity_row(db, "001.n") is not None
 
 
-async def test_unknown_subject_is_processed_harmlessly(client: httpx.AsyncClient, idp: JwksStandin) -> None:
-    response = await notify(client, idp.apple_notification("consent-revoked", sub="001.nobody"))
-    assert response.json()["status"] == "processed"
+async def test_unknown_subject_is_processed_harmlessly(
+    client: httpx.AsyncClient, idp: JwksStandin, context: AppContext
+) -> None:
+    await notify(client, idp.apple_notification("consent-revoked", sub="001.nobody"))
+    row = await inbox_row(context, provider="apple_signin")
+    assert (row.status, row.outcome) == ("processed", "no identity with this subject")
 
 
 async def test_malformed_bodies_are_4xx(client: httpx.AsyncClient) -> None:

@@ -1,11 +1,14 @@
-"""The provider event inbox: stored before acted on, failures kept and retried, one ordering key at a time."""
+"""The provider event inbox and the pipeline over it: stored before acted on, processed off the request,
+failures kept and retried, one ordering key at a time and in batches."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -15,24 +18,53 @@ from entitle.context import AppContext
 from entitle.core.models.events import InboxStatus, ProviderEvent
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
-from entitle.services.inbox import Inbox, ParkEvent, StorageUnavailable, store_event
+from entitle.errors import ProviderUnavailable
+from entitle.providers.base import IncomingEvent, ParkEvent, Provider
+from entitle.services.inbox import CLAIM_LEASE, Inbox, StorageUnavailable, WorkItem, store_event
+from entitle.services.pipeline import EventPipeline
 
-Processor = Callable[[AsyncSession, ProviderEvent], Awaitable[str | None]]
+Processor = Callable[[AsyncSession, ProviderEvent], Awaitable[str]]
 
 
-def inbox_with(context: AppContext, processor: Processor) -> Inbox:
-    return Inbox(context.database, {"test": processor})
+class FakeProvider:
+    """A provider whose webhook body is `event_id|ordering_key` and whose processing is `processor`."""
+
+    name = "test"
+
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+        self.batches: list[list[str]] = []
+        self.slots = 0
+
+    async def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> IncomingEvent:
+        event_id, _, key = body.decode().partition("|")
+        return IncomingEvent(
+            event_id=event_id, type="thing.happened", ordering_key=key or None, occurred_at=None
+        )
+
+    @contextlib.asynccontextmanager
+    async def read_slot(self, events: Sequence[ProviderEvent]) -> AsyncIterator[bool]:
+        self.slots += 1
+        yield True
+
+    async def process_events(self, db: AsyncSession, events: Sequence[ProviderEvent]) -> list[str]:
+        self.batches.append([event.event_id for event in events])
+        return [await self.processor(db, event) for event in events]
+
+    async def aclose(self) -> None:
+        return None
 
 
-async def receive(inbox: Inbox, event_id: str, ordering_key: str | None = "cus_1") -> ProviderEvent:
-    received = await inbox.receive(
-        provider="test",
-        event_id=event_id,
-        type="thing.happened",
-        raw_body=b'{"n": 1}',
-        ordering_key=ordering_key,
-    )
-    return received.event
+def pipeline_with(
+    context: AppContext, processor: Processor, **options: Any
+) -> tuple[EventPipeline, FakeProvider]:
+    provider = FakeProvider(processor)
+    assert isinstance(provider, Provider)
+    return EventPipeline(context.database, {"test": provider}, bus=context.bus, **options), provider
+
+
+async def deliver(pipeline: EventPipeline, event_id: str, ordering_key: str | None = "cus_1") -> None:
+    await pipeline.ingest(pipeline.providers["test"], f"{event_id}|{ordering_key or ''}".encode(), {})
 
 
 async def stored(context: AppContext, event_id: str) -> ProviderEvent:
@@ -60,6 +92,23 @@ async def test_first_delivery_is_stored_and_a_redelivery_finds_the_same_row(cont
     assert (row.id, row.raw_body, row.attempts) == (first.event.id, b"{}", 0)
 
 
+async def test_the_webhook_is_answered_before_processing_which_follows_at_once(context: AppContext) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(db: AsyncSession, event: ProviderEvent) -> str:
+        started.set()
+        await release.wait()
+        return "done"
+
+    pipeline, _ = pipeline_with(context, slow)
+    await deliver(pipeline, "evt_ack")  # returns while processing is held
+    await asyncio.wait_for(started.wait(), 5)  # processing began without anyone polling
+    assert (await stored(context, "evt_ack")).status == InboxStatus.PENDING
+    release.set()
+    await pipeline.wait_idle()
+    assert (await stored(context, "evt_ack")).status == InboxStatus.PROCESSED
+
+
 async def test_processed_event_records_its_outcome_and_is_never_processed_twice(context: AppContext) -> None:
     calls: list[str] = []
 
@@ -67,11 +116,11 @@ async def test_processed_event_records_its_outcome_and_is_never_processed_twice(
         calls.append(event.event_id)
         return "did it"
 
-    inbox = inbox_with(context, processor)
-    event = await receive(inbox, "evt_ok")
-
-    assert await inbox.process(event) == InboxStatus.PROCESSED
-    assert await inbox.process(event.id) == InboxStatus.PROCESSED
+    pipeline, _ = pipeline_with(context, processor)
+    await deliver(pipeline, "evt_ok")
+    await pipeline.wait_idle()
+    await deliver(pipeline, "evt_ok")  # the vendor redelivers it
+    await pipeline.wait_idle()
     row = await stored(context, "evt_ok")
     assert (row.status, row.outcome, row.attempts, row.last_error) == (
         InboxStatus.PROCESSED,
@@ -80,6 +129,27 @@ async def test_processed_event_records_its_outcome_and_is_never_processed_twice(
         None,
     )
     assert calls == ["evt_ok"]
+
+
+async def test_events_of_one_key_stored_while_it_waits_are_processed_as_one_batch(
+    context: AppContext,
+) -> None:
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def processor(db: AsyncSession, event: ProviderEvent) -> str:
+        if event.event_id == "evt_b1":
+            inside.set()
+            await release.wait()
+        return "ok"
+
+    pipeline, provider = pipeline_with(context, processor)
+    await deliver(pipeline, "evt_b1")
+    await inside.wait()
+    for n in (2, 3, 4):  # arrive while the key is busy
+        await deliver(pipeline, f"evt_b{n}")
+    release.set()
+    await pipeline.wait_idle()
+    assert provider.batches == [["evt_b1"], ["evt_b2", "evt_b3", "evt_b4"]]
 
 
 async def test_failure_is_recorded_without_its_writes_and_retried_until_it_succeeds(
@@ -94,21 +164,74 @@ async def test_failure_is_recorded_without_its_writes_and_retried_until_it_succe
             raise RuntimeError("vendor said no")
         return "second time lucky"
 
-    inbox = inbox_with(context, processor)
-    event = await receive(inbox, "evt_fail")
-
-    assert await inbox.process(event) == InboxStatus.FAILED
+    pipeline, _ = pipeline_with(context, processor)
+    await deliver(pipeline, "evt_fail")
+    await pipeline.wait_idle()
     row = await stored(context, "evt_fail")
     assert row.status == InboxStatus.FAILED and row.attempts == 1
     assert row.outcome is None  # the failed attempt's write was rolled back
     assert row.last_error is not None and "vendor said no" in row.last_error
     assert row.next_attempt_at is not None and row.next_attempt_at > utcnow()
 
-    assert await inbox.process_due(now=utcnow()) == 0  # not yet due
+    assert await pipeline.inbox.claim_due(now=utcnow()) == []  # not yet due
     fail = False
-    assert await inbox.process_due(now=row.next_attempt_at + timedelta(seconds=1)) == 1
+    assert await pipeline.inbox.claim_due(now=row.next_attempt_at + timedelta(seconds=1)) == [
+        WorkItem("test", "cus_1")
+    ]
+    pipeline.submit(WorkItem("test", "cus_1"))
+    await pipeline.wait_idle()
     row = await stored(context, "evt_fail")
     assert (row.status, row.outcome, row.attempts) == (InboxStatus.PROCESSED, "second time lucky", 2)
+
+
+async def test_one_bad_event_does_not_hold_up_the_rest_of_its_batch(context: AppContext) -> None:
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def processor(db: AsyncSession, event: ProviderEvent) -> str:
+        if event.event_id == "evt_first":
+            inside.set()
+            await release.wait()
+        if event.event_id == "evt_poison":
+            raise ValueError("cannot read this one")
+        return "ok"
+
+    pipeline, _ = pipeline_with(context, processor)
+    await deliver(pipeline, "evt_first")
+    await inside.wait()
+    for event_id in ("evt_good_1", "evt_poison", "evt_good_2"):
+        await deliver(pipeline, event_id)
+    release.set()
+    await pipeline.wait_idle()
+    statuses = {e: (await stored(context, e)).status for e in ("evt_good_1", "evt_poison", "evt_good_2")}
+    assert statuses == {
+        "evt_good_1": InboxStatus.PROCESSED,
+        "evt_poison": InboxStatus.FAILED,
+        "evt_good_2": InboxStatus.PROCESSED,
+    }
+
+
+async def test_a_vendor_outage_fails_the_batch_as_a_whole(context: AppContext) -> None:
+    calls: list[str] = []
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def processor(db: AsyncSession, event: ProviderEvent) -> str:
+        calls.append(event.event_id)
+        if event.event_id == "evt_o0":
+            inside.set()
+            await release.wait()
+            return "ok"
+        raise ProviderUnavailable("Stripe did not answer.", code="stripe_unavailable")
+
+    pipeline, _ = pipeline_with(context, processor)
+    await deliver(pipeline, "evt_o0")
+    await inside.wait()
+    for n in (1, 2, 3):
+        await deliver(pipeline, f"evt_o{n}")
+    release.set()
+    await pipeline.wait_idle()
+    # The vendor was asked once for the batch, not once more per event.
+    assert calls == ["evt_o0", "evt_o1"]
+    assert {(await stored(context, f"evt_o{n}")).status for n in (1, 2, 3)} == {InboxStatus.FAILED}
 
 
 async def test_parked_event_waits_and_is_released(context: AppContext) -> None:
@@ -119,12 +242,13 @@ async def test_parked_event_waits_and_is_released(context: AppContext) -> None:
             raise ParkEvent("account not known yet")
         return "applied"
 
-    inbox = inbox_with(context, processor)
-    event = await receive(inbox, "evt_park", ordering_key="tx_1")
-
-    assert await inbox.process(event) == InboxStatus.PARKED
+    pipeline, _ = pipeline_with(context, processor)
+    await deliver(pipeline, "evt_park", ordering_key="tx_1")
+    await pipeline.wait_idle()
+    assert (await stored(context, "evt_park")).status == InboxStatus.PARKED
+    assert await pipeline.inbox.claim_due(now=utcnow() + timedelta(days=1)) == []  # parked is not due
     ready = True
-    assert await inbox.release_parked("test", "tx_1") == 1
+    assert await pipeline.release_parked("test", "tx_1") == 1
     assert (await stored(context, "evt_park")).status == InboxStatus.PROCESSED
 
 
@@ -132,50 +256,10 @@ async def test_events_without_an_ordering_key_are_processed(context: AppContext)
     async def processor(db: AsyncSession, event: ProviderEvent) -> str:
         return event.type
 
-    inbox = inbox_with(context, processor)
-    event = await receive(inbox, "evt_nokey", ordering_key=None)
-    assert await inbox.process(event) == InboxStatus.PROCESSED
+    pipeline, _ = pipeline_with(context, processor)
+    await deliver(pipeline, "evt_nokey", ordering_key=None)
+    await pipeline.wait_idle()
     assert (await stored(context, "evt_nokey")).outcome == "thing.happened"
-
-
-async def test_one_ordering_key_is_processed_one_event_at_a_time_across_processes(
-    context: AppContext,
-) -> None:
-    """Two inboxes (as in two worker processes: no shared in-process lock) on one ordering key."""
-    if context.database.dialect != "postgresql":
-        pytest.skip("the cross-process lock is PostgreSQL's advisory lock; SQLite serializes writers itself")
-    timeline: list[str] = []
-    first_inside = asyncio.Event()
-    let_first_finish = asyncio.Event()
-
-    async def slow(db: AsyncSession, event: ProviderEvent) -> str:
-        timeline.append("first in")
-        first_inside.set()
-        await let_first_finish.wait()
-        timeline.append("first out")
-        return "slow"
-
-    async def fast(db: AsyncSession, event: ProviderEvent) -> str:
-        timeline.append("second in")
-        return "fast"
-
-    one, two = inbox_with(context, slow), inbox_with(context, fast)
-    first, second = await receive(one, "evt_a"), await receive(two, "evt_b")
-
-    first_task = asyncio.create_task(one.process(first))
-    await first_inside.wait()
-    second_task = asyncio.create_task(two.process(second))
-    # Wait until the second is blocked on the advisory lock in PostgreSQL, not merely not yet scheduled.
-    async with context.database.sessionmaker() as db:
-        while not second_task.done() and not await db.scalar(
-            text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-        ):
-            await asyncio.sleep(0.01)
-    assert timeline == ["first in"]
-    let_first_finish.set()
-
-    assert await asyncio.gather(first_task, second_task) == [InboxStatus.PROCESSED, InboxStatus.PROCESSED]
-    assert timeline == ["first in", "first out", "second in"]
 
 
 async def test_what_a_processor_sets_on_the_row_is_kept_with_the_outcome(context: AppContext) -> None:
@@ -185,10 +269,9 @@ async def test_what_a_processor_sets_on_the_row_is_kept_with_the_outcome(context
         event.account_id = owner  # as the App Store handlers do once they know the owner
         return "owner found"
 
-    inbox = inbox_with(context, processor)
-    event = await receive(inbox, "evt_owner")
-    assert await inbox.process(event) == InboxStatus.PROCESSED
-
+    pipeline, _ = pipeline_with(context, processor)
+    await deliver(pipeline, "evt_owner")
+    await pipeline.wait_idle()
     row = await stored(context, "evt_owner")
     assert (row.status, row.outcome, row.attempts, row.account_id) == (
         InboxStatus.PROCESSED,
@@ -198,35 +281,77 @@ async def test_what_a_processor_sets_on_the_row_is_kept_with_the_outcome(context
     )
 
 
-async def test_one_event_processed_by_two_processes_at_once_is_applied_once(context: AppContext) -> None:
-    """The request and a worker both pick up one event: the second waits, then sees it done."""
-    if context.database.dialect != "postgresql":
-        pytest.skip("across processes this relies on PostgreSQL's advisory and row locks")
-    calls: list[str] = []
-    inside = asyncio.Event()
-    release = asyncio.Event()
-
+async def test_an_api_process_that_does_not_process_leaves_events_to_a_worker(context: AppContext) -> None:
     async def processor(db: AsyncSession, event: ProviderEvent) -> str:
-        calls.append(event.event_id)
-        inside.set()
-        await release.wait()
-        return "once"
+        return "by the worker"
 
-    one, two = inbox_with(context, processor), inbox_with(context, processor)
-    event = await receive(one, "evt_twice")
-    first_task = asyncio.create_task(one.process(event))
-    await inside.wait()
-    second_task = asyncio.create_task(two.process(event.id))
+    api, _ = pipeline_with(context, processor, process_locally=False)
+    await deliver(api, "evt_w1")
+    await api.wait_idle()
+    assert (await stored(context, "evt_w1")).status == InboxStatus.PENDING  # stored, due, unclaimed
+    worker, _ = pipeline_with(context, processor)
+    assert await worker.run(once=True) == 1
+    assert (await stored(context, "evt_w1")).outcome == "by the worker"
+
+
+async def test_a_claim_left_by_a_process_that_died_runs_out_within_seconds(context: AppContext) -> None:
+    async def processor(db: AsyncSession, event: ProviderEvent) -> str:
+        return "recovered"
+
+    # Stored and claimed by a process that then died before processing it.
+    async with context.database.transaction() as db:
+        await store_event(
+            db,
+            provider="test",
+            event_id="evt_orphan",
+            type="t",
+            raw_body=b"{}",
+            ordering_key="cus_9",
+            lease_until=utcnow() + CLAIM_LEASE,
+        )
+    survivor, _ = pipeline_with(context, processor)
+    assert await survivor.inbox.claim_due() == []  # the lease still holds
+    assert CLAIM_LEASE <= timedelta(seconds=10)
+    assert await survivor.inbox.claim_due(now=utcnow() + CLAIM_LEASE) == [WorkItem("test", "cus_9")]
+
+
+async def test_one_ordering_key_is_processed_one_batch_at_a_time_across_processes(
+    context: AppContext,
+) -> None:
+    """Two pipelines (as in two processes: no shared in-process state) on one ordering key."""
+    if context.database.dialect != "postgresql":
+        pytest.skip("the cross-process lock is PostgreSQL's advisory lock; SQLite serializes writers itself")
+    timeline: list[str] = []
+    first_inside, let_first_finish = asyncio.Event(), asyncio.Event()
+
+    async def slow(db: AsyncSession, event: ProviderEvent) -> str:
+        timeline.append("first in")
+        first_inside.set()
+        await let_first_finish.wait()
+        timeline.append("first out")
+        return "slow"
+
+    async def fast(db: AsyncSession, event: ProviderEvent) -> str:
+        timeline.append(f"second sees {event.event_id}")
+        return "fast"
+
+    one, _ = pipeline_with(context, slow)
+    two, _ = pipeline_with(context, fast)
+    await deliver(one, "evt_a")
+    await first_inside.wait()
+    await deliver(two, "evt_b")
+    # Wait until the second is blocked on the advisory lock in PostgreSQL, not merely not yet scheduled.
     async with context.database.sessionmaker() as db:
-        while not second_task.done() and not await db.scalar(
+        while not await db.scalar(
             text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
         ):
             await asyncio.sleep(0.01)
-    release.set()
-
-    assert await asyncio.gather(first_task, second_task) == [InboxStatus.PROCESSED, InboxStatus.PROCESSED]
-    assert calls == ["evt_twice"]
-    assert (await stored(context, "evt_twice")).attempts == 1
+    assert timeline == ["first in"]
+    let_first_finish.set()
+    await asyncio.gather(one.wait_idle(), two.wait_idle())
+    # The second process waited, then worked only on what was left: evt_a once, by the first.
+    assert timeline == ["first in", "first out", "second sees evt_b"]
+    assert (await stored(context, "evt_a")).attempts == 1
 
 
 async def test_two_workers_never_claim_the_same_due_events(context: AppContext) -> None:
@@ -238,27 +363,20 @@ async def test_two_workers_never_claim_the_same_due_events(context: AppContext) 
         await asyncio.sleep(0.05)  # both workers are busy at once
         raise RuntimeError("still broken")
 
-    first, second = inbox_with(context, failing), inbox_with(context, failing)
+    first, _ = pipeline_with(context, failing, process_locally=False)
+    second, _ = pipeline_with(context, failing, process_locally=False)
     for n in range(6):
-        await receive(first, f"evt_due_{n}", ordering_key=f"cus_{n}")
-    async with context.database.transaction() as db:
-        await db.execute(
-            ProviderEvent.__table__.update().values(
-                status=InboxStatus.FAILED, next_attempt_at=utcnow() - timedelta(seconds=1)
-            )
-        )
+        await deliver(first, f"evt_due_{n}", ordering_key=f"cus_{n}")
 
-    claimed = await asyncio.gather(first.process_due(limit=3), second.process_due(limit=3))
+    claimed = await asyncio.gather(first.run(once=True), second.run(once=True))
 
     assert len(calls) == len(set(calls))  # no event went to both workers
-    if context.database.dialect == "postgresql":
-        # SKIP LOCKED hands the second worker the next rows, so one pass covers all of them.
-        assert sum(claimed) == 6
-    else:
+    if context.database.dialect != "postgresql":
         # SQLite has no row locks to skip: a worker that lost the claim leaves the rest for its next pass.
-        await first.process_due()
+        claimed.append(await first.run(once=True))
+    assert sum(claimed) == 6
     assert sorted(calls) == [f"evt_due_{n}" for n in range(6)]  # each once, none twice
-    assert await first.process_due() == 0
+    assert await first.run(once=True) == 0  # failed rows wait for their retry time
 
 
 async def test_a_database_that_does_not_take_the_event_answers_503() -> None:
@@ -268,7 +386,12 @@ async def test_a_database_that_does_not_take_the_event_answers_503() -> None:
     broken = Database("postgresql://postgres@127.0.0.1:1/unreachable")
     try:
         with pytest.raises(StorageUnavailable) as raised:
-            await receive(Inbox(broken, {}), "evt_lost")
+            await Inbox(broken).receive(
+                provider="test",
+                incoming=IncomingEvent(event_id="evt_lost", type="t", ordering_key=None, occurred_at=None),
+                raw_body=b"{}",
+                claim=True,
+            )
         assert raised.value.status_code == 503
     finally:
         await broken.dispose()

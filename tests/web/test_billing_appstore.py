@@ -16,7 +16,7 @@ from entitle.context import AppContext
 from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
 from entitle.providers.appstore.models import AppStoreOwnership, AppStoreOwnershipChange
 from entitle.services.subscriptions import apply_subscription_state
-from tests.factories import bearer, register
+from tests.factories import bearer, inbox_row, register
 from tests.standins.appstore import STATUS_ACTIVE, AppStoreSigner, ms
 from tests.standins.appstore import fixtures as appstore_fixtures
 from tests.standins.appstore.fixtures import StandIn, appstore_settings, purchase
@@ -234,7 +234,7 @@ async def test_app_store_purchase_on_top_of_stripe_is_reported(
 
 
 async def test_parked_notification_is_applied_once_the_app_posts_the_purchase(
-    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner, context: AppContext
 ) -> None:
     headers, _, _ = await _account(client, "offer-code@example.com")
     # Bought with an offer code in the App Store: no token, and Apple tells us before the app does.
@@ -252,7 +252,8 @@ async def test_parked_notification_is_applied_once_the_app_posts_the_purchase(
         status=STATUS_ACTIVE,
     )
     parked = await client.post("/webhooks/appstore", json={"signedPayload": notification})
-    assert parked.status_code == 200 and parked.json()["status"] == "parked"
+    assert parked.status_code == 200 and parked.json()["status"] == "pending"
+    assert (await inbox_row(context, provider="app_store")).status == "parked"
     response = await _post(client, headers, appstore_signer.sign(bought))
     assert response.status_code == 200
     [subscription] = response.json()["subscriptions"]
@@ -449,7 +450,7 @@ async def test_token_of_no_account_is_claimed_like_a_purchase_without_one(
 
 
 async def test_refund_request_for_an_unknown_owner_waits_for_the_purchase(
-    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner, context: AppContext
 ) -> None:
     # Apple asks about a refund request for an offer-code purchase the app has not posted yet: support
     # must still see the request once the owner is known, not lose it.
@@ -462,7 +463,8 @@ async def test_refund_request_for_an_unknown_owner_waits_for_the_purchase(
         data_overrides={"consumptionRequestReason": "UNINTENDED_PURCHASE"},
     )
     parked = await client.post("/webhooks/appstore", json={"signedPayload": request})
-    assert parked.status_code == 200 and parked.json()["status"] == "parked"
+    assert parked.status_code == 200 and parked.json()["status"] == "pending"
+    assert (await inbox_row(context, provider="app_store")).status == "parked"
     assert (await _post(client, headers, appstore_signer.sign(bought))).status_code == 200
     [event] = await _events(client, headers, "appstore.consumption_requested")
     assert event["data"]["reason"] == "UNINTENDED_PURCHASE"

@@ -14,7 +14,7 @@ from entitle.context import AppContext
 from entitle.providers.stripe.catalog_push import push_catalog
 from entitle.services.subscriptions import apply_subscription_state
 from tests.conftest import LiveServer
-from tests.factories import app_store_subscription, bearer, register
+from tests.factories import app_store_subscription, bearer, eventually, register
 from tests.providers.stripe.conftest import deliver, stripe_settings
 from tests.standins.stripe import StripeStandin
 
@@ -208,15 +208,24 @@ async def test_end_to_end_over_real_http_with_stripe_posting_webhooks(
         ).json()
         await asyncio.to_thread(standin.complete_checkout, checkout["id"])
         await asyncio.to_thread(standin.events.wait_delivered)
-        pro = (await http.get("/v1/me/entitlements", headers=auth)).json()["entitlements"]["pro"]
-        assert pro["active"] and pro["store"] == "stripe" and pro["will_renew"]
+
+        async def pro() -> dict[str, Any]:
+            answer: dict[str, Any] = (await http.get("/v1/me/entitlements", headers=auth)).json()
+            return answer["entitlements"]["pro"]
+
+        # Webhooks are acknowledged first and processed right after: the change lands moments later.
+        paid = await eventually(lambda: _when(pro(), lambda p: p["active"]))
+        assert paid["store"] == "stripe" and paid["will_renew"]
         sub_id = standin.state.all("subscription")[0]["id"]
         await asyncio.to_thread(standin.cancel_now, sub_id)
         await asyncio.to_thread(standin.events.wait_delivered)
-        assert not (await http.get("/v1/me/entitlements", headers=auth)).json()["entitlements"]["pro"][
-            "active"
-        ]
+        await eventually(lambda: _when(pro(), lambda p: not p["active"]))
     assert all(d.status == 200 for d in standin.events.deliveries)
+
+
+async def _when(answer: Any, holds: Any) -> Any:
+    value = await answer
+    return value if holds(value) else None
 
 
 async def test_listing_shows_the_card_and_deleting_the_account_stops_billing(

@@ -20,16 +20,20 @@ def sync_appstore(
     """Refresh App Store subscriptions (Get All Subscription Statuses), back-fill missed notifications
     (Get Notification History) and set the owner's app account token on purchases made outside the app."""
     from entitle.providers.appstore import sync
-    from entitle.providers.appstore.provider import PROVIDER, AppStoreProvider
+    from entitle.providers.appstore.provider import appstore_provider
 
     settings = load_settings()
     context = load_context(settings)
-    provider: AppStoreProvider = context.providers[PROVIDER]
+    provider = appstore_provider(context.providers)
     if provider.api is None:
         fail(
             "App Store Server API credentials are not configured: set ENTITLE_APPLE_ISSUER_ID, "
             "ENTITLE_APPLE_KEY_ID and ENTITLE_APPLE_PRIVATE_KEY_PATH"
         )
+
+    async def ingest(body: bytes) -> bool:
+        # Back-filled notifications take the webhook's own way in, so duplicates collapse on their uuid.
+        return (await context.pipeline.ingest(provider, body, {})).created
 
     async def _sync(_context: AppContext) -> sync.SyncSummary:
         with Progress(
@@ -48,7 +52,11 @@ def sync_appstore(
                     tasks[stage] = progress.add_task(label, total=total)
                 progress.update(tasks[stage], completed=done, total=total)
 
-            return await sync.sync_all(provider, history_days=history_days, on_progress=on_progress)
+            summary = await sync.sync_all(
+                provider, ingest=ingest, history_days=history_days, on_progress=on_progress
+            )
+            await context.pipeline.wait_idle()
+            return summary
 
     summary = run_job(_sync, context)
     table = Table(title="App Store sync", show_header=False)

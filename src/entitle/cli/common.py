@@ -39,9 +39,9 @@ def load_settings() -> Settings:
         fail(f"the configuration is not valid: {problems}")
 
 
-def load_context(settings: Settings) -> AppContext:
+def load_context(settings: Settings, *, process_locally: bool = True) -> AppContext:
     try:
-        return build_context(settings)
+        return build_context(settings, process_locally=process_locally)
     except (EntitleError, ValueError, OSError) as exc:
         fail(str(exc))
 

@@ -26,7 +26,11 @@ def migrate() -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
-    worker: bool = typer.Option(True, help="Also do the worker's background work in this process."),
+    worker: bool = typer.Option(
+        True,
+        help="Also process provider events and do the worker's background work in this process; with "
+        "--no-worker, events are stored and acknowledged here and processed by `entitle worker` processes.",
+    ),
     demo: bool = typer.Option(False, help="Create a demo account with sample data (not in production)."),
 ) -> None:
     """Run the HTTP API (applies pending migrations on the embedded SQLite database)."""
@@ -46,7 +50,7 @@ def serve(
             console.print(f"created the demo account {DEMO_EMAIL} (password: {DEMO_PASSWORD})")
         else:
             console.print(f"demo account: {DEMO_EMAIL} (password: {DEMO_PASSWORD})")
-    context = load_context(settings)
+    context = load_context(settings, process_locally=worker)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     console.print(f"entitle on http://{host}:{port}  (API docs at /docs, catalog at /v1/catalog)")
     uvicorn.run(create_app(context=context, run_worker=worker), host=host, port=port, log_level="info")
@@ -56,7 +60,8 @@ def serve(
 def worker_command(
     once: bool = typer.Option(False, help="Process what is due once, then exit."),
 ) -> None:
-    """Retry failed provider events and send outbound webhooks (run one or more beside the API)."""
+    """Process provider events (woken at once on PostgreSQL), retry failed ones, write answers that time
+    changed and send outbound webhooks; run one or more beside the API."""
     from entitle.app import run_background_work
 
     settings = load_settings()

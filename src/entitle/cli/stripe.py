@@ -24,7 +24,7 @@ def catalog_push() -> None:
     """Create or update Stripe products and prices from the catalog (by lookup key; safe to re-run)."""
 
     async def _push(context: AppContext) -> list[PushResult]:
-        return await push_catalog(stripe_provider(context).gateway, context.catalog)
+        return await push_catalog(stripe_provider(context.providers).gateway, context.catalog)
 
     results = run_job(_push)
     table = Table("product", "lookup key", "action", "price")
@@ -44,7 +44,7 @@ class SyncSummary:
 
 async def sync_stripe(context: AppContext, progress: Progress | None = None) -> SyncSummary:
     """Reconcile every Stripe subscription with what we store; returns what changed."""
-    provider = stripe_provider(context)
+    provider = stripe_provider(context.providers)
     reconciler = provider.reconciler
     summary = SyncSummary()
     task = progress.add_task("subscriptions", total=None) if progress else None

@@ -5,7 +5,8 @@ validated as a whole, so that a typo stops `entitle serve` with one sentence nam
 problem instead of surfacing weeks later as a purchase that unlocks nothing. Everything after loading is
 frozen and looked up by the identity a store reports: a Stripe price `lookup_key`, an App Store
 `productId`. Stores other than Stripe only need a product id, so they share one generic table
-(`PRODUCT_ID_STORES`); adding Google Play means adding its name there.
+(`PRODUCT_ID_STORES`, every `Store` but Stripe and promotional grants): adding Google Play's name to
+`core.subscriptions.Store` is all the catalog needs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from importlib import resources
 from typing import Any
 
 from entitle.core.currencies import is_currency
+from entitle.core.subscriptions import Store
 from entitle.errors import EntitleError
 
 
@@ -43,7 +45,7 @@ MAX_INTERVAL_COUNT = {Interval.DAY: 365, Interval.WEEK: 52, Interval.MONTH: 12, 
 # Stripe's limit on subscription trials.
 MAX_TRIAL_DAYS = 730
 # Stores whose catalog entry is just `{ product_id = "..." }`.
-PRODUCT_ID_STORES = ("app_store",)
+PRODUCT_ID_STORES = tuple(store.value for store in Store if store not in (Store.STRIPE, Store.PROMOTIONAL))
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Apple allows letters, digits, underscores and periods in a product id.

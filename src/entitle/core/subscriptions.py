@@ -13,7 +13,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 
 class Store(StrEnum):
@@ -91,3 +94,21 @@ class SubscriptionState:
     # What to show the person about how they pay, e.g. {"type": "card", "brand": "visa", "last4": "4242"};
     # None when the store does not say (the App Store never does).
     payment_method: dict[str, str] | None = None
+
+
+class SubscriptionSink(Protocol):
+    """Where a provider records what its store said, and reads back what it recorded before.
+
+    Declared here so providers depend on the core alone; `services.subscriptions.StoredSubscriptions`
+    implements it (keyed upsert guarded by `vendor_updated_at`, answers recomputed in the same transaction).
+    """
+
+    async def apply(self, db: AsyncSession, state: SubscriptionState, *, now: datetime) -> bool:
+        """Store `state` unless newer state is stored; True when it was applied."""
+        ...
+
+    async def stored(
+        self, db: AsyncSession, store: Store, store_subscription_id: str
+    ) -> SubscriptionState | None:
+        """The state last stored for this subscription (with its raw vendor object), if any."""
+        ...

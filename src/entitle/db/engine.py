@@ -43,12 +43,10 @@ class Database:
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         # Reads that need no transaction: each statement is its own snapshot, and PostgreSQL is spared the
         # BEGIN and COMMIT round trips (SQLite opens no transaction for reads anyway).
-        self.read_sessionmaker = async_sessionmaker(
-            self.engine.execution_options(isolation_level="AUTOCOMMIT")
-            if not self.is_sqlite
-            else self.engine,
-            expire_on_commit=False,
+        self.read_engine = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT") if not self.is_sqlite else self.engine
         )
+        self.read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     def set_session_info(self, key: str, value: Any) -> None:
         """Attach `value` to every session this database makes (`session.info[key]`)."""

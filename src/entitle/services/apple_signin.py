@@ -1,31 +1,37 @@
 """Sign in with Apple server-to-server notifications: what each one does to our accounts.
 
-The webhook route verifies Apple's signature and stores the raw body in the inbox under provider
-`apple_signin`; the inbox then calls `AppleSigninEvents.process_event`, which re-reads the stored payload
-and dispatches on its type through `HANDLERS`. Handlers run inside the inbox's transaction and are
-idempotent: running one twice leaves the same state.
+`AppleSigninNotifications` is a provider like the stores (`providers.base.Provider`): it verifies
+Apple's signed notification for the generic ingestion path, which stores the raw body in the inbox under
+provider `apple_signin`; processing re-reads the stored payload and dispatches on its type through
+`HANDLERS`. It lives among the services because what the notifications do (end sessions, delete an
+account) is account business. Handlers run inside the inbox's transaction and are idempotent: running
+one twice leaves the same state.
 https://developer.apple.com/documentation/sign_in_with_apple/processing_changes_for_sign_in_with_apple_accounts
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core import events
 from entitle.core.models.events import ProviderEvent
 from entitle.db.types import utcnow
-from entitle.identity.apple import AppleNotification, AppleNotificationType, read_verified_notification
+from entitle.errors import EntitleError
+from entitle.identity.apple import (
+    AppleIdentityVerifier,
+    AppleNotification,
+    AppleNotificationType,
+    read_verified_notification,
+)
+from entitle.providers.base import IncomingEvent, no_slot
 from entitle.services import accounts
 from entitle.services.identities import IDENTITY_REVOKED, find_identity, ways_in
 from entitle.services.tokens import revoke_all_sessions
-
-if TYPE_CHECKING:
-    from entitle.context import AppContext
 
 PROVIDER = "apple_signin"
 EMAIL_FORWARDING_DISABLED = "identity.email_forwarding_disabled"
@@ -129,13 +135,44 @@ HANDLERS: dict[AppleNotificationType, Handler] = {
 }
 
 
-class AppleSigninEvents:
-    """The inbox processor for rows stored under provider `apple_signin`."""
+MAX_PAYLOAD_LENGTH = 8192
 
-    def __init__(self, context: AppContext) -> None:
-        self.context = context
 
-    async def process_event(self, db: AsyncSession, event: ProviderEvent) -> str | None:
-        body = json.loads(event.raw_body)
-        notification = read_verified_notification(body["payload"])
-        return await HANDLERS[notification.type](db, notification, self.context.account_deletion_hooks)
+class AppleSigninNotifications:
+    """The provider for rows stored under `apple_signin`."""
+
+    name = PROVIDER
+
+    def __init__(self, verifier: AppleIdentityVerifier, deletion_hooks: DeletionHooks) -> None:
+        self.verifier = verifier
+        # Shared with the app: run when a notification deletes an account (e.g. cancel Stripe billing).
+        self.deletion_hooks = deletion_hooks
+
+    async def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> IncomingEvent:
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise EntitleError("The request body is not valid JSON.", code="malformed_json") from exc
+        payload = document.get("payload") if isinstance(document, dict) else None
+        if not isinstance(payload, str) or not payload or len(payload) > MAX_PAYLOAD_LENGTH:
+            raise EntitleError('Expected {"payload": "<signed JWT>"}.', code="invalid_notification")
+        notification = await self.verifier.verify_notification(payload)
+        return IncomingEvent(
+            event_id=notification.event_id,
+            type=notification.type.value,
+            ordering_key=f"apple:{notification.subject}",
+            occurred_at=event_time(notification),
+        )
+
+    def read_slot(self, events: Sequence[ProviderEvent]) -> AbstractAsyncContextManager[bool]:
+        return no_slot()
+
+    async def process_events(self, db: AsyncSession, events: Sequence[ProviderEvent]) -> list[str]:
+        outcomes = []
+        for event in events:
+            notification = read_verified_notification(json.loads(event.raw_body)["payload"])
+            outcomes.append(await HANDLERS[notification.type](db, notification, self.deletion_hooks))
+        return outcomes
+
+    async def aclose(self) -> None:
+        return None

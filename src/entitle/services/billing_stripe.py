@@ -38,10 +38,9 @@ from entitle.providers.stripe.mapping import (
     period_of,
 )
 from entitle.providers.stripe.models import StripeCustomer
-from entitle.providers.stripe.provider import StripeProvider
+from entitle.providers.stripe.provider import StripeConfig, StripeProvider
 from entitle.providers.stripe.reconcile import managed_subscription
 from entitle.services.entitlements import read_entitlements
-from entitle.settings import Settings
 
 STORE_NAMES = {"stripe": "Stripe (on the web)", "app_store": "the App Store"}
 PAID_STORES = frozenset({Store.STRIPE.value, Store.APP_STORE.value})
@@ -116,7 +115,7 @@ async def refuse_if_stalled(
     for row in stalled.all():
         shared = set(stripe.catalog.entitlements_of(row.product)) & set(product.entitlements)
         if shared:
-            where = management_url(Store.STRIPE, stripe.settings.public_url)
+            where = management_url(Store.STRIPE, stripe.config.public_url)
             raise Conflict(
                 f"This account already has a {row.status.replace('_', ' ')} subscription in Stripe (on the "
                 f"web) for '{sorted(shared)[0]}'; update the payment method or resume it at {where}.",
@@ -147,13 +146,13 @@ async def price_id_for(stripe: StripeProvider, product_key: str) -> tuple[Produc
     return product, str(live[0]["id"])
 
 
-def redirect_url(settings: Settings, given: str | None, default_path: str) -> str:
+def redirect_url(config: StripeConfig, given: str | None, default_path: str) -> str:
     """Where Stripe sends the person back: `given` only on an origin of ours, else our default.
 
     Ours are the web app's origins (ENTITLE_WEB_ORIGINS) and ENTITLE_PUBLIC_URL's; anything else would
     let a client turn a Stripe page into a redirect to a site of its choosing.
     """
-    origins = [*settings.web_origins, settings.public_url]
+    origins = [*config.web_origins, config.public_url]
     if given is None:
         return origins[0].rstrip("/") + default_path
     got = urlsplit(given)
@@ -176,8 +175,8 @@ async def start_checkout(
     success_url: str | None,
     cancel_url: str | None,
 ) -> dict[str, Any]:
-    success = redirect_url(stripe.settings, success_url, "/billing/success?session_id={CHECKOUT_SESSION_ID}")
-    cancel = redirect_url(stripe.settings, cancel_url, "/billing/canceled")
+    success = redirect_url(stripe.config, success_url, "/billing/success?session_id={CHECKOUT_SESSION_ID}")
+    cancel = redirect_url(stripe.config, cancel_url, "/billing/canceled")
     product, price_id = await price_id_for(stripe, product_key)
     async with purchase_lock(db, account.id):
         await refuse_if_subscribed(db, account, product)
@@ -305,7 +304,7 @@ async def portal(
     db: AsyncSession, stripe: StripeProvider, account: Account, return_url: str | None
 ) -> dict[str, str]:
     customer_id = await existing_customer_id(db, account)
-    back = redirect_url(stripe.settings, return_url, "/")
+    back = redirect_url(stripe.config, return_url, "/")
     session = await stripe.gateway.create_portal_session(customer_id=customer_id, return_url=back)
     return {"url": session["url"]}
 

@@ -8,18 +8,25 @@ answer carries `recheck_at`, the next moment time alone can change it; a read pa
 recomputes in memory instead of trusting the row, and `refresh_due_entitlements` lets a worker bring
 such rows (and their events) up to date. No background job is needed for the answer to be right.
 
+The whole body a client reads (entitlements and subscriptions) is stored too, as the exact bytes sent
+(`account_answers`), so `GET /v1/me/entitlements` is one query that checks the session and returns them;
+when the body changes, listeners (open streams, in any process) are told once the transaction commits.
+
 The catalog and public URL travel with the session (`bind_entitlement_rules`): providers call
 `apply_subscription_state(db, state)` with nothing but a session, and the answer still needs both.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from entitle.core import events
@@ -31,11 +38,18 @@ from entitle.core.entitlements import (
     isoformat,
     management_url,
 )
-from entitle.core.models.accounts import Account
-from entitle.core.models.entitlements import AccountEntitlement, PromotionalGrant, Subscription
+from entitle.core.models.accounts import Account, RefreshTokenFamily
+from entitle.core.models.entitlements import (
+    AccountAnswer,
+    AccountEntitlement,
+    PromotionalGrant,
+    Subscription,
+)
 from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
+from entitle.errors import Unauthorized
+from entitle.services.changes import change_bus
 
 RULES_KEY = "entitle.entitlement_rules"
 
@@ -124,8 +138,13 @@ _ACCOUNTS = cast(Table, Account.__table__)
 _GRANTS = cast(Table, PromotionalGrant.__table__)
 _ANSWERS = cast(Table, AccountEntitlement.__table__)
 _SUBSCRIPTIONS = cast(Table, Subscription.__table__)
-_READ_STATES = select(*(_SUBSCRIPTIONS.c[column.key] for column in _STATE_COLUMNS)).where(
-    _SUBSCRIPTIONS.c.account_id == bindparam("account_id")
+# Newest first: the order the answer body lists the account's subscriptions in.
+_READ_STATES = (
+    select(*(_SUBSCRIPTIONS.c[column.key] for column in _STATE_COLUMNS))
+    .where(_SUBSCRIPTIONS.c.account_id == bindparam("account_id"))
+    .order_by(
+        _SUBSCRIPTIONS.c.created_at.desc(), _SUBSCRIPTIONS.c.store, _SUBSCRIPTIONS.c.store_subscription_id
+    )
 )
 _READ_GRANTS = select(
     _GRANTS.c.id, _GRANTS.c.entitlement, _GRANTS.c.expires_at, _GRANTS.c.starts_at, _GRANTS.c.revoked_at
@@ -153,6 +172,26 @@ _UPDATE_ANSWER = update(_ANSWERS).where(
     _ANSWERS.c.account_id == bindparam("key_account_id"),
     _ANSWERS.c.entitlement == bindparam("key_entitlement"),
 )
+_BODIES = cast(Table, AccountAnswer.__table__)
+
+
+def _upsert_body(insert_for: Any) -> Any:
+    """Insert or replace the account's body, and only when it differs: RETURNING yields a row exactly
+    when something was written, which is when listeners must hear of it."""
+    statement = insert_for(_BODIES)
+    return statement.on_conflict_do_update(
+        index_elements=["account_id"],
+        set_={
+            "body": statement.excluded.body,
+            "recheck_at": statement.excluded.recheck_at,
+            "updated_at": statement.excluded.updated_at,
+        },
+        where=(_BODIES.c.body != statement.excluded.body)
+        | (_BODIES.c.recheck_at.is_distinct_from(statement.excluded.recheck_at)),
+    ).returning(_BODIES.c.account_id)
+
+
+_UPSERT_BODY = {"postgresql": _upsert_body(postgresql.insert), "sqlite": _upsert_body(sqlite.insert)}
 _DELETE_ANSWER = delete(_ANSWERS).where(
     _ANSWERS.c.account_id == bindparam("account_id"), _ANSWERS.c.entitlement == bindparam("entitlement")
 )
@@ -160,25 +199,39 @@ _DELETE_ANSWER = delete(_ANSWERS).where(
 
 async def _compute(
     connection: AsyncConnection, rules: EntitlementRules, account_id: uuid.UUID, now: datetime
-) -> dict[str, EntitlementAnswer]:
-    subscription_rows = await connection.execute(_READ_STATES, {"account_id": account_id})
+) -> tuple[dict[str, EntitlementAnswer], list[Any]]:
+    """The engine's answers and the subscription rows they came from (newest first)."""
+    subscription_rows = list((await connection.execute(_READ_STATES, {"account_id": account_id})).all())
     grant_rows = await connection.execute(_READ_GRANTS, {"account_id": account_id, "now": now})
-    return compute_entitlements(
+    answers = compute_entitlements(
         [subscription_state(row) for row in subscription_rows],
         [_grant(row) for row in grant_rows],
         rules.catalog,
         now,
         public_url=rules.public_url,
     )
+    return answers, subscription_rows
 
 
-async def compute_for_account(
-    db: AsyncSession, account_id: uuid.UUID, *, now: datetime
-) -> dict[str, EntitlementAnswer]:
-    """Run the engine over the account's current sources, without storing anything."""
-    rules = entitlement_rules(db)
-    await db.flush()  # Core reads below do not autoflush
-    return await _compute(await db.connection(), rules, account_id, now)
+def _answer_body(
+    rules: EntitlementRules, answers: dict[str, EntitlementAnswer], subscription_rows: list[Any]
+) -> dict[str, Any]:
+    return {
+        "entitlements": {
+            key: answers.get(key, EntitlementAnswer(entitlement=key, active=False)).to_json()
+            for key in rules.catalog.entitlements
+        },
+        "subscriptions": [_subscription_json(row, rules.public_url) for row in subscription_rows],
+    }
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """Compact JSON, byte for byte what the API sends (the same separators as Starlette's JSONResponse)."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
 
 
 async def refresh_entitlements(
@@ -196,7 +249,7 @@ async def refresh_entitlements(
     # waited for a lock still reads the other tables as they were when it started.
     if connection.dialect.name == "postgresql":  # SQLite has no row locks; its writers take turns anyway
         await connection.execute(_LOCK_ACCOUNT, {"account_id": account_id})
-    answers = await _compute(connection, rules, account_id, now)
+    answers, subscription_rows = await _compute(connection, rules, account_id, now)
     stored = {
         row.entitlement: row for row in await connection.execute(_READ_STORED, {"account_id": account_id})
     }
@@ -205,6 +258,16 @@ async def refresh_entitlements(
         await _store_answer(db, connection, account_id, answer, stored.get(key), change, now)
     for key in stored.keys() - answers.keys():  # removed from the catalog
         await connection.execute(_DELETE_ANSWER, {"account_id": account_id, "entitlement": key})
+    body = encode_body(_answer_body(rules, answers, subscription_rows)).decode()
+    recheck = _next_recheck(answers)
+    written = await connection.scalar(
+        _UPSERT_BODY[connection.dialect.name],
+        {"account_id": account_id, "body": body, "recheck_at": recheck, "updated_at": now},
+    )
+    if written is not None:
+        bus = change_bus(db)
+        if bus is not None:
+            await bus.account_changed(db, account_id)
     return change
 
 
@@ -299,63 +362,87 @@ async def refresh_due_entitlements(db: AsyncSession, *, now: datetime | None = N
     return len(account_ids)
 
 
-_SUBSCRIPTION_COLUMNS = (
-    Subscription.store,
-    Subscription.store_subscription_id,
-    Subscription.product,
-    Subscription.status,
-    Subscription.environment,
-    Subscription.current_period_end,
-    Subscription.grace_period_ends_at,
-    Subscription.will_renew,
-    Subscription.payment_method,
-)
-
-
-# Built once: constructing a statement costs more than running it on the hot read path.
-_READ_ANSWERS = (
-    select(AccountEntitlement.entitlement, AccountEntitlement.answer, AccountEntitlement.recheck_at)
-    .add_columns(*_SUBSCRIPTION_COLUMNS)
-    .outerjoin(Subscription, Subscription.account_id == AccountEntitlement.account_id)
-    .where(AccountEntitlement.account_id == bindparam("account_id"))
-    .order_by(Subscription.created_at.desc(), Subscription.store, Subscription.store_subscription_id)
+_READ_BODY = select(_BODIES.c.body, _BODIES.c.recheck_at).where(
+    _BODIES.c.account_id == bindparam("account_id")
 )
 
 
 async def read_entitlements(
     db: AsyncSession, account_id: uuid.UUID, *, now: datetime | None = None
 ) -> dict[str, Any]:
-    """The `GET /v1/me/entitlements` body from the stored answers: one indexed read, no recomputation."""
+    """The `GET /v1/me/entitlements` body: the stored one, or recomputed when time has overtaken it."""
     now = now or utcnow()
+    await db.flush()
+    row = (await (await db.connection()).execute(_READ_BODY, {"account_id": account_id})).first()
+    if row is not None and not _overtaken(row.recheck_at, now):
+        stored: dict[str, Any] = json.loads(row.body)
+        return stored
+    body, _recheck = await compute_body(db, account_id, now=now)
+    return body
+
+
+async def compute_body(
+    db: AsyncSession, account_id: uuid.UUID, *, now: datetime
+) -> tuple[dict[str, Any], datetime | None]:
+    """The body from the account's sources and when time next changes it, without storing anything
+    (time overtook the stored body, or none was ever stored: an account whose sources never changed)."""
     rules = entitlement_rules(db)
-    # One round trip: each stored answer joined with each of the account's subscriptions (a handful of
-    # each). Every change to a source rewrites the answers, so an account with subscriptions has rows.
-    # Core execution on the session's connection: plain rows, none of the ORM's bookkeeping.
-    connection = await db.connection()
-    rows = (await connection.execute(_READ_ANSWERS, {"account_id": account_id})).all()
-    stored: dict[str, Any] = {}
-    subscriptions: dict[tuple[str, str], dict[str, Any]] = {}
-    overtaken = False
-    for row in rows:
-        stored[row.entitlement] = row.answer
-        overtaken = overtaken or (row.recheck_at is not None and row.recheck_at <= now)
-        if (
-            row.store_subscription_id is not None
-            and (row.store, row.store_subscription_id) not in subscriptions
-        ):
-            subscriptions[(row.store, row.store_subscription_id)] = _subscription_json(row, rules.public_url)
-    entitlements: dict[str, Any]
-    if overtaken:
-        # Time has overtaken a stored answer (something expired or a grant started): the stored row
-        # may be wrong, so answer from the sources. A write (or the worker) stores it later.
-        answers = await compute_for_account(db, account_id, now=now)
-        entitlements = {key: answer.to_json() for key, answer in answers.items()}
-    else:
-        entitlements = {
-            key: stored.get(key) or EntitlementAnswer(entitlement=key, active=False).to_json()
-            for key in rules.catalog.entitlements
-        }
-    return {"entitlements": entitlements, "subscriptions": list(subscriptions.values())}
+    answers, subscription_rows = await _compute(await db.connection(), rules, account_id, now)
+    return _answer_body(rules, answers, subscription_rows), _next_recheck(answers)
+
+
+def _next_recheck(answers: dict[str, EntitlementAnswer]) -> datetime | None:
+    return min((a.recheck_at for a in answers.values() if a.recheck_at is not None), default=None)
+
+
+def _overtaken(recheck_at: datetime | None, now: datetime) -> bool:
+    return recheck_at is not None and recheck_at <= now
+
+
+@dataclass(frozen=True)
+class SessionAnswer:
+    """The answer a signed-in session reads, as the bytes to send."""
+
+    body: bytes
+    etag: str
+    # The earliest moment time alone changes it (a stream re-reads then); None when nothing is due.
+    recheck_at: datetime | None
+
+
+# Session check and stored body in one round trip: the signed-in read of every client.
+_READ_FOR_SESSION = (
+    select(_ACCOUNTS.c.deleted_at, RefreshTokenFamily.revoked_at, _BODIES.c.body, _BODIES.c.recheck_at)
+    .select_from(RefreshTokenFamily)
+    .join(_ACCOUNTS, _ACCOUNTS.c.id == RefreshTokenFamily.account_id)
+    .outerjoin(_BODIES, _BODIES.c.account_id == RefreshTokenFamily.account_id)
+    .where(
+        RefreshTokenFamily.id == bindparam("session_id"),
+        RefreshTokenFamily.account_id == bindparam("account_id"),
+    )
+)
+
+
+async def read_answer_for_session(
+    database: Database, account_id: uuid.UUID, session_id: uuid.UUID, *, now: datetime | None = None
+) -> SessionAnswer:
+    """The stored answer of a live session's account (Unauthorized when the session or account ended)."""
+    now = now or utcnow()
+    # A bare connection, not a session: on the hottest path a session's setup costs more than the query.
+    async with database.read_engine.connect() as connection:
+        row = (
+            await connection.execute(_READ_FOR_SESSION, {"account_id": account_id, "session_id": session_id})
+        ).first()
+    if row is None or row.deleted_at is not None:
+        raise Unauthorized("The account for this token no longer exists.", code="invalid_token")
+    if row.revoked_at is not None:
+        raise Unauthorized("This session has ended; sign in again.", code="session_revoked")
+    if row.body is not None and not _overtaken(row.recheck_at, now):
+        body = row.body.encode()
+        return SessionAnswer(body=body, etag=etag_of(body), recheck_at=row.recheck_at)
+    async with database.read_sessionmaker() as db:
+        body_json, recheck = await compute_body(db, account_id, now=now)
+        computed = encode_body(body_json)
+        return SessionAnswer(body=computed, etag=etag_of(computed), recheck_at=recheck)
 
 
 def _subscription_json(row: Any, public_url: str) -> dict[str, Any]:

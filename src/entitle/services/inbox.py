@@ -1,50 +1,49 @@
 """The provider event inbox: store first, process idempotently, forget nothing.
 
-A webhook route verifies the vendor's signature, then `Inbox.receive` commits the raw event (unique on
-provider + event id, so a redelivery finds the row it already has) before anything acts on it. Processing
-runs in its own transaction; when a processor raises, that transaction rolls back and the error, the
-attempt count and the next attempt time are written in a fresh transaction, so a failure is recorded but
-never half-applied. Failed rows are retried with backoff by `process_due` (the worker) forever; nothing
-is dropped. Work on the same `ordering_key` (a Stripe customer, an App Store original transaction) is
-serialized: a PostgreSQL advisory lock across processes, an asyncio lock within one process.
+This module owns the rows; `services.pipeline` decides when they are worked on. A webhook's event is
+committed (unique on provider + event id, so a redelivery finds the row it already has) before anything
+acts on it. Work is claimed with a short lease (`next_attempt_at` in the future): the process that
+stored an event and processes it itself stores it already claimed; a process that crashed lets its lease
+run out and any other process takes the row within seconds. Processing loads every unprocessed row of
+one ordering key at once (`lock_batch`: the key's advisory lock and the rows' locks on PostgreSQL), so a
+provider settles them together, and marks them processed in the same transaction. A failure is written
+in a fresh transaction with the error, the attempt count and the next attempt time (backoff); nothing is
+dropped, and a parked row waits until what it needs exists.
 """
 
 from __future__ import annotations
 
 import logging
-import traceback
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import BigInteger, Table, bindparam, func, or_, select, update
+from sqlalchemy import BigInteger, ColumnElement, Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
 
 from entitle.core.models.events import InboxStatus, ProviderEvent
 from entitle.db.engine import Database
-from entitle.db.locks import KeyedLocks, advisory_key
+from entitle.db.locks import advisory_key
 from entitle.db.types import utcnow
 from entitle.errors import ProviderUnavailable
+from entitle.providers.base import IncomingEvent
+from entitle.services.changes import ChangeBus
 
 log = logging.getLogger(__name__)
 
-# A processor acts on one stored event inside the given transaction and returns a short outcome.
-EventProcessor = Callable[[AsyncSession, ProviderEvent], Awaitable[str | None]]
-
 FIRST_RETRY = timedelta(seconds=30)
 MAX_RETRY = timedelta(hours=6)
-# How long a worker's claim on due rows lasts before another worker may take them.
-CLAIM_LEASE = timedelta(minutes=2)
-# A pending row younger than this is still being processed by the request that stored it.
-PENDING_GRACE = timedelta(seconds=60)
-
+# How long a claim on a row lasts; a process that died holding one lets the row go after this.
+CLAIM_LEASE = timedelta(seconds=10)
+# At most this many rows of one key in one batch (a backlog after an outage is worked in slices).
+BATCH_LIMIT = 500
+UNPROCESSED = (InboxStatus.PENDING.value, InboxStatus.FAILED.value)
 
 _EVENTS = cast(Table, ProviderEvent.__table__)
 # Built once: every delivery runs these, and building a statement costs more than running it.
@@ -59,20 +58,43 @@ _INSERT = {
 _FIND_STORED = select(ProviderEvent).where(
     ProviderEvent.provider == bindparam("provider"), ProviderEvent.event_id == bindparam("event_id")
 )
-_READ_ROW = select(ProviderEvent).where(ProviderEvent.id == bindparam("row_id"))
-_LOCK_ROW = _READ_ROW.with_for_update()
-_MARK_PROCESSED = update(_EVENTS).where(_EVENTS.c.id == bindparam("row_id"))
-_LOCK_KEY_AND_ROW = _LOCK_ROW.add_columns(func.pg_advisory_xact_lock(bindparam("lock_key", type_=BigInteger)))
+_PEEK_KEY = (
+    select(ProviderEvent)
+    .where(
+        ProviderEvent.provider == bindparam("provider"),
+        ProviderEvent.ordering_key == bindparam("ordering_key"),
+        ProviderEvent.status.in_(UNPROCESSED),
+    )
+    .order_by(ProviderEvent.occurred_at, ProviderEvent.received_at)
+    .limit(BATCH_LIMIT)
+)
+_PEEK_ROW = select(ProviderEvent).where(
+    ProviderEvent.id == bindparam("row_id"), ProviderEvent.status.in_(UNPROCESSED)
+)
+_ROWS = (
+    select(ProviderEvent)
+    .where(ProviderEvent.id.in_(bindparam("row_ids", expanding=True)), ProviderEvent.status.in_(UNPROCESSED))
+    .order_by(ProviderEvent.occurred_at, ProviderEvent.received_at)
+)
+_LOCK_KEY = select(func.pg_advisory_xact_lock(bindparam("lock_key", type_=BigInteger)))
+_MARK_PROCESSED = (
+    update(_EVENTS)
+    .where(_EVENTS.c.id == bindparam("row_id"))
+    .values(
+        status=InboxStatus.PROCESSED.value,
+        outcome=bindparam("outcome"),
+        attempts=bindparam("attempts"),
+        processed_at=bindparam("processed_at"),
+        last_error=None,
+        next_attempt_at=None,
+    )
+)
 
 
 class StorageUnavailable(ProviderUnavailable):
     """The event could not be stored; the 5xx makes the provider deliver it again later."""
 
     default_code = "storage_unavailable"
-
-
-class ParkEvent(Exception):  # noqa: N818  (a signal, not an error)
-    """Raised by a processor when the event cannot be applied yet (its account is not known)."""
 
 
 @dataclass(frozen=True)
@@ -82,156 +104,167 @@ class Received:
     created: bool
 
 
+@dataclass(frozen=True)
+class WorkItem:
+    """What one batch works on: every unprocessed row of (provider, ordering_key), or one keyless row."""
+
+    provider: str
+    ordering_key: str | None
+    row_id: uuid.UUID | None = None
+
+    @classmethod
+    def of(cls, provider: str, ordering_key: str | None, row_id: uuid.UUID) -> WorkItem:
+        return cls(provider, ordering_key) if ordering_key else cls(provider, None, row_id)
+
+    def one_row(self, row_id: uuid.UUID) -> WorkItem:
+        return WorkItem(self.provider, self.ordering_key, row_id)
+
+
 def retry_delay(attempts: int) -> timedelta:
     delay: timedelta = FIRST_RETRY * (2 ** min(max(0, attempts - 1), 20))
     return min(delay, MAX_RETRY)
 
 
+def is_due(now: datetime) -> ColumnElement[bool]:
+    return ProviderEvent.status.in_(UNPROCESSED) & (
+        ProviderEvent.next_attempt_at.is_(None) | (ProviderEvent.next_attempt_at <= now)
+    )
+
+
 class Inbox:
-    def __init__(self, database: Database, processors: dict[str, EventProcessor]) -> None:
+    def __init__(self, database: Database, bus: ChangeBus | None = None) -> None:
         self.database = database
-        self.processors = processors
-        self._local_locks = KeyedLocks()
+        self.bus = bus
 
     async def receive(
-        self,
-        *,
-        provider: str,
-        event_id: str,
-        type: str,
-        raw_body: bytes,
-        ordering_key: str | None = None,
-        occurred_at: datetime | None = None,
+        self, *, provider: str, incoming: IncomingEvent, raw_body: bytes, claim: bool
     ) -> Received:
         """Commit the event (or find the copy already stored).
 
-        Raises StorageUnavailable (503) only if the database did not take it: every provider retries
-        a 5xx, so the event comes back instead of being lost.
+        `claim`: the caller processes it at once, so it is stored under a lease; otherwise it is due now
+        and every worker is woken. Raises StorageUnavailable (503) only if the database did not take it:
+        every provider retries a 5xx, so the event comes back instead of being lost.
         """
         try:
             async with self.database.transaction() as db:
-                return await store_event(
+                received = await store_event(
                     db,
                     provider=provider,
-                    event_id=event_id,
-                    type=type,
+                    event_id=incoming.event_id,
+                    type=incoming.type,
                     raw_body=raw_body,
-                    ordering_key=ordering_key,
-                    occurred_at=occurred_at,
+                    ordering_key=incoming.ordering_key,
+                    occurred_at=incoming.occurred_at,
+                    lease_until=utcnow() + CLAIM_LEASE if claim else None,
                 )
+                if received.created and not claim and self.bus is not None:
+                    await self.bus.inbox_stored(db)
+                return received
         except (SQLAlchemyError, OSError) as exc:
-            log.exception("could not store %s event %s", provider, event_id)
+            log.exception("could not store %s event %s", provider, incoming.event_id)
             raise StorageUnavailable("The event could not be stored; retry later.") from exc
 
-    async def process(self, row: uuid.UUID | ProviderEvent) -> InboxStatus:
-        """Process one stored event unless it is already done; returns the row's resulting status.
+    async def peek(self, item: WorkItem) -> list[ProviderEvent]:
+        """The unprocessed rows of `item`, read without a transaction or locks (a preview)."""
+        async with self.database.read_sessionmaker() as db:
+            return await _unprocessed(db, item)
 
-        Pass the row `receive` returned when there is one: it saves a read of its ordering key.
-        """
-        if isinstance(row, ProviderEvent):
-            row_id, ordering_key = row.id, row.ordering_key
-        else:
-            row_id, ordering_key = row, await self._ordering_key(row)
-        if ordering_key:
-            async with self._local_locks(ordering_key):
-                return await self._process(row_id, ordering_key)
-        return await self._process(row_id, ordering_key)
+    async def lock_batch(self, db: AsyncSession, item: WorkItem) -> list[ProviderEvent]:
+        """The unprocessed rows of `item`, oldest first, locked for this transaction.
 
-    async def _process(self, row_id: uuid.UUID, ordering_key: str | None) -> InboxStatus:
-        try:
-            async with self.database.transaction() as db:
-                event = await _lock_row(db, row_id, ordering_key)
+        On PostgreSQL the ordering key's advisory lock comes first (another process working on the
+        key finishes before this reads), then the rows themselves (a claim skips locked rows)."""
+        if db.get_bind().dialect.name != "postgresql":
+            return await _unprocessed(db, item)
+        if item.ordering_key is not None and item.row_id is None:
+            await db.execute(_LOCK_KEY, {"lock_key": advisory_key(f"{item.provider}:{item.ordering_key}")})
+        return await _unprocessed(db, item, lock=True)
+
+    async def lock_rows(self, db: AsyncSession, row_ids: Sequence[uuid.UUID]) -> list[ProviderEvent]:
+        """These rows, those still unprocessed, oldest first, locked for this transaction."""
+        query = _ROWS.with_for_update() if db.get_bind().dialect.name == "postgresql" else _ROWS
+        return list((await db.scalars(query, {"row_ids": list(row_ids)})).all())
+
+    async def mark_processed(
+        self, db: AsyncSession, events: Sequence[ProviderEvent], outcomes: Sequence[str]
+    ) -> None:
+        """Record success for every row of a batch with one executemany (no ORM flush per row)."""
+        now = utcnow()
+        params = [
+            {
+                "row_id": event.id,
+                "outcome": (outcome or "ok")[:300],
+                "attempts": event.attempts + 1,
+                "processed_at": now,
+            }
+            for event, outcome in zip(events, outcomes, strict=True)
+        ]
+        # Detach the rows: the flush at commit must not write their stale columns over these. A
+        # processor that set `account_id` on a row (App Store) has been flushed by then anyway.
+        await db.flush()
+        for event in events:
+            db.expunge(event)
+        await (await db.connection()).execute(_MARK_PROCESSED, params)
+
+    async def record_failure(
+        self, row_ids: Sequence[uuid.UUID], status: InboxStatus, *, error: str, retry: bool
+    ) -> None:
+        """Write why the rows did not go through, in a transaction of its own (the work's rolled back)."""
+        now = utcnow()
+        async with self.database.transaction() as db:
+            for row_id in row_ids:
+                event = await db.get(ProviderEvent, row_id)
                 if event is None or event.status == InboxStatus.PROCESSED:
-                    return InboxStatus.PROCESSED
-                processor = self.processors.get(event.provider)
-                if processor is None:
-                    raise LookupError(f"no processor for provider {event.provider!r}")
-                outcome = await processor(db, event)
-                await _mark_processed(db, event, outcome)
-                return InboxStatus.PROCESSED
-        except ParkEvent as parked:
-            await self._record(row_id, InboxStatus.PARKED, error=str(parked), retry=False)
-            return InboxStatus.PARKED
-        except Exception as exc:  # any failure: keep the event, record why, retry later
-            log.warning("provider event %s failed: %s", row_id, exc.__class__.__name__)
-            detail = "".join(traceback.format_exception_only(exc)).strip()
-            await self._record(row_id, InboxStatus.FAILED, error=detail, retry=True)
-            return InboxStatus.FAILED
+                    continue
+                event.attempts += 1
+                event.status = status
+                event.last_error = error[:4000]
+                event.next_attempt_at = now + retry_delay(event.attempts) if retry else None
 
-    async def _record(self, row_id: uuid.UUID, status: InboxStatus, *, error: str, retry: bool) -> None:
-        async with self.database.transaction() as db:
-            event = await db.get(ProviderEvent, row_id)
-            if event is None or event.status == InboxStatus.PROCESSED:
-                return
-            event.attempts += 1
-            event.status = status
-            event.last_error = error[:4000]
-            event.next_attempt_at = utcnow() + retry_delay(event.attempts) if retry else None
-
-    async def process_due(self, *, limit: int = 100, now: datetime | None = None) -> int:
-        """Process failed events whose retry time has come and pending ones nobody finished."""
+    async def claim_due(self, *, limit: int = 200, now: datetime | None = None) -> list[WorkItem]:
+        """Claim due rows (new ones nobody took, leases run out, failures whose retry time came)."""
         now = now or utcnow()
-        due = or_(
-            (ProviderEvent.status == InboxStatus.FAILED) & (ProviderEvent.next_attempt_at <= now),
-            (ProviderEvent.status == InboxStatus.PENDING)
-            & (ProviderEvent.received_at <= now - PENDING_GRACE)
-            & (ProviderEvent.next_attempt_at.is_(None) | (ProviderEvent.next_attempt_at <= now)),
-        )
+        due = is_due(now)
         async with self.database.transaction() as db:
-            query = (
-                select(ProviderEvent.id)
-                .where(due)
-                .order_by(ProviderEvent.occurred_at, ProviderEvent.received_at)
-                .limit(limit)
-            )
+            query = select(ProviderEvent.id).where(due).order_by(ProviderEvent.received_at).limit(limit)
             if db.get_bind().dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             candidates = list((await db.scalars(query)).all())
-            # Claim them with a lease, and only those still due at the moment of the claim: the row
-            # locks end with this transaction (and SQLite has none), so a second worker that read the
-            # same rows finds them claimed. A crashed worker's lease runs out and the rows come back.
-            claimed = (
-                await db.scalars(
-                    update(ProviderEvent)
-                    .where(ProviderEvent.id.in_(candidates), due)
-                    .values(next_attempt_at=now + CLAIM_LEASE)
-                    .returning(ProviderEvent.id)
-                )
-                if candidates
-                else None
+            if not candidates:
+                return []
+            # Claimed with a lease, and only rows still due at the moment of the claim: the row locks end
+            # with this transaction (and SQLite has none), so a second claimer finds them taken.
+            claimed = await db.execute(
+                update(ProviderEvent)
+                .where(ProviderEvent.id.in_(candidates), due)
+                .values(next_attempt_at=now + CLAIM_LEASE)
+                .returning(ProviderEvent.id, ProviderEvent.provider, ProviderEvent.ordering_key)
             )
-            ids = list(claimed.all()) if claimed is not None else []
-        for row_id in ids:
-            await self.process(row_id)
-        return len(ids)
+            items = [WorkItem.of(provider, key, row_id) for row_id, provider, key in claimed.all()]
+        return list(dict.fromkeys(items))
 
-    async def release_parked(self, provider: str, ordering_key: str) -> int:
-        """Process events parked for `ordering_key` now that what they waited for exists."""
+    async def unpark(self, provider: str, ordering_key: str) -> int:
+        """Make the events parked for `ordering_key` due again now that what they waited for exists."""
         async with self.database.transaction() as db:
-            ids = list(
-                (
-                    await db.scalars(
-                        select(ProviderEvent.id)
-                        .where(
-                            ProviderEvent.provider == provider,
-                            ProviderEvent.ordering_key == ordering_key,
-                            ProviderEvent.status == InboxStatus.PARKED,
-                        )
-                        .order_by(ProviderEvent.occurred_at)
-                    )
-                ).all()
-            )
-            if ids:
-                await db.execute(
-                    update(ProviderEvent).where(ProviderEvent.id.in_(ids)).values(status=InboxStatus.PENDING)
+            result = await db.execute(
+                update(ProviderEvent)
+                .where(
+                    ProviderEvent.provider == provider,
+                    ProviderEvent.ordering_key == ordering_key,
+                    ProviderEvent.status == InboxStatus.PARKED,
                 )
-        for row_id in ids:
-            await self.process(row_id)
-        return len(ids)
+                .values(status=InboxStatus.PENDING, next_attempt_at=utcnow() + CLAIM_LEASE)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
 
-    async def _ordering_key(self, row_id: uuid.UUID) -> str | None:
-        async with self.database.sessionmaker() as db:
-            return await db.scalar(select(ProviderEvent.ordering_key).where(ProviderEvent.id == row_id))
+
+async def _unprocessed(db: AsyncSession, item: WorkItem, *, lock: bool = False) -> list[ProviderEvent]:
+    if item.row_id is not None:
+        query = _PEEK_ROW.with_for_update() if lock else _PEEK_ROW
+        return list((await db.scalars(query, {"row_id": item.row_id})).all())
+    query = _PEEK_KEY.with_for_update() if lock else _PEEK_KEY
+    rows = await db.scalars(query, {"provider": item.provider, "ordering_key": item.ordering_key})
+    return list(rows.all())
 
 
 async def store_event(
@@ -243,6 +276,7 @@ async def store_event(
     raw_body: bytes,
     ordering_key: str | None = None,
     occurred_at: datetime | None = None,
+    lease_until: datetime | None = None,
 ) -> Received:
     """Insert the event unless (provider, event_id) is already stored; return the stored row."""
     values = {
@@ -256,6 +290,7 @@ async def store_event(
         "status": InboxStatus.PENDING,
         "attempts": 0,
         "received_at": utcnow(),
+        "next_attempt_at": lease_until,
     }
     connection = await db.connection()
     inserted = await connection.scalar(_INSERT[connection.dialect.name], values)
@@ -270,32 +305,13 @@ async def store_event(
     return Received(event=stored, created=False)
 
 
-async def _lock_row(db: AsyncSession, row_id: uuid.UUID, ordering_key: str | None) -> ProviderEvent | None:
-    """The row, locked; on PostgreSQL first the ordering key's advisory lock, in the same round trip."""
-    if db.get_bind().dialect.name != "postgresql":
-        return await db.scalar(_READ_ROW, {"row_id": row_id})
-    if ordering_key is None:
-        return await db.scalar(_LOCK_ROW, {"row_id": row_id})
-    # The lock function is evaluated in the scan below the row lock (EXPLAIN VERBOSE shows it), so the
-    # advisory lock is always taken first, as before; the row returned is the newest version, read
-    # once both locks are held.
-    return await db.scalar(_LOCK_KEY_AND_ROW, {"row_id": row_id, "lock_key": advisory_key(ordering_key)})
-
-
-async def _mark_processed(db: AsyncSession, event: ProviderEvent, outcome: str | None) -> None:
-    """Record success with one Core UPDATE (cheaper than the ORM's flush on every delivery).
-
-    The loaded row is told the same values as committed, so the flush at commit writes only what the
-    processor itself changed on it (an App Store handler sets `account_id`), if anything.
-    """
-    values = {
-        "status": InboxStatus.PROCESSED,
-        "outcome": (outcome or "ok")[:300],
-        "attempts": event.attempts + 1,
-        "processed_at": utcnow(),
-        "last_error": None,
-        "next_attempt_at": None,
-    }
-    await (await db.connection()).execute(_MARK_PROCESSED, {"row_id": event.id, **values})
-    for name, value in values.items():
-        set_committed_value(event, name, value)
+__all__ = [
+    "CLAIM_LEASE",
+    "Inbox",
+    "Received",
+    "StorageUnavailable",
+    "WorkItem",
+    "is_due",
+    "retry_delay",
+    "store_event",
+]

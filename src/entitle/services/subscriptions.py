@@ -20,6 +20,7 @@ cost. An ORM `Subscription` the session already holds is kept in step with what 
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import datetime
 from typing import Any, cast
@@ -31,9 +32,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from entitle.core.models.entitlements import Subscription
-from entitle.core.subscriptions import SubscriptionState
+from entitle.core.subscriptions import Store, SubscriptionState
 from entitle.db.types import json_safe, new_id, utcnow
-from entitle.services.entitlements import refresh_entitlements
+from entitle.services.entitlements import refresh_entitlements, subscription_state
 
 _TABLE = cast(Table, Subscription.__table__)
 
@@ -152,3 +153,18 @@ async def find_subscription(db: AsyncSession, store: str, store_subscription_id:
             Subscription.store == store, Subscription.store_subscription_id == store_subscription_id
         )
     )
+
+
+class StoredSubscriptions:
+    """The core's `SubscriptionSink` over the subscriptions table: what providers are built with."""
+
+    async def apply(self, db: AsyncSession, state: SubscriptionState, *, now: datetime) -> bool:
+        return await apply_subscription_state(db, state, now=now)
+
+    async def stored(
+        self, db: AsyncSession, store: Store, store_subscription_id: str
+    ) -> SubscriptionState | None:
+        row = await find_subscription(db, store.value, store_subscription_id)
+        if row is None:
+            return None
+        return dataclasses.replace(subscription_state(row), raw=dict(row.raw or {}))

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.models.accounts import RefreshToken, RefreshTokenFamily
 from entitle.db.types import utcnow
 from entitle.errors import Unauthorized
+from entitle.services.changes import change_bus
 
 ACCESS_TOKEN_ALGORITHM = "ES256"
 # Verified access tokens remembered per process (oldest dropped first).
@@ -244,12 +245,15 @@ async def _reject_reuse(db: AsyncSession, family: RefreshTokenFamily, now: datet
 async def revoke_family(
     db: AsyncSession, family_id: uuid.UUID, *, reason: str, now: datetime | None = None
 ) -> None:
-    await db.execute(
+    ended = await db.scalars(
         update(RefreshTokenFamily)
         .where(RefreshTokenFamily.id == family_id, RefreshTokenFamily.revoked_at.is_(None))
         .values(revoked_at=now or utcnow(), revoked_reason=reason)
+        .returning(RefreshTokenFamily.account_id)
         .execution_options(synchronize_session=False)
     )
+    for account_id in set(ended.all()):
+        await _end_streams(db, account_id)
 
 
 async def revoke_all_sessions(db: AsyncSession, account_id: uuid.UUID, *, reason: str) -> int:
@@ -259,4 +263,12 @@ async def revoke_all_sessions(db: AsyncSession, account_id: uuid.UUID, *, reason
         .values(revoked_at=utcnow(), revoked_reason=reason)
         .execution_options(synchronize_session=False)
     )
+    await _end_streams(db, account_id)
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def _end_streams(db: AsyncSession, account_id: uuid.UUID) -> None:
+    """Open streams re-read once this commits, find their session ended, and close."""
+    bus = change_bus(db)
+    if bus is not None:
+        await bus.account_changed(db, account_id)

@@ -25,6 +25,7 @@ from entitle.providers.appstore.ledger import set_owner
 from entitle.providers.appstore.notifications import NotificationContext
 from entitle.providers.appstore.provider import AppStoreProvider
 from entitle.providers.appstore.verification import VerifiedNotification
+from entitle.services.subscriptions import StoredSubscriptions
 from tests.factories import make_account
 from tests.providers.appstore.constants import MONTHLY
 from tests.standins.appstore import AppStoreSigner, Notification, SubscriptionSimulator
@@ -189,7 +190,9 @@ class Harness:
     async def handle(self, note: Notification) -> str:
         verified = self.verify(note)
         async with self.context.database.transaction() as db:
-            ctx = NotificationContext(db=db, note=verified, catalog=self.context.catalog, now=utcnow())
+            ctx = NotificationContext(
+                db=db, note=verified, catalog=self.context.catalog, sink=StoredSubscriptions(), now=utcnow()
+            )
             return await HANDLERS[verified.notification_type](ctx)
 
     async def subscription(self, original: str = "7000000000000001") -> Subscription | None:

@@ -122,7 +122,10 @@ async def test_sync_refreshes_backfills_and_sets_tokens(
     appstore_api.state.page_size = 1  # forces pagination through the history
     seen: list[tuple[str, int, int]] = []
 
-    summary = await sync.sync_all(provider, history_days=30, on_progress=lambda *step: seen.append(step))
+    summary = await sync.sync_all(
+        provider, ingest=ingest_with(context), history_days=30, on_progress=lambda *step: seen.append(step)
+    )
+    await context.pipeline.wait_idle()
 
     assert summary.failed == []
     assert (summary.refreshed, summary.notifications_seen, summary.notifications_new) == (1, 2, 2)
@@ -139,7 +142,7 @@ async def test_sync_refreshes_backfills_and_sets_tokens(
         ).all()
         assert sorted(stored) == ["processed", "processed"]
     # A second run finds nothing new and no token to set.
-    again = await sync.sync_all(provider, history_days=30)
+    again = await sync.sync_all(provider, ingest=ingest_with(context), history_days=30)
     assert (again.notifications_new, again.tokens_set) == (0, 0)
 
 
@@ -147,14 +150,23 @@ async def test_sync_refreshes_backfills_and_sets_tokens(
 async def test_persistent_rate_limiting_is_reported(context: AppContext, appstore_api: StandIn) -> None:
     provider: AppStoreProvider = context.providers["app_store"]
     assert provider.api is not None
-    provider.api._sleep = _no_sleep  # the backoff schedule itself is not under test here
+    provider.api.pacer._sleep = _no_sleep  # the backoff schedule itself is not under test here
     async with context.database.sessionmaker() as db:
         owner = await make_account(db, email="busy@example.com")
     await _own(context, "5000000000000002", owner.id, owner.app_account_token)
     appstore_api.state.rate_limit_next = 100
     with pytest.raises(AppStoreApiUnavailable):
         await sync.refresh_subscription(provider, "5000000000000002")
-    assert provider.api.rate_limited == 5
+    # Retried for about 20 seconds of short waits, every 429 counted on both sides.
+    assert provider.api.rate_limited > 5
+    assert provider.api.rate_limited == appstore_api.state.limits.stats.total_rate_limited
+
+
+def ingest_with(context: AppContext) -> sync.Ingest:
+    async def ingest(body: bytes) -> bool:
+        return (await context.pipeline.ingest(context.providers["app_store"], body, {})).created
+
+    return ingest
 
 
 async def _no_sleep(_: float) -> None:
@@ -163,7 +175,7 @@ async def _no_sleep(_: float) -> None:
 
 async def test_sync_without_credentials_is_a_clear_error(context: AppContext) -> None:
     with pytest.raises(AppStoreApiUnavailable):
-        await sync.sync_all(context.providers["app_store"])
+        await sync.sync_all(context.providers["app_store"], ingest=ingest_with(context))  # type: ignore[arg-type]
 
 
 @pytest.mark.usefixtures("_api_settings")

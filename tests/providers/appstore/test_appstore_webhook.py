@@ -14,10 +14,11 @@ from sqlalchemy import select
 from entitle.context import AppContext
 from entitle.core.models.events import ProviderEvent
 from entitle.db.engine import Database
-from entitle.providers.appstore.provider import AppStoreProvider, StorageUnavailable
-from entitle.services.inbox import Inbox
+from entitle.providers.appstore.provider import AppStoreProvider
+from entitle.services.inbox import StorageUnavailable
+from entitle.services.pipeline import EventPipeline
 from tests.conftest import LiveServer
-from tests.factories import bearer, register
+from tests.factories import bearer, eventually, register
 from tests.standins.appstore import AppStoreSigner, Notification, SubscriptionSimulator
 
 URL = "/webhooks/appstore"
@@ -59,7 +60,7 @@ async def test_subscribed_notification_entitles_the_account_by_token(
 ) -> None:
     headers, token = await _account(client, "n1@example.com")
     body = await _deliver(client, _simulator(signer, token).subscribe())
-    assert body == {"received": True, "duplicate": False, "status": "processed"}
+    assert body == {"received": True, "duplicate": False, "status": "pending"}
     state = await _subscription(client, headers)
     assert state["pro"] is True and state["status"] == "active"
 
@@ -203,10 +204,10 @@ async def test_record_only_and_unknown_types_are_acknowledged(
 ) -> None:
     signed = signer.signed_notification(kind, signed_date=1_700_000_000_000)
     response = await client.post(URL, json={"signedPayload": signed})
-    assert response.status_code == 200 and response.json()["status"] == "processed"
+    assert response.status_code == 200 and response.json()["status"] == "pending"
     async with context.database.sessionmaker() as db:
         row = await db.scalar(select(ProviderEvent).where(ProviderEvent.type == kind))
-    assert row is not None and row.outcome is not None
+    assert row is not None and row.status == "processed" and row.outcome is not None
 
 
 async def test_consumption_request_is_recorded_for_the_owner(
@@ -235,14 +236,7 @@ async def test_storage_failure_answers_5xx_so_apple_retries(
     # Nothing listens on port 1: the connection is refused at once. (A SQLite file in a missing folder
     # fails too, but aiosqlite's worker thread can outlive the test's event loop.)
     broken = Database("postgresql://postgres@127.0.0.1:1/unreachable")
-    stand = AppStoreProvider(
-        settings=provider.settings,
-        database=broken,
-        catalog=provider.catalog,
-        inbox=Inbox(broken, {}),
-        verifier=provider.verifier,
-        api=None,
-    )
+    pipeline = EventPipeline(broken, {"app_store": provider})
     body = (
         b'{"signedPayload": "'
         + signer.signed_notification("TEST", signed_date=1_700_000_000_000).encode()
@@ -250,7 +244,7 @@ async def test_storage_failure_answers_5xx_so_apple_retries(
     )
     try:
         with pytest.raises(StorageUnavailable) as raised:
-            await stand.receive_notification(body)
+            await pipeline.ingest(provider, body, {})
         assert raised.value.status_code == 503
     finally:
         await broken.dispose()
@@ -268,6 +262,10 @@ async def test_end_to_end_through_a_real_server(live_server: LiveServer, signer:
         )
         assert posted.status_code == 200 and posted.json()["entitlements"]["pro"]["active"] is True
         assert (await http.post(URL, json=sim.expire("VOLUNTARY").body)).status_code == 200
-        answer = (await http.get("/v1/me/entitlements", headers=bearer(session))).json()
-        assert answer["entitlements"]["pro"]["active"] is False
+
+        async def expired() -> Any:
+            answer = (await http.get("/v1/me/entitlements", headers=bearer(session))).json()
+            return answer if answer["entitlements"]["pro"]["active"] is False else None
+
+        answer = await eventually(expired)
         assert answer["subscriptions"][0]["status"] == "expired"

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import stripe
 
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, ProviderUnavailable
-from entitle.providers.stripe.client import STRIPE_API_VERSION, StripeGateway
+from entitle.providers.stripe.client import (
+    RETRIEVE_SUBSCRIPTION,
+    STRIPE_API_VERSION,
+    StripeGateway,
+    stripe_limits,
+)
 from entitle.providers.stripe.errors import PaymentRequired, StripeObjectMissing
+from entitle.settings import Settings
 from tests.standins.stripe import StripeStandin
 
 
@@ -44,18 +52,80 @@ async def test_every_request_carries_the_pinned_version_and_posts_an_idempotency
     await g.aclose()
 
 
-async def test_rate_limits_back_off_then_succeed(standin: StripeStandin) -> None:
+async def test_rate_limits_back_off_within_seconds_then_succeed(standin: StripeStandin) -> None:
     sleeps: list[float] = []
     g = gateway(standin, sleeps)
     standin.rate_limit(3)
     customer = await g.create_customer(account_id="a", email=None, idempotency_key="k")
     assert customer["object"] == "customer" and len(sleeps) == 3
-    assert sleeps[0] < sleeps[1] < sleeps[2]
+    assert sleeps[0] < sleeps[1] < sleeps[2] < 3  # short, growing, never the inbox's 30 s
+    assert g.stats.rate_limited == {"POST /v1/customers": 3} and g.stats.requests["POST /v1/customers"] == 4
+    sleeps.clear()
     standin.rate_limit(100)
     with pytest.raises(ProviderUnavailable) as caught:
         await g.retrieve_customer(customer["id"])
     assert caught.value.code == "stripe_rate_limited"
+    # Gave up after about 20 seconds of short waits, never one of them long.
+    assert 15 < sum(sleeps) < 30 and max(sleeps) < 3
+    read = "GET /v1/customers/{id}"
+    assert standin.stats.rate_limited[read] == g.stats.rate_limited[read]
     await g.aclose()
+
+
+async def test_a_retry_after_header_is_honored(standin: StripeStandin) -> None:
+    sleeps: list[float] = []
+    g = gateway(standin, sleeps)
+    standin.rate_limit(1, retry_after=1.5)
+    await g.create_customer(account_id="a", email=None, idempotency_key="k")
+    assert sleeps == [pytest.approx(1.5, abs=0.1)]
+    await g.aclose()
+
+
+async def test_concurrent_reads_stay_under_stripes_limits() -> None:
+    with StripeStandin(
+        latency_ms=20, jitter_ms=10, rate_limit_per_second=25, endpoint_rate_limit_per_second=25
+    ) as limited:
+        g = StripeGateway(limited.secret_key, api_base=limited.base_url)
+        customer = await g.create_customer(account_id="a", email=None, idempotency_key="c")
+        product = await g.create_product({"name": "Pro"}, idempotency_key="p")
+        price = await g.create_price(
+            {"product": product["id"], "unit_amount": 5, "currency": "usd", "recurring": {"interval": "day"}},
+            idempotency_key="pr",
+        )
+        sub = await g.create_subscription(
+            {"customer": customer["id"], "items": [{"price": price["id"]}]}, idempotency_key="s"
+        )
+        reads = await asyncio.gather(*(g.retrieve_subscription(sub["id"]) for _ in range(60)))
+        assert {read["id"] for read in reads} == {sub["id"]}
+        assert limited.stats.requests[RETRIEVE_SUBSCRIPTION] == g.stats.requests[RETRIEVE_SUBSCRIPTION] == 60
+        assert limited.stats.total_rate_limited == 0 and g.stats.total_rate_limited == 0
+        await g.aclose()
+
+
+async def test_a_process_faster_than_the_account_limit_is_slowed_by_the_429s_and_gets_through() -> None:
+    # This process believes it may send 1,000/s; Stripe allows the account 5: its 429s (global-rate)
+    # hold every endpoint back, and every call gets through within seconds.
+    with StripeStandin(rate_limit_per_second=5) as limited:
+        g = StripeGateway(limited.secret_key, api_base=limited.base_url, max_requests_per_second=1000)
+        made = await asyncio.gather(
+            *(g.create_customer(account_id=f"a{i}", email=None, idempotency_key=f"c{i}") for i in range(6)),
+            *(g.create_product({"name": f"P{i}"}, idempotency_key=f"p{i}") for i in range(4)),
+        )
+        assert len({obj["id"] for obj in made}) == 10
+        assert limited.stats.total_rate_limited > 0
+        assert g.stats.total_rate_limited == limited.stats.total_rate_limited
+        await g.aclose()
+
+
+def test_the_limits_follow_the_key_unless_overridden() -> None:
+    assert stripe_limits("sk_test_x") == stripe_limits("rk_test_x") == (25, 25)
+    assert stripe_limits("sk_live_x") == stripe_limits("rk_live_x") == (100, 25)
+    assert stripe_limits("sk_live_x", 10) == (10, 10) and stripe_limits("sk_test_x", 300) == (300, 25)
+    settings = Settings(
+        environment="test", stripe_secret_key="sk_live_0123456789abcdef", stripe_max_requests_per_second=40
+    )
+    paced = StripeGateway.from_settings(settings).pacer
+    assert (paced.per_second, paced.limit_of(RETRIEVE_SUBSCRIPTION)) == (40, 25)
 
 
 async def test_errors_are_translated(standin: StripeStandin) -> None:

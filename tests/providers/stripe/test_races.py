@@ -98,12 +98,19 @@ async def _cancel_and_reread(
     assert await _status(context, sub_id) == "expired"
 
 
+def with_gateway(provider: StripeProvider, gateway: StripeGateway) -> StripeProvider:
+    """The same provider over another gateway."""
+    return StripeProvider(
+        config=provider.config, catalog=provider.catalog, sink=provider.sink, gateway=gateway
+    )
+
+
 async def test_a_webhook_read_that_started_first_but_answered_last_does_not_win(
     context: AppContext, stripe_provider: StripeProvider, standin: StripeStandin
 ) -> None:
     _, sub_id = await _paid_subscription(context, stripe_provider, standin)
     held = HeldGateway(standin, "retrieve_subscription")
-    slow = StripeProvider(context, gateway=held)
+    slow = with_gateway(stripe_provider, held)
 
     async def slow_reread() -> None:
         async with context.database.transaction() as db:
@@ -123,7 +130,7 @@ async def test_a_billing_route_answer_that_arrives_late_does_not_undo_a_later_re
 ) -> None:
     account, sub_id = await _paid_subscription(context, stripe_provider, standin)
     held = HeldGateway(standin, "set_cancel_at_period_end")
-    slow = StripeProvider(context, gateway=held)
+    slow = with_gateway(stripe_provider, held)
 
     async def cancel_at_period_end() -> None:
         async with context.database.transaction() as db:
@@ -143,7 +150,7 @@ async def test_sync_stores_a_page_under_the_time_it_was_requested(
 ) -> None:
     _, sub_id = await _paid_subscription(context, stripe_provider, standin)
     held = HeldGateway(standin, "iter_subscriptions")
-    context.providers["stripe"] = StripeProvider(context, gateway=held)
+    context.providers["stripe"] = with_gateway(stripe_provider, held)
     try:
         task = asyncio.create_task(sync_stripe(context))
         await held.answered.wait()  # the page says `active`; sync has not stored it yet

@@ -68,6 +68,24 @@ def test_errors_lists_and_idempotency_over_raw_http(standin: StripeStandin, http
     assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limit"
 
 
+def test_limits_refuse_a_burst_as_stripe_does() -> None:
+    with StripeStandin(rate_limit_per_second=100, endpoint_rate_limit_per_second=2) as limited:
+        headers = {"Authorization": f"Bearer {limited.secret_key}"}
+        with httpx.Client(base_url=limited.base_url, headers=headers) as http:
+            answers = [http.get(f"/v1/customers/cus_{i}") for i in range(5)]
+    refused = answers[2:]
+    assert [a.status_code for a in answers] == [404, 404, 429, 429, 429]
+    assert refused[0].json()["error"] == {
+        "type": "invalid_request_error",
+        "code": "rate_limit",
+        "message": "Request rate limit exceeded. Learn more about rate limits here "
+        "https://stripe.com/docs/rate-limits.",
+    }
+    assert refused[0].headers["Stripe-Rate-Limited-Reason"] == "endpoint-rate"
+    assert limited.stats.requests == {"GET /v1/customers/{id}": 5}
+    assert limited.stats.rate_limited == {"GET /v1/customers/{id}": 3}
+
+
 def test_objects_are_shaped_like_stripes(standin: StripeStandin, http: httpx.Client) -> None:
     customer = http.post("/v1/customers", data={"metadata[account_id]": "a1"}).json()
     assert (

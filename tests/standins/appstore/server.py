@@ -3,7 +3,9 @@
 It checks the ES256 bearer token the official client library sends (key id in the header; issuer,
 audience `appstoreconnect-v1`, bundle id `bid`, expiry in the claims), answers 401 with no body when it
 is wrong as Apple does, and can be told to answer 429 (errorCode 4290000) for the next N requests.
-Responses are signed at request time with the test chain, like the real API's.
+Responses are signed at request time with the test chain, like the real API's. With `limits` it answers
+as late as Apple and enforces per-endpoint rate limits (429 with a `Retry-After` in UNIX milliseconds,
+as Apple documents); `state.limits.stats` counts requests and 429s per endpoint.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import math
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..limits import VendorLimits
 from .history import Notification
 from .signing import AppStoreSigner
 
@@ -67,6 +71,8 @@ class AppStoreServerState:
     rate_limit_next: int = 0
     requests: list[tuple[str, str]] = field(default_factory=list)
     tokens_set: list[tuple[str, str]] = field(default_factory=list)
+    # Latency and rate limits, by endpoint ("GET /inApps/v1/subscriptions/{transactionId}").
+    limits: VendorLimits = field(default_factory=VendorLimits)
 
     def put_subscription(
         self, status: int, transaction: dict[str, Any], renewal_info: dict[str, Any]
@@ -225,15 +231,35 @@ def create_app(state: AppStoreServerState) -> Starlette:
         state.tokens_set.append((original, token))
         return Response(status_code=200)
 
+    def limited(method: str, path: str, handler: Callable[[Request], Awaitable[Response]]) -> Route:
+        # Apple's documented path templates name the endpoints; Starlette's parameters are snake_case.
+        name = f"{method} {path}"
+        route_path = path.replace("{transactionId}", "{transaction_id}").replace(
+            "{originalTransactionId}", "{original_transaction_id}"
+        )
+
+        async def call(request: Request) -> Response:
+            refusal = state.limits.admit(name)
+            await state.limits.answer_later()
+            if refusal is not None:
+                retry_at = _now_ms() + math.ceil(refusal.retry_after * 1000)
+                return JSONResponse(RATE_LIMITED, status_code=429, headers={"Retry-After": str(retry_at)})
+            response = await handler(request)
+            if response.status_code == 429:
+                state.limits.refused(name)
+            return response
+
+        return Route(route_path, call, methods=[method])
+
     return Starlette(
         routes=[
-            Route("/inApps/v1/subscriptions/{transaction_id}", subscription_statuses, methods=["GET"]),
-            Route("/inApps/v1/transactions/{transaction_id}", transaction_info, methods=["GET"]),
-            Route("/inApps/v1/notifications/history", notification_history, methods=["POST"]),
-            Route(
-                "/inApps/v1/transactions/{original_transaction_id}/appAccountToken",
+            limited("GET", "/inApps/v1/subscriptions/{transactionId}", subscription_statuses),
+            limited("GET", "/inApps/v1/transactions/{transactionId}", transaction_info),
+            limited("POST", "/inApps/v1/notifications/history", notification_history),
+            limited(
+                "PUT",
+                "/inApps/v1/transactions/{originalTransactionId}/appAccountToken",
                 set_app_account_token,
-                methods=["PUT"],
             ),
         ]
     )

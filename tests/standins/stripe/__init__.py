@@ -8,6 +8,10 @@
     for event in standin.events.log: ...      # deliver them in any order, twice, late
     standin.stop()
 
+    StripeStandin(latency_ms=80, jitter_ms=40, rate_limit_per_second=25, endpoint_rate_limit_per_second=25)
+    ... answers as late as Stripe and refuses a client that is too fast, as Stripe does (429 with
+    `Stripe-Rate-Limited-Reason`); `standin.stats` counts requests and 429s per endpoint.
+
 Modules, one per area: `wire` (form decoding, errors, lists), `state` (objects, expansion, clock,
 event emission), `events` (signing, delivery, webhook endpoints), `customers`, `catalog`,
 `subscriptions`, `billing` (invoices, charges, refunds), `checkout`, `simulate` (what happens at
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..limits import StandinStats, VendorLimits
 from .events import EventLog, sign
 from .server import ServerThread, build_app
 from .simulate import Simulations
@@ -36,7 +41,17 @@ class StripeStandin(Simulations):
         secret_key: str = "sk_test_standin_0123456789",
         webhook_secret: str = "whsec_standin_0123456789abcdef",
         api_version: str = API_VERSION,
+        latency_ms: float = 0,
+        jitter_ms: float = 0,
+        rate_limit_per_second: float | None = None,
+        endpoint_rate_limit_per_second: float | None = None,
     ) -> None:
+        self.limits = VendorLimits(
+            latency_ms=latency_ms,
+            jitter_ms=jitter_ms,
+            per_second=rate_limit_per_second,
+            per_endpoint=endpoint_rate_limit_per_second,
+        )
         self.secret_key = secret_key
         self.webhook_secret = webhook_secret
         self.events = EventLog(webhook_secret)
@@ -44,7 +59,7 @@ class StripeStandin(Simulations):
         self._server: ServerThread | None = None
 
     def start(self) -> StripeStandin:
-        self._server = ServerThread(build_app(self.state))
+        self._server = ServerThread(build_app(self.state, self.limits))
         self._server.start()
         return self
 
@@ -70,10 +85,16 @@ class StripeStandin(Simulations):
         """POST every future event, signed, to `url` (Stripe's webhook endpoint, in effect)."""
         self.events.deliver_to(url, secret)
 
-    def rate_limit(self, count: int = 1) -> None:
-        """Answer the next `count` API requests with 429."""
+    def rate_limit(self, count: int = 1, *, retry_after: float | None = None) -> None:
+        """Answer the next `count` API requests with 429 (with a `Retry-After` header, if given)."""
         with self.state.lock:
             self.state.rate_limit_next += count
+            self.state.rate_limit_retry_after = retry_after
+
+    @property
+    def stats(self) -> StandinStats:
+        """Requests and 429s per endpoint ("GET /v1/subscriptions/{id}")."""
+        return self.limits.stats
 
     def advance(self, seconds: int) -> None:
         self.state.advance(seconds)

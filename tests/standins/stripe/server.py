@@ -1,4 +1,5 @@
-"""The HTTP face: auth, form decoding, idempotency replay, injected 429s, and the uvicorn thread."""
+"""The HTTP face: auth, form decoding, idempotency replay, latency and rate limits (see `limits`),
+injected 429s, and the uvicorn thread."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..limits import VendorLimits
 from . import billing, catalog, checkout, customers, events, subscriptions
 from .state import State
 from .wire import StandinError, decode_form, new_id
@@ -31,11 +33,18 @@ ROUTES: list[tuple[str, str, Handler]] = [
 ]
 
 
-def build_app(state: State) -> Starlette:
-    def endpoint(handler: Handler) -> Callable[[Request], Any]:
+RATE_LIMITED = (
+    "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits."
+)
+
+
+def build_app(state: State, limits: VendorLimits | None = None) -> Starlette:
+    limits = limits or VendorLimits()
+
+    def endpoint(handler: Handler, name: str) -> Callable[[Request], Any]:
         async def call(request: Request) -> Response:
             body = await request.body()
-            return _dispatch(state, handler, request, body)
+            return _dispatch(state, handler, request, body, limits, name)
 
         return call
 
@@ -45,6 +54,15 @@ def build_app(state: State) -> Starlette:
 
     def route_for(path: str, handlers: dict[str, Handler]) -> Route:
         async def call(request: Request) -> Response:
+            # Stripe counts each method and path template as one endpoint, whatever the object id.
+            name = f"{request.method} {path}"
+            refusal = limits.admit(name)
+            await limits.answer_later()
+            if refusal is not None:
+                return _error(
+                    StandinError(429, RATE_LIMITED, code="rate_limit"),
+                    {"Stripe-Rate-Limited-Reason": refusal.reason},
+                )
             handler = handlers.get(request.method)
             if handler is None or (request.method, path) in state.unimplemented:
                 return _error(
@@ -52,7 +70,7 @@ def build_app(state: State) -> Starlette:
                         404, f"Unrecognized request URL ({request.method}: {path}).", code="not_found"
                     )
                 )
-            return await endpoint(handler)(request)  # type: ignore[no-any-return]
+            return await endpoint(handler, name)(request)  # type: ignore[no-any-return]
 
         return Route(path, call, methods=["GET", "POST", "DELETE"])
 
@@ -67,7 +85,9 @@ def build_app(state: State) -> Starlette:
     return app
 
 
-def _dispatch(state: State, handler: Handler, request: Request, body: bytes) -> Response:
+def _dispatch(
+    state: State, handler: Handler, request: Request, body: bytes, limits: VendorLimits, name: str
+) -> Response:
     auth = request.headers.get("authorization", "")
     if auth != f"Bearer {state.secret_key}":
         return _error(
@@ -99,14 +119,10 @@ def _dispatch(state: State, handler: Handler, request: Request, body: bytes) -> 
         )
         if state.rate_limit_next > 0:
             state.rate_limit_next -= 1
-            return _error(
-                StandinError(
-                    429,
-                    "Request rate limit exceeded. Learn more about rate limits here "
-                    "https://stripe.com/docs/rate-limits.",
-                    code="rate_limit",
-                )
-            )
+            limits.refused(name)
+            retry_after = state.rate_limit_retry_after
+            headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+            return _error(StandinError(429, RATE_LIMITED, code="rate_limit"), headers)
         fingerprint = hashlib.sha256(
             f"{request.method} {request.url.path} {json.dumps(params, sort_keys=True)}".encode()
         ).hexdigest()
@@ -135,8 +151,8 @@ def _dispatch(state: State, handler: Handler, request: Request, body: bytes) -> 
     return JSONResponse(payload, status, headers={"Request-Id": new_id("req", 14)})
 
 
-def _error(exc: StandinError) -> Response:
-    return JSONResponse(exc.body, exc.status, headers={"Request-Id": new_id("req", 14)})
+def _error(exc: StandinError, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(exc.body, exc.status, headers={"Request-Id": new_id("req", 14), **(headers or {})})
 
 
 class ServerThread:

@@ -38,6 +38,8 @@ class State:
         self.clock_offset = 0
         # How many of the next API requests answer 429, for backoff tests.
         self.rate_limit_next = 0
+        # The `Retry-After` (seconds) those injected 429s carry; Stripe itself sends none.
+        self.rate_limit_retry_after: float | None = None
         # Payment methods that decline every charge (the 4000000000000341 test card, in effect).
         self.declining_payment_methods: set[str] = set()
         # (method, path template) pairs answered as Stripe answers an unknown URL: a minimal

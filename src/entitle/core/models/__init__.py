@@ -1,7 +1,5 @@
-"""Every table, imported here so `Base.metadata` (and Alembic) sees them all.
-
-Provider packages keep their own tables next to their code and are listed here too; this is the one
-place that knows the full schema.
+"""The core's tables. Provider packages keep their own tables next to their code; `entitle.models`
+imports them all, so `Base.metadata` (and Alembic) sees the full schema.
 """
 
 from entitle.core.models.accounts import (
@@ -11,19 +9,24 @@ from entitle.core.models.accounts import (
     RefreshToken,
     RefreshTokenFamily,
 )
-from entitle.core.models.entitlements import AccountEntitlement, PromotionalGrant, Subscription
+from entitle.core.models.entitlements import (
+    AccountAnswer,
+    AccountEntitlement,
+    PromotionalGrant,
+    Subscription,
+)
 from entitle.core.models.events import (
     AccountEvent,
     InboxStatus,
     ProviderEvent,
+    StreamTicket,
     WebhookDelivery,
     WebhookEndpoint,
 )
-from entitle.providers.appstore.models import AppStoreOwnership, AppStoreOwnershipChange  # noqa: F401
-from entitle.providers.stripe.models import StripeCustomer  # noqa: F401  (issue 4: Stripe customers)
 
 __all__ = [
     "Account",
+    "AccountAnswer",
     "AccountEntitlement",
     "AccountEvent",
     "Identity",
@@ -33,6 +36,7 @@ __all__ = [
     "ProviderEvent",
     "RefreshToken",
     "RefreshTokenFamily",
+    "StreamTicket",
     "Subscription",
     "WebhookDelivery",
     "WebhookEndpoint",

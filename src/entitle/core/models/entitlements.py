@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from entitle.db.base import Base
@@ -95,4 +95,23 @@ class AccountEntitlement(Base):
     recheck_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The answer exactly as the API shows it (EntitlementAnswer.to_json()).
     answer: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AccountAnswer(Base):
+    """The whole `GET /v1/me/entitlements` body of one account, as sent.
+
+    Written in the transaction that changed a source (with `account_entitlements`), so the signed-in read
+    is one query that checks the session and returns these bytes untouched. `recheck_at` is the earliest
+    moment time alone changes the answer; a read after it recomputes instead of trusting the body.
+    """
+
+    __tablename__ = "account_answers"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Compact JSON text, exactly the bytes a client receives.
+    body: Mapped[str] = mapped_column(Text)
+    recheck_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

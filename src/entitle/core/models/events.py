@@ -46,6 +46,8 @@ class ProviderEvent(Base):
     __table_args__ = (
         UniqueConstraint("provider", "event_id"),
         Index("ix_provider_events_due", "status", "next_attempt_at"),
+        # A batch loads every unprocessed event of one ordering key: one vendor read settles them all.
+        Index("ix_provider_events_key_status", "provider", "ordering_key", "status"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
@@ -99,3 +101,18 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StreamTicket(Base):
+    """A single-use, short-lived ticket that lets a browser's EventSource (which cannot send an
+    Authorization header) open `GET /v1/me/entitlements/stream?ticket=` for a signed-in session."""
+
+    __tablename__ = "stream_tickets"
+
+    # SHA-256 of the ticket: a leaked table row opens nothing.
+    ticket_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    # The refresh-token family (session) the ticket was issued to; the stream ends when it does.
+    session_id: Mapped[uuid.UUID] = mapped_column(UUID)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

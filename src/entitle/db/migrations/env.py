@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import entitle.core.models  # noqa: F401  (registers every table on Base.metadata)
+import entitle.models  # noqa: F401  (registers every table on Base.metadata)
 from entitle.db.base import Base
 from entitle.db.engine import normalize_database_url
 

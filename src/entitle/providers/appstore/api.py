@@ -2,9 +2,14 @@
 
 The official `AsyncAppStoreServerAPIClient` signs the ES256 bearer token and parses Apple's answers; we
 subclass it only to send its requests through the process's pooled `httpx.AsyncClient` and to a base URL
-from `ENTITLE_APPLE_API_BASE` (a local stand-in in tests). Apple rate-limits per app (429, errorCode
-4290000) and has transient 5xx: those are retried with exponential backoff and jitter, then reported as
-`AppStoreApiUnavailable`. Production and Sandbox are separate services; each call names the environment.
+from `ENTITLE_APPLE_API_BASE` (a local stand-in in tests). Production and Sandbox are separate services;
+each call names the environment.
+
+Apple rate-limits each endpoint per app (429, errorCode 4290000): every request is paced
+(`entitle.pacing`) under Apple's documented limits, and a 429 is retried within seconds, after the
+moment Apple's `Retry-After` names or a short backoff with jitter, held in the pacer so the endpoint's
+other callers wait too; only after about 20 seconds of that does it become `AppStoreApiUnavailable`.
+Transient 5xx and network failures are retried a few times with exponential backoff and jitter.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import random
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +30,7 @@ from appstoreserverlibrary.models.LastTransactionsItem import LastTransactionsIt
 from appstoreserverlibrary.models.NotificationHistoryRequest import NotificationHistoryRequest
 from appstoreserverlibrary.models.UpdateAppAccountTokenRequest import UpdateAppAccountTokenRequest
 
+from entitle.pacing import Clock, Pacer, PacerStats, Sleep, retry_delay
 from entitle.providers.appstore.errors import AppStoreApiUnavailable, AppStoreMisconfigured
 from entitle.settings import Settings
 
@@ -34,12 +40,56 @@ T = TypeVar("T")
 # Apple's own answer when it does not know a transaction id (errorCode 4040010).
 TRANSACTION_NOT_FOUND = 4040010
 
+# The endpoints we call, named as the pacer counts them (method and path template).
+GET_ALL_SUBSCRIPTION_STATUSES = "GET /inApps/v1/subscriptions/{transactionId}"
+SET_APP_ACCOUNT_TOKEN = "PUT /inApps/v1/transactions/{originalTransactionId}/appAccountToken"
+GET_NOTIFICATION_HISTORY = "POST /inApps/v1/notifications/history"
+# Apple's limits per app and endpoint, requests per second in Production; the sandbox allows 10% of
+# them. Apple counts them over an hour, so pacing at the per-second rate is on the safe side
+# (https://developer.apple.com/documentation/appstoreserverapi/identifying-rate-limits).
+PRODUCTION_LIMITS = {
+    GET_ALL_SUBSCRIPTION_STATUSES: 50.0,
+    SET_APP_ACCOUNT_TOKEN: 20.0,
+    GET_NOTIFICATION_HISTORY: 50.0,
+}
+SANDBOX_SHARE = 0.10
+RATE_LIMIT_BUDGET_SECONDS = 20.0
+BACKOFF_CAP_SECONDS = 2.0
+
+
+def endpoint_name(environment: str | AppleEnvironment, endpoint: str) -> str:
+    """The pacer's name for `endpoint` in `environment`: the two environments are limited apart."""
+    return f"{AppleEnvironment(environment).value} {endpoint}"
+
+
+def appstore_limits() -> dict[str, float]:
+    limits = {endpoint_name(AppleEnvironment.PRODUCTION, e): rate for e, rate in PRODUCTION_LIMITS.items()}
+    for endpoint, rate in PRODUCTION_LIMITS.items():
+        limits[endpoint_name(AppleEnvironment.SANDBOX, endpoint)] = rate * SANDBOX_SHARE
+    return limits
+
+
+class AppStoreRateLimited(APIException):
+    """Apple's 429, with the moment its `Retry-After` header names (UNIX time in milliseconds), if any."""
+
+    def __init__(self, raw_api_error: int | None, error_message: str | None, retry_at_ms: int | None) -> None:
+        # attrs' mypy plugin reads APIException's fields as its __init__; the class defines its own.
+        super().__init__(429, raw_api_error, error_message)  # type: ignore[call-arg]
+        self.retry_at_ms = retry_at_ms
+
+    def retry_after(self, now: float) -> float | None:
+        """Seconds from `now` (UNIX time) until Apple takes requests again, if it said."""
+        return None if self.retry_at_ms is None else max(0.0, self.retry_at_ms / 1000 - now)
+
 
 class _PooledClient(AsyncAppStoreServerAPIClient):
     """Apple's client, sending through an injected httpx client to an overridable base URL."""
 
-    def __init__(self, *, http: httpx.AsyncClient, base_url: str | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self, *, http: httpx.AsyncClient, base_url: str | None, environment: AppleEnvironment, **kwargs: Any
+    ) -> None:
+        super().__init__(environment=environment, **kwargs)
+        self.environment = environment
         self._own_client = self.http_client  # created by the library; closed in aclose
         self._http = http
         if base_url:
@@ -55,6 +105,23 @@ class _PooledClient(AsyncAppStoreServerAPIClient):
         data: bytes | None,
     ) -> httpx.Response:
         return await self._http.request(method, url, params=params, headers=headers, json=json, content=data)
+
+    def _parse_response(
+        self,
+        status_code: int,
+        headers: MutableMapping[str, str],
+        json_supplier: Callable[[], Any],
+        destination_class: type[T],
+    ) -> T:
+        try:
+            return super()._parse_response(status_code, headers, json_supplier, destination_class)
+        except APIException as exc:
+            if status_code != 429:
+                raise
+            retry_at = headers.get("retry-after", "")
+            raise AppStoreRateLimited(
+                exc.raw_api_error, exc.error_message, int(retry_at) if retry_at.isdigit() else None
+            ) from None
 
     async def aclose(self) -> None:
         await self._own_client.aclose()
@@ -73,8 +140,10 @@ class AppStoreApi:
         http: httpx.AsyncClient,
         base_url: str | None = None,
         max_attempts: int = 5,
-        backoff: float = 0.5,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        backoff: float = 0.25,
+        rate_limit_budget: float = RATE_LIMIT_BUDGET_SECONDS,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._clients = {
             environment: _PooledClient(
@@ -90,9 +159,21 @@ class AppStoreApi:
         }
         self._max_attempts = max(1, max_attempts)
         self._backoff = backoff
+        self._rate_limit_budget = rate_limit_budget
         self._sleep = sleep
-        # How many times Apple asked us to slow down; `entitle sync appstore` reports it.
-        self.rate_limited = 0
+        self.pacer = Pacer(
+            per_second=None, per_endpoint=None, endpoint_limits=appstore_limits(), clock=clock, sleep=sleep
+        )
+
+    @property
+    def stats(self) -> PacerStats:
+        """Requests sent and 429s received, per environment and endpoint."""
+        return self.pacer.stats
+
+    @property
+    def rate_limited(self) -> int:
+        """How many times Apple asked us to slow down; `entitle sync appstore` reports it."""
+        return self.stats.total_rate_limited
 
     @classmethod
     def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> AppStoreApi | None:
@@ -124,26 +205,45 @@ class AppStoreApi:
                 f"The App Store Server API has no {environment} environment."
             ) from None
 
-    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        for attempt in range(1, self._max_attempts + 1):
+    async def _call(
+        self, what: str, environment: AppleEnvironment, endpoint: str, call: Callable[[], Awaitable[T]]
+    ) -> T:
+        name = endpoint_name(environment, endpoint)
+        failures = 0
+        rate_limits = 0
+        backed_off = 0.0
+        while True:
+            await self.pacer.acquire(name)
             try:
                 return await call()
+            except AppStoreRateLimited as exc:
+                delay = exc.retry_after(time.time())
+                if delay is None:
+                    delay = retry_delay(rate_limits, base=self._backoff, cap=BACKOFF_CAP_SECONDS)
+                rate_limits += 1
+                # The retry waits in the pacer, behind this hold, with every other caller.
+                self.pacer.back_off(name, delay)
+                backed_off += delay
+                if backed_off > self._rate_limit_budget:
+                    raise AppStoreApiUnavailable(
+                        f"The App Store Server API refused {what} (HTTP 429, error {exc.raw_api_error})."
+                    ) from exc
+                log.info("App Store Server API: rate-limited on %s; retrying in %.2fs", what, delay)
+                continue
             except APIException as exc:
-                retryable = exc.http_status_code == 429 or exc.http_status_code >= 500
-                if exc.http_status_code == 429:
-                    self.rate_limited += 1
-                if not retryable or attempt == self._max_attempts:
+                failures += 1
+                if exc.http_status_code < 500 or failures == self._max_attempts:
                     raise AppStoreApiUnavailable(
                         f"The App Store Server API refused {what} (HTTP {exc.http_status_code}, "
                         f"error {exc.raw_api_error})."
                     ) from exc
             except httpx.HTTPError as exc:
-                if attempt == self._max_attempts:
+                failures += 1
+                if failures == self._max_attempts:
                     raise AppStoreApiUnavailable(f"The App Store Server API did not answer {what}.") from exc
-            delay = self._backoff * (2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-            log.info("App Store Server API: retrying %s in %.2fs (attempt %d)", what, delay, attempt)
+            delay = retry_delay(failures - 1, base=self._backoff, cap=self._backoff * 2**self._max_attempts)
+            log.info("App Store Server API: retrying %s in %.2fs (attempt %d)", what, delay, failures)
             await self._sleep(delay)
-        raise AssertionError("unreachable")
 
     async def subscription_statuses(
         self, environment: str, transaction_id: str
@@ -151,7 +251,10 @@ class AppStoreApi:
         """Every subscription of the customer who made `transaction_id` (Get All Subscription Statuses)."""
         client = self._client(environment)
         response = await self._call(
-            "Get All Subscription Statuses", lambda: client.get_all_subscription_statuses(transaction_id)
+            "Get All Subscription Statuses",
+            client.environment,
+            GET_ALL_SUBSCRIPTION_STATUSES,
+            lambda: client.get_all_subscription_statuses(transaction_id),
         )
         return [item for group in response.data or [] for item in group.lastTransactions or []]
 
@@ -161,7 +264,10 @@ class AppStoreApi:
         client = self._client(environment)
         request = UpdateAppAccountTokenRequest(appAccountToken=str(token))
         await self._call(
-            "Set App Account Token", lambda: client.set_app_account_token(original_transaction_id, request)
+            "Set App Account Token",
+            client.environment,
+            SET_APP_ACCOUNT_TOKEN,
+            lambda: client.set_app_account_token(original_transaction_id, request),
         )
 
     async def notification_history(
@@ -176,6 +282,8 @@ class AppStoreApi:
         while True:
             page = await self._call(
                 "Get Notification History",
+                client.environment,
+                GET_NOTIFICATION_HISTORY,
                 lambda page_token=token: client.get_notification_history(page_token, request),  # type: ignore[misc]
             )
             for item in page.notificationHistory or []:

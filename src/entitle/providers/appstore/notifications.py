@@ -19,12 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.catalog import Catalog
 from entitle.core.events import record_event
 from entitle.core.models.events import ProviderEvent
-from entitle.core.subscriptions import Store
+from entitle.core.subscriptions import Store, SubscriptionSink
 from entitle.providers.appstore.ledger import account_for_token, find_owner, set_owner
 from entitle.providers.appstore.mapping import stale_reason, subscription_state
 from entitle.providers.appstore.verification import VerifiedNotification, VerifiedTransaction, from_millis
-from entitle.services.inbox import ParkEvent
-from entitle.services.subscriptions import apply_subscription_state, find_subscription
+from entitle.providers.base import ParkEvent
 
 
 def purchase_token(transaction: VerifiedTransaction) -> uuid.UUID | None:
@@ -40,10 +39,12 @@ def is_family_shared(transaction: VerifiedTransaction) -> bool:
     return transaction.raw.get("inAppOwnershipType") == "FAMILY_SHARED"
 
 
-async def stored_transaction(db: AsyncSession, original_transaction_id: str) -> dict[str, Any] | None:
+async def stored_transaction(
+    db: AsyncSession, sink: SubscriptionSink, original_transaction_id: str
+) -> dict[str, Any] | None:
     """The raw App Store transaction kept with the stored subscription, if any."""
-    row = await find_subscription(db, Store.APP_STORE.value, original_transaction_id)
-    kept = row.raw.get("transaction") if row is not None and isinstance(row.raw, dict) else None
+    stored = await sink.stored(db, Store.APP_STORE, original_transaction_id)
+    kept = stored.raw.get("transaction") if stored is not None and isinstance(stored.raw, dict) else None
     return kept if isinstance(kept, dict) else None
 
 
@@ -52,6 +53,7 @@ class NotificationContext:
     db: AsyncSession
     note: VerifiedNotification
     catalog: Catalog
+    sink: SubscriptionSink
     now: datetime
     event: ProviderEvent | None = None
     _owner: uuid.UUID | None = field(default=None, init=False)
@@ -102,7 +104,7 @@ class NotificationContext:
             raise ParkEvent(
                 f"no account known yet for original transaction {transaction.payload.originalTransactionId}"
             )
-        stored = await stored_transaction(self.db, str(transaction.payload.originalTransactionId))
+        stored = await stored_transaction(self.db, self.sink, str(transaction.payload.originalTransactionId))
         stale = stale_reason(transaction, stored, from_device=False)
         if stale is not None:
             # A refund of a past period, say: recorded by the handler, but the subscription is a later one.
@@ -115,7 +117,7 @@ class NotificationContext:
             now=self.now,
             notification=self.note,
         )
-        applied = await apply_subscription_state(self.db, state, now=self.now)
+        applied = await self.sink.apply(self.db, state, now=self.now)
         return f"applied {state.status.value}" if applied else "ignored: older than stored state"
 
     async def record(self, type: str, data: dict[str, Any]) -> None:

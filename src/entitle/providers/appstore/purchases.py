@@ -1,10 +1,10 @@
 """A purchase posted by the iPhone app (`POST /v1/billing/appstore/transactions`).
 
 `record_purchase` runs inside the request's unit of work: verify the StoreKit 2 `jwsRepresentation`,
-decide the owner (`ledger.decide_owner`), record it, apply the subscription. The route then commits and
-calls `after_purchase`, which works in transactions of its own and therefore must run after the commit:
-release the notifications parked for this purchase, refresh it from the App Store Server API, and tell
-Apple the owner's token for a purchase made outside the app.
+decide the owner (`ledger.decide_owner`), record it, apply the subscription. The route then commits,
+releases the notifications parked for this purchase (the inbox's business), and calls `after_purchase`,
+which works in transactions of its own and therefore must run after the commit: refresh the purchase
+from the App Store Server API, and tell Apple the owner's token for a purchase made outside the app.
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ from entitle.providers.appstore import sync
 from entitle.providers.appstore.ledger import account_for_token, decide_owner, find_owner, set_owner
 from entitle.providers.appstore.mapping import stale_reason, subscription_state
 from entitle.providers.appstore.notifications import is_family_shared, purchase_token, stored_transaction
-from entitle.providers.appstore.provider import PROVIDER, AppStoreProvider
-from entitle.services.entitlements import subscription_state as stored_state
-from entitle.services.subscriptions import apply_subscription_state, find_subscription
+from entitle.providers.appstore.provider import AppStoreProvider
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +66,7 @@ async def record_purchase(
         purchase_token=binding,
         family_shared=family,
         current_owner=ledger.account_id if ledger is not None and owner_is_live else None,
-        policy=provider.settings.appstore_restore_policy,
+        policy=provider.config.restore_policy,
     )
     reason = decision.reason or "unchanged"
     if ledger is not None and not owner_is_live and ledger.account_id != decision.owner:
@@ -85,15 +83,15 @@ async def record_purchase(
         now=now,
     )
     # The device may hold an old or upgraded-away transaction, freshly signed: never let it regress state.
-    stale = stale_reason(verified, await stored_transaction(db, original), from_device=True)
+    stale = stale_reason(verified, await stored_transaction(db, provider.sink, original), from_device=True)
     applied = False
     if stale is None:
         state = subscription_state(
             verified, None, account_id=decision.owner, catalog=provider.catalog, now=now
         )
-        applied = await apply_subscription_state(db, state, now=now)
+        applied = await provider.sink.apply(db, state, now=now)
     if not applied:
-        await _move_stored_subscription(db, original, decision.owner, now=now)
+        await _move_stored_subscription(provider, db, original, decision.owner, now=now)
     return PostedPurchase(
         original_transaction_id=original,
         environment=verified.environment.value,
@@ -108,20 +106,19 @@ async def _is_live(db: AsyncSession, account_id: uuid.UUID) -> bool:
 
 
 async def _move_stored_subscription(
-    db: AsyncSession, original: str, owner: uuid.UUID, *, now: datetime
+    provider: AppStoreProvider, db: AsyncSession, original: str, owner: uuid.UUID, *, now: datetime
 ) -> None:
     """A restore moved the purchase but the device's copy was not applied: move the stored state."""
-    row = await find_subscription(db, Store.APP_STORE.value, original)
-    if row is None or row.account_id == owner:
+    stored = await provider.sink.stored(db, Store.APP_STORE, original)
+    if stored is None or stored.account_id == owner:
         return
     # Same vendor timestamp, so the subscription service applies it (and refreshes both accounts).
-    moved = dataclasses.replace(stored_state(row), account_id=owner, raw=dict(row.raw))
-    await apply_subscription_state(db, moved, now=now)
+    await provider.sink.apply(db, dataclasses.replace(stored, account_id=owner), now=now)
 
 
 async def after_purchase(provider: AppStoreProvider, purchase: PostedPurchase) -> None:
-    """Follow-ups in their own transactions; failures are logged, never undo the recorded purchase."""
-    await provider.inbox.release_parked(PROVIDER, purchase.original_transaction_id)
+    """Follow-ups at Apple in their own transactions, run once the purchase is committed (and the
+    notifications parked for it released); failures are logged, never undo the recorded purchase."""
     if provider.api is None:
         return
     try:

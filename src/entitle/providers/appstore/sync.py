@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -28,7 +28,6 @@ from entitle.providers.appstore.errors import AppStoreApiUnavailable
 from entitle.providers.appstore.ledger import find_owner
 from entitle.providers.appstore.mapping import subscription_state
 from entitle.providers.appstore.models import AppStoreOwnership
-from entitle.services.subscriptions import apply_subscription_state
 
 if TYPE_CHECKING:
     from entitle.providers.appstore.api import AppStoreApi
@@ -81,7 +80,7 @@ async def refresh_subscription(provider: AppStoreProvider, original_transaction_
                 now=now,
                 apple_status=item.rawStatus,
             )
-            changed += int(await apply_subscription_state(db, state, now=now))
+            changed += int(await provider.sink.apply(db, state, now=now))
     return changed
 
 
@@ -115,6 +114,10 @@ class SyncSummary:
     rate_limited: int = 0
 
 
+# Feeds one notification body through the same ingestion path as the webhook; True when it was new.
+Ingest = Callable[[bytes], Awaitable[bool]]
+
+
 async def backfill_notifications(
     provider: AppStoreProvider,
     environment: str,
@@ -122,17 +125,18 @@ async def backfill_notifications(
     start: dt.datetime,
     end: dt.datetime,
     summary: SyncSummary,
+    ingest: Ingest,
 ) -> None:
     api = _api(provider)
     async for signed_payload in api.notification_history(environment, start, end):
         summary.notifications_seen += 1
         body = json.dumps({"signedPayload": signed_payload}).encode()
         try:
-            receipt = await provider.receive_notification(body)
+            created = await ingest(body)
         except EntitleError:
             summary.notifications_invalid += 1
             continue
-        summary.notifications_new += int(receipt.created)
+        summary.notifications_new += int(created)
 
 
 async def known_purchases(provider: AppStoreProvider) -> list[tuple[str, str]]:
@@ -166,6 +170,7 @@ ProgressCallback = Callable[[str, int, int], None]
 async def sync_all(
     provider: AppStoreProvider,
     *,
+    ingest: Ingest,
     history_days: int = 30,
     on_progress: ProgressCallback | None = None,
 ) -> SyncSummary:
@@ -186,7 +191,9 @@ async def sync_all(
     environments = sorted({environment for _, environment in purchases if environment in API_ENVIRONMENTS})
     for step, environment in enumerate(environments or list(API_ENVIRONMENTS), start=1):
         try:
-            await backfill_notifications(provider, environment, start=start, end=end, summary=summary)
+            await backfill_notifications(
+                provider, environment, start=start, end=end, summary=summary, ingest=ingest
+            )
         except EntitleError:
             summary.failed.append(f"notification history ({environment})")
         if on_progress is not None:

@@ -6,16 +6,24 @@ Decisions this module owns:
   (`stripe.api_version`), the version its types describe; a test keeps the two equal.
 - Everything returned is the JSON Stripe sent, as plain dicts: mapping and storage never see SDK
   objects, and the raw vendor object we keep is byte-for-byte what Stripe said.
-- SDK errors stop here and become `entitle.errors` (see `errors.py`). A 429 is retried with
-  exponential backoff before it becomes `ProviderUnavailable`; the SDK itself only retries network
-  failures, 409s and 5xx.
+- Every request is paced (`entitle.pacing`) under Stripe's limits, each under an explicit endpoint name
+  (method and path template, as Stripe counts them): the account-wide limit, 25 requests/s with a test
+  key and 100 live, and 25/s per endpoint in both modes (https://docs.stripe.com/rate-limits), or
+  `ENTITLE_STRIPE_MAX_REQUESTS_PER_SECOND` when this process has only a share of the account.
+- A 429 is retried within seconds: short exponential backoff with jitter (a `Retry-After` header, if
+  Stripe ever sends one, wins), held back in the pacer so other requests to the same endpoint (or every
+  request, when `Stripe-Rate-Limited-Reason` names the global limit) wait too. Only after about 20
+  seconds of that does it become `ProviderUnavailable(code="stripe_rate_limited")`, for the inbox's
+  slower retry. The SDK itself only retries network failures, 409s and 5xx.
+- SDK errors stop here and become `entitle.errors` (see `errors.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -40,6 +48,7 @@ from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateP
 
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, EntitleError, ProviderUnavailable
+from entitle.pacing import Clock, Pacer, PacerStats, Sleep, retry_delay
 from entitle.providers.stripe.errors import PaymentRequired, StripeNotConfigured, StripeObjectMissing
 from entitle.settings import Settings
 
@@ -47,6 +56,26 @@ from entitle.settings import Settings
 STRIPE_API_VERSION = "2026-10-28.endive"
 
 StripeDict = dict[str, Any]
+
+# Stripe's limits (https://docs.stripe.com/rate-limits): for the whole account, by mode, and for each
+# endpoint (method + path template) unless noted, in live mode too.
+SANDBOX_REQUESTS_PER_SECOND = 25.0
+LIVE_REQUESTS_PER_SECOND = 100.0
+ENDPOINT_REQUESTS_PER_SECOND = 25.0
+# How much backoff a request sits through on 429s before giving up: seconds, not the inbox's 30.
+RATE_LIMIT_BUDGET_SECONDS = 20.0
+RATE_LIMIT_BACKOFF_CAP_SECONDS = 2.0
+
+# The webhook path's re-reads, named for `pacer.reserved(...)`.
+RETRIEVE_SUBSCRIPTION = "GET /v1/subscriptions/{id}"
+LIST_SUBSCRIPTIONS = "GET /v1/subscriptions"
+
+
+def stripe_limits(secret_key: str, override: float | None = None) -> tuple[float, float]:
+    """(account-wide, per-endpoint) requests per second for this key, or for `override`."""
+    sandbox = secret_key.startswith(("sk_test_", "rk_test_"))
+    account = override or (SANDBOX_REQUESTS_PER_SECOND if sandbox else LIVE_REQUESTS_PER_SECOND)
+    return account, min(ENDPOINT_REQUESTS_PER_SECOND, account)
 
 
 class StripeGateway:
@@ -59,9 +88,11 @@ class StripeGateway:
         api_base: str = stripe.DEFAULT_API_BASE,
         http_client: stripe.HTTPClient | None = None,
         max_network_retries: int = 2,
-        rate_limit_retries: int = 5,
-        backoff_seconds: float = 0.5,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_requests_per_second: float | None = None,
+        rate_limit_budget: float = RATE_LIMIT_BUDGET_SECONDS,
+        backoff_seconds: float = 0.25,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._http = http_client or FormBodyHTTPXClient(timeout=30)
         self._client = stripe.StripeClient(
@@ -71,17 +102,26 @@ class StripeGateway:
             http_client=self._http,
             max_network_retries=max_network_retries,
         )
-        self._rate_limit_retries = rate_limit_retries
+        self._rate_limit_budget = rate_limit_budget
         self._backoff = backoff_seconds
-        self._sleep = sleep
+        account, endpoint = stripe_limits(secret_key, max_requests_per_second)
+        self.pacer = Pacer(per_second=account, per_endpoint=endpoint, clock=clock, sleep=sleep)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> StripeGateway:
         if settings.stripe_secret_key is None:
             raise StripeNotConfigured()
         return cls(
-            settings.stripe_secret_key.get_secret_value(), api_base=settings.stripe_api_base, **overrides
+            settings.stripe_secret_key.get_secret_value(),
+            api_base=settings.stripe_api_base,
+            max_requests_per_second=settings.stripe_max_requests_per_second,
+            **overrides,
         )
+
+    @property
+    def stats(self) -> PacerStats:
+        """Requests sent and 429s received, per endpoint."""
+        return self.pacer.stats
 
     async def aclose(self) -> None:
         await self._http.close_async()  # type: ignore[no-untyped-call]
@@ -94,15 +134,21 @@ class StripeGateway:
         if email:
             params["email"] = email
         return await self._call(
-            lambda: self._client.v1.customers.create_async(params, {"idempotency_key": idempotency_key})
+            "POST /v1/customers",
+            lambda: self._client.v1.customers.create_async(params, {"idempotency_key": idempotency_key}),
         )
 
     async def retrieve_customer(self, customer_id: str) -> StripeDict:
         """The customer, or `{"id", "object", "deleted": true}` once deleted."""
-        return await self._call(lambda: self._client.v1.customers.retrieve_async(customer_id))
+        return await self._call(
+            "GET /v1/customers/{id}", lambda: self._client.v1.customers.retrieve_async(customer_id)
+        )
 
     async def retrieve_payment_method(self, payment_method_id: str) -> StripeDict:
-        return await self._call(lambda: self._client.v1.payment_methods.retrieve_async(payment_method_id))
+        return await self._call(
+            "GET /v1/payment_methods/{id}",
+            lambda: self._client.v1.payment_methods.retrieve_async(payment_method_id),
+        )
 
     # --- catalog -----------------------------------------------------------------------------------
     async def prices_by_lookup_keys(self, lookup_keys: list[str]) -> list[StripeDict]:
@@ -111,6 +157,7 @@ class StripeGateway:
         for start in range(0, len(lookup_keys), 10):  # Stripe filters on at most 10 lookup keys per call
             chunk = lookup_keys[start : start + 10]
             page = await self._expanding(
+                "GET /v1/prices",
                 lambda expand, chunk=chunk: self._client.v1.prices.list_async(  # type: ignore[misc]
                     {"lookup_keys": chunk, "limit": 100, **expand}  # type: ignore[arg-type]
                 ),
@@ -121,37 +168,50 @@ class StripeGateway:
 
     async def create_product(self, params: ProductCreateParams, *, idempotency_key: str) -> StripeDict:
         return await self._call(
-            lambda: self._client.v1.products.create_async(params, {"idempotency_key": idempotency_key})
+            "POST /v1/products",
+            lambda: self._client.v1.products.create_async(params, {"idempotency_key": idempotency_key}),
         )
 
     async def update_product(self, product_id: str, params: ProductUpdateParams) -> StripeDict:
-        return await self._call(lambda: self._client.v1.products.update_async(product_id, params))
+        return await self._call(
+            "POST /v1/products/{id}", lambda: self._client.v1.products.update_async(product_id, params)
+        )
 
     async def create_price(self, params: PriceCreateParams, *, idempotency_key: str) -> StripeDict:
         return await self._call(
-            lambda: self._client.v1.prices.create_async(params, {"idempotency_key": idempotency_key})
+            "POST /v1/prices",
+            lambda: self._client.v1.prices.create_async(params, {"idempotency_key": idempotency_key}),
         )
 
     async def update_price(self, price_id: str, params: PriceUpdateParams) -> StripeDict:
-        return await self._call(lambda: self._client.v1.prices.update_async(price_id, params))
+        return await self._call(
+            "POST /v1/prices/{id}", lambda: self._client.v1.prices.update_async(price_id, params)
+        )
 
     # --- checkout, Payment Element, portal ----------------------------------------------------------
     async def create_checkout_session(
         self, params: CheckoutSessionCreateParams, *, idempotency_key: str | None = None
     ) -> StripeDict:
         options = {"idempotency_key": idempotency_key} if idempotency_key else {}
-        return await self._call(lambda: self._client.v1.checkout.sessions.create_async(params, options))  # type: ignore[arg-type]
+        return await self._call(
+            "POST /v1/checkout/sessions",
+            lambda: self._client.v1.checkout.sessions.create_async(params, options),  # type: ignore[arg-type]
+        )
 
     async def create_subscription(
         self, params: SubscriptionCreateParams, *, idempotency_key: str
     ) -> StripeDict:
         return await self._call(
-            lambda: self._client.v1.subscriptions.create_async(params, {"idempotency_key": idempotency_key})
+            "POST /v1/subscriptions",
+            lambda: self._client.v1.subscriptions.create_async(params, {"idempotency_key": idempotency_key}),
         )
 
     async def create_portal_session(self, *, customer_id: str, return_url: str) -> StripeDict:
         params: PortalSessionCreateParams = {"customer": customer_id, "return_url": return_url}
-        return await self._call(lambda: self._client.v1.billing_portal.sessions.create_async(params))
+        return await self._call(
+            "POST /v1/billing_portal/sessions",
+            lambda: self._client.v1.billing_portal.sessions.create_async(params),
+        )
 
     # --- subscriptions -----------------------------------------------------------------------------
     async def retrieve_subscription(
@@ -163,6 +223,7 @@ class StripeGateway:
         # the SDK's object tree is not built just to be thrown away (a third of the call's CPU).
         path = f"/v1/subscriptions/{quote(subscription_id, safe='')}"
         return await self._expanding(
+            RETRIEVE_SUBSCRIPTION,
             lambda expand: self._client.raw_request_async("get", path, **expand),
             fields,
         )
@@ -182,19 +243,28 @@ class StripeGateway:
             "payment_behavior": "pending_if_incomplete",
             "expand": ["default_payment_method"],
         }
-        return await self._call(lambda: self._client.v1.subscriptions.update_async(subscription_id, params))
+        return await self._call(
+            "POST /v1/subscriptions/{id}",
+            lambda: self._client.v1.subscriptions.update_async(subscription_id, params),
+        )
 
     async def set_cancel_at_period_end(self, subscription_id: str, cancel: bool) -> StripeDict:
         params: SubscriptionUpdateParams = {
             "cancel_at_period_end": cancel,
             "expand": ["default_payment_method"],
         }
-        return await self._call(lambda: self._client.v1.subscriptions.update_async(subscription_id, params))
+        return await self._call(
+            "POST /v1/subscriptions/{id}",
+            lambda: self._client.v1.subscriptions.update_async(subscription_id, params),
+        )
 
     async def cancel_subscription(self, subscription_id: str) -> StripeDict:
         """End the subscription now (no further invoices); Stripe keeps its history."""
         params: SubscriptionCancelParams = {"expand": ["default_payment_method"]}
-        return await self._call(lambda: self._client.v1.subscriptions.cancel_async(subscription_id, params))
+        return await self._call(
+            "DELETE /v1/subscriptions/{id}",
+            lambda: self._client.v1.subscriptions.cancel_async(subscription_id, params),
+        )
 
     async def preview_price_change(
         self, *, customer_id: str, subscription_id: str, item_id: str, price_id: str, proration_date: int
@@ -209,7 +279,9 @@ class StripeGateway:
                 "proration_date": proration_date,
             },
         }
-        return await self._call(lambda: self._client.v1.invoices.create_preview_async(params))
+        return await self._call(
+            "POST /v1/invoices/create_preview", lambda: self._client.v1.invoices.create_preview_async(params)
+        )
 
     async def iter_subscriptions(
         self, *, customer: str | None = None
@@ -223,6 +295,7 @@ class StripeGateway:
         while True:
             requested_at = utcnow()
             page = await self._expanding(
+                LIST_SUBSCRIPTIONS,
                 lambda expand: self._client.v1.subscriptions.list_async({**params, **expand}),  # type: ignore[arg-type]
                 ["data.default_payment_method"],
             )
@@ -235,9 +308,10 @@ class StripeGateway:
     async def latest_payment_refunded(self, invoice_id: str) -> bool:
         """Whether the payment of `invoice_id` has been refunded in full."""
         page = await self._call(
+            "GET /v1/invoice_payments",
             lambda: self._client.v1.invoice_payments.list_async(
                 {"invoice": invoice_id, "expand": ["data.payment.payment_intent.latest_charge"]}
-            )
+            ),
         )
         for payment in page["data"]:
             intent = (payment.get("payment") or {}).get("payment_intent")
@@ -249,14 +323,18 @@ class StripeGateway:
     async def open_checkout_sessions(self, customer_id: str) -> list[StripeDict]:
         """The customer's Checkout Sessions a person could still pay (newest first, up to 100)."""
         page = await self._call(
+            "GET /v1/checkout/sessions",
             lambda: self._client.v1.checkout.sessions.list_async(
                 {"customer": customer_id, "status": "open", "limit": 100}
-            )
+            ),
         )
         return [s for s in page["data"] if s.get("status") == "open"]
 
     async def expire_checkout_session(self, session_id: str) -> StripeDict:
-        return await self._call(lambda: self._client.v1.checkout.sessions.expire_async(session_id))
+        return await self._call(
+            "POST /v1/checkout/sessions/{id}/expire",
+            lambda: self._client.v1.checkout.sessions.expire_async(session_id),
+        )
 
     # --- webhook endpoints -------------------------------------------------------------------------
     async def create_webhook_endpoint(self, *, url: str, events: list[str]) -> StripeDict:
@@ -265,11 +343,13 @@ class StripeGateway:
             "enabled_events": events,  # type: ignore[typeddict-item]
             "api_version": STRIPE_API_VERSION,  # type: ignore[typeddict-item]
         }
-        return await self._call(lambda: self._client.v1.webhook_endpoints.create_async(params))
+        return await self._call(
+            "POST /v1/webhook_endpoints", lambda: self._client.v1.webhook_endpoints.create_async(params)
+        )
 
     # --- the edge ----------------------------------------------------------------------------------
     async def _expanding(
-        self, request: Callable[[dict[str, Any]], Awaitable[Any]], expand: list[str]
+        self, endpoint: str, request: Callable[[dict[str, Any]], Awaitable[Any]], expand: list[str]
     ) -> StripeDict:
         """Make a read with `expand`, or without it where the server refuses it.
 
@@ -277,28 +357,47 @@ class StripeGateway:
         rejects it must not stop a webhook from converging, so the plain read is the fallback.
         """
         try:
-            return await self._call(lambda: request({"expand": expand}))
+            return await self._call(endpoint, lambda: request({"expand": expand}))
         except ProviderUnavailable as exc:
             if exc.code != "stripe_rejected_request":
                 raise
-            return await self._call(lambda: request({}))
+            return await self._call(endpoint, lambda: request({}))
 
-    async def _call(self, request: Callable[[], Awaitable[Any]]) -> StripeDict:
-        """Make one SDK call, retrying 429s with backoff, and return the JSON Stripe sent."""
-        attempt = 0
-        while True:
+    async def _call(self, endpoint: str, request: Callable[[], Awaitable[Any]]) -> StripeDict:
+        """Make one SDK call when the pacer lets it go, retrying 429s, and return the JSON Stripe sent."""
+        backed_off = 0.0
+        for attempt in itertools.count():
+            await self.pacer.acquire(endpoint)
             try:
                 return _raw(await request())
             except stripe.RateLimitError as exc:
-                if attempt >= self._rate_limit_retries:
+                delay = _retry_after(exc)
+                if delay is None:
+                    delay = retry_delay(attempt, base=self._backoff, cap=RATE_LIMIT_BACKOFF_CAP_SECONDS)
+                # The retry itself waits in the pacer, behind this hold, with everyone else.
+                self.pacer.back_off(endpoint, delay, account_wide=_account_wide(exc))
+                backed_off += delay
+                if backed_off > self._rate_limit_budget:
                     raise ProviderUnavailable(
                         "Stripe is rate-limiting this server; try again shortly.", code="stripe_rate_limited"
                     ) from exc
-                delay = self._backoff * (2**attempt) * (1 + random.random() / 2)
-                attempt += 1
-                await self._sleep(delay)
             except stripe.StripeError as exc:
                 raise translate(exc) from exc
+        raise AssertionError("unreachable")
+
+
+def _retry_after(exc: stripe.StripeError) -> float | None:
+    """Seconds from a `Retry-After` header; Stripe documents none, but a proxy or a future Stripe may."""
+    try:
+        return max(0.0, float((exc.headers or {}).get("retry-after", "")))
+    except ValueError:
+        return None
+
+
+def _account_wide(exc: stripe.StripeError) -> bool:
+    # `Stripe-Rate-Limited-Reason`: global-rate or global-concurrency for the account, endpoint-rate,
+    # endpoint-concurrency or resource-specific for one endpoint or object.
+    return str((exc.headers or {}).get("stripe-rate-limited-reason", "")).startswith("global")
 
 
 class FormBodyHTTPXClient(stripe.HTTPXClient):

@@ -1,16 +1,18 @@
 """One handler per Stripe event type, in one table.
 
-Each handler treats its event as a nudge: it takes only ids from the payload and re-reads the
-subscription (or every subscription of the customer) from Stripe through `Reconciler`, so the
-payload's snapshot, however stale, never decides anything. Handlers run inside the inbox's
-transaction, under the per-customer lock, and are idempotent. Account events they write (payment
-failed, action required, trial ending, refunded) are written once per Stripe event because the inbox
-processes each stored event to success exactly once.
+Each handler treats its event as a nudge: it takes only ids from the payload and says what must be
+re-read from Stripe (`Settle`): a subscription, or every subscription of the customer. The payload's
+snapshot, however stale, never decides anything. `settle` runs a batch of events of one customer (the
+inbox's ordering key) through their handlers and then makes each read once, after all of them were
+stored: a renewal's `invoice.paid` and `customer.subscription.updated`, delivered within a second, cost
+one read. Handlers run inside the inbox's transaction, under the per-customer lock, and are idempotent.
+Account events they write (payment failed, action required, trial ending, refunded) are written once per
+Stripe event because the inbox processes each stored event to success exactly once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +35,18 @@ class HandlerContext:
     reconciler: Reconciler
 
 
-Handler = Callable[[HandlerContext, dict[str, Any]], Awaitable[str]]
+@dataclass(frozen=True)
+class Settle:
+    """What an event asks to be re-read: one read settles every event of the batch that asks for it."""
+
+    subscription: str | None = None
+    # Every subscription of this customer (what a customer-level event may have changed).
+    customer: str | None = None
+    # The outcome when nothing needs reading.
+    note: str | None = None
+
+
+Handler = Callable[[HandlerContext, dict[str, Any]], Awaitable[Settle]]
 
 
 def _object(event: dict[str, Any]) -> dict[str, Any]:
@@ -53,66 +66,65 @@ async def _account_event(ctx: HandlerContext, obj: dict[str, Any], type: str, da
         await events.record_event(ctx.db, account_id, type, data)
 
 
-async def checkout_session_completed(ctx: HandlerContext, event: dict[str, Any]) -> str:
+async def checkout_session_completed(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
     session = _object(event)
     subscription_id = object_id(session.get("subscription"))
     if session.get("mode") != "subscription" or subscription_id is None:
-        return "ignored: not a subscription checkout"
-    return await ctx.reconciler.subscription(ctx.db, subscription_id)
+        return Settle(note="ignored: not a subscription checkout")
+    return Settle(subscription=subscription_id)
 
 
-async def subscription_changed(ctx: HandlerContext, event: dict[str, Any]) -> str:
-    return await ctx.reconciler.subscription(ctx.db, _object(event)["id"])
+async def subscription_changed(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
+    return Settle(subscription=str(_object(event)["id"]))
 
 
-async def subscription_trial_will_end(ctx: HandlerContext, event: dict[str, Any]) -> str:
+async def subscription_trial_will_end(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
     sub = _object(event)
     await _account_event(
         ctx, sub, TRIAL_WILL_END, {"subscription": sub["id"], "trial_end": sub.get("trial_end")}
     )
-    return await ctx.reconciler.subscription(ctx.db, sub["id"])
+    return Settle(subscription=str(sub["id"]))
 
 
-async def invoice_paid(ctx: HandlerContext, event: dict[str, Any]) -> str:
+async def invoice_paid(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
     subscription_id = invoice_subscription_id(_object(event))
     if subscription_id is None:
-        return "ignored: invoice without a subscription"
-    return await ctx.reconciler.subscription(ctx.db, subscription_id)
+        return Settle(note="ignored: invoice without a subscription")
+    return Settle(subscription=subscription_id)
 
 
-async def invoice_payment_failed(ctx: HandlerContext, event: dict[str, Any]) -> str:
+async def invoice_payment_failed(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
     return await _invoice_needs_the_person(ctx, event, PAYMENT_FAILED, "next_payment_attempt")
 
 
-async def invoice_payment_action_required(ctx: HandlerContext, event: dict[str, Any]) -> str:
+async def invoice_payment_action_required(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
     return await _invoice_needs_the_person(ctx, event, PAYMENT_ACTION_REQUIRED, "hosted_invoice_url")
 
 
 async def _invoice_needs_the_person(
     ctx: HandlerContext, event: dict[str, Any], event_type: str, detail: str
-) -> str:
+) -> Settle:
     """Tell the account (its event log, outbound webhooks) why a payment is stuck, then re-read."""
     invoice = _object(event)
     subscription_id = invoice_subscription_id(invoice)
     if subscription_id is None:
-        return "ignored: invoice without a subscription"
+        return Settle(note="ignored: invoice without a subscription")
     data = {"subscription": subscription_id, "invoice": invoice["id"], detail: invoice.get(detail)}
     await _account_event(ctx, invoice, event_type, data)
-    return await ctx.reconciler.subscription(ctx.db, subscription_id)
+    return Settle(subscription=subscription_id)
 
 
-async def customer_deleted(ctx: HandlerContext, event: dict[str, Any]) -> str:
-    customer_id = _object(event)["id"]
-    forgotten = await mark_customer_deleted(ctx.db, customer_id, now=utcnow())
-    outcome = await ctx.reconciler.customer(ctx.db, customer_id)
-    return ("customer forgotten; " if forgotten else "") + outcome
+async def customer_deleted(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
+    customer_id = str(_object(event)["id"])
+    await mark_customer_deleted(ctx.db, customer_id, now=utcnow())
+    return Settle(customer=customer_id)
 
 
-async def charge_refunded(ctx: HandlerContext, event: dict[str, Any]) -> str:
+async def charge_refunded(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
     charge = _object(event)
     customer_id = object_id(charge.get("customer"))
     if customer_id is None:
-        return "ignored: charge without a customer"
+        return Settle(note="ignored: charge without a customer")
     await _account_event(
         ctx,
         charge,
@@ -124,7 +136,7 @@ async def charge_refunded(ctx: HandlerContext, event: dict[str, Any]) -> str:
             "refunded_in_full": bool(charge.get("refunded")),
         },
     )
-    return await ctx.reconciler.customer(ctx.db, customer_id)
+    return Settle(customer=customer_id)
 
 
 HANDLERS: dict[str, Handler] = {
@@ -160,8 +172,41 @@ def webhook_event_types() -> list[str]:
     return sorted(HANDLERS)
 
 
+# Types whose handler reads the customer's subscription list rather than one subscription.
+CUSTOMER_LEVEL = frozenset({"customer.deleted", "charge.refunded"})
+
+
+async def settle(ctx: HandlerContext, events: Sequence[dict[str, Any]]) -> list[str]:
+    """Run every event of one customer through its handler, then make each read it asks for once.
+
+    All events of a batch concern one customer (the inbox's ordering key), so a customer-level read
+    (every subscription of the customer) also settles the events that asked for one subscription.
+    Returns one outcome per event.
+    """
+    asks: list[Settle] = []
+    for event in events:
+        handler = HANDLERS.get(str(event.get("type")))
+        asks.append(
+            Settle(note=f"acknowledged: entitle does not act on {event.get('type')}")
+            if handler is None
+            else await handler(ctx, event)
+        )
+    customers = list(dict.fromkeys(ask.customer for ask in asks if ask.customer))
+    read: dict[str, str] = {}
+    for customer_id in customers:
+        read[customer_id] = await ctx.reconciler.customer(ctx.db, customer_id)
+    for ask in asks:
+        if ask.subscription and not customers and ask.subscription not in read:
+            read[ask.subscription] = await ctx.reconciler.subscription(ctx.db, ask.subscription)
+    settled_by_customer = "; ".join(read[c] for c in customers)
+    return [
+        ask.note
+        if ask.note is not None
+        else read.get(ask.customer or "") or settled_by_customer or read[ask.subscription or ""]
+        for ask in asks
+    ]
+
+
 async def handle(ctx: HandlerContext, event: dict[str, Any]) -> str:
-    handler = HANDLERS.get(str(event.get("type")))
-    if handler is None:
-        return f"acknowledged: entitle does not act on {event.get('type')}"
-    return await handler(ctx, event)
+    """Settle one event on its own (a batch of one)."""
+    return (await settle(ctx, [event]))[0]

@@ -1,30 +1,38 @@
-"""The Stripe provider object the app context holds: webhook verification and inbox processing.
+"""The Stripe provider: webhook verification, batched processing, and what the billing services use.
 
 Verification happens on the raw body before anything is stored (a forged event never reaches the
-database). Every configured webhook secret is tried, so a secret can be rotated by listing the new
-one next to the old one until Stripe stops signing with the old.
+database). Every configured webhook secret is tried, so a secret can be rotated by listing the new one
+next to the old one until Stripe stops signing with the old.
+
+Processing takes every unprocessed event of one customer at once (`process_events`) and re-reads each
+subscription they name once (`handlers.settle`). Before the batch is chosen, `read_slot` waits for the
+gateway's pacer to allow that read: events that arrive while the read is queued join the batch, so a
+renewal's several events cost one read, and the reads stay under Stripe's rate limits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import stripe
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle.core.catalog import Catalog
 from entitle.core.models.events import ProviderEvent
+from entitle.core.subscriptions import SubscriptionSink
 from entitle.errors import EntitleError, ProviderUnavailable
-from entitle.providers.stripe.client import StripeGateway
+from entitle.providers.base import IncomingEvent
+from entitle.providers.stripe.client import LIST_SUBSCRIPTIONS, RETRIEVE_SUBSCRIPTION, StripeGateway
 from entitle.providers.stripe.errors import StripeNotConfigured
-from entitle.providers.stripe.handlers import HandlerContext, handle
+from entitle.providers.stripe.handlers import CUSTOMER_LEVEL, HANDLERS, HandlerContext, settle
 from entitle.providers.stripe.mapping import object_id
 from entitle.providers.stripe.reconcile import Reconciler
-
-if TYPE_CHECKING:
-    from entitle.context import AppContext
+from entitle.settings import Settings
 
 PROVIDER = "stripe"
 # Stripe's own default: https://docs.stripe.com/webhooks#verify-events
@@ -37,42 +45,72 @@ class WebhookRejected(EntitleError):
 
 
 @dataclass(frozen=True)
-class VerifiedEvent:
-    id: str
-    type: str
-    # The customer the event concerns: the inbox serializes work per customer on it.
-    customer_id: str | None
-    created: datetime | None
+class StripeConfig:
+    """The slice of the settings the Stripe provider and the web billing services need."""
+
+    # A secret key is set: web payments are on.
+    enabled: bool
+    webhook_secrets: tuple[str, ...]
+    grace_days: int
+    # Where Stripe may send people back: the web app's origins, then the public URL.
+    web_origins: tuple[str, ...]
+    public_url: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StripeConfig:
+        return cls(
+            enabled=settings.stripe_secret_key is not None,
+            webhook_secrets=tuple(s.get_secret_value() for s in settings.stripe_webhook_secret),
+            grace_days=settings.stripe_grace_days,
+            web_origins=tuple(settings.web_origins),
+            public_url=settings.public_url,
+        )
 
 
 class StripeProvider:
-    def __init__(self, context: AppContext, *, gateway: StripeGateway | None = None) -> None:
-        self.settings = context.settings
-        self.catalog = context.catalog
-        self._gateway = gateway
+    name = PROVIDER
+
+    def __init__(
+        self,
+        *,
+        config: StripeConfig,
+        catalog: Catalog,
+        sink: SubscriptionSink,
+        gateway: StripeGateway | Callable[[], StripeGateway] | None,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.sink = sink
+        # A factory: the gateway is built on first use, inside the event loop that will use its HTTP
+        # connections (the app is often assembled before its loop runs).
+        self._gateway = gateway if isinstance(gateway, StripeGateway) else None
+        self._make_gateway = None if isinstance(gateway, StripeGateway) else gateway
 
     @property
     def configured(self) -> bool:
-        return self._gateway is not None or self.settings.stripe_secret_key is not None
+        return self._gateway is not None or (self._make_gateway is not None and self.config.enabled)
 
     @property
     def gateway(self) -> StripeGateway:
-        # Built on first use, inside the event loop that will use its HTTP connections.
         if self._gateway is None:
-            self._gateway = StripeGateway.from_settings(self.settings)
+            if self._make_gateway is None or not self.config.enabled:
+                raise StripeNotConfigured()
+            self._gateway = self._make_gateway()
         return self._gateway
 
     @property
     def reconciler(self) -> Reconciler:
-        return Reconciler(self.gateway, self.catalog, self.settings.stripe_grace_days)
+        return Reconciler(self.gateway, self.catalog, self.config.grace_days, self.sink)
 
-    def verify(self, body: bytes, signature: str | None) -> VerifiedEvent:
+    async def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> IncomingEvent:
         """Check `Stripe-Signature` against every configured secret, then parse the event."""
-        secrets = [s.get_secret_value() for s in self.settings.stripe_webhook_secret]
+        secrets = self.config.webhook_secrets
         if not secrets:
             raise ProviderUnavailable(
-                "Stripe webhooks are not configured on this server.", code="stripe_webhooks_not_configured"
+                "Stripe webhooks are not configured on this server (set ENTITLE_STRIPE_WEBHOOK_SECRET).",
+                code="stripe_webhooks_not_configured",
             )
+        signature = headers.get("stripe-signature")
         if not signature:
             raise WebhookRejected("The Stripe-Signature header is missing.", code="missing_signature")
         if not any(_signed_by(body, signature, secret) for secret in secrets):
@@ -81,22 +119,38 @@ class StripeProvider:
             event = json.loads(body)
             obj = event["data"]["object"]
             event_id, event_type = str(event["id"]), str(event["type"])
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise WebhookRejected("The event is not a Stripe event.", code="malformed_event") from exc
         if not isinstance(obj, dict) or not event_id.startswith("evt_"):
             raise WebhookRejected("The event is not a Stripe event.", code="malformed_event")
         customer = obj.get("id") if obj.get("object") == "customer" else object_id(obj.get("customer"))
-        return VerifiedEvent(
-            id=event_id,
+        return IncomingEvent(
+            event_id=event_id,
             type=event_type,
-            customer_id=str(customer) if customer else None,
-            created=_moment(event.get("created")),
+            # Work is serialized and batched per customer: every event we act on names one.
+            ordering_key=str(customer) if customer else None,
+            occurred_at=_moment(event.get("created")),
         )
 
-    async def process_event(self, db: AsyncSession, event: ProviderEvent) -> str | None:
-        """Called by the inbox inside its transaction; raising leaves the row failed for a retry."""
-        payload: dict[str, Any] = json.loads(event.raw_body)
-        return await handle(HandlerContext(db=db, reconciler=self.reconciler), payload)
+    @contextlib.asynccontextmanager
+    async def read_slot(self, events: Sequence[ProviderEvent]) -> AsyncIterator[bool]:
+        """Wait until the pacer lets the batch's read start; then every event stored meanwhile joins the
+        batch, since the read starts after it is chosen. When none of `events` needs a read, they are
+        acknowledged on their own (an event needing one that arrived meanwhile waits for its own slot)."""
+        types = {event.type for event in events if event.type in HANDLERS}
+        if not types or not self.configured:
+            yield False
+            return
+        endpoint = LIST_SUBSCRIPTIONS if types & CUSTOMER_LEVEL else RETRIEVE_SUBSCRIPTION
+        async with self.gateway.pacer.reserved(endpoint):
+            yield True
+
+    async def process_events(self, db: AsyncSession, events: Sequence[ProviderEvent]) -> list[str]:
+        """Called by the inbox inside its transaction; raising leaves the batch to be retried."""
+        payloads: list[dict[str, Any]] = [json.loads(event.raw_body) for event in events]
+        if not any(str(p.get("type")) in HANDLERS for p in payloads):
+            return [f"acknowledged: entitle does not act on {p.get('type')}" for p in payloads]
+        return await settle(HandlerContext(db=db, reconciler=self.reconciler), payloads)
 
     async def aclose(self) -> None:
         if self._gateway is not None:
@@ -121,9 +175,9 @@ def _signed_by(body: bytes, signature: str, secret: str) -> bool:
     return True
 
 
-def stripe_provider(context: AppContext) -> StripeProvider:
+def stripe_provider(providers: Mapping[str, Any]) -> StripeProvider:
     """The configured Stripe provider; StripeNotConfigured (503) when web payments are off."""
-    provider = context.providers.get(PROVIDER)
+    provider = providers.get(PROVIDER)
     if not isinstance(provider, StripeProvider) or not provider.configured:
         raise StripeNotConfigured()
     return provider

@@ -21,14 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.catalog import Catalog
 from entitle.core.models.accounts import Account
 from entitle.core.models.entitlements import Subscription
-from entitle.core.subscriptions import Store, SubscriptionStatus
+from entitle.core.subscriptions import Store, SubscriptionSink, SubscriptionStatus
 from entitle.db.types import utcnow
 from entitle.errors import EntitleError
 from entitle.providers.stripe.client import StripeGateway
 from entitle.providers.stripe.errors import StripeObjectMissing
 from entitle.providers.stripe.mapping import account_id_hint, object_id, subscription_state
 from entitle.providers.stripe.models import StripeCustomer
-from entitle.services.subscriptions import apply_subscription_state
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +36,12 @@ _ENDED = frozenset({"canceled", "unpaid", "incomplete_expired"})
 
 @dataclass(frozen=True)
 class Reconciler:
-    """What converging needs: the gateway, the catalog and the grace rule."""
+    """What converging needs: the gateway, the catalog, the grace rule and where states are stored."""
 
     gateway: StripeGateway
     catalog: Catalog
     grace_days: int
+    sink: SubscriptionSink
 
     async def subscription(
         self,
@@ -87,7 +87,7 @@ class Reconciler:
             grace_days=self.grace_days,
             refunded=refunded,
         )
-        applied = await apply_subscription_state(db, state, now=read_at)
+        applied = await self.sink.apply(db, state, now=read_at)
         return f"{subscription_id}: {state.status.value}" + ("" if applied else " (newer state kept)")
 
     async def customer(self, db: AsyncSession, customer_id: str) -> str:

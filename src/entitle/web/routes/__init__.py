@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from entitle.web.routes import auth, entitlements, health, me, webhook_endpoints
+from entitle.web.routes import auth, entitlements, health, me, streams, webhook_endpoints, webhooks
 from entitle.web.routes import billing_appstore as appstore_billing_routes
 from entitle.web.routes import billing_stripe as stripe_billing_routes
 from entitle.web.routes import identity as identity_routes
-from entitle.web.routes import webhooks_appstore as appstore_webhook_routes
-from entitle.web.routes import webhooks_stripe as stripe_webhook_routes
 
 
 def all_routers() -> list[APIRouter]:
@@ -18,11 +16,10 @@ def all_routers() -> list[APIRouter]:
         auth.router,
         me.router,
         webhook_endpoints.router,
-        # Registered by their packages (one line each):
+        webhooks.router,
         entitlements.router,
+        streams.router,
         identity_routes.router,
         appstore_billing_routes.router,
-        appstore_webhook_routes.router,
         stripe_billing_routes.router,
-        stripe_webhook_routes.router,
     ]

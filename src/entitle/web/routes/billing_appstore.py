@@ -9,7 +9,7 @@ from pydantic import Field
 
 from entitle.db.types import utcnow
 from entitle.providers.appstore import purchases
-from entitle.providers.appstore.provider import PROVIDER, AppStoreProvider
+from entitle.providers.appstore.provider import PROVIDER, appstore_provider
 from entitle.services.entitlements import read_entitlements
 from entitle.web.deps import ContextDep, CurrentAccount, SessionDep
 from entitle.web.schemas import StrictBody
@@ -26,9 +26,10 @@ class PostedTransaction(StrictBody):
 async def post_transaction(
     body: PostedTransaction, account: CurrentAccount, context: ContextDep, db: SessionDep
 ) -> dict[str, Any]:
-    provider: AppStoreProvider = context.providers[PROVIDER]
+    provider = appstore_provider(context.providers)
     purchase = await purchases.record_purchase(provider, db, account, body.signed_transaction, now=utcnow())
     # The purchase must be durable before parked notifications are replayed in transactions of their own.
     await db.commit()
+    await context.pipeline.release_parked(PROVIDER, purchase.original_transaction_id)
     await purchases.after_purchase(provider, purchase)
     return await read_entitlements(db, account.id)

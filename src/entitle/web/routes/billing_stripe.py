@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import Field
 
-from entitle.providers.stripe.provider import stripe_provider
+from entitle.providers.stripe.provider import StripeProvider, stripe_provider
 from entitle.services import billing_stripe
 from entitle.web.deps import ContextDep, CurrentAccount, SessionDep
 from entitle.web.schemas import StrictBody
 
 router = APIRouter(prefix="/v1/billing/stripe", tags=["billing"])
+
+
+async def get_stripe(context: ContextDep) -> StripeProvider:
+    return stripe_provider(context.providers)
+
+
+StripeDep = Annotated[StripeProvider, Depends(get_stripe)]
 
 _PRODUCT = Field(min_length=1, max_length=64)
 _URL = Field(default=None, max_length=2000)
@@ -40,11 +47,11 @@ class PortalBody(StrictBody):
 
 @router.post("/checkout")
 async def checkout(
-    body: CheckoutBody, account: CurrentAccount, context: ContextDep, db: SessionDep
+    body: CheckoutBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
 ) -> dict[str, Any]:
     return await billing_stripe.start_checkout(
         db,
-        stripe_provider(context),
+        stripe,
         account,
         body.product,
         success_url=body.success_url,
@@ -54,41 +61,37 @@ async def checkout(
 
 @router.post("/subscription")
 async def subscription(
-    body: ProductBody, account: CurrentAccount, context: ContextDep, db: SessionDep
+    body: ProductBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
 ) -> dict[str, Any]:
-    return await billing_stripe.start_subscription(db, stripe_provider(context), account, body.product)
+    return await billing_stripe.start_subscription(db, stripe, account, body.product)
 
 
 @router.post("/portal")
 async def portal(
-    account: CurrentAccount, context: ContextDep, db: SessionDep, body: PortalBody | None = None
+    account: CurrentAccount, stripe: StripeDep, db: SessionDep, body: PortalBody | None = None
 ) -> dict[str, Any]:
-    return await billing_stripe.portal(
-        db, stripe_provider(context), account, body.return_url if body else None
-    )
+    return await billing_stripe.portal(db, stripe, account, body.return_url if body else None)
 
 
 @router.post("/subscription/preview-change")
 async def preview_change(
-    body: ProductBody, account: CurrentAccount, context: ContextDep, db: SessionDep
+    body: ProductBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
 ) -> dict[str, Any]:
-    return await billing_stripe.preview_change(db, stripe_provider(context), account, body.product)
+    return await billing_stripe.preview_change(db, stripe, account, body.product)
 
 
 @router.post("/subscription/change")
 async def change(
-    body: ChangeBody, account: CurrentAccount, context: ContextDep, db: SessionDep
+    body: ChangeBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
 ) -> dict[str, Any]:
-    return await billing_stripe.change_plan(
-        db, stripe_provider(context), account, body.product, body.proration_date
-    )
+    return await billing_stripe.change_plan(db, stripe, account, body.product, body.proration_date)
 
 
 @router.post("/subscription/cancel")
-async def cancel(account: CurrentAccount, context: ContextDep, db: SessionDep) -> dict[str, Any]:
-    return await billing_stripe.set_cancel_at_period_end(db, stripe_provider(context), account, cancel=True)
+async def cancel(account: CurrentAccount, stripe: StripeDep, db: SessionDep) -> dict[str, Any]:
+    return await billing_stripe.set_cancel_at_period_end(db, stripe, account, cancel=True)
 
 
 @router.post("/subscription/resume")
-async def resume(account: CurrentAccount, context: ContextDep, db: SessionDep) -> dict[str, Any]:
-    return await billing_stripe.set_cancel_at_period_end(db, stripe_provider(context), account, cancel=False)
+async def resume(account: CurrentAccount, stripe: StripeDep, db: SessionDep) -> dict[str, Any]:
+    return await billing_stripe.set_cancel_at_period_end(db, stripe, account, cancel=False)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from entitle.errors import EntitleError, NotFound
+from entitle.errors import NotFound
 from entitle.identity import AppleIdentityVerifier, GoogleIdentityVerifier
 from entitle.services import identities, tokens
 from entitle.services.accounts import SignedIn
-from entitle.services.apple_signin import PROVIDER as APPLE_SIGNIN_PROVIDER
-from entitle.services.apple_signin import event_time
 from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, client_ip
 from entitle.web.schemas import StrictBody, account_json, identity_json, parse_uuid, session_json
 
@@ -124,28 +121,3 @@ async def unlink(identity_id: str, account: CurrentAccount, db: SessionDep) -> R
         raise NotFound("This account has no such identity.", code="identity_not_found")
     await identities.unlink_identity(db, account, parsed)
     return Response(status_code=204)
-
-
-@router.post("/webhooks/apple/signin")
-async def apple_signin_notification(request: Request, context: ContextDep) -> dict[str, Any]:
-    """Sign in with Apple server-to-server notifications: verify, store in the inbox, then act."""
-    raw = await request.body()
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise EntitleError("The request body is not valid JSON.", code="malformed_json") from exc
-    payload = body.get("payload") if isinstance(body, dict) else None
-    if not isinstance(payload, str) or not payload or len(payload) > MAX_TOKEN_LENGTH:
-        raise EntitleError('Expected {"payload": "<signed JWT>"}.', code="invalid_notification")
-    notification = await _apple(context).verify_notification(payload)
-    received = await context.inbox.receive(
-        provider=APPLE_SIGNIN_PROVIDER,
-        event_id=notification.event_id,
-        type=notification.type.value,
-        raw_body=raw,
-        ordering_key=f"apple:{notification.subject}",
-        occurred_at=event_time(notification),
-    )
-    # Stored first: if acting on it fails, the worker retries the row and Apple still gets its 200.
-    status = await context.inbox.process(received.event)
-    return {"received": True, "duplicate": not received.created, "status": status.value}
