@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from entitle.db.hotpath import HotPath
+
 
 def normalize_database_url(url: str) -> str:
     """Accept the URLs people paste (postgres://, postgresql://, sqlite:///) and pick the async driver."""
@@ -47,6 +49,8 @@ class Database:
             self.engine.execution_options(isolation_level="AUTOCOMMIT") if not self.is_sqlite else self.engine
         )
         self.read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        # The signed-in read, on the raw driver (see hotpath.py).
+        self.hot = HotPath(self.url, pool_size=pool_size)
 
     def set_session_info(self, key: str, value: Any) -> None:
         """Attach `value` to every session this database makes (`session.info[key]`)."""
@@ -70,6 +74,7 @@ class Database:
             yield session
 
     async def dispose(self) -> None:
+        await self.hot.close()
         await self.engine.dispose()
 
 

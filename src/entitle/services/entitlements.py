@@ -427,11 +427,13 @@ async def read_answer_for_session(
 ) -> SessionAnswer:
     """The stored answer of a live session's account (Unauthorized when the session or account ended)."""
     now = now or utcnow()
-    # A bare connection, not a session: on the hottest path a session's setup costs more than the query.
-    async with database.read_engine.connect() as connection:
-        row = (
-            await connection.execute(_READ_FOR_SESSION, {"account_id": account_id, "session_id": session_id})
-        ).first()
+    row: Any
+    if database.hot.available:
+        row = await database.hot.session_answer(account_id, session_id)
+    else:
+        async with database.read_engine.connect() as connection:
+            params = {"account_id": account_id, "session_id": session_id}
+            row = (await connection.execute(_READ_FOR_SESSION, params)).first()
     if row is None or row.deleted_at is not None:
         raise Unauthorized("The account for this token no longer exists.", code="invalid_token")
     if row.revoked_at is not None:

@@ -21,7 +21,8 @@ import asyncio
 import contextlib
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from entitle.core.models.events import InboxStatus, ProviderEvent
@@ -47,10 +48,6 @@ class Receipt:
     status: str
 
 
-# Called with (provider name, stored-and-processed count) after each batch, e.g. for metrics.
-BatchObserver = Callable[[str, int, int], None]
-
-
 class EventPipeline:
     def __init__(
         self,
@@ -68,7 +65,7 @@ class EventPipeline:
         # False for an API process that leaves all processing to workers (`serve --no-worker`).
         self.process_locally = process_locally
         self._slots = asyncio.Semaphore(concurrency)
-        self._running: set[WorkItem] = set()
+        self._running: dict[WorkItem, asyncio.Task[None]] = {}
         self._again: set[WorkItem] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.processed = 0
@@ -92,8 +89,8 @@ class EventPipeline:
         if item in self._running:
             self._again.add(item)
             return
-        self._running.add(item)
         task = asyncio.get_running_loop().create_task(self._work(item))
+        self._running[item] = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -101,8 +98,12 @@ class EventPipeline:
         """Process the events parked for `ordering_key` (its purchase is now known)."""
         released = await self.inbox.unpark(provider, ordering_key)
         if released:
-            self.submit(WorkItem(provider, ordering_key))
-            await self.wait_idle()
+            item = WorkItem(provider, ordering_key)
+            self.submit(item)
+            # The caller (the purchase route) answers with the state these events lead to.
+            task = self._running.get(item)
+            if task is not None:
+                await asyncio.shield(task)
         return released
 
     # -- the consumer ---------------------------------------------------------------------------------
@@ -133,7 +134,11 @@ class EventPipeline:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, grace_seconds: float = 5.0) -> None:
+        """Let work in flight finish for a moment, then stop; anything cut short keeps its claim, which
+        runs out, so another process (or this one, restarted) takes it within seconds."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace_seconds)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -151,7 +156,7 @@ class EventPipeline:
                     if item not in self._again:
                         return
         finally:
-            self._running.discard(item)
+            self._running.pop(item, None)
             self._again.discard(item)
 
     async def _work_on(self, item: WorkItem) -> None:
@@ -202,7 +207,7 @@ class EventPipeline:
         self.processed += len(events)
         return len(events)
 
-    async def _one_by_one(self, provider: Provider, item: WorkItem, row_ids: list) -> None:  # type: ignore[type-arg]
+    async def _one_by_one(self, provider: Provider, item: WorkItem, row_ids: list[uuid.UUID]) -> None:
         for row_id in row_ids:
             single = item.one_row(row_id)
             try:
@@ -214,12 +219,9 @@ class EventPipeline:
             except Exception as exc:
                 await self._failed([row_id], exc)
 
-    async def _failed(self, row_ids: list, exc: BaseException) -> None:  # type: ignore[type-arg]
+    async def _failed(self, row_ids: list[uuid.UUID], exc: BaseException) -> None:
         self.failed += len(row_ids)
         code = exc.code if isinstance(exc, EntitleError) else exc.__class__.__name__
         log.warning("%d provider event(s) failed: %s", len(row_ids), code)
         detail = "".join(traceback.format_exception_only(exc)).strip()
         await self.inbox.record_failure(row_ids, InboxStatus.FAILED, error=detail, retry=True)
-
-
-Processor = Callable[[], Awaitable[int]]

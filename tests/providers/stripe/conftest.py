@@ -7,10 +7,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.context import AppContext
+from entitle.core.models.accounts import Account
 from entitle.providers.stripe.catalog_push import push_catalog
 from entitle.providers.stripe.provider import StripeProvider
+from entitle.services import billing_stripe
+from tests.factories import make_account
 from tests.standins.stripe import StripeStandin
 
 # A second, older secret: the endpoint must accept either while a secret is being rotated.
@@ -57,3 +61,16 @@ async def deliver(
     """POST one event to /webhooks/stripe, signed as Stripe signs it."""
     body, headers = standin.signed(event, **signing)
     return await http.post("/webhooks/stripe", content=body, headers=headers)
+
+
+async def paid_checkout(
+    db: AsyncSession, provider: StripeProvider, standin: StripeStandin, email: str
+) -> tuple[Account, str]:
+    """An account that paid on hosted Checkout at the stand-in (its events not yet delivered)."""
+    account = await make_account(db, email=email)
+    session = await billing_stripe.start_checkout(
+        db, provider, account, "pro_monthly", success_url=None, cancel_url=None
+    )
+    await db.commit()
+    standin.complete_checkout(session["id"])
+    return account, str(standin.state.get(session["id"], "checkout.session")["subscription"])

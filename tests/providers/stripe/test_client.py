@@ -117,6 +117,20 @@ async def test_a_process_faster_than_the_account_limit_is_slowed_by_the_429s_and
         await g.aclose()
 
 
+async def test_a_reserved_read_leaves_without_waiting_again(standin: StripeStandin) -> None:
+    sleeps: list[float] = []
+    g = gateway(standin, sleeps)
+    with pytest.raises(StripeObjectMissing):
+        await g.retrieve_subscription("sub_1")  # the endpoint is busy for the next 1/25 s
+    async with g.pacer.reserved(RETRIEVE_SUBSCRIPTION):
+        assert len(sleeps) == 1  # the reservation waited for the slot
+        with pytest.raises(StripeObjectMissing):
+            await g.retrieve_subscription("sub_2")
+        assert len(sleeps) == 1  # the read inside it did not
+    assert g.stats.requests[RETRIEVE_SUBSCRIPTION] == 2
+    await g.aclose()
+
+
 def test_the_limits_follow_the_key_unless_overridden() -> None:
     assert stripe_limits("sk_test_x") == stripe_limits("rk_test_x") == (25, 25)
     assert stripe_limits("sk_live_x") == stripe_limits("rk_live_x") == (100, 25)

@@ -14,9 +14,7 @@ from entitle.context import AppContext
 from entitle.core.models.entitlements import Subscription
 from entitle.core.models.events import InboxStatus, ProviderEvent
 from entitle.providers.stripe.provider import StripeProvider
-from entitle.services import billing_stripe
-from tests.factories import make_account
-from tests.providers.stripe.conftest import deliver, stripe_settings
+from tests.providers.stripe.conftest import deliver, paid_checkout, stripe_settings
 from tests.standins.stripe import StripeStandin
 
 pytestmark = pytest.mark.usefixtures("pushed")
@@ -41,13 +39,7 @@ async def test_a_renewals_events_arriving_while_the_read_waits_cost_one_read(
     stripe_provider: StripeProvider,
     standin: StripeStandin,
 ) -> None:
-    account = await make_account(db, email="renews@example.com")
-    session = await billing_stripe.start_checkout(
-        db, stripe_provider, account, "pro_monthly", success_url=None, cancel_url=None
-    )
-    await db.commit()
-    standin.complete_checkout(session["id"])
-    sub_id = standin.state.get(session["id"], "checkout.session")["subscription"]
+    _, sub_id = await paid_checkout(db, stripe_provider, standin, "renews@example.com")
     for event in standin.events.log:
         await deliver(acknowledging_client, standin, event)
     await context.pipeline.wait_idle()

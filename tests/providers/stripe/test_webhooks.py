@@ -19,24 +19,11 @@ from entitle.core.models.events import AccountEvent, InboxStatus, ProviderEvent
 from entitle.db.types import utcnow
 from entitle.providers.stripe.models import StripeCustomer
 from entitle.providers.stripe.provider import StripeProvider
-from entitle.services import billing_stripe
 from entitle.services.entitlements import read_entitlements
-from tests.factories import make_account
-from tests.providers.stripe.conftest import ROTATED_SECRET, deliver
+from tests.providers.stripe.conftest import ROTATED_SECRET, deliver, paid_checkout
 from tests.standins.stripe import StripeStandin
 
 pytestmark = pytest.mark.usefixtures("pushed")
-
-
-async def _checkout(db: AsyncSession, provider: StripeProvider, standin: StripeStandin, email: str) -> Any:
-    account = await make_account(db, email=email)
-    session = await billing_stripe.start_checkout(
-        db, provider, account, "pro_monthly", success_url=None, cancel_url=None
-    )
-    await db.commit()
-    standin.complete_checkout(session["id"])
-    sub_id = standin.state.get(session["id"], "checkout.session")["subscription"]
-    return account, sub_id
 
 
 async def _row(context: AppContext, sub_id: str) -> Subscription | None:
@@ -56,7 +43,7 @@ async def test_a_paid_checkout_entitles_after_its_events(
     stripe_provider: StripeProvider,
     standin: StripeStandin,
 ) -> None:
-    account, sub_id = await _checkout(db, stripe_provider, standin, "paid@example.com")
+    account, sub_id = await paid_checkout(db, stripe_provider, standin, "paid@example.com")
     for event in standin.events.log:
         response = await deliver(client, standin, event)
         assert response.status_code == 200, response.text
@@ -75,7 +62,7 @@ async def test_shuffled_duplicated_and_stale_events_end_in_stripes_truth(
     stripe_provider: StripeProvider,
     standin: StripeStandin,
 ) -> None:
-    account, sub_id = await _checkout(db, stripe_provider, standin, "shuffle@example.com")
+    account, sub_id = await paid_checkout(db, stripe_provider, standin, "shuffle@example.com")
     standin.fail_renewal(sub_id)
     standin.recover(sub_id)
     standin.cancel_at_period_end(sub_id)
@@ -106,7 +93,7 @@ async def test_past_due_is_a_grace_period_then_recovery_restores(
     stripe_provider: StripeProvider,
     standin: StripeStandin,
 ) -> None:
-    account, sub_id = await _checkout(db, stripe_provider, standin, "grace@example.com")
+    account, sub_id = await paid_checkout(db, stripe_provider, standin, "grace@example.com")
     standin.fail_renewal(sub_id)
     failed = standin.events.of_type("invoice.payment_failed")[-1]
     assert (await deliver(client, standin, failed)).status_code == 200
@@ -132,7 +119,7 @@ async def test_forged_unsigned_and_old_events_are_refused_before_storage(
     standin: StripeStandin,
     forgery: str,
 ) -> None:
-    _, sub_id = await _checkout(db, stripe_provider, standin, f"{forgery}@example.com")
+    _, sub_id = await paid_checkout(db, stripe_provider, standin, f"{forgery}@example.com")
     event = standin.events.of_type("customer.subscription.updated")[-1]
     body, headers = standin.signed(event)
     if forgery == "wrong_secret":
@@ -159,7 +146,7 @@ async def test_a_rotated_secret_and_a_just_in_time_signature_are_accepted(
     stripe_provider: StripeProvider,
     standin: StripeStandin,
 ) -> None:
-    await _checkout(db, stripe_provider, standin, "rotate@example.com")
+    await paid_checkout(db, stripe_provider, standin, "rotate@example.com")
     event = standin.events.log[-1]
     old_secret = await deliver(client, standin, event, secret=ROTATED_SECRET)
     assert old_secret.status_code == 200
@@ -227,7 +214,7 @@ async def test_a_failed_processing_is_kept_and_retried_until_it_succeeds(
     stripe_provider: StripeProvider,
     standin: StripeStandin,
 ) -> None:
-    account, sub_id = await _checkout(db, stripe_provider, standin, "retry@example.com")
+    account, sub_id = await paid_checkout(db, stripe_provider, standin, "retry@example.com")
     event = standin.events.of_type("checkout.session.completed")[-1]
     standin.rate_limit(1000)  # Stripe keeps answering 429: the re-read fails
     stripe_provider.gateway.pacer._sleep = _no_sleep  # the backoff schedule is not under test here
@@ -258,7 +245,7 @@ async def test_customer_deleted_forgets_the_customer_and_ends_access(
     stripe_provider: StripeProvider,
     standin: StripeStandin,
 ) -> None:
-    account, sub_id = await _checkout(db, stripe_provider, standin, "deleted@example.com")
+    account, sub_id = await paid_checkout(db, stripe_provider, standin, "deleted@example.com")
     customer_id = standin.subscription(sub_id)["customer"]
     standin.delete_customer(customer_id)
     # Only the deletion itself arrives: the handler must find the subscriptions on its own.
@@ -277,7 +264,7 @@ async def test_a_refunded_and_canceled_subscription_is_revoked(
     stripe_provider: StripeProvider,
     standin: StripeStandin,
 ) -> None:
-    account, sub_id = await _checkout(db, stripe_provider, standin, "refund@example.com")
+    account, sub_id = await paid_checkout(db, stripe_provider, standin, "refund@example.com")
     standin.refund(sub_id)
     standin.cancel_now(sub_id)
     for event in reversed(standin.events.log):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -53,8 +54,10 @@ PRODUCTION_LIMITS = {
     GET_NOTIFICATION_HISTORY: 50.0,
 }
 SANDBOX_SHARE = 0.10
+# A 429 is retried after 0.25 s, doubling up to 2 s (with jitter), for about 20 s in all.
+RATE_LIMIT_BACKOFF_SECONDS = 0.25
+RATE_LIMIT_BACKOFF_CAP_SECONDS = 2.0
 RATE_LIMIT_BUDGET_SECONDS = 20.0
-BACKOFF_CAP_SECONDS = 2.0
 
 
 def endpoint_name(environment: str | AppleEnvironment, endpoint: str) -> str:
@@ -140,7 +143,7 @@ class AppStoreApi:
         http: httpx.AsyncClient,
         base_url: str | None = None,
         max_attempts: int = 5,
-        backoff: float = 0.25,
+        backoff: float = 0.5,
         rate_limit_budget: float = RATE_LIMIT_BUDGET_SECONDS,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -219,7 +222,9 @@ class AppStoreApi:
             except AppStoreRateLimited as exc:
                 delay = exc.retry_after(time.time())
                 if delay is None:
-                    delay = retry_delay(rate_limits, base=self._backoff, cap=BACKOFF_CAP_SECONDS)
+                    delay = retry_delay(
+                        rate_limits, base=RATE_LIMIT_BACKOFF_SECONDS, cap=RATE_LIMIT_BACKOFF_CAP_SECONDS
+                    )
                 rate_limits += 1
                 # The retry waits in the pacer, behind this hold, with every other caller.
                 self.pacer.back_off(name, delay)
@@ -241,7 +246,7 @@ class AppStoreApi:
                 failures += 1
                 if failures == self._max_attempts:
                     raise AppStoreApiUnavailable(f"The App Store Server API did not answer {what}.") from exc
-            delay = retry_delay(failures - 1, base=self._backoff, cap=self._backoff * 2**self._max_attempts)
+            delay = retry_delay(failures - 1, base=self._backoff, cap=math.inf)
             log.info("App Store Server API: retrying %s in %.2fs (attempt %d)", what, delay, failures)
             await self._sleep(delay)
 

@@ -1,0 +1,122 @@
+"""The one query every signed-in client makes, run on the database driver itself.
+
+`GET /v1/me/entitlements` (and every stream re-read) is one indexed lookup: the session's state and the
+account's stored answer body. Through SQLAlchemy's async session, or even a bare async connection, that
+lookup costs several times what the query does (pool checkout and reset, greenlet switches, result
+processing; on SQLite a hop to aiosqlite's thread per step). This module owns that decision: the lookup
+goes straight to the driver, on PostgreSQL through an asyncpg pool of its own (prepared statement, one
+round trip) and on SQLite through a read-only `sqlite3` connection used synchronously on the event loop
+(a primary-key lookup in a local file takes microseconds, and in WAL mode a reader never waits for a
+writer). Everything else keeps using SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+# Only what the read needs: whether the account and session are live, the body and its recheck time.
+_SESSION_ANSWER = """
+SELECT a.deleted_at, f.revoked_at, b.body, b.recheck_at
+FROM refresh_token_families AS f
+JOIN accounts AS a ON a.id = f.account_id
+LEFT JOIN account_answers AS b ON b.account_id = f.account_id
+WHERE f.id = {session} AND f.account_id = {account}
+"""
+
+
+class SessionAnswerRow:
+    __slots__ = ("body", "deleted_at", "recheck_at", "revoked_at")
+
+    def __init__(
+        self,
+        deleted_at: datetime | None,
+        revoked_at: datetime | None,
+        body: str | None,
+        recheck_at: datetime | None,
+    ) -> None:
+        self.deleted_at = deleted_at
+        self.revoked_at = revoked_at
+        self.body = body
+        self.recheck_at = recheck_at
+
+
+class HotPath:
+    """The signed-in read on the raw driver; `None` from `session_answer` means no such session."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self._pool: Any = None
+        self._pool_lock = asyncio.Lock()
+        self._sqlite: sqlite3.Connection | None = None
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        self._sqlite_path = parsed.database if self.dialect == "sqlite" else None
+
+    @property
+    def available(self) -> bool:
+        """False for an in-memory SQLite database, which only SQLAlchemy's own connection can see."""
+        return self.dialect == "postgresql" or (
+            self._sqlite_path not in (None, "", ":memory:") and "mode=memory" not in str(self._sqlite_path)
+        )
+
+    async def session_answer(self, account_id: uuid.UUID, session_id: uuid.UUID) -> SessionAnswerRow | None:
+        if self.dialect == "postgresql":
+            pool = self._pool or await self._open_pool()
+            record = await pool.fetchrow(
+                _SESSION_ANSWER.format(session="$1", account="$2"), session_id, account_id
+            )
+            return None if record is None else SessionAnswerRow(*record)
+        row = (
+            self._sqlite_connection()
+            .execute(_SESSION_ANSWER.format(session="?", account="?"), (session_id.hex, account_id.hex))
+            .fetchone()
+        )
+        if row is None:
+            return None
+        deleted_at, revoked_at, body, recheck_at = row
+        return SessionAnswerRow(
+            _sqlite_time(deleted_at), _sqlite_time(revoked_at), body, _sqlite_time(recheck_at)
+        )
+
+    async def _open_pool(self) -> Any:
+        async with self._pool_lock:
+            if self._pool is None:
+                import asyncpg  # type: ignore[import-untyped]
+
+                url = make_url(self.url).set(drivername="postgresql")
+                self._pool = await asyncpg.create_pool(
+                    url.render_as_string(hide_password=False), min_size=1, max_size=self.pool_size
+                )
+        return self._pool
+
+    def _sqlite_connection(self) -> sqlite3.Connection:
+        if self._sqlite is None:
+            connection = sqlite3.connect(
+                f"file:{self._sqlite_path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+            )
+            # WAL readers do not wait for writers; this only bounds a rare checkpoint hand-over.
+            connection.execute("PRAGMA busy_timeout=200")
+            self._sqlite = connection
+        return self._sqlite
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        if self._sqlite is not None:
+            self._sqlite.close()
+            self._sqlite = None
+
+
+def _sqlite_time(value: Any) -> datetime | None:
+    """SQLAlchemy keeps UTC times on SQLite as naive ISO text (see db.types.UTCDateTime)."""
+    if value is None:
+        return None
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
