@@ -12,6 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from entitle import __version__
 from entitle.context import AppContext, build_context
+from entitle.services.account_work import deliver_account_work
 from entitle.services.entitlements import refresh_due_entitlements
 from entitle.services.outbound import deliver_due
 from entitle.settings import Settings
@@ -75,6 +76,7 @@ async def run_background_work(context: AppContext, *, once: bool = False) -> int
             async with context.database.transaction() as db:
                 done += await refresh_due_entitlements(db)
             done += await deliver_due(context.database, context.http)
+            done += await deliver_account_work(context)
         except Exception:  # keep the loop alive; the rows keep their state and are picked up next time
             log.exception("background work failed")
         if once:

@@ -15,6 +15,7 @@ import httpx
 
 from entitle.core.catalog import Catalog, load_catalog
 from entitle.db.engine import Database
+from entitle.services.account_setup import AccountServices, build_account_services
 from entitle.services.accounts import DeletionHook
 from entitle.services.inbox import EventProcessor, Inbox
 from entitle.services.ratelimit import SignInRateLimiter
@@ -32,6 +33,8 @@ class AppContext:
     # One pooled HTTP client for outbound calls (JWKS, App Store API); closed on shutdown.
     http: httpx.AsyncClient
     inbox: Inbox
+    # Mail, encryption at rest, Sign in with Apple's API, external sign-in (services.account_setup).
+    accounts: AccountServices
     # Provider objects by name ("stripe", "app_store", "apple_signin", ...), see entitle.providers.
     providers: dict[str, Any] = field(default_factory=dict)
     # Identity verifiers by provider name ("apple", "google"), see entitle.identity.
@@ -66,6 +69,7 @@ def build_context(
     """Build every long-lived piece; raises CatalogError or ValueError on bad configuration."""
     from entitle.identity.build import build_identity_verifiers
     from entitle.providers import build_providers
+    from entitle.services.apple_tokens import revoke_on_deletion
     from entitle.services.entitlements import bind_entitlement_rules
 
     database = Database(settings.database_url)
@@ -84,15 +88,18 @@ def build_context(
         rate_limiter=SignInRateLimiter(
             per_address=settings.rate_limit_per_address,
             per_ip=settings.rate_limit_per_ip,
+            mail_per_address=settings.rate_limit_mail_per_address,
             redis_url=settings.redis_url,
         ),
         http=http,
         inbox=Inbox(database, processors),
+        accounts=build_account_services(settings, http),
     )
     # Sessions carry the catalog so providers can store subscriptions with nothing but a session.
     bind_entitlement_rules(database, context.catalog, settings.public_url)
     context.identity_verifiers = build_identity_verifiers(settings, http)
     context.providers = build_providers(context)
+    context.account_deletion_hooks.append(revoke_on_deletion)
     for name, provider in context.providers.items():
         processor = getattr(provider, "process_event", None)
         if processor is not None:

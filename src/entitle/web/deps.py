@@ -13,6 +13,7 @@ from entitle.context import AppContext
 from entitle.core.models.accounts import Account
 from entitle.errors import Forbidden, Unauthorized
 from entitle.services.accounts import check_session, load_account
+from entitle.services.external_accounts import claims_for_external_token
 from entitle.services.tokens import AccessClaims
 from entitle.settings import Settings
 
@@ -69,8 +70,17 @@ def bearer_token(request: Request) -> str:
 
 
 async def get_signed_in(request: Request, context: ContextDep, db: SessionDep) -> AccessClaims:
-    """The verified access token of a live session; routes that need only ids stop here."""
-    claims = context.tokens.verify_access_token(bearer_token(request))
+    """The verified access token of a live session; routes that need only ids stop here.
+
+    With ENTITLE_EXTERNAL_AUTH_* set, a token from the app's own identity provider is accepted too (its
+    `sub` is the account's external_id), so every signed-in route serves apps that keep their own sign-in.
+    """
+    token = bearer_token(request)
+    external = context.accounts.external_auth
+    if external is not None and external.is_from_issuer(token):
+        claims = await claims_for_external_token(context.database, external, token)
+    else:
+        claims = context.tokens.verify_access_token(token)
     await check_session(db, claims)
     return claims
 

@@ -6,6 +6,8 @@ place that knows the full schema.
 
 from entitle.core.models.accounts import (
     Account,
+    AccountToken,
+    AppleSigninToken,
     Identity,
     PasswordCredential,
     RefreshToken,
@@ -19,6 +21,7 @@ from entitle.core.models.events import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from entitle.core.models.mail import OutboundMail
 from entitle.providers.appstore.models import AppStoreOwnership, AppStoreOwnershipChange  # noqa: F401
 from entitle.providers.stripe.models import StripeCustomer  # noqa: F401  (issue 4: Stripe customers)
 
@@ -26,8 +29,11 @@ __all__ = [
     "Account",
     "AccountEntitlement",
     "AccountEvent",
+    "AccountToken",
+    "AppleSigninToken",
     "Identity",
     "InboxStatus",
+    "OutboundMail",
     "PasswordCredential",
     "PromotionalGrant",
     "ProviderEvent",
