@@ -88,7 +88,7 @@ async def revoke_due(
     now = utcnow()
     async with database.transaction() as db:
         query = (
-            select(AppleSigninToken)
+            select(AppleSigninToken.id)
             .where(
                 AppleSigninToken.revoke_requested_at.is_not(None),
                 AppleSigninToken.revoked_at.is_(None),
@@ -99,10 +99,17 @@ async def revoke_due(
         )
         if database.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        due = list((await db.scalars(query)).all())
-        for row in due:
-            row.next_attempt_at = now + CLAIM_LEASE
-        claimed = [row.id for row in due]
+        claimed = []
+        for row_id in (await db.scalars(query)).all():
+            # A conditional UPDATE claims the row, so two workers never revoke the same token at once.
+            taken = await db.execute(
+                update(AppleSigninToken)
+                .where(AppleSigninToken.id == row_id, AppleSigninToken.next_attempt_at <= now)
+                .values(next_attempt_at=now + CLAIM_LEASE)
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount == 1:  # type: ignore[attr-defined]
+                claimed.append(row_id)
     for row_id in claimed:
         await _revoke(database, api, box, row_id)
     return len(claimed)

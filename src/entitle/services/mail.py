@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlencode, urlsplit
 
 import aiosmtplib
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.models.mail import MailStatus, OutboundMail
@@ -234,18 +234,29 @@ async def deliver_due_mail(database: Database, mailer: Mailer, settings: Setting
     now = utcnow()
     async with database.transaction() as db:
         query = (
-            select(OutboundMail)
+            select(OutboundMail.id)
             .where(OutboundMail.status == MailStatus.PENDING, OutboundMail.next_attempt_at <= now)
             .order_by(OutboundMail.created_at)
             .limit(limit)
         )
         if database.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        due = list((await db.scalars(query)).all())
-        # Claimed for a while, so a second worker does not send the same mail at the same time.
-        for mail in due:
-            mail.next_attempt_at = now + CLAIM_LEASE
-        claimed = [mail.id for mail in due]
+        claimed = []
+        for mail_id in (await db.scalars(query)).all():
+            # Claimed for a while with a conditional UPDATE, so a second worker (even on SQLite, where
+            # rows cannot be locked) never sends the same mail at the same time.
+            taken = await db.execute(
+                update(OutboundMail)
+                .where(
+                    OutboundMail.id == mail_id,
+                    OutboundMail.status == MailStatus.PENDING,
+                    OutboundMail.next_attempt_at <= now,
+                )
+                .values(next_attempt_at=now + CLAIM_LEASE)
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount == 1:  # type: ignore[attr-defined]
+                claimed.append(mail_id)
     for mail_id in claimed:
         await _deliver(database, mailer, settings, mail_id)
     return len(claimed)
@@ -262,6 +273,9 @@ async def _deliver(database: Database, mailer: Mailer, settings: Settings, mail_
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             # Never the message itself: it may carry a token. The class and the server's words suffice.
             error = f"{exc.__class__.__name__}: {exc}"[:500]
+        except Exception as exc:  # a row that cannot be rendered must not block the ones behind it
+            log.exception("mail %s could not be sent", mail.id)
+            error = f"{exc.__class__.__name__}"
         mail.attempts += 1
         if error is None:
             mail.status = MailStatus.SENT
