@@ -36,8 +36,8 @@ def generate_key() -> str:
     return Fernet.generate_key().decode()
 
 
-def secret_box_for(settings: Settings, *, key_dir: Path | None = None) -> SecretBox:
-    """The configured key; in development, one generated on first start and kept in `.entitle/`."""
+def secret_box_for(settings: Settings) -> SecretBox:
+    """The configured key; in development, one generated on first start beside the access-token key."""
     if settings.encryption_key is not None:
         try:
             return SecretBox(settings.encryption_key.get_secret_value().encode())
@@ -50,7 +50,8 @@ def secret_box_for(settings: Settings, *, key_dir: Path | None = None) -> Secret
         return SecretBox(_TEST_KEY)
     if not settings.is_development:
         raise ValueError("ENTITLE_ENCRYPTION_KEY must be set outside development")
-    path = (key_dir or Path(".entitle")) / "encryption-key"
+    key_dir = settings.jwt_private_key_path.parent if settings.jwt_private_key_path else Path(".entitle")
+    path = key_dir / "encryption-key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)

@@ -84,15 +84,6 @@ async def sign_in_with_identity(
             "via": "sign_in" if created else via,
         },
     )
-    if via == "verified_email_secured" and linked_to is not None:
-        email = _trusted_email(verified)
-        await mail.queue_mail(
-            db,
-            to=email or "",
-            template="account_secured",
-            account_id=account.id,
-            data={"email": email, "provider": verified.provider.title()},
-        )
     await _disable_unproven_passwords(db, verified, keep_account_id=account.id)
     await db.refresh(account, ["identities"])
     return SignedIn(account=account, created=created)
@@ -199,6 +190,7 @@ async def _secure_unverified_account(db: AsyncSession, account: Account, verifie
     arrival. What the account owns (subscriptions, grants, purchases) stays: it may well be the owner's.
     """
     email = _trusted_email(verified)
+    assert email is not None, "only a proven address leads here"
     sessions = await revoke_all_sessions(db, account.id, reason="address_proven_by_provider")
     identities = (await db.scalars(select(Identity).where(Identity.account_id == account.id))).all()
     removed = []
@@ -222,6 +214,14 @@ async def _secure_unverified_account(db: AsyncSession, account: Account, verifie
             "removed_identities": removed,
             "sessions_revoked": sessions,
         },
+    )
+    # Told by mail: if the person did register that password, this is how they learn where it went.
+    await mail.queue_mail(
+        db,
+        to=email,
+        template="account_secured",
+        account_id=account.id,
+        data={"email": email, "provider": verified.provider.title()},
     )
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from entitle.services import accounts, credentials, lookups
 from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, SignedIn, client_ip
-from entitle.web.schemas import SetPasswordBody, account_json, email_verified
+from entitle.web.schemas import SetPasswordBody, account_json
 
 router = APIRouter(prefix="/v1/me", tags=["account"])
 
@@ -30,8 +30,8 @@ async def resend_verification(
 ) -> dict[str, Any]:
     """Mail a fresh verification link for the account's password address (nothing when already verified)."""
     await context.rate_limiter.hit("resend", ip=client_ip(request), address=account.email, mail=True)
-    sent = await credentials.resend_verification(db, account)
-    return {"accepted": True, "email_verified": not sent and email_verified(account)}
+    await credentials.resend_verification(db, account)
+    return {"accepted": True}
 
 
 @router.post("/password", status_code=204)
