@@ -82,8 +82,8 @@ async def register_with_password(db: AsyncSession, *, email: str, password: str)
         )
     password_hash = await passwords.hash_password(password)
     account = await create_account(db, email=email, via=EMAIL_PROVIDER)
-    # Nobody has proven they receive mail at this address, so it stays unverified: it never joins
-    # another account automatically, and a verified provider identity for the address outranks it.
+    # Unverified until the mailed link is opened: until then it never links automatically, and an
+    # Apple or Google sign-in proving the address secures the account before landing in it.
     identity = Identity(
         account_id=account.id, provider=EMAIL_PROVIDER, subject=email, email=email, email_verified=False
     )
