@@ -19,8 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.models.accounts import Account, AppleSigninToken
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
-from entitle.errors import EntitleError
-from entitle.identity.apple_api import AppleSigninApi
+from entitle.errors import EntitleError, ProviderUnavailable
+from entitle.identity import VerifiedIdentity
+from entitle.identity.apple_api import AppleSigninApi, AppleTokens, InvalidAuthorizationCode
 from entitle.services.encryption import SecretBox
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,47 @@ log = logging.getLogger(__name__)
 FIRST_RETRY = timedelta(minutes=1)
 MAX_RETRY = timedelta(hours=6)
 CLAIM_LEASE = timedelta(minutes=2)
+
+
+async def exchange_code(
+    api: AppleSigninApi | None, code: str | None, verified: VerifiedIdentity
+) -> AppleTokens | None:
+    """Trade the app's authorization code for Apple's refresh token; None when the app sent no code."""
+    if code is None:
+        return None
+    if api is None:
+        raise ProviderUnavailable(
+            "Sign in with Apple's API is not configured: set ENTITLE_APPLE_SIGNIN_TEAM_ID, "
+            "ENTITLE_APPLE_SIGNIN_KEY_ID and ENTITLE_APPLE_SIGNIN_PRIVATE_KEY_PATH.",
+            code="apple_signin_api_not_configured",
+        )
+    # The code was issued to the same client as the identity token (bundle id on iOS, Services ID on web).
+    exchanged = await api.exchange_code(code, client_id=verified.audience or "")
+    if exchanged.subject is not None and exchanged.subject != verified.subject:
+        raise InvalidAuthorizationCode(
+            "The authorization code belongs to another Apple ID than the identity token."
+        )
+    return exchanged
+
+
+async def keep(
+    db: AsyncSession,
+    box: SecretBox,
+    account_id: uuid.UUID,
+    verified: VerifiedIdentity,
+    exchanged: AppleTokens | None,
+) -> None:
+    """Keep the refresh token from an exchanged code (nothing when there was none)."""
+    if exchanged is None:
+        return
+    await keep_refresh_token(
+        db,
+        box,
+        account_id=account_id,
+        subject=verified.subject,
+        client_id=verified.audience or "",
+        token=exchanged.refresh_token,
+    )
 
 
 async def keep_refresh_token(

@@ -9,9 +9,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from entitle.errors import EntitleError, NotFound, ProviderUnavailable
-from entitle.identity import AppleIdentityVerifier, GoogleIdentityVerifier, VerifiedIdentity
-from entitle.identity.apple_api import AppleTokens, InvalidAuthorizationCode
+from entitle.errors import EntitleError, NotFound
+from entitle.identity import AppleIdentityVerifier, GoogleIdentityVerifier
 from entitle.services import apple_tokens, identities, tokens
 from entitle.services.accounts import SignedIn
 from entitle.services.apple_signin import PROVIDER as APPLE_SIGNIN_PROVIDER
@@ -81,47 +80,13 @@ async def sign_in_with_apple(
 ) -> JSONResponse:
     await context.rate_limiter.hit("apple", ip=client_ip(request))
     verified = await _apple(context).verify(body.id_token, nonce=body.nonce)
-    apple_tokens = await _exchange_code(context, body, verified)
+    # The code is traded before any account is touched: a bad code changes nothing.
+    exchanged = await apple_tokens.exchange_code(
+        context.accounts.apple_api, body.authorization_code, verified
+    )
     signed_in = await identities.sign_in_with_identity(db, verified, name=body.display_name())
-    await _keep_tokens(context, db, signed_in.account.id, verified, apple_tokens)
+    await apple_tokens.keep(db, context.accounts.secret_box, signed_in.account.id, verified, exchanged)
     return await _signed_in(request, context, db, signed_in)
-
-
-async def _exchange_code(context: Any, body: AppleSignIn, verified: VerifiedIdentity) -> AppleTokens | None:
-    """Trade the authorization code for Apple's refresh token (before any account is touched)."""
-    if body.authorization_code is None:
-        return None
-    api = context.accounts.apple_api
-    if api is None:
-        raise ProviderUnavailable(
-            "Sign in with Apple's API is not configured: set ENTITLE_APPLE_SIGNIN_TEAM_ID, "
-            "ENTITLE_APPLE_SIGNIN_KEY_ID and ENTITLE_APPLE_SIGNIN_PRIVATE_KEY_PATH.",
-            code="apple_signin_api_not_configured",
-        )
-    # The code was issued to the same client as the identity token (bundle id on iOS, Services ID on the web).
-    exchanged: AppleTokens = await api.exchange_code(
-        body.authorization_code, client_id=verified.audience or ""
-    )
-    if exchanged.subject is not None and exchanged.subject != verified.subject:
-        raise InvalidAuthorizationCode(
-            "The authorization code belongs to another Apple ID than the identity token."
-        )
-    return exchanged
-
-
-async def _keep_tokens(
-    context: Any, db: SessionDep, account_id: Any, verified: VerifiedIdentity, exchanged: AppleTokens | None
-) -> None:
-    if exchanged is None:
-        return
-    await apple_tokens.keep_refresh_token(
-        db,
-        context.accounts.secret_box,
-        account_id=account_id,
-        subject=verified.subject,
-        client_id=verified.audience or "",
-        token=exchanged.refresh_token,
-    )
 
 
 @router.post("/v1/auth/google", responses={201: {"description": "A new account was created"}})
@@ -145,9 +110,11 @@ async def link_apple(
 ) -> JSONResponse:
     await context.rate_limiter.hit("link", ip=client_ip(request))
     verified = await _apple(context).verify(body.id_token, nonce=body.nonce)
-    exchanged = await _exchange_code(context, body, verified)
+    exchanged = await apple_tokens.exchange_code(
+        context.accounts.apple_api, body.authorization_code, verified
+    )
     identity, created = await identities.link_identity(db, account, verified, name=body.display_name())
-    await _keep_tokens(context, db, account.id, verified, exchanged)
+    await apple_tokens.keep(db, context.accounts.secret_box, account.id, verified, exchanged)
     return await _linked(account, identity, created)
 
 
