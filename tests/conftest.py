@@ -84,6 +84,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         # Generous limits: tests of the limits themselves set their own.
         "rate_limit_per_address": "1000/minute",
         "rate_limit_per_ip": "1000/minute",
+        "rate_limit_mail_per_address": "1000/minute",
     }
     values.update(overrides)
     return Settings(**values)

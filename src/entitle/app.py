@@ -12,6 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from entitle import __version__
 from entitle.context import AppContext, build_context
+from entitle.services.account_work import deliver_account_work
 from entitle.services.entitlements import refresh_due_entitlements
 from entitle.services.outbound import deliver_due
 from entitle.services.streams import forget_old_tickets
@@ -92,6 +93,8 @@ async def _maintenance(context: AppContext) -> int:
             done += await refresh_due_entitlements(db)
             await forget_old_tickets(db)
         done += await deliver_due(context.database, context.http)
+        # Mail from the outbox, Apple token revocations.
+        done += await deliver_account_work(context)
     except Exception:  # keep the loop alive; the rows keep their state and are picked up next time
         log.exception("background work failed")
     return done

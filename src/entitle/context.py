@@ -25,8 +25,10 @@ from entitle.providers.appstore.verification import AppStoreVerifier
 from entitle.providers.base import Provider
 from entitle.providers.stripe.client import StripeGateway
 from entitle.providers.stripe.provider import StripeConfig, StripeProvider
+from entitle.services.account_setup import AccountServices, build_account_services
 from entitle.services.accounts import DeletionHook
 from entitle.services.apple_signin import AppleSigninNotifications
+from entitle.services.apple_tokens import revoke_on_deletion
 from entitle.services.billing_stripe import cancel_for_deleted_account
 from entitle.services.changes import ChangeBus
 from entitle.services.entitlements import bind_entitlement_rules
@@ -50,6 +52,8 @@ class AppContext:
     bus: ChangeBus
     # Provider webhooks in, processing off the request.
     pipeline: EventPipeline
+    # Mail, encryption at rest, Sign in with Apple's API, external sign-in (services.account_setup).
+    accounts: AccountServices
     # Providers by name ("stripe", "app_store", "apple_signin"), see `build_providers`.
     providers: dict[str, Provider] = field(default_factory=dict)
     # Identity verifiers by provider name ("apple", "google"), see entitle.identity.
@@ -124,7 +128,8 @@ def build_context(
     # Sessions carry the catalog so providers can store subscriptions with nothing but a session.
     bind_entitlement_rules(database, catalog, settings.public_url)
     identity_verifiers = build_identity_verifiers(settings, http)
-    deletion_hooks: list[DeletionHook] = []
+    # Apple requires its tokens revoked when an account is deleted in the app (guideline 5.1.1(v)).
+    deletion_hooks: list[DeletionHook] = [revoke_on_deletion]
     providers = build_providers(
         settings,
         database=database,
@@ -146,11 +151,13 @@ def build_context(
         rate_limiter=SignInRateLimiter(
             per_address=settings.rate_limit_per_address,
             per_ip=settings.rate_limit_per_ip,
+            mail_per_address=settings.rate_limit_mail_per_address,
             redis_url=settings.redis_url,
         ),
         http=http,
         bus=bus,
         pipeline=EventPipeline(database, providers, bus=bus, process_locally=process_locally),
+        accounts=build_account_services(settings, http),
         providers=providers,
         identity_verifiers=identity_verifiers,
         account_deletion_hooks=deletion_hooks,

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     # Sign-in and registration limits, in the `limits` library's notation.
     rate_limit_per_address: str = "10/minute"
     rate_limit_per_ip: str = "60/minute"
+    # Mails one address may be sent through the routes that mail (register, forgot, resend, password).
+    rate_limit_mail_per_address: str = "5/hour"
     redis_url: str | None = None
     # Open entitlement streams one account may hold in one process (tabs, devices); more answer 429.
     streams_per_account: int = Field(default=10, ge=1, le=1000)
@@ -99,6 +101,26 @@ class Settings(BaseSettings):
     apple_signin_jwks_url: str = "https://appleid.apple.com/auth/keys"
     google_client_ids: CommaList = Field(default_factory=list)
     google_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
+    # Sign in with Apple's REST API (authorization codes in, refresh tokens kept to revoke at deletion).
+    apple_signin_team_id: str | None = None
+    apple_signin_key_id: str | None = None
+    apple_signin_private_key_path: Path | None = None
+    apple_signin_api_base: str = "https://appleid.apple.com"
+
+    # Mail: smtp://user:pass@host:port (STARTTLS when offered) or smtps://...; without it, development
+    # writes mails to the log.
+    smtp_url: SecretStr | None = None
+    email_from: str = "entitle <no-reply@localhost>"
+    # Named in mails and their subjects.
+    app_name: str = "entitle"
+    # Fernet key (urlsafe base64 of 32 bytes) that encrypts provider tokens at rest; generated beside the
+    # access-token key in development.
+    encryption_key: SecretStr | None = None
+
+    # Apps that keep their own sign-in: their tokens are accepted on every signed-in route.
+    external_auth_jwks_url: str | None = None
+    external_auth_issuer: str | None = None
+    external_auth_audience: str | None = None
 
     @field_validator(
         "apple_root_certs", "apple_signin_client_ids", "google_client_ids", "web_origins", mode="before"
@@ -111,6 +133,26 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_secrets(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("smtp://", "smtps://")):
+            raise ValueError("must look like smtp://user:pass@host:587 or smtps://user:pass@host:465")
+        return value
+
+    @model_validator(mode="after")
+    def _external_auth_complete(self) -> Settings:
+        parts = (self.external_auth_jwks_url, self.external_auth_issuer, self.external_auth_audience)
+        if any(parts) and not all(parts):
+            raise ValueError(
+                "ENTITLE_EXTERNAL_AUTH_JWKS_URL, _ISSUER and _AUDIENCE are set together or not at all"
+            )
+        return self
+
+    @property
+    def external_auth_enabled(self) -> bool:
+        return self.external_auth_jwks_url is not None
 
     @field_validator("public_url")
     @classmethod
@@ -142,6 +184,12 @@ class Settings(BaseSettings):
             problems.append("ENTITLE_APPLE_ONLINE_CHECKS cannot be off in production")
         if self.apple_allow_xcode:
             problems.append("ENTITLE_APPLE_ALLOW_XCODE cannot be on in production")
+        if self.smtp_url is None:
+            problems.append(
+                "ENTITLE_SMTP_URL must be set: password sign-in needs mail for verification and reset"
+            )
+        if self.encryption_key is None:
+            problems.append("ENTITLE_ENCRYPTION_KEY must be set (it encrypts Sign in with Apple tokens)")
         if problems:
             raise ValueError("unsafe production settings: " + "; ".join(problems))
         return self

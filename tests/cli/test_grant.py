@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from entitle.cli import app
 from entitle.context import build_context
+from entitle.core.models.accounts import Account
 from entitle.core.models.entitlements import PromotionalGrant
 from entitle.services.entitlements import read_entitlements
 from tests.conftest import _empty_all_tables, make_settings
@@ -74,6 +75,25 @@ def test_grant_by_email_for_some_days_then_revoke(env: str, database_url: str, t
     assert not pro["active"] and grant.revoked_at is not None
 
 
+def test_grant_by_external_id(env: str, database_url: str, tmp_path: Path) -> None:
+    async def give_external_id() -> None:
+        context = build_context(make_settings(database_url, jwt_private_key_path=tmp_path / "key.pem"))
+        try:
+            async with context.database.transaction() as db:
+                account = await db.get(Account, uuid.UUID(env))
+                assert account is not None
+                account.external_id = "app-user-77"
+        finally:
+            await context.aclose()
+
+    asyncio.run(give_external_id())
+    result = runner.invoke(app, ["grant", "app-user-77", "pro", "--days", "3"])
+
+    assert result.exit_code == 0, result.output
+    pro, _ = stored(database_url, tmp_path, env)
+    assert pro["active"]
+
+
 def test_grant_until_a_date_lasts_through_that_day(env: str, database_url: str, tmp_path: Path) -> None:
     result = runner.invoke(app, ["grant", env, "pro", "--until", "2099-01-31"])
 
@@ -87,7 +107,10 @@ def test_grant_until_a_date_lasts_through_that_day(env: str, database_url: str, 
         (["grant", "support.me@example.com", "platinum", "--days", "3"], "The catalog has no entitlement"),
         (["grant", "support.me@example.com", "pro", "--until", "2001-01-01"], "expires_at is in the past"),
         (["grant", "support.me@example.com", "pro", "--until", "soon"], "is not a date"),
-        (["grant", "nobody@example.com", "pro", "--days", "3"], "No account has the id or email"),
+        (
+            ["grant", "nobody@example.com", "pro", "--days", "3"],
+            "No account has the id, email or external id",
+        ),
         (["grant", "support.me@example.com", "pro"], "exactly one of --until DATE and --days N"),
         (["grant", "support.me@example.com", "pro", "--days", "1", "--until", "2099-01-01"], "exactly one"),
         (["grant", "--revoke", str(uuid.UUID(int=7))], "No grant has this id"),

@@ -40,6 +40,7 @@ async def test_ios_token_gives_the_verified_identity(
         email_verified=True,
         is_private_relay=False,
         issued_at=float(int(clock.now)),
+        audience="com.example.entitle",
     )
 
 

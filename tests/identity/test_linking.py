@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import time
+import uuid
+from datetime import timedelta
 from typing import Any
 
+import jwt
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from entitle.core.models.accounts import Identity, PasswordCredential
+from entitle.core.models.accounts import Identity, PasswordCredential, RefreshTokenFamily
 from entitle.core.models.events import AccountEvent
+from entitle.core.models.mail import OutboundMail
 from entitle.errors import Conflict, NotFound, Unauthorized
 from entitle.identity import VerifiedIdentity
-from entitle.services import accounts, identities
+from entitle.services import accounts, identities, tokens
 from tests.factories import DEFAULT_PASSWORD, make_account
 
 
@@ -35,6 +39,19 @@ def apple(
     return VerifiedIdentity(
         provider="apple", subject=sub, email=email, email_verified=verified, is_private_relay=relay, **kw
     )
+
+
+def _issuer() -> tokens.TokenIssuer:
+    return tokens.TokenIssuer(
+        tokens.SigningKey.generate(),
+        issuer="entitle",
+        access_ttl=timedelta(minutes=5),
+        refresh_ttl=timedelta(days=1),
+    )
+
+
+def _family_of(pair: tokens.TokenPair) -> Any:
+    return jwt.decode(pair.access_token, options={"verify_signature": False})["sid"]
 
 
 async def event_types(db: AsyncSession, account_id: Any) -> list[str]:
@@ -102,19 +119,44 @@ async def test_private_relay_never_links_either_way(db: AsyncSession) -> None:
     }
 
 
-async def test_password_account_is_never_joined_and_its_password_stops(db: AsyncSession) -> None:
-    attacker = await make_account(db, email="victim@example.com")
+async def test_unverified_password_account_is_secured_and_joined(db: AsyncSession) -> None:
+    squatter = await make_account(db, email="victim@example.com")
+    squatter_session = await tokens.start_session(db, _issuer(), squatter.id)
+    relay, _ = await identities.link_identity(
+        db, squatter, apple(sub="a-squat", email="s@privaterelay.appleid.com", relay=True)
+    )
     victim = await identities.sign_in_with_identity(db, google(email="Victim@example.com"))
     await db.commit()
-    assert victim.created and victim.account.id != attacker.id
-    credential = await db.scalar(
-        select(PasswordCredential).where(PasswordCredential.account_id == attacker.id)
+    # One account: what it owns stays; only ways in that proved the address remain.
+    assert not victim.created and victim.account.id == squatter.id
+    assert [(i.provider, i.subject) for i in victim.account.identities] == [("google", "g-1")]
+    assert (
+        await db.scalar(select(PasswordCredential).where(PasswordCredential.account_id == squatter.id))
+        is None
     )
-    assert credential is not None and credential.disabled_at is not None
-    assert credential.disabled_reason == "address_proven_by_google"
-    assert "credential.password_disabled" in await event_types(db, attacker.id)
+    assert await db.get(Identity, relay.id) is None
     with pytest.raises(Unauthorized):
         await accounts.authenticate_password(db, email="victim@example.com", password=DEFAULT_PASSWORD)
+    family = await db.get(RefreshTokenFamily, uuid.UUID(_family_of(squatter_session)))
+    assert family is not None and family.revoked_at is not None
+    logged = await event_types(db, squatter.id)
+    assert {"account.secured", "identity.unlinked", "identity.linked"} <= set(logged)
+    mails = (
+        await db.scalars(select(OutboundMail.template).where(OutboundMail.to == "victim@example.com"))
+    ).all()
+    assert "account_secured" in mails
+
+
+async def test_verified_password_account_links_with_a_provider(db: AsyncSession) -> None:
+    owner = await make_account(db, email="pat@example.com")
+    [password_identity] = owner.identities
+    password_identity.email_verified = True
+    await db.commit()
+    via_google = await identities.sign_in_with_identity(db, google())
+    assert not via_google.created and via_google.account.id == owner.id
+    assert (
+        await accounts.authenticate_password(db, email="pat@example.com", password=DEFAULT_PASSWORD)
+    ).id == (owner.id)
 
 
 async def test_unverified_or_relay_identity_leaves_the_password_alone(db: AsyncSession) -> None:
@@ -177,7 +219,9 @@ async def test_a_disabled_password_is_not_a_way_in(db: AsyncSession) -> None:
     linked, _ = await identities.link_identity(
         db, squatter, apple(sub="a-squat", email="s@privaterelay.appleid.com", relay=True)
     )
-    await identities.sign_in_with_identity(db, google())  # proves pat@ elsewhere: the password stops
+    # Google proves pat@ for another account that holds the identity already: the squatter's password stops.
+    elsewhere = await make_account(db, email="other@example.com")
+    await identities.link_identity(db, elsewhere, google())
     with pytest.raises(Conflict):
         await identities.unlink_identity(db, squatter, linked.id)
 

@@ -97,15 +97,17 @@ async def test_pre_account_takeover_through_a_password_account_fails(
 ) -> None:
     attacker = await register(client, "victim@example.com")
     victim = await google_sign_in(client, idp.google_token(sub="g-victim", email="Victim@Example.com"))
-    assert victim.status_code == 201
-    assert victim.json()["account"]["id"] != attacker["account"]["id"]
+    # The owner lands in the account registered with their address (nothing it holds is orphaned)...
+    assert victim.status_code == 200
+    assert victim.json()["account"]["id"] == attacker["account"]["id"]
+    assert [i["provider"] for i in victim.json()["account"]["identities"]] == ["google"]
+    # ...and whoever registered it is out: the password no longer works, their session has ended.
     login = await client.post(
         "/v1/auth/login", json={"email": "victim@example.com", "password": DEFAULT_PASSWORD}
     )
     assert login.status_code == 401
-    log = await client.get(
-        "/v1/me/events", params={"type": "credential.password_disabled"}, headers=bearer(attacker)
-    )
+    assert (await client.get("/v1/me", headers=bearer(attacker))).status_code == 401
+    log = await client.get("/v1/me/events", params={"type": "account.secured"}, headers=bearer(victim.json()))
     assert log.json()["total"] == 1
 
 

@@ -87,6 +87,8 @@ class JwksStandin:
 
     def __init__(self, *, keys: int = 1) -> None:
         self.keys: list[SigningKey] = [make_key() for _ in range(keys)]
+        # More public keys to serve as they are (e.g. an EC key of an app's own identity provider).
+        self.extra_jwks: list[dict[str, Any]] = []
         # What the endpoint answers; set to 500/503 to play an outage.
         self.status = 200
         self.requests = 0
@@ -103,7 +105,7 @@ class JwksStandin:
                 with standin._lock:
                     standin.requests += 1
                     status = standin.status
-                    document = {"keys": [key.public_jwk for key in standin.keys]}
+                    document = {"keys": [key.public_jwk for key in standin.keys] + standin.extra_jwks}
                 body = json.dumps(document if status == 200 else {"error": "unavailable"}).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

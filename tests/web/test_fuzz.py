@@ -53,6 +53,9 @@ FIELD_NAMES = st.sampled_from(
         "url",
         "event_types",
         "success_url",
+        "token",
+        "current_password",
+        "authorization_code",
     ]
 )
 # Bodies that look like what the routes expect, with wrong or odd values.
@@ -86,6 +89,9 @@ def settings_overrides(
         "google_client_ids": "web-client.apps.googleusercontent.com",
         "apple_signin_jwks_url": idp.url,
         "google_jwks_url": idp.url,
+        "external_auth_jwks_url": idp.url,
+        "external_auth_issuer": "https://auth.example.com/",
+        "external_auth_audience": "example-api",
     }
 
 

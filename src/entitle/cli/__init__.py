@@ -29,4 +29,5 @@ def main() -> None:
 from entitle.cli import appstore as appstore_commands  # noqa: E402,F401  (issue 5)
 from entitle.cli import doctor, serve  # noqa: E402,F401
 from entitle.cli import grant as grant_commands  # noqa: E402,F401  (issue 3)
+from entitle.cli import imports as import_commands  # noqa: E402,F401  (issue 9)
 from entitle.cli import stripe as stripe_commands  # noqa: E402,F401  (issue 4)

@@ -51,6 +51,7 @@ def doctor(
             _check_core(context, report)
             await _check_stripe(context, report, create_webhook=create_stripe_webhook)
             _check_apple(context, report)
+            _check_accounts(context, report)
         finally:
             await context.aclose()
 
@@ -74,6 +75,24 @@ def doctor(
         pass
     if report.has_problems:
         fail("some checks failed (see above)")
+
+
+def _check_accounts(context: AppContext, report: Report) -> None:
+    settings = context.settings
+    if settings.smtp_url is not None:
+        report.ok("mail", f"SMTP configured; mails from {settings.email_from}")
+    else:
+        report.warn("mail", "ENTITLE_SMTP_URL is not set: mails are written to the log (development only)")
+    if context.accounts.apple_api is not None:
+        report.ok("sign in with apple api", "authorization codes are exchanged; tokens revoked at deletion")
+    elif settings.apple_signin_client_ids:
+        report.warn(
+            "sign in with apple api",
+            "set ENTITLE_APPLE_SIGNIN_TEAM_ID, _KEY_ID and _PRIVATE_KEY_PATH so deleted accounts' "
+            "Apple tokens can be revoked (App Review guideline 5.1.1(v))",
+        )
+    if context.accounts.external_auth is not None:
+        report.ok("external sign-in", f"tokens from {settings.external_auth_issuer} are accepted")
 
 
 async def _check_database(context: AppContext, report: Report) -> None:

@@ -33,7 +33,7 @@ def parse_until(value: str) -> datetime:
 
 @app.command(name="grant")
 def grant_command(
-    account: str | None = typer.Argument(None, help="The account's id or email address."),
+    account: str | None = typer.Argument(None, help="The account's id, email address or external id."),
     entitlement: str | None = typer.Argument(None, help="The entitlement to grant, as named in the catalog."),
     until: str | None = typer.Option(None, help="Last day (2030-01-31, through its end, UTC) or a time."),
     days: int | None = typer.Option(None, min=1, max=36_500, help="Or: grant for this many days from now."),

@@ -28,6 +28,13 @@ JOIN accounts AS a ON a.id = f.account_id
 LEFT JOIN account_answers AS b ON b.account_id = f.account_id
 WHERE f.id = {session} AND f.account_id = {account}
 """
+# A token from the app's own identity provider has no entitle session: the account alone.
+_ACCOUNT_ANSWER = """
+SELECT a.deleted_at, NULL, b.body, b.recheck_at
+FROM accounts AS a
+LEFT JOIN account_answers AS b ON b.account_id = a.id
+WHERE a.id = {account}
+"""
 
 
 class SessionAnswerRow:
@@ -66,18 +73,24 @@ class HotPath:
             self._sqlite_path not in (None, "", ":memory:") and "mode=memory" not in str(self._sqlite_path)
         )
 
-    async def session_answer(self, account_id: uuid.UUID, session_id: uuid.UUID) -> SessionAnswerRow | None:
+    async def session_answer(
+        self, account_id: uuid.UUID, session_id: uuid.UUID | None
+    ) -> SessionAnswerRow | None:
         if self.dialect == "postgresql":
             pool = self._pool or await self._open_pool()
-            record = await pool.fetchrow(
-                _SESSION_ANSWER.format(session="$1", account="$2"), session_id, account_id
-            )
+            if session_id is None:
+                record = await pool.fetchrow(_ACCOUNT_ANSWER.format(account="$1"), account_id)
+            else:
+                query = _SESSION_ANSWER.format(session="$1", account="$2")
+                record = await pool.fetchrow(query, session_id, account_id)
             return None if record is None else SessionAnswerRow(*record)
-        row = (
-            self._sqlite_connection()
-            .execute(_SESSION_ANSWER.format(session="?", account="?"), (session_id.hex, account_id.hex))
-            .fetchone()
-        )
+        params: tuple[str, ...]
+        if session_id is None:
+            query, params = _ACCOUNT_ANSWER.format(account="?"), (account_id.hex,)
+        else:
+            query = _SESSION_ANSWER.format(session="?", account="?")
+            params = (session_id.hex, account_id.hex)
+        row = self._sqlite_connection().execute(query, params).fetchone()
         if row is None:
             return None
         deleted_at, revoked_at, body, recheck_at = row

@@ -115,6 +115,7 @@ class AppleIdentityVerifier:
             email_verified=email is not None and claim_is_true(claims.get("email_verified")),
             is_private_relay=claim_is_true(claims.get("is_private_email")) or is_private_relay_address(email),
             issued_at=float(claims["iat"]),
+            audience=claims["aud"] if isinstance(claims.get("aud"), str) else None,
         )
 
     async def verify_notification(self, payload: str) -> AppleNotification:

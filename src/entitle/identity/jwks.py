@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import jwt
-from jwt.algorithms import RSAAlgorithm
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from entitle.identity.errors import IdentityProviderUnavailable, InvalidIdentityToken
 
@@ -47,7 +47,10 @@ class JwksVerifier:
         min_refresh_interval: float = 60.0,
         leeway: float = 60.0,
         fetch_timeout: float = 5.0,
+        algorithms: Sequence[str] = (ALGORITHM,),
     ) -> None:
+        # Apple and Google sign with RS256 only; an app's own identity provider may use ES256 too.
+        self.algorithms = tuple(algorithms)
         self.issuers = frozenset(issuers)
         self.audiences = frozenset(a for a in audiences if a)
         self.jwks_url = jwks_url
@@ -73,8 +76,11 @@ class JwksVerifier:
                 code="identity_provider_not_configured",
             )
         header = _unverified_header(token)
-        if header.get("alg") != ALGORITHM:
-            raise InvalidIdentityToken("The identity token must be signed with RS256.")
+        algorithm = header.get("alg")
+        if algorithm not in self.algorithms:
+            raise InvalidIdentityToken(
+                f"The identity token must be signed with {' or '.join(self.algorithms)}."
+            )
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise InvalidIdentityToken("The identity token does not name its signing key.")
@@ -83,7 +89,7 @@ class JwksVerifier:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key,
-                algorithms=[ALGORITHM],
+                algorithms=[str(algorithm)],
                 # Lifetime is checked below against our own clock; audience by pyjwt (any of the list).
                 options={"verify_exp": False, "verify_iat": False, "verify_nbf": False, "verify_aud": True},
                 audience=sorted(self.audiences),
@@ -164,21 +170,26 @@ class JwksVerifier:
             document = response.json()
         except ValueError as exc:
             raise IdentityProviderUnavailable("The identity provider's key set is not JSON.") from exc
-        return parse_jwks(document)
+        return parse_jwks(document, self.algorithms)
 
 
-def parse_jwks(document: Any) -> dict[str, Any]:
-    """Map kid -> public key for the RS256 signing keys in a JWKS document; skip anything else."""
+def parse_jwks(document: Any, algorithms: Sequence[str] = (ALGORITHM,)) -> dict[str, Any]:
+    """Map kid -> public key for the signing keys in a JWKS document that fit `algorithms`; skip the rest."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise IdentityProviderUnavailable("The identity provider's key set has no keys.")
     keys: dict[str, Any] = {}
     for entry in document["keys"]:
-        if not isinstance(entry, dict) or entry.get("kty") != "RSA" or not isinstance(entry.get("kid"), str):
+        if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):
             continue
-        if entry.get("alg", ALGORITHM) != ALGORITHM or entry.get("use", "sig") != "sig":
+        kty = entry.get("kty")
+        wanted = "RS256" if kty == "RSA" else "ES256" if kty == "EC" and entry.get("crv") == "P-256" else None
+        if wanted is None or wanted not in algorithms:
+            continue
+        if entry.get("alg", wanted) != wanted or entry.get("use", "sig") != "sig":
             continue
         try:
-            keys[entry["kid"]] = RSAAlgorithm.from_jwk(json.dumps(entry))
+            loader = RSAAlgorithm if kty == "RSA" else ECAlgorithm
+            keys[entry["kid"]] = loader.from_jwk(json.dumps(entry))
         except (jwt.PyJWTError, ValueError, TypeError, KeyError):
             continue
     return keys

@@ -23,6 +23,8 @@ class VerifiedIdentity:
     name: str | None = None
     # The token's `iat` (seconds): a revoked identity comes back only with a token issued after that.
     issued_at: float | None = None
+    # The client id the token was issued to (its `aud`): Apple's code exchange must name the same one.
+    audience: str | None = None
 
 
 def claim_is_true(value: Any) -> bool:

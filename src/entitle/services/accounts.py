@@ -8,21 +8,30 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
 from entitle.core import events
-from entitle.core.models.accounts import Account, Identity, PasswordCredential, RefreshTokenFamily
+from entitle.core.models.accounts import (
+    Account,
+    Identity,
+    PasswordCredential,
+    RefreshTokenFamily,
+    TokenPurpose,
+)
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, Unauthorized
-from entitle.services import passwords
+from entitle.services import account_tokens, mail, passwords
 from entitle.services.tokens import AccessClaims, revoke_all_sessions
 
 EMAIL_PROVIDER = "email"
-# Identity providers whose verified addresses can be trusted to link accounts.
+# Identity providers whose verified addresses can be trusted to link accounts; a password identity
+# joins them once its address was verified by mail.
 PROVIDER_IDENTITIES = ("apple", "google")
+ADDRESS_PROVING_PROVIDERS = (*PROVIDER_IDENTITIES, EMAIL_PROVIDER)
 
 
 def normalize_email(email: str) -> str:
@@ -37,9 +46,20 @@ class SignedIn:
 
 
 async def create_account(
-    db: AsyncSession, *, email: str | None, name: str | None = None, via: str
+    db: AsyncSession,
+    *,
+    email: str | None,
+    name: str | None = None,
+    via: str,
+    external_id: str | None = None,
+    created_at: datetime | None = None,
 ) -> Account:
-    account = Account(email=normalize_email(email) if email else None, name=name)
+    account = Account(
+        email=normalize_email(email) if email else None,
+        name=name,
+        external_id=external_id,
+        created_at=created_at or utcnow(),
+    )
     db.add(account)
     await db.flush()
     await events.record_event(db, account.id, events.ACCOUNT_CREATED, {"via": via})
@@ -62,8 +82,8 @@ async def register_with_password(db: AsyncSession, *, email: str, password: str)
         )
     password_hash = await passwords.hash_password(password)
     account = await create_account(db, email=email, via=EMAIL_PROVIDER)
-    # Nobody has proven they receive mail at this address, so it stays unverified: it never joins
-    # another account automatically, and a verified provider identity for the address outranks it.
+    # Unverified until the mailed link is opened: until then it never links automatically, and an
+    # Apple or Google sign-in proving the address secures the account before landing in it.
     identity = Identity(
         account_id=account.id, provider=EMAIL_PROVIDER, subject=email, email=email, email_verified=False
     )
@@ -71,8 +91,17 @@ async def register_with_password(db: AsyncSession, *, email: str, password: str)
     await db.flush()
     db.add(PasswordCredential(identity_id=identity.id, account_id=account.id, password_hash=password_hash))
     await db.flush()
+    await send_verification(db, account.id, email)
     await db.refresh(account, ["identities"])
     return account
+
+
+async def send_verification(db: AsyncSession, account_id: uuid.UUID, email: str) -> None:
+    """Mail a fresh verification link for `email` (queued in this transaction)."""
+    token = await account_tokens.issue(db, account_id, TokenPurpose.VERIFY_EMAIL, email)
+    await mail.queue_mail(
+        db, to=email, template="verify_email", account_id=account_id, data={"token": token, "email": email}
+    )
 
 
 async def authenticate_password(db: AsyncSession, *, email: str, password: str) -> Account:
@@ -112,13 +141,17 @@ async def authenticate_password(db: AsyncSession, *, email: str, password: str) 
 
 
 async def account_proving_address(db: AsyncSession, email: str) -> Account | None:
-    """The live account holding a verified (non-relay) Apple or Google identity for `email`, if any."""
+    """The live account holding a verified (non-relay) identity for `email`, if any.
+
+    Apple and Google vouch for their addresses; a password identity counts once its address was verified
+    by the link we mailed to it.
+    """
     # Oldest first: if explicit linking left two accounts proving the address, the choice is stable.
     candidates = await db.scalars(
         select(Account)
         .join(Identity, Identity.account_id == Account.id)
         .where(
-            Identity.provider.in_(PROVIDER_IDENTITIES),
+            Identity.provider.in_(ADDRESS_PROVING_PROVIDERS),
             Identity.email == normalize_email(email),
             Identity.email_verified.is_(True),
             Identity.is_private_relay.is_(False),
@@ -137,12 +170,21 @@ _SESSION_STATE = (
     .where(Account.id == bindparam("account_id"), RefreshTokenFamily.id == bindparam("session_id"))
 )
 
+_ACCOUNT_STATE = select(Account.deleted_at).where(Account.id == bindparam("account_id"))
+
 
 async def check_session(db: AsyncSession, claims: AccessClaims) -> None:
     """Refuse an access token whose account was deleted or whose session was ended (one indexed read)."""
     # A Core execution on the session's connection: the ORM's per-statement bookkeeping is not needed
     # for two plain columns, and this runs on every signed-in request.
     connection = await db.connection()
+    if claims.session_id is None:
+        # A token from the app's own identity provider: its sessions are the app's; the account must live.
+        deleted = await connection.execute(_ACCOUNT_STATE, {"account_id": claims.account_id})
+        account_row = deleted.one_or_none()
+        if account_row is None or account_row.deleted_at is not None:
+            raise Unauthorized("The account for this token no longer exists.", code="invalid_token")
+        return
     params = {"account_id": claims.account_id, "session_id": claims.session_id}
     result = await connection.execute(_SESSION_STATE, params)
     row = result.one_or_none()
@@ -198,5 +240,7 @@ async def delete_account(
         await db.delete(identity)
     account.email = None
     account.name = None
+    # The app's own id for the person is personal data too; a later external sign-in starts afresh.
+    account.external_id = None
     account.deleted_at = utcnow()
     await db.flush()

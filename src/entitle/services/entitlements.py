@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -422,18 +422,31 @@ _READ_FOR_SESSION = (
 )
 
 
+_READ_FOR_ACCOUNT = (
+    select(_ACCOUNTS.c.deleted_at, null().label("revoked_at"), _BODIES.c.body, _BODIES.c.recheck_at)
+    .select_from(_ACCOUNTS)
+    .outerjoin(_BODIES, _BODIES.c.account_id == _ACCOUNTS.c.id)
+    .where(_ACCOUNTS.c.id == bindparam("account_id"))
+)
+
+
 async def read_answer_for_session(
-    database: Database, account_id: uuid.UUID, session_id: uuid.UUID, *, now: datetime | None = None
+    database: Database, account_id: uuid.UUID, session_id: uuid.UUID | None, *, now: datetime | None = None
 ) -> SessionAnswer:
-    """The stored answer of a live session's account (Unauthorized when the session or account ended)."""
+    """The stored answer of a live session's account (Unauthorized when the session or account ended).
+
+    `session_id` None: a token from the app's own identity provider, which has no entitle session."""
     now = now or utcnow()
     row: Any
     if database.hot.available:
         row = await database.hot.session_answer(account_id, session_id)
     else:
         async with database.read_engine.connect() as connection:
-            params = {"account_id": account_id, "session_id": session_id}
-            row = (await connection.execute(_READ_FOR_SESSION, params)).first()
+            if session_id is None:
+                row = (await connection.execute(_READ_FOR_ACCOUNT, {"account_id": account_id})).first()
+            else:
+                params = {"account_id": account_id, "session_id": session_id}
+                row = (await connection.execute(_READ_FOR_SESSION, params)).first()
     if row is None or row.deleted_at is not None:
         raise Unauthorized("The account for this token no longer exists.", code="invalid_token")
     if row.revoked_at is not None:

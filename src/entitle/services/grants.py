@@ -34,7 +34,7 @@ async def require_account(db: AsyncSession, account_id: uuid.UUID) -> Account:
 
 
 async def find_account(db: AsyncSession, id_or_email: str) -> Account:
-    """An account by its id or its primary email address (for support staff on the command line)."""
+    """An account by its id, primary email address or external id (for support staff on the command line)."""
     try:
         return await require_account(db, uuid.UUID(id_or_email))
     except ValueError:
@@ -43,7 +43,13 @@ async def find_account(db: AsyncSession, id_or_email: str) -> Account:
         select(Account).where(Account.email == normalize_email(id_or_email), Account.deleted_at.is_(None))
     )
     if account is None:
-        raise NotFound(f"No account has the id or email {id_or_email!r}.", code="account_not_found")
+        account = await db.scalar(
+            select(Account).where(Account.external_id == id_or_email, Account.deleted_at.is_(None))
+        )
+    if account is None:
+        raise NotFound(
+            f"No account has the id, email or external id {id_or_email!r}.", code="account_not_found"
+        )
     return account
 
 

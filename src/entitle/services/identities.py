@@ -1,16 +1,17 @@
 """Sign-in with Apple and Google, and the rules that decide which account an identity belongs to.
 
-The linking rules exist to stop account takeover through an email address:
+The linking rules exist so that one person has one account whatever the way in, without letting an
+email address become a way to take over someone else's account (docs/identity.md names each attack):
 
 - An identity already known by (provider, subject) always signs into its own account.
-- A new identity joins an existing account automatically only when both sides have an address their
-  provider vouches for: the new token says `email_verified`, and the account holds an Apple or Google
-  identity with the same address, also verified. A password account never qualifies, because nobody
-  proved they read mail there; and an Apple private-relay address never qualifies, because it is
-  unique per app and proves nothing about anyone else.
-- When a verified provider identity proves an address that an unverified password account claimed,
-  that password stops working (the classic pre-account takeover: an attacker registers the victim's
-  address and waits for the victim to sign in with Google). The event is recorded on that account.
+- A new identity joins an existing account automatically only when both sides have an address someone
+  vouches for: the new token says `email_verified`, and the account holds an identity with the same
+  address, also verified: Apple or Google, or a password whose address was verified by mail. An Apple
+  private-relay address never qualifies: it is unique per app and proves nothing about anyone else.
+- When a provider proves an address that only an unverified password account claims, the sign-in
+  lands in that account (what it owns is never orphaned) but secures it first: its password and every
+  identity that never proved the address are removed and its other sessions end, because whoever
+  registered the address may not be its owner (pre-account takeover). The person is told by mail.
 - Anything else is linked explicitly, while signed in, and never removes the last way in.
 """
 
@@ -27,10 +28,13 @@ from entitle.core.models.accounts import Account, Identity, PasswordCredential
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, NotFound, Unauthorized
 from entitle.identity import VerifiedIdentity, is_private_relay_address
-from entitle.services import accounts
+from entitle.services import accounts, apple_tokens, mail
 from entitle.services.accounts import EMAIL_PROVIDER, SignedIn, normalize_email
+from entitle.services.tokens import revoke_all_sessions
 
 IDENTITY_REVOKED = "identity.revoked"
+# An unverified password account was secured as a provider-proven owner landed in it.
+ACCOUNT_SECURED = "account.secured"
 
 
 async def find_identity(db: AsyncSession, provider: str, subject: str) -> Identity | None:
@@ -57,6 +61,12 @@ async def sign_in_with_identity(
         return SignedIn(account=account, created=False)
 
     linked_to = await _account_proving_same_address(db, verified)
+    via = "verified_email"
+    if linked_to is None:
+        linked_to = await _unverified_password_account(db, verified)
+        if linked_to is not None:
+            via = "verified_email_secured"
+            await _secure_unverified_account(db, linked_to, verified)
     created = linked_to is None
     account = linked_to or await accounts.create_account(
         db, email=_stored_email(verified), name=name, via=verified.provider
@@ -71,7 +81,7 @@ async def sign_in_with_identity(
         {
             "provider": identity.provider,
             "identity_id": identity.id,
-            "via": "sign_in" if created else "verified_email",
+            "via": "sign_in" if created else via,
         },
     )
     await _disable_unproven_passwords(db, verified, keep_account_id=account.id)
@@ -125,11 +135,7 @@ async def unlink_identity(db: AsyncSession, account: Account, identity_id: uuid.
         raise Conflict(
             "This is the last way into the account; add another before removing it.", code="last_identity"
         )
-    await db.delete(identity)
-    await db.flush()
-    await events.record_event(
-        db, account.id, events.IDENTITY_UNLINKED, {"provider": identity.provider, "identity_id": identity.id}
-    )
+    await _remove_identity(db, identity, reason="explicit")
     await db.refresh(account, ["identities"])
 
 
@@ -157,6 +163,80 @@ async def _account_proving_same_address(db: AsyncSession, verified: VerifiedIden
     if email is None:
         return None
     return await accounts.account_proving_address(db, email)
+
+
+async def _unverified_password_account(db: AsyncSession, verified: VerifiedIdentity) -> Account | None:
+    """The live account whose never-verified password identity claims the address this token proves."""
+    email = _trusted_email(verified)
+    if email is None:
+        return None
+    return await db.scalar(
+        select(Account)
+        .join(Identity, Identity.account_id == Account.id)
+        .where(
+            Identity.provider == EMAIL_PROVIDER,
+            Identity.subject == email,
+            Identity.email_verified.is_(False),
+            Account.deleted_at.is_(None),
+        )
+    )
+
+
+async def _secure_unverified_account(db: AsyncSession, account: Account, verified: VerifiedIdentity) -> None:
+    """Before a proven owner lands in an unverified account: drop every way in that did not prove the address.
+
+    Whoever registered the address may have been an attacker waiting for the owner (pre-account
+    takeover); their password, any identity they linked, and their sessions must not survive the owner's
+    arrival. What the account owns (subscriptions, grants, purchases) stays: it may well be the owner's.
+    """
+    email = _trusted_email(verified)
+    assert email is not None, "only a proven address leads here"
+    sessions = await revoke_all_sessions(db, account.id, reason="address_proven_by_provider")
+    identities = (await db.scalars(select(Identity).where(Identity.account_id == account.id))).all()
+    removed = []
+    for identity in identities:
+        proves = (
+            identity.provider != EMAIL_PROVIDER
+            and identity.email == email
+            and identity.email_verified
+            and not identity.is_private_relay
+        )
+        if not proves:
+            removed.append(identity.provider)
+            await _remove_identity(db, identity, reason=f"address_proven_by_{verified.provider}")
+    await events.record_event(
+        db,
+        account.id,
+        ACCOUNT_SECURED,
+        {
+            "provider": verified.provider,
+            "email": email,
+            "removed_identities": removed,
+            "sessions_revoked": sessions,
+        },
+    )
+    # Told by mail: if the person did register that password, this is how they learn where it went.
+    await mail.queue_mail(
+        db,
+        to=email,
+        template="account_secured",
+        account_id=account.id,
+        data={"email": email, "provider": verified.provider.title()},
+    )
+
+
+async def _remove_identity(db: AsyncSession, identity: Identity, *, reason: str) -> None:
+    """Delete one identity (its password goes with it), revoke its Apple tokens, and log the unlink."""
+    if identity.provider == "apple":
+        await apple_tokens.request_revocation(db, identity.account_id, subject=identity.subject)
+    await db.delete(identity)
+    await db.flush()
+    await events.record_event(
+        db,
+        identity.account_id,
+        events.IDENTITY_UNLINKED,
+        {"provider": identity.provider, "identity_id": identity.id, "reason": reason},
+    )
 
 
 async def _disable_unproven_passwords(

@@ -1,4 +1,7 @@
-"""Rate limits on sign-in and registration, per address and per client IP.
+"""Rate limits on sign-in, registration and every route that sends mail, per address and per client IP.
+
+Mail gets its own, stricter budget per address, shared by every route that mails (`mail=True`), so the
+service cannot be used to flood someone's inbox however the requests are spread over routes.
 
 In memory by default (one process); with ENTITLE_REDIS_URL set, limits are shared by every API process
 so a guesser cannot multiply its budget by the number of processes.
@@ -18,7 +21,9 @@ from entitle.errors import RateLimited
 
 
 class SignInRateLimiter:
-    def __init__(self, *, per_address: str, per_ip: str, redis_url: str | None = None) -> None:
+    def __init__(
+        self, *, per_address: str, per_ip: str, redis_url: str | None = None, mail_per_address: str = "5/hour"
+    ) -> None:
         self.storage: Storage = MemoryStorage()
         if redis_url:
             # redis-py's asyncio client (a dependency already), not the default coredis.
@@ -28,15 +33,24 @@ class SignInRateLimiter:
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.per_address: RateLimitItem = parse(per_address)
         self.per_ip: RateLimitItem = parse(per_ip)
+        self.mail_per_address: RateLimitItem = parse(mail_per_address)
 
-    async def hit(self, action: str, *, ip: str | None, address: str | None = None) -> None:
-        """Count one attempt; raise RateLimited (429 with Retry-After) when a window is full."""
+    async def hit(
+        self, action: str, *, ip: str | None, address: str | None = None, mail: bool = False
+    ) -> None:
+        """Count one attempt; raise RateLimited (429 with Retry-After) when a window is full.
+
+        `mail=True` for a request that may send mail to `address`: that address's mail budget is counted
+        too, across all such routes.
+        """
         checks: list[tuple[RateLimitItem, str]] = []
         if ip:
             checks.append((self.per_ip, f"{action}:ip:{ip}"))
         if address:
             # Hashed so addresses never sit in Redis in clear text.
             checks.append((self.per_address, f"{action}:addr:{_digest(address.lower())}"))
+            if mail:
+                checks.append((self.mail_per_address, f"mail:addr:{_digest(address.lower())}"))
         for item, key in checks:
             if not await self.limiter.hit(item, "entitle", key):
                 stats = await self.limiter.get_window_stats(item, "entitle", key)

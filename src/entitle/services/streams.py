@@ -38,14 +38,15 @@ TICKET_PREFIX = "st_"
 @dataclass(frozen=True)
 class StreamGrant:
     account_id: uuid.UUID
-    session_id: uuid.UUID
+    # None for a token from the app's own identity provider (no entitle session to end).
+    session_id: uuid.UUID | None
 
 
 def _hash(ticket: str) -> str:
     return hashlib.sha256(ticket.encode()).hexdigest()
 
 
-async def issue_ticket(db: AsyncSession, account_id: uuid.UUID, session_id: uuid.UUID) -> str:
+async def issue_ticket(db: AsyncSession, account_id: uuid.UUID, session_id: uuid.UUID | None) -> str:
     ticket = TICKET_PREFIX + secrets.token_urlsafe(32)
     db.add(
         StreamTicket(

@@ -79,7 +79,8 @@ def _key_id(public_key: ec.EllipticCurvePublicKey) -> str:
 @dataclass(frozen=True)
 class AccessClaims:
     account_id: uuid.UUID
-    session_id: uuid.UUID
+    # None for a token from the app's own identity provider (ENTITLE_EXTERNAL_AUTH_*): no session here.
+    session_id: uuid.UUID | None
     expires_at: datetime
 
 

@@ -13,6 +13,7 @@ from entitle.context import AppContext
 from entitle.core.models.accounts import Account
 from entitle.errors import Forbidden, Unauthorized
 from entitle.services.accounts import check_session, load_account
+from entitle.services.external_accounts import claims_for_external_token
 from entitle.services.tokens import AccessClaims
 from entitle.settings import Settings
 
@@ -68,9 +69,20 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
+async def verified_claims(request: Request, context: AppContext) -> AccessClaims:
+    """The claims of the bearer token: entitle's own access token, or, with ENTITLE_EXTERNAL_AUTH_* set,
+    a token from the app's own identity provider (its `sub` is the account's external_id), so every
+    signed-in route serves apps that keep their own sign-in. The session is not checked here."""
+    token = bearer_token(request)
+    external = context.accounts.external_auth
+    if external is not None and external.is_from_issuer(token):
+        return await claims_for_external_token(context.database, external, token)
+    return context.tokens.verify_access_token(token)
+
+
 async def get_signed_in(request: Request, context: ContextDep, db: SessionDep) -> AccessClaims:
     """The verified access token of a live session; routes that need only ids stop here."""
-    claims = context.tokens.verify_access_token(bearer_token(request))
+    claims = await verified_claims(request, context)
     await check_session(db, claims)
     return claims
 

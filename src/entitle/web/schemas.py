@@ -33,6 +33,25 @@ class RefreshBody(StrictBody):
     refresh_token: str = Field(min_length=1, max_length=200)
 
 
+class EmailBody(StrictBody):
+    email: EmailStr = Field(max_length=320)
+
+
+class TokenBody(StrictBody):
+    token: str = Field(min_length=1, max_length=200)
+
+
+class ResetPasswordBody(StrictBody):
+    token: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
+
+
+class SetPasswordBody(StrictBody):
+    password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
+    # Required when the account already has a working password (a change rather than an addition).
+    current_password: str | None = Field(default=None, min_length=1, max_length=MAX_PASSWORD_LENGTH)
+
+
 def identity_json(identity: Any) -> dict[str, Any]:
     return {
         "id": str(identity.id),
@@ -45,10 +64,19 @@ def identity_json(identity: Any) -> dict[str, Any]:
     }
 
 
+def email_verified(account: Account) -> bool:
+    """Whether someone vouched for the account's address: its provider, or our mailed link."""
+    return account.email is not None and any(
+        identity.email == account.email and identity.email_verified for identity in account.identities
+    )
+
+
 def account_json(account: Account) -> dict[str, Any]:
     return {
         "id": str(account.id),
         "email": account.email,
+        "email_verified": email_verified(account),
+        "external_id": account.external_id,
         "name": account.name,
         "app_account_token": str(account.app_account_token),
         "created_at": _iso(account.created_at),

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from appstoreserverlibrary.models.Environment import Environment as AppleEnvironment
+from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
@@ -176,14 +177,18 @@ def test_xcode_data_accepted_only_when_a_developer_allows_it() -> None:
 
 
 def test_settings_refuse_xcode_in_production() -> None:
-    with pytest.raises(ValidationError):
-        Settings(
-            environment="production",
-            admin_api_key="a-real-admin-key-0123456789",
-            jwt_private_key_path="/tmp/key.pem",
-            apple_bundle_id=BUNDLE_ID,
-            apple_allow_xcode=True,
-        )
+    production = {
+        "environment": "production",
+        "admin_api_key": "a-real-admin-key-0123456789",
+        "jwt_private_key_path": "/tmp/key.pem",
+        "smtp_url": "smtp://mail.example.com:587",
+        "email_from": "App <no-reply@example.com>",
+        "encryption_key": Fernet.generate_key().decode(),
+        "apple_bundle_id": BUNDLE_ID,
+    }
+    Settings(**production)  # everything else in order: only Xcode data is refused below
+    with pytest.raises(ValidationError, match="XCODE"):
+        Settings(**production, apple_allow_xcode=True)
 
 
 # -- notifications -----------------------------------------------------------------------------------

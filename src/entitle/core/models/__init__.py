@@ -4,6 +4,8 @@ imports them all, so `Base.metadata` (and Alembic) sees the full schema.
 
 from entitle.core.models.accounts import (
     Account,
+    AccountToken,
+    AppleSigninToken,
     Identity,
     PasswordCredential,
     RefreshToken,
@@ -23,14 +25,18 @@ from entitle.core.models.events import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from entitle.core.models.mail import OutboundMail
 
 __all__ = [
     "Account",
     "AccountAnswer",
     "AccountEntitlement",
     "AccountEvent",
+    "AccountToken",
+    "AppleSigninToken",
     "Identity",
     "InboxStatus",
+    "OutboundMail",
     "PasswordCredential",
     "PromotionalGrant",
     "ProviderEvent",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from entitle.db.base import Base
@@ -22,6 +23,8 @@ class Account(Base):
     # The primary address, lower-cased; may be None for an Apple identity that shared no email.
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     name: Mapped[str | None] = mapped_column(String(200))
+    # The id the app's own user table knows this person by (imports, external sign-in); unique when set.
+    external_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set when the person deleted the account; the row stays (anonymized) for accounting records.
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -102,3 +105,53 @@ class RefreshToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Set when the token was exchanged; presenting it again means it was stolen or replayed.
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TokenPurpose(StrEnum):
+    # Mailed at registration (and on request): proves the person reads mail at the address.
+    VERIFY_EMAIL = "verify_email"
+    # Mailed by "forgot password": sets a new password and ends every session.
+    RESET_PASSWORD = "reset_password"
+
+
+class AccountToken(Base):
+    """A single-use token mailed to an address (verification, password reset); only its hash is kept."""
+
+    __tablename__ = "account_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(30))
+    # SHA-256 of the token; the token itself exists only in the mail.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The address the mail went to: the token proves that address and no other.
+    email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AppleSigninToken(Base):
+    """A Sign in with Apple refresh token, encrypted, kept so it can be revoked (App Store rule 5.1.1(v)).
+
+    Not tied to the identity row by a foreign key: when the account is deleted or the identity unlinked,
+    the identity goes at once while the revocation waits for the worker (and its retries).
+    """
+
+    __tablename__ = "apple_signin_tokens"
+    __table_args__ = (Index("ix_apple_signin_tokens_due", "revoke_requested_at", "revoked_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    subject: Mapped[str] = mapped_column(String(320), index=True)
+    # The bundle id or Services ID the authorization code was issued to; revocation must name it again.
+    client_id: Mapped[str] = mapped_column(String(255))
+    # Fernet ciphertext of the refresh token; erased once Apple confirmed the revocation.
+    refresh_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when the account was deleted or the identity unlinked; the worker revokes from then on.
+    revoke_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)

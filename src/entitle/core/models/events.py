@@ -112,7 +112,8 @@ class StreamTicket(Base):
     # SHA-256 of the ticket: a leaked table row opens nothing.
     ticket_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
-    # The refresh-token family (session) the ticket was issued to; the stream ends when it does.
-    session_id: Mapped[uuid.UUID] = mapped_column(UUID)
+    # The refresh-token family (session) the ticket was issued to; the stream ends when it does. None
+    # for a token from the app's own identity provider.
+    session_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from entitle.web.routes import accounts as support_routes
 from entitle.web.routes import auth, entitlements, health, me, streams, webhook_endpoints, webhooks
 from entitle.web.routes import billing_appstore as appstore_billing_routes
 from entitle.web.routes import billing_stripe as stripe_billing_routes
@@ -17,6 +18,7 @@ def all_routers() -> list[APIRouter]:
         me.router,
         webhook_endpoints.router,
         webhooks.router,
+        support_routes.router,
         entitlements.router,
         streams.router,
         identity_routes.router,

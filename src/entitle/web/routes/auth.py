@@ -1,4 +1,4 @@
-"""Email + password sign-up and sign-in, refresh-token rotation, sign-out."""
+"""Email + password sign-up and sign-in, refresh-token rotation, sign-out, verification and recovery."""
 
 from __future__ import annotations
 
@@ -7,9 +7,18 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from entitle.errors import Unauthorized
-from entitle.services import accounts, tokens
+from entitle.services import accounts, credentials, tokens
 from entitle.web.deps import ContextDep, SessionDep, SignedIn, client_ip
-from entitle.web.schemas import Credentials, LoginCredentials, RefreshBody, session_json
+from entitle.web.schemas import (
+    Credentials,
+    EmailBody,
+    LoginCredentials,
+    RefreshBody,
+    ResetPasswordBody,
+    TokenBody,
+    account_json,
+    session_json,
+)
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
@@ -18,7 +27,7 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"])
 async def register(
     body: Credentials, request: Request, context: ContextDep, db: SessionDep
 ) -> dict[str, Any]:
-    await context.rate_limiter.hit("register", ip=client_ip(request), address=body.email)
+    await context.rate_limiter.hit("register", ip=client_ip(request), address=body.email, mail=True)
     account = await accounts.register_with_password(db, email=body.email, password=body.password)
     pair = await tokens.start_session(
         db, context.tokens, account.id, user_agent=request.headers.get("user-agent")
@@ -55,5 +64,38 @@ async def refresh(body: RefreshBody, context: ContextDep, db: SessionDep) -> dic
 
 @router.post("/logout", status_code=204)
 async def logout(signed_in: SignedIn, db: SessionDep) -> Response:
-    await tokens.revoke_family(db, signed_in.session_id, reason="logout")
+    # A token from the app's own identity provider has no session here: its sign-out is the app's.
+    if signed_in.session_id is not None:
+        await tokens.revoke_family(db, signed_in.session_id, reason="logout")
     return Response(status_code=204)
+
+
+@router.post("/password/forgot", status_code=202)
+async def forgot_password(
+    body: EmailBody, request: Request, context: ContextDep, db: SessionDep
+) -> dict[str, Any]:
+    """Mail a reset link when the address has an account; the answer is the same either way."""
+    await context.rate_limiter.hit("forgot", ip=client_ip(request), address=body.email, mail=True)
+    await credentials.request_password_reset(db, body.email)
+    return {"accepted": True}
+
+
+@router.post("/password/reset")
+async def reset_password(
+    body: ResetPasswordBody, request: Request, context: ContextDep, db: SessionDep
+) -> dict[str, Any]:
+    await context.rate_limiter.hit("reset", ip=client_ip(request))
+    account = await credentials.reset_password(db, body.token, body.password)
+    pair = await tokens.start_session(
+        db, context.tokens, account.id, user_agent=request.headers.get("user-agent")
+    )
+    return session_json(account, pair)
+
+
+@router.post("/email/verify")
+async def verify_email(
+    body: TokenBody, request: Request, context: ContextDep, db: SessionDep
+) -> dict[str, Any]:
+    await context.rate_limiter.hit("verify", ip=client_ip(request))
+    account = await credentials.verify_email(db, body.token)
+    return {"account": account_json(account)}

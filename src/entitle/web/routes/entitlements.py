@@ -14,7 +14,7 @@ from pydantic import Field
 from entitle.core.catalog import Catalog
 from entitle.errors import NotFound
 from entitle.services import entitlements, grants
-from entitle.web.deps import AdminDep, ContextDep, SessionDep, bearer_token
+from entitle.web.deps import AdminDep, ContextDep, SessionDep, verified_claims
 from entitle.web.schemas import StrictBody, parse_uuid
 
 router = APIRouter(tags=["entitlements"])
@@ -74,7 +74,7 @@ async def my_entitlements(request: Request) -> Response:
     # The hottest route: no dependency machinery, one query that checks the session and reads the
     # stored body, which is sent as stored.
     context = request.app.state.context
-    claims = context.tokens.verify_access_token(bearer_token(request))
+    claims = await verified_claims(request, context)
     answer = await entitlements.read_answer_for_session(
         context.database, claims.account_id, claims.session_id
     )

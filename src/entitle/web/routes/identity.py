@@ -10,7 +10,7 @@ from pydantic import Field
 
 from entitle.errors import NotFound
 from entitle.identity import AppleIdentityVerifier, GoogleIdentityVerifier
-from entitle.services import identities, tokens
+from entitle.services import apple_tokens, identities, tokens
 from entitle.services.accounts import SignedIn
 from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, client_ip
 from entitle.web.schemas import StrictBody, account_json, identity_json, parse_uuid, session_json
@@ -39,6 +39,8 @@ class AppleSignIn(StrictBody):
     nonce: str | None = Field(default=None, min_length=1, max_length=512)
     # Sent by Apple only on the first authorization; the client forwards it once.
     name: str | AppleName | None = Field(default=None)
+    # Single-use, five minutes: exchanged at Apple for the refresh token that deletion must revoke.
+    authorization_code: str | None = Field(default=None, min_length=1, max_length=1024)
 
     def display_name(self) -> str | None:
         if isinstance(self.name, AppleName):
@@ -75,7 +77,12 @@ async def sign_in_with_apple(
 ) -> JSONResponse:
     await context.rate_limiter.hit("apple", ip=client_ip(request))
     verified = await _apple(context).verify(body.id_token, nonce=body.nonce)
+    # The code is traded before any account is touched: a bad code changes nothing.
+    exchanged = await apple_tokens.exchange_code(
+        context.accounts.apple_api, body.authorization_code, verified
+    )
     signed_in = await identities.sign_in_with_identity(db, verified, name=body.display_name())
+    await apple_tokens.keep(db, context.accounts.secret_box, signed_in.account.id, verified, exchanged)
     return await _signed_in(request, context, db, signed_in)
 
 
@@ -100,7 +107,11 @@ async def link_apple(
 ) -> JSONResponse:
     await context.rate_limiter.hit("link", ip=client_ip(request))
     verified = await _apple(context).verify(body.id_token, nonce=body.nonce)
+    exchanged = await apple_tokens.exchange_code(
+        context.accounts.apple_api, body.authorization_code, verified
+    )
     identity, created = await identities.link_identity(db, account, verified, name=body.display_name())
+    await apple_tokens.keep(db, context.accounts.secret_box, account.id, verified, exchanged)
     return await _linked(account, identity, created)
 
 

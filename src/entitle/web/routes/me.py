@@ -1,16 +1,14 @@
-"""The signed-in account: who am I, delete me, what happened to me."""
+"""The signed-in account: who am I, delete me, what happened to me, my address and my password."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
-from sqlalchemy import func, select
+from fastapi import APIRouter, Query, Request, Response
 
-from entitle.core.models.events import AccountEvent
-from entitle.services import accounts
-from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, SignedIn
-from entitle.web.schemas import account_json
+from entitle.services import accounts, credentials, lookups
+from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, SignedIn, client_ip
+from entitle.web.schemas import SetPasswordBody, account_json
 
 router = APIRouter(prefix="/v1/me", tags=["account"])
 
@@ -26,31 +24,49 @@ async def delete_me(account: CurrentAccount, context: ContextDep, db: SessionDep
     return Response(status_code=204)
 
 
+@router.post("/email/verification", status_code=202)
+async def resend_verification(
+    request: Request, account: CurrentAccount, context: ContextDep, db: SessionDep
+) -> dict[str, Any]:
+    """Mail a fresh verification link for the account's password address (nothing when already verified)."""
+    await context.rate_limiter.hit("resend", ip=client_ip(request), address=account.email, mail=True)
+    await credentials.resend_verification(db, account)
+    return {"accepted": True}
+
+
+@router.post("/password", status_code=204)
+async def set_password(
+    body: SetPasswordBody,
+    request: Request,
+    signed_in: SignedIn,
+    account: CurrentAccount,
+    context: ContextDep,
+    db: SessionDep,
+) -> Response:
+    """Change the password (current one required), or add one to an Apple or Google account."""
+    await context.rate_limiter.hit("password", ip=client_ip(request), address=account.email, mail=True)
+    await credentials.set_password(
+        db,
+        account,
+        password=body.password,
+        current_password=body.current_password,
+        keep_session=signed_in.session_id,
+    )
+    return Response(status_code=204)
+
+
+EventLimit = Annotated[int, Query(ge=1, le=200)]
+EventOffset = Annotated[int, Query(ge=0, le=1_000_000)]
+EventType = Annotated[str | None, Query(max_length=80, pattern=r"^[a-z_]+(\.[a-z_]+)*(\.\*)?$")]
+
+
 @router.get("/events")
 async def my_events(
     signed_in: SignedIn,
     db: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-    type: Annotated[str | None, Query(max_length=80, pattern=r"^[a-z_]+(\.[a-z_]+)*(\.\*)?$")] = None,
+    limit: EventLimit = 50,
+    offset: EventOffset = 0,
+    type: EventType = None,
 ) -> dict[str, Any]:
     """The account's event log, newest first; `type` matches exactly or, ending in `*`, by prefix."""
-    query = select(AccountEvent).where(AccountEvent.account_id == signed_in.account_id)
-    if type is not None:
-        if type.endswith("*"):
-            query = query.where(AccountEvent.type.startswith(type[:-1], autoescape=True))
-        else:
-            query = query.where(AccountEvent.type == type)
-    total = await db.scalar(select(func.count()).select_from(query.subquery()))
-    rows = await db.scalars(
-        query.order_by(AccountEvent.created_at.desc(), AccountEvent.id.desc()).limit(limit).offset(offset)
-    )
-    return {
-        "events": [
-            {"id": str(e.id), "type": e.type, "data": e.data, "created_at": e.created_at.isoformat()}
-            for e in rows
-        ],
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-    }
+    return await lookups.event_log(db, signed_in.account_id, limit=limit, offset=offset, type=type)

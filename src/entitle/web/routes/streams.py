@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from entitle.services import streams
 from entitle.services.entitlements import read_answer_for_session
-from entitle.web.deps import ContextDep, SessionDep, SignedIn, bearer_token
+from entitle.web.deps import ContextDep, SessionDep, SignedIn, verified_claims
 
 router = APIRouter(tags=["entitlements"])
 
@@ -36,7 +36,7 @@ async def entitlements_stream(
     if ticket is not None:
         grant = await streams.redeem_ticket(context.database, ticket)
     else:
-        claims = context.tokens.verify_access_token(bearer_token(request))
+        claims = await verified_claims(request, context)
         grant = streams.StreamGrant(account_id=claims.account_id, session_id=claims.session_id)
     # Listen before the first read, so a change committed in between is not missed; a full account
     # (too many streams) is refused here, as an HTTP error, not mid-stream.

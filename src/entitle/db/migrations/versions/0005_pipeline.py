@@ -41,7 +41,7 @@ def upgrade() -> None:
         "stream_tickets",
         sa.Column("ticket_hash", sa.String(length=64), nullable=False),
         sa.Column("account_id", sa.Uuid(), nullable=False),
-        sa.Column("session_id", sa.Uuid(), nullable=False),
+        sa.Column("session_id", sa.Uuid(), nullable=True),
         sa.Column("expires_at", entitle.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("used_at", entitle.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(

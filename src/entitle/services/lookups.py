@@ -1,0 +1,92 @@
+"""Support lookups: find accounts by what support staff hold (an address, an id from the app, a
+Stripe customer, an App Store transaction), and read an account's event log."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from entitle.core.models.accounts import Account, Identity
+from entitle.core.models.entitlements import Subscription
+from entitle.core.models.events import AccountEvent
+from entitle.errors import InvalidRequest, NotFound
+from entitle.providers.appstore.models import AppStoreOwnership
+from entitle.providers.stripe.models import StripeCustomer
+from entitle.services.accounts import normalize_email
+
+MAX_RESULTS = 50
+
+
+async def find_accounts(
+    db: AsyncSession,
+    *,
+    email: str | None = None,
+    external_id: str | None = None,
+    stripe_customer_id: str | None = None,
+    original_transaction_id: str | None = None,
+) -> list[Account]:
+    """Accounts matching every given criterion (at least one), oldest first, deleted ones included."""
+    if not any((email, external_id, stripe_customer_id, original_transaction_id)):
+        raise InvalidRequest(
+            "Give one of email, external_id, stripe_customer_id or original_transaction_id.",
+            code="missing_lookup",
+        )
+    query = select(Account)
+    if email:
+        address = normalize_email(email)
+        # The primary address, or any way in that carries it (an Apple or Google identity's address).
+        with_identity = select(Identity.account_id).where(Identity.email == address)
+        query = query.where(or_(Account.email == address, Account.id.in_(with_identity)))
+    if external_id:
+        query = query.where(Account.external_id == external_id)
+    if stripe_customer_id:
+        customers = select(StripeCustomer.account_id).where(StripeCustomer.customer_id == stripe_customer_id)
+        billed = select(Subscription.account_id).where(
+            Subscription.store == "stripe", Subscription.store_customer_id == stripe_customer_id
+        )
+        query = query.where(or_(Account.id.in_(customers), Account.id.in_(billed)))
+    if original_transaction_id:
+        owners = select(AppStoreOwnership.account_id).where(
+            AppStoreOwnership.original_transaction_id == original_transaction_id
+        )
+        subscribed = select(Subscription.account_id).where(
+            Subscription.store == "app_store", Subscription.store_subscription_id == original_transaction_id
+        )
+        query = query.where(or_(Account.id.in_(owners), Account.id.in_(subscribed)))
+    rows = await db.scalars(query.order_by(Account.created_at, Account.id).limit(MAX_RESULTS))
+    return list(rows.all())
+
+
+async def require_account(db: AsyncSession, account_id: uuid.UUID) -> Account:
+    """Any account by id, deleted ones included (support looks at those too)."""
+    account = await db.get(Account, account_id)
+    if account is None:
+        raise NotFound("No account has this id.", code="account_not_found")
+    return account
+
+
+async def event_log(
+    db: AsyncSession, account_id: uuid.UUID, *, limit: int, offset: int, type: str | None
+) -> dict[str, Any]:
+    query = select(AccountEvent).where(AccountEvent.account_id == account_id)
+    if type is not None:
+        if type.endswith("*"):
+            query = query.where(AccountEvent.type.startswith(type[:-1], autoescape=True))
+        else:
+            query = query.where(AccountEvent.type == type)
+    total = await db.scalar(select(func.count()).select_from(query.subquery()))
+    rows = await db.scalars(
+        query.order_by(AccountEvent.created_at.desc(), AccountEvent.id.desc()).limit(limit).offset(offset)
+    )
+    return {
+        "events": [
+            {"id": str(e.id), "type": e.type, "data": e.data, "created_at": e.created_at.isoformat()}
+            for e in rows
+        ],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }

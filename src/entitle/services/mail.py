@@ -1,0 +1,294 @@
+"""Mail: templates, the outbox, and the senders the worker uses.
+
+Handlers announce, senders send. A change that must tell someone (registration, a reset request, a new
+password) calls `queue_mail` inside its own transaction: the mail is a row that commits or rolls back
+with the change, and nothing talks to an SMTP server from inside a request. The worker
+(`deliver_due_mail`) renders each due row with the current settings, sends it, and retries failures
+with backoff; once sent, the row's values (which may hold a link's token) are erased.
+
+Senders: `SmtpMailer` (`ENTITLE_SMTP_URL`, aiosmtplib; STARTTLS when the server offers it, TLS from the
+start with smtps://) and, in development without SMTP, `LogMailer`, which writes each mail to the log
+so a developer can follow the links. Production refuses to start without SMTP (settings.py).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import string
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import make_msgid
+from typing import Any, Protocol
+from urllib.parse import unquote, urlencode, urlsplit
+
+import aiosmtplib
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from entitle.core.models.mail import MailStatus, OutboundMail
+from entitle.db.engine import Database
+from entitle.db.types import utcnow
+from entitle.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY = timedelta(seconds=30)
+MAX_RETRY = timedelta(hours=1)
+# About a day of retries with the backoff above; a reset link is stale long before that anyway.
+MAX_ATTEMPTS = 30
+CLAIM_LEASE = timedelta(minutes=2)
+SMTP_TIMEOUT_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class Template:
+    subject: str
+    text: str
+    # The paragraphs of the HTML body; each is escaped, `$link` becomes a button.
+    html_paragraphs: tuple[str, ...]
+    # The page the link opens, or None for a mail without a link.
+    link_path: str | None = None
+
+
+TEMPLATES: dict[str, Template] = {
+    "verify_email": Template(
+        subject="Confirm your email address for $app_name",
+        text=(
+            "Hello,\n\nPlease confirm that $email is your address for $app_name by opening this link:\n\n"
+            "$link\n\nThe link works once and for 7 days. If you did not sign up for $app_name, ignore "
+            "this mail.\n"
+        ),
+        html_paragraphs=(
+            "Please confirm that $email is your address for $app_name.",
+            "$link",
+            "The link works once and for 7 days. If you did not sign up for $app_name, ignore this mail.",
+        ),
+        link_path="/account/verify-email",
+    ),
+    "reset_password": Template(
+        subject="Reset your $app_name password",
+        text=(
+            "Hello,\n\nSomeone (we hope you) asked to reset the password of the $app_name account for "
+            "$email. Choose a new password here:\n\n$link\n\nThe link works once and for one hour. If you "
+            "did not ask, ignore this mail: your password stays as it is.\n"
+        ),
+        html_paragraphs=(
+            "Someone (we hope you) asked to reset the password of the $app_name account for $email.",
+            "$link",
+            "The link works once and for one hour. If you did not ask, ignore this mail: your password "
+            "stays as it is.",
+        ),
+        link_path="/account/reset-password",
+    ),
+    "password_changed": Template(
+        subject="Your $app_name password was changed",
+        text=(
+            "Hello,\n\nThe password of your $app_name account ($email) was just changed, and every other "
+            'session was signed out. If this was not you, reset your password at once with "Forgot '
+            'password" and contact support.\n'
+        ),
+        html_paragraphs=(
+            "The password of your $app_name account ($email) was just changed, and every other session "
+            "was signed out.",
+            'If this was not you, reset your password at once with "Forgot password" and contact support.',
+        ),
+    ),
+    "account_secured": Template(
+        subject="You signed in to $app_name with $provider",
+        text=(
+            "Hello,\n\nYou signed in to $app_name with $provider, which confirmed $email. An account had "
+            "been registered with this address but never confirmed, so to keep it yours we removed its "
+            "password and any other way in that had not proven the address, and signed out its other "
+            "sessions. Everything the account holds is still there. You can add a new password in the "
+            "app's account settings.\n"
+        ),
+        html_paragraphs=(
+            "You signed in to $app_name with $provider, which confirmed $email.",
+            "An account had been registered with this address but never confirmed, so to keep it yours "
+            "we removed its password and any other way in that had not proven the address, and signed "
+            "out its other sessions. Everything the account holds is still there.",
+            "You can add a new password in the app's account settings.",
+        ),
+    ),
+}
+
+
+def render(template_name: str, data: dict[str, Any], settings: Settings) -> EmailMessage:
+    """The mail for one outbox row, as plain text and HTML, with the app's name."""
+    template = TEMPLATES[template_name]
+    values = {key: str(value) for key, value in data.items() if key != "token"}
+    values["app_name"] = settings.app_name
+    values["link"] = ""
+    if template.link_path is not None:
+        query = urlencode({"token": data.get("token", "")})
+        values["link"] = f"{settings.public_url}{template.link_path}?{query}"
+    message = EmailMessage()
+    message["Subject"] = string.Template(template.subject).safe_substitute(values)
+    message["From"] = settings.email_from
+    message["To"] = str(data["to"])
+    message["Message-ID"] = make_msgid(domain=_domain(settings.email_from))
+    message.set_content(string.Template(template.text).safe_substitute(values))
+    message.add_alternative(_html(template, values), subtype="html")
+    return message
+
+
+def _html(template: Template, values: dict[str, str]) -> str:
+    paragraphs = []
+    for paragraph in template.html_paragraphs:
+        if paragraph == "$link":
+            link = html.escape(values["link"], quote=True)
+            paragraphs.append(
+                f'<p><a href="{link}" style="display:inline-block;padding:10px 18px;background:#111;'
+                f'color:#fff;border-radius:6px;text-decoration:none">Open</a></p>'
+                f'<p style="font-size:13px;color:#555">Or paste this address into a browser: {link}</p>'
+            )
+            continue
+        escaped = {key: html.escape(value) for key, value in values.items()}
+        paragraphs.append(f"<p>{string.Template(html.escape(paragraph)).safe_substitute(escaped)}</p>")
+    title = html.escape(values["app_name"])
+    return (
+        '<!doctype html><html><body style="font-family:-apple-system,Segoe UI,sans-serif;line-height:1.5">'
+        f"<h2>{title}</h2>{''.join(paragraphs)}</body></html>"
+    )
+
+
+def _domain(address: str) -> str:
+    return address.rsplit("@", 1)[-1].strip(" >") or "localhost"
+
+
+async def queue_mail(
+    db: AsyncSession,
+    *,
+    to: str,
+    template: str,
+    account_id: uuid.UUID | None = None,
+    data: dict[str, Any] | None = None,
+) -> OutboundMail:
+    """Write a mail to the outbox in the caller's transaction; the worker sends it after the commit."""
+    if template not in TEMPLATES:
+        raise ValueError(f"no mail template named {template!r}")
+    mail = OutboundMail(
+        account_id=account_id,
+        to=to,
+        template=template,
+        data={**(data or {}), "to": to},
+        status=MailStatus.PENDING,
+        next_attempt_at=utcnow(),
+    )
+    db.add(mail)
+    await db.flush()
+    return mail
+
+
+class Mailer(Protocol):
+    async def send(self, message: EmailMessage) -> None: ...
+
+
+class SmtpMailer:
+    """Sends through an SMTP server given as smtp://user:pass@host:port or smtps://..."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.hostname = parts.hostname or "localhost"
+        self.use_tls = parts.scheme == "smtps"
+        self.port = parts.port or (465 if self.use_tls else 587)
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+
+    async def send(self, message: EmailMessage) -> None:
+        # start_tls=None: upgrade with STARTTLS whenever the server offers it.
+        await aiosmtplib.send(
+            message,
+            hostname=self.hostname,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            use_tls=self.use_tls,
+            start_tls=None if not self.use_tls else False,
+            timeout=SMTP_TIMEOUT_SECONDS,
+        )
+
+
+class LogMailer:
+    """Development without SMTP: each mail goes to the log, links included, so they can be followed."""
+
+    async def send(self, message: EmailMessage) -> None:
+        body = message.get_body(("plain",))
+        text = body.get_content() if body is not None else ""
+        # Tokens in this line are deliberate: it is the only way a developer without SMTP gets the link.
+        # Production never uses this sender (ENTITLE_SMTP_URL is required there).
+        log.info("mail to %s: %s\n%s", message["To"], message["Subject"], text)
+
+
+def build_mailer(settings: Settings) -> Mailer:
+    if settings.smtp_url is not None:
+        return SmtpMailer(settings.smtp_url.get_secret_value())
+    return LogMailer()
+
+
+async def deliver_due_mail(database: Database, mailer: Mailer, settings: Settings, *, limit: int = 50) -> int:
+    """Send the outbox rows whose time has come; returns how many were attempted."""
+    now = utcnow()
+    async with database.transaction() as db:
+        query = (
+            select(OutboundMail.id)
+            .where(OutboundMail.status == MailStatus.PENDING, OutboundMail.next_attempt_at <= now)
+            .order_by(OutboundMail.created_at)
+            .limit(limit)
+        )
+        if database.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        claimed = []
+        for mail_id in (await db.scalars(query)).all():
+            # Claimed for a while with a conditional UPDATE, so a second worker (even on SQLite, where
+            # rows cannot be locked) never sends the same mail at the same time.
+            taken = await db.execute(
+                update(OutboundMail)
+                .where(
+                    OutboundMail.id == mail_id,
+                    OutboundMail.status == MailStatus.PENDING,
+                    OutboundMail.next_attempt_at <= now,
+                )
+                .values(next_attempt_at=now + CLAIM_LEASE)
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount == 1:  # type: ignore[attr-defined]
+                claimed.append(mail_id)
+    for mail_id in claimed:
+        await _deliver(database, mailer, settings, mail_id)
+    return len(claimed)
+
+
+async def _deliver(database: Database, mailer: Mailer, settings: Settings, mail_id: uuid.UUID) -> None:
+    async with database.transaction() as db:
+        mail = await db.get(OutboundMail, mail_id)
+        if mail is None or mail.status != MailStatus.PENDING:
+            return
+        error: str | None = None
+        try:
+            await mailer.send(render(mail.template, mail.data, settings))
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            # Never the message itself: it may carry a token. The class and the server's words suffice.
+            error = f"{exc.__class__.__name__}: {exc}"[:500]
+        except Exception as exc:  # a row that cannot be rendered must not block the ones behind it
+            log.exception("mail %s could not be sent", mail.id)
+            error = f"{exc.__class__.__name__}"
+        mail.attempts += 1
+        if error is None:
+            mail.status = MailStatus.SENT
+            mail.sent_at = utcnow()
+            mail.last_error = None
+            mail.data = {"to": mail.to}  # the token, if any, lived only until the mail was sent
+            return
+        log.warning("mail %s failed (attempt %d): %s", mail.id, mail.attempts, error)
+        mail.last_error = error
+        mail.status = MailStatus.FAILED if mail.attempts >= MAX_ATTEMPTS else MailStatus.PENDING
+        mail.next_attempt_at = utcnow() + _backoff(mail.attempts)
+
+
+def _backoff(attempts: int) -> timedelta:
+    delay: timedelta = FIRST_RETRY * (2 ** min(attempts - 1, 20))
+    return min(delay, MAX_RETRY)
