@@ -135,6 +135,8 @@ class Inbox:
     def __init__(self, database: Database, bus: ChangeBus | None = None) -> None:
         self.database = database
         self.bus = bus
+        # Whether the last claim took as many rows as it could (more are probably due).
+        self.backlog = False
 
     async def receive(
         self, *, provider: str, incoming: IncomingEvent, raw_body: bytes, claim: bool
@@ -240,8 +242,10 @@ class Inbox:
                 .values(next_attempt_at=now + CLAIM_LEASE)
                 .returning(ProviderEvent.id, ProviderEvent.provider, ProviderEvent.ordering_key)
             )
-            items = [WorkItem.of(provider, key, row_id) for row_id, provider, key in claimed.all()]
-        return list(dict.fromkeys(items))
+            rows = claimed.all()
+        # A full claim means a backlog: the caller claims again as soon as it has room.
+        self.backlog = len(rows) >= limit
+        return list(dict.fromkeys(WorkItem.of(provider, key, row_id) for row_id, provider, key in rows))
 
     async def unpark(self, provider: str, ordering_key: str) -> int:
         """Make the events parked for `ordering_key` due again now that what they waited for exists."""

@@ -64,6 +64,7 @@ class EventPipeline:
         self.inbox = Inbox(database, bus)
         # False for an API process that leaves all processing to workers (`serve --no-worker`).
         self.process_locally = process_locally
+        self.concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._running: dict[WorkItem, asyncio.Task[None]] = {}
         self._again: set[WorkItem] = set()
@@ -123,6 +124,12 @@ class EventPipeline:
             for item in items:
                 self.submit(item)
             total += len(items)
+            if self.inbox.backlog:
+                # More are waiting (a backlog after an outage, a worker just started): claim again as
+                # soon as there is room, not at the next poll; claims beyond that would only run out.
+                while len(self._tasks) >= self.concurrency:
+                    await asyncio.wait(list(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                continue
             if once:
                 await self.wait_idle()
                 return total
