@@ -311,8 +311,8 @@ async def event_to_client(database: str, samples: int, accounts: int) -> list[tu
                                 await asyncio.sleep(0.05)
                             bound = 100 + latency
                             p99 = percentile(delays, 99)
-                            # More than one read per change means the SDK retried one (a refused or
-                            # dropped connection), which is what a lone slow sample usually is.
+                            # Above one read per change, some change was read twice (an SDK retry after
+                            # a dropped connection, or a second batch): a suspect for a lone slow sample.
                             reads = standin.stats.requests[RETRIEVE] - reads_before
                             rows.append(
                                 (
@@ -353,8 +353,9 @@ async def one_change(
 async def renewal_storm(database: str, count: int, concurrency: int) -> tuple[str, ...]:
     from entitle.db.engine import Database
 
-    limits = {"latency_ms": 80, "rate_limit_per_second": 25, "endpoint_rate_limit_per_second": 25}
-    with tempfile.TemporaryDirectory() as tmp, StripeStandin(**limits) as standin:  # type: ignore[arg-type]
+    # Stripe's pace in a sandbox: 25 requests/s for the account and for each endpoint, answers in 80 ms.
+    standin = StripeStandin(latency_ms=80, rate_limit_per_second=25, endpoint_rate_limit_per_second=25)
+    with tempfile.TemporaryDirectory() as tmp, standin:
         env = stripe_env(database, Path(tmp), standin)
         await prepare_database(database, env)
         reader = None
