@@ -18,24 +18,21 @@ from entitle.settings import Settings
 
 
 def create_app() -> Starlette:
-    context = build_context(Settings())
+    # Stores without claiming, as `entitle serve --no-worker` does: the same insert (and, on PostgreSQL,
+    # the same NOTIFY to workers) as the acknowledging app, so the two differ only in the stack around it.
+    context = build_context(Settings(), process_locally=False)
     provider: StripeProvider = context.providers[PROVIDER]
 
     async def receive(request: Request) -> JSONResponse:
         body = await request.body()
         try:
-            event = provider.verify(body, request.headers.get("stripe-signature"))
+            incoming = await provider.verify_webhook(body, request.headers)
         except EntitleError as exc:
             return JSONResponse(exc.to_body(), exc.status_code)
-        await context.inbox.receive(
-            provider=PROVIDER,
-            event_id=event.id,
-            type=event.type,
-            raw_body=body,
-            ordering_key=event.customer_id,
-            occurred_at=event.created,
+        received = await context.pipeline.inbox.receive(
+            provider=PROVIDER, incoming=incoming, raw_body=body, claim=False
         )
-        return JSONResponse({"received": True})
+        return JSONResponse({"received": True, "duplicate": not received.created})
 
     async def health(_request: Request) -> JSONResponse:
         return JSONResponse({"ok": True})

@@ -192,6 +192,31 @@ async def run_load(
     return LoadResult(len(latencies), errors, time.perf_counter() - started, latencies)
 
 
+async def send_all(url: str, requests: list[bytes], *, concurrency: int) -> LoadResult:
+    """Send each request once, in order, over `concurrency` keep-alive connections (a burst of deliveries)."""
+    host, port = url.removeprefix("http://").split(":")
+    pending = iter(requests)
+    latencies: list[float] = []
+    errors = 0
+
+    async def connection() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            for request in pending:
+                started = time.perf_counter()
+                writer.write(request)
+                if await _read_response(reader) >= 300:
+                    errors += 1
+                latencies.append((time.perf_counter() - started) * 1000)
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return LoadResult(len(latencies), errors, time.perf_counter() - started, latencies)
+
+
 async def run_open_loop(
     url: str, requests: list[bytes], *, rate: float, seconds: float, concurrency: int
 ) -> LoadResult:
