@@ -149,6 +149,11 @@ async def test_every_route_answers_garbage_with_a_4xx(client: httpx.AsyncClient)
     draw()
     assert {route for route, *_ in drawn} == set(all_routes)
     for (method, path), body, part, headers in drawn:
+        if path == "/v1/me/entitlements/stream" and headers is headers_options[1]:
+            # A signed-in stream never ends (the in-process client would wait for its last byte); its
+            # refusals are fuzzed here with the other headers, and the stream itself is tested over
+            # real HTTP in test_streams.py.
+            continue
         response = await client.request(
             method,
             fill_path(path, part),
