@@ -9,7 +9,6 @@ memory; the worker, which only has the stored body, verifies it again.
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle import untrusted_json
 from entitle.core.catalog import Catalog
 from entitle.core.models.events import InboxStatus, ProviderEvent
 from entitle.db.engine import Database
@@ -150,7 +150,7 @@ async def process_notification(
 def signed_payload_of(body: bytes) -> str:
     """The `signedPayload` of an App Store Server Notifications V2 body."""
     try:
-        document = json.loads(body)
+        document = untrusted_json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidSignedData("The notification body is not JSON.", code="invalid_notification") from exc
     signed = document.get("signedPayload") if isinstance(document, dict) else None

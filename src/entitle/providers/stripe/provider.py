@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import stripe
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle import untrusted_json
 from entitle.core.models.events import ProviderEvent
 from entitle.errors import EntitleError, ProviderUnavailable
 from entitle.providers.stripe.client import StripeGateway
@@ -78,7 +79,7 @@ class StripeProvider:
         if not any(_signed_by(body, signature, secret) for secret in secrets):
             raise WebhookRejected("The Stripe-Signature header does not match this body, or is too old.")
         try:
-            event = json.loads(body)
+            event = untrusted_json.loads(body)
             obj = event["data"]["object"]
             event_id, event_type = str(event["id"]), str(event["type"])
         except (ValueError, KeyError, TypeError) as exc:

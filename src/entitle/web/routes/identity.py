@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
+from entitle import untrusted_json
 from entitle.errors import EntitleError, NotFound
 from entitle.identity import AppleIdentityVerifier, GoogleIdentityVerifier
 from entitle.services import identities, tokens
@@ -131,7 +131,7 @@ async def apple_signin_notification(request: Request, context: ContextDep) -> di
     """Sign in with Apple server-to-server notifications: verify, store in the inbox, then act."""
     raw = await request.body()
     try:
-        body = json.loads(raw)
+        body = untrusted_json.loads(raw)
     except ValueError as exc:
         raise EntitleError("The request body is not valid JSON.", code="malformed_json") from exc
     payload = body.get("payload") if isinstance(body, dict) else None
