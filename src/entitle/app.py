@@ -12,6 +12,8 @@ from starlette.middleware.cors import CORSMiddleware
 
 from entitle import __version__
 from entitle.context import AppContext, build_context
+from entitle.metrics import RequestMetrics
+from entitle.services.alerts import Alerter
 from entitle.services.entitlements import refresh_due_entitlements
 from entitle.services.outbound import deliver_due
 from entitle.settings import Settings
@@ -51,6 +53,7 @@ def create_app(
     app.state.context = context
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=context.settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)
     if context.settings.web_origins:
         # Added last, so it wraps everything: error answers carry the CORS headers too.
         app.add_middleware(
@@ -74,7 +77,9 @@ async def run_background_work(context: AppContext, *, once: bool = False) -> int
             # Answers that time alone changed (a period ended, a grant began) get their events written.
             async with context.database.transaction() as db:
                 done += await refresh_due_entitlements(db)
-            done += await deliver_due(context.database, context.http)
+            development = context.settings.is_development
+            done += await deliver_due(context.database, context.http, development=development)
+            await Alerter(context.database, context.http, context.settings.alert_webhook_url).check()
         except Exception:  # keep the loop alive; the rows keep their state and are picked up next time
             log.exception("background work failed")
         if once:

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
+from entitle import metrics
 from entitle.core.models.events import InboxStatus, ProviderEvent
 from entitle.db.engine import Database
 from entitle.db.locks import KeyedLocks, advisory_key
@@ -110,7 +111,7 @@ class Inbox:
         """
         try:
             async with self.database.transaction() as db:
-                return await store_event(
+                received = await store_event(
                     db,
                     provider=provider,
                     event_id=event_id,
@@ -122,6 +123,8 @@ class Inbox:
         except (SQLAlchemyError, OSError) as exc:
             log.exception("could not store %s event %s", provider, event_id)
             raise StorageUnavailable("The event could not be stored; retry later.") from exc
+        metrics.PROVIDER_EVENTS_RECEIVED.labels(provider).inc(int(received.created))
+        return received
 
     async def process(self, row: uuid.UUID | ProviderEvent) -> InboxStatus:
         """Process one stored event unless it is already done; returns the row's resulting status.
@@ -148,7 +151,8 @@ class Inbox:
                     raise LookupError(f"no processor for provider {event.provider!r}")
                 outcome = await processor(db, event)
                 await _mark_processed(db, event, outcome)
-                return InboxStatus.PROCESSED
+            metrics.PROVIDER_EVENTS_PROCESSED.labels(event.provider).inc()
+            return InboxStatus.PROCESSED
         except ParkEvent as parked:
             await self._record(row_id, InboxStatus.PARKED, error=str(parked), retry=False)
             return InboxStatus.PARKED
@@ -165,6 +169,7 @@ class Inbox:
                 return
             event.attempts += 1
             event.status = status
+            metrics.PROVIDER_EVENTS_FAILED.labels(event.provider).inc(int(status == InboxStatus.FAILED))
             event.last_error = error[:4000]
             event.next_attempt_at = utcnow() + retry_delay(event.attempts) if retry else None
 

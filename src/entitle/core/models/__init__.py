@@ -14,6 +14,8 @@ from entitle.core.models.accounts import (
 from entitle.core.models.entitlements import AccountEntitlement, PromotionalGrant, Subscription
 from entitle.core.models.events import (
     AccountEvent,
+    AlertSent,
+    DeliveryStatus,
     InboxStatus,
     ProviderEvent,
     WebhookDelivery,
@@ -26,6 +28,8 @@ __all__ = [
     "Account",
     "AccountEntitlement",
     "AccountEvent",
+    "AlertSent",
+    "DeliveryStatus",
     "Identity",
     "InboxStatus",
     "PasswordCredential",

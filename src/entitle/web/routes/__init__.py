@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from entitle.web.routes import auth, entitlements, health, me, webhook_endpoints
+from entitle.web.routes import auth, entitlements, events, health, me, webhook_endpoints
 from entitle.web.routes import billing_appstore as appstore_billing_routes
 from entitle.web.routes import billing_stripe as stripe_billing_routes
 from entitle.web.routes import identity as identity_routes
@@ -18,6 +18,7 @@ def all_routers() -> list[APIRouter]:
         auth.router,
         me.router,
         webhook_endpoints.router,
+        events.router,
         # Registered by their packages (one line each):
         entitlements.router,
         identity_routes.router,
