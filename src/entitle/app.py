@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from entitle import __version__
 from entitle.context import AppContext, build_context
 from entitle.metrics import RequestMetrics
-from entitle.services.alerts import Alerter
+from entitle.services.alerts import alerter
 from entitle.services.entitlements import refresh_due_entitlements
 from entitle.services.outbound import deliver_due
 from entitle.settings import Settings
@@ -79,7 +79,7 @@ async def run_background_work(context: AppContext, *, once: bool = False) -> int
                 done += await refresh_due_entitlements(db)
             development = context.settings.is_development
             done += await deliver_due(context.database, context.http, development=development)
-            await Alerter(context.database, context.http, context.settings.alert_webhook_url).check()
+            await alerter(context).check()
         except Exception:  # keep the loop alive; the rows keep their state and are picked up next time
             log.exception("background work failed")
         if once:

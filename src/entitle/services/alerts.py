@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 from sqlalchemy import Table, func, select, update
@@ -29,6 +29,9 @@ from entitle.core.models.events import (
     WebhookEndpoint,
 )
 from entitle.db.engine import Database
+
+if TYPE_CHECKING:
+    from entitle.context import AppContext
 from entitle.db.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,10 @@ _INSERT: dict[str, Any] = {
     "postgresql": pg_insert(_ALERTS).on_conflict_do_nothing(index_elements=["cause"]),
     "sqlite": sqlite_insert(_ALERTS).on_conflict_do_nothing(index_elements=["cause"]),
 }
+
+
+def alerter(context: AppContext) -> Alerter:
+    return Alerter(context.database, context.http, context.settings.alert_webhook_url)
 
 
 class Alerter:
@@ -60,12 +67,14 @@ class Alerter:
                 _INSERT[connection.dialect.name],
                 {"cause": cause, "last_sent_at": now - 2 * QUIET_PERIOD, "suppressed": 0},
             )
+            # The count held back is read before the claim resets it (approximate under races: fine).
+            held_back = await connection.scalar(select(_ALERTS.c.suppressed).where(_ALERTS.c.cause == cause))
             claimed = (
                 await connection.execute(
                     update(_ALERTS)
                     .where(_ALERTS.c.cause == cause, _ALERTS.c.last_sent_at <= now - QUIET_PERIOD)
                     .values(last_sent_at=now, suppressed=0)
-                    .returning(_ALERTS.c.suppressed)
+                    .returning(_ALERTS.c.cause)
                 )
             ).first()
             if claimed is None:
@@ -76,7 +85,6 @@ class Alerter:
                 )
                 metrics.ALERTS.labels(kind, "no").inc()
                 return False
-            held_back = claimed[0]
         metrics.ALERTS.labels(kind, "yes").inc()
         if held_back:
             text += f" ({held_back} more alert(s) for this held back in the last hour)"
