@@ -267,6 +267,14 @@ class StripeGateway:
         }
         return await self._call(lambda: self._client.v1.webhook_endpoints.create_async(params))
 
+    async def list_webhook_endpoints(self) -> list[StripeDict]:
+        page = await self._call(lambda: self._client.v1.webhook_endpoints.list_async({"limit": 100}))
+        return list(page.get("data", []))
+
+    async def update_webhook_endpoint(self, endpoint_id: str, *, events: list[str]) -> StripeDict:
+        params: Any = {"enabled_events": events, "disabled": False}
+        return await self._call(lambda: self._client.v1.webhook_endpoints.update_async(endpoint_id, params))
+
     # --- the edge ----------------------------------------------------------------------------------
     async def _expanding(
         self, request: Callable[[dict[str, Any]], Awaitable[Any]], expand: list[str]
