@@ -18,7 +18,7 @@ from entitle.services.entitlements import refresh_due_entitlements
 from entitle.services.outbound import deliver_due
 from entitle.settings import Settings
 from entitle.web.errors import install_error_handlers
-from entitle.web.limits import BodySizeLimit
+from entitle.web.limits import BodyReadTimeout, BodySizeLimit
 from entitle.web.routes import all_routers
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ def create_app(
     app.state.context = context
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=context.settings.max_body_bytes)
+    app.add_middleware(BodyReadTimeout, seconds=context.settings.http_body_timeout_seconds)
     app.add_middleware(RequestMetrics)
     if context.settings.web_origins:
         # Added last, so it wraps everything: error answers carry the CORS headers too.
