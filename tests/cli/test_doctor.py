@@ -26,7 +26,9 @@ async def test_a_second_run_reuses_the_endpoint_and_updates_its_events(
 ) -> None:
     gateway = StripeGateway.from_settings(settings.model_copy(update=_settings(standin)))
     try:
-        first, created = await ensure_stripe_webhook(gateway, url=URL, events=["customer.subscription.updated"])
+        first, created = await ensure_stripe_webhook(
+            gateway, url=URL, events=["customer.subscription.updated"]
+        )
         assert created and str(first["secret"]).startswith("whsec_")
         again, created = await ensure_stripe_webhook(
             gateway, url=URL, events=["customer.subscription.updated", "invoice.paid"]

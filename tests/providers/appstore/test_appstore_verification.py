@@ -29,10 +29,8 @@ from entitle.settings import Settings
 from tests.providers.appstore.constants import APP_APPLE_ID, BUNDLE_ID, MONTHLY
 from tests.standins.appstore import AppStoreSigner, SigningChain
 
-REFERENCE = Path(__file__).resolve().parents[4] / "shared" / "reference" / "appstore"
-needs_reference = pytest.mark.skipif(
-    not REFERENCE.is_dir(), reason="shared/reference/appstore not beside the repo"
-)
+# Apple's own signed test data, copied into the repository with its license (reference/LICENSE).
+REFERENCE = Path(__file__).parent / "reference"
 
 
 def _transaction(signer: AppStoreSigner, **overrides: Any) -> dict[str, Any]:
@@ -157,7 +155,6 @@ def test_notification_for_another_app_id_is_refused(verifier: AppStoreVerifier, 
         verifier.verify_notification(other.signed_notification("TEST", signed_date=1_700_000_000_000))
 
 
-@needs_reference
 def test_xcode_data_accepted_only_when_a_developer_allows_it() -> None:
     signed = _reference("xcode/xcode-signed-transaction")
     bundle = "com.example.naturelab.backyardbirds.example"
@@ -269,7 +266,6 @@ def _reference_verifier(bundle_id: str = "com.example") -> AppStoreVerifier:
     )
 
 
-@needs_reference
 def test_reference_mock_data_verifies_against_apple_test_ca() -> None:
     verifier = _reference_verifier()
     notification = verifier.verify_notification(_reference("mock_signed_data/testNotification"))
@@ -285,7 +281,6 @@ def test_reference_mock_data_verifies_against_apple_test_ca() -> None:
     )
 
 
-@needs_reference
 def test_reference_mock_data_is_refused_for_another_bundle() -> None:
     with pytest.raises(WrongApp):
         _reference_verifier("com.example.app").verify_notification(
@@ -293,7 +288,6 @@ def test_reference_mock_data_is_refused_for_another_bundle() -> None:
         )
 
 
-@needs_reference
 def test_reference_wrong_bundle_and_missing_x5c_are_refused() -> None:
     verifier = _reference_verifier()
     with pytest.raises(WrongApp):
@@ -303,7 +297,6 @@ def test_reference_wrong_bundle_and_missing_x5c_are_refused() -> None:
     assert raised.value.code == "invalid_signed_data"
 
 
-@needs_reference
 def test_reference_data_refused_under_our_strict_production_path(verifier: AppStoreVerifier) -> None:
     with pytest.raises(InvalidSignedData):
         verifier.verify_notification(_reference("mock_signed_data/testNotification"))
