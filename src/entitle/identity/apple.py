@@ -95,6 +95,7 @@ class AppleIdentityVerifier:
         self.jwks = JwksVerifier(
             issuers=[APPLE_ISSUER],
             audiences=self.client_ids,
+            audience_setting="ENTITLE_APPLE_SIGNIN_CLIENT_IDS",
             jwks_url=jwks_url,
             http=http,
             clock=clock,

@@ -72,7 +72,8 @@ class StripeProvider:
         secrets = [s.get_secret_value() for s in self.settings.stripe_webhook_secret]
         if not secrets:
             raise ProviderUnavailable(
-                "Stripe webhooks are not configured on this server.", code="stripe_webhooks_not_configured"
+                "Stripe webhooks are not configured on this server: set ENTITLE_STRIPE_WEBHOOK_SECRET.",
+                code="stripe_webhooks_not_configured",
             )
         if not signature:
             raise WebhookRejected("The Stripe-Signature header is missing.", code="missing_signature")
