@@ -175,8 +175,13 @@ async def test_disabled_endpoints_get_nothing(
     assert await deliver_due(context.database, sender, development=True) == 0
     assert receiver.received == []
     async with context.database.sessionmaker() as db:
-        statuses = list(await db.scalars(select(WebhookDelivery.status)))
-    assert statuses == ["canceled"]
+        [delivery] = list(await db.scalars(select(WebhookDelivery)))
+    assert delivery.status == "canceled"
+    # Not even by hand.
+    for path in (f"deliveries/{delivery.id}/retry", "test"):
+        refused = await client.post(f"/v1/webhook-endpoints/{endpoint['id']}/{path}", headers=ADMIN)
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "webhook_endpoint_disabled"
+    assert receiver.received == []
 
 
 async def test_an_accounts_messages_go_out_in_order_one_at_a_time(

@@ -37,7 +37,7 @@ from entitle.core.events import WEBHOOK_TEST, message_body
 from entitle.core.models.events import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
-from entitle.errors import NotFound
+from entitle.errors import Conflict, NotFound
 from entitle.services.endpoint_urls import BlockedURL, pinned_url, resolve_target
 
 log = logging.getLogger(__name__)
@@ -162,21 +162,22 @@ async def send_delivery(
     delivery_id: uuid.UUID,
     *,
     development: bool,
-    manual: bool = False,
 ) -> WebhookDelivery | None:
-    """Send one delivery now and record the outcome; `manual` (a retry asked for by hand) ignores order."""
+    """Send one delivery now (whatever its status) and record the outcome."""
     async with database.sessionmaker() as db:
         delivery = await db.get(WebhookDelivery, delivery_id)
         endpoint = await db.get(WebhookEndpoint, delivery.endpoint_id) if delivery else None
         if delivery is None or endpoint is None:
             return None
-        if endpoint.disabled_at is not None and not manual:
+        if endpoint.disabled_at is not None:
             delivery.status = DeliveryStatus.CANCELED
             delivery.next_attempt_at = None
             delivery.last_error = "the endpoint is disabled"
             metrics.WEBHOOK_DELIVERIES.labels("canceled").inc()
             await db.commit()
             return delivery
+        # No transaction (nor pooled connection) is held while the receiver takes its time.
+        await db.commit()
         error, code, outcome = await _post(http, endpoint, delivery, development=development)
         now = utcnow()
         delivery.attempts += 1
@@ -288,6 +289,15 @@ async def find_endpoint(db: AsyncSession, endpoint_id: uuid.UUID | None) -> Webh
     return endpoint
 
 
+def require_live(endpoint: WebhookEndpoint) -> None:
+    """Disabled endpoints are sent nothing, not even by hand."""
+    if endpoint.disabled_at is not None:
+        raise Conflict(
+            f"This webhook endpoint is disabled ({endpoint.disabled_reason}); register it again.",
+            code="webhook_endpoint_disabled",
+        )
+
+
 async def find_delivery(
     db: AsyncSession, endpoint_id: uuid.UUID | None, delivery_id: uuid.UUID | None
 ) -> WebhookDelivery:
@@ -350,8 +360,10 @@ async def send_test(
 ) -> WebhookDelivery:
     """Queue a `webhook.test` message (committed first, so it is in the log whatever happens), send it now."""
     async with database.transaction() as db:
-        delivery_id = (await queue_test(db, await find_endpoint(db, endpoint_id))).id
-    sent = await send_delivery(database, http, delivery_id, development=development, manual=True)
+        endpoint = await find_endpoint(db, endpoint_id)
+        require_live(endpoint)
+        delivery_id = (await queue_test(db, endpoint)).id
+    sent = await send_delivery(database, http, delivery_id, development=development)
     assert sent is not None  # committed just above; deliveries are never deleted
     return sent
 
@@ -367,6 +379,7 @@ async def retry_now(
     """Send a delivery again now, with its original `webhook-id`, whatever its status."""
     async with database.sessionmaker() as db:
         found = (await find_delivery(db, endpoint_id, delivery_id)).id
-    sent = await send_delivery(database, http, found, development=development, manual=True)
+        require_live(await find_endpoint(db, endpoint_id))
+    sent = await send_delivery(database, http, found, development=development)
     assert sent is not None
     return sent
