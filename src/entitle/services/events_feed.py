@@ -3,8 +3,9 @@ as) receiving webhooks, and to catch up after an outage.
 
 The order is (created_at, id), and the cursor is the last event a page held. An event becomes visible
 only once it is SETTLE old: transactions that started earlier may commit later (and a concurrent one
-could otherwise slip an event in behind a cursor a reader already passed). Transactions here last
-milliseconds; a few seconds of delay is the price of never missing an event.
+could otherwise slip an event in behind a cursor a reader already passed). Transactions take
+milliseconds between recording an event and committing (vendor calls come before); five seconds
+of delay is the margin, and the price of never missing an event.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from entitle.core.models.events import AccountEvent
 from entitle.db.types import utcnow
 from entitle.errors import InvalidRequest
 
-SETTLE = timedelta(seconds=2)
+SETTLE = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
