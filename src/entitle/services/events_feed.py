@@ -3,9 +3,9 @@ as) receiving webhooks, and to catch up after an outage.
 
 The order is (created_at, id), and the cursor is the last event a page held. An event becomes visible
 only once it is SETTLE old: transactions that started earlier may commit later (and a concurrent one
-could otherwise slip an event in behind a cursor a reader already passed). Transactions take
-milliseconds between recording an event and committing (vendor calls come before); five seconds
-of delay is the margin, and the price of never missing an event.
+could otherwise slip an event in behind a cursor a reader already passed). Recording an event and
+committing its transaction are usually milliseconds apart; five seconds is the margin, and the price of
+never missing an event.
 """
 
 from __future__ import annotations
