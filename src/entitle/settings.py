@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     http_keep_alive_seconds: float = Field(default=5.0, gt=0, le=300)
     # Slack-compatible incoming webhook (`{"text": ...}`) for operator alerts; unset: alerts are logged.
-    alert_webhook_url: str | None = None
+    # A secret: whoever has a Slack webhook URL can post to the channel.
+    alert_webhook_url: SecretStr | None = None
     # Sign-in and registration limits, in the `limits` library's notation.
     rate_limit_per_address: str = "10/minute"
     rate_limit_per_ip: str = "60/minute"

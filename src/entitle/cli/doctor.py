@@ -104,6 +104,10 @@ def _check_core(context: AppContext, report: Report) -> None:
         report.ok("server key", "set")
     if settings.public_url.startswith("http://") and not settings.is_development:
         report.problem("public url", "ENTITLE_PUBLIC_URL must be https in production")
+    if settings.alert_webhook_url:
+        report.ok("alerts", "sent to ENTITLE_ALERT_WEBHOOK_URL")
+    else:
+        report.warn("alerts", "ENTITLE_ALERT_WEBHOOK_URL is not set: alerts are only logged")
     if settings.redis_url:
         report.ok("redis", "rate limits shared through Redis")
     else:

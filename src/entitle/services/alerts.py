@@ -48,7 +48,8 @@ _INSERT: dict[str, Any] = {
 
 
 def alerter(context: AppContext) -> Alerter:
-    return Alerter(context.database, context.http, context.settings.alert_webhook_url)
+    url = context.settings.alert_webhook_url
+    return Alerter(context.database, context.http, url.get_secret_value() if url else None)
 
 
 class Alerter:
