@@ -6,10 +6,12 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
 
+from entitle.app import run_background_work
 from entitle.context import AppContext
 from entitle.core.models.events import InboxStatus, ProviderEvent, WebhookEndpoint
 from entitle.db.types import utcnow
@@ -22,6 +24,11 @@ def slack() -> Iterator[Receiver]:
     receiver = Receiver()
     yield receiver
     receiver.close()
+
+
+@pytest.fixture
+def settings_overrides(slack: Receiver) -> dict[str, Any]:
+    return {"alert_webhook_url": slack.url}
 
 
 @pytest.fixture
@@ -93,3 +100,10 @@ async def test_a_disabled_endpoint_and_sync_drift_alert(
     assert await alerts.sync_drift("app_store", "1 missed notification(s)") is True
     assert [t.split(":")[0] for t in texts(slack)] == ["entitle", "entitle", "entitle"]
     assert "sync stripe found drift" in texts(slack)[1]
+
+
+async def test_the_worker_alerts_through_the_configured_url(context: AppContext, slack: Receiver) -> None:
+    await failing_event(context, attempts=ALERT_AFTER_FAILURES + 2)
+    await run_background_work(context, once=True)
+    await run_background_work(context, once=True)  # the same cause within the hour: held back
+    assert len(texts(slack)) == 1 and "failed 3+ times" in texts(slack)[0]
