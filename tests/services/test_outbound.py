@@ -304,3 +304,56 @@ async def test_endpoints_need_the_server_key(client: httpx.AsyncClient, receiver
     assert (await client.delete("/v1/webhook-endpoints/not-a-uuid", headers=ADMIN)).status_code == 404
     for path in (f"/v1/webhook-endpoints/{created['id']}/deliveries", "/v1/events", "/metrics"):
         assert (await client.get(path)).status_code == 401
+
+
+async def test_https_deliveries_go_to_the_checked_address_and_verify_the_name(
+    client: httpx.AsyncClient, context: AppContext, tmp_path: Any
+) -> None:
+    """The connection is pinned to the resolved address, and TLS still checks the certificate's name."""
+    import datetime as dt
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        # Only the name: a connection that checked the certificate against the IP would fail.
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    receiver = Receiver()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert_path, key_path)
+    receiver.server.socket = server_context.wrap_socket(receiver.server.socket, server_side=True)
+    port = receiver.server.server_address[1]
+    try:
+        endpoint = await create_endpoint(client, f"https://localhost:{port}/hooks")
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(cert_path))) as sender:
+            tested = await outbound.send_test(
+                context.database, sender, uuid.UUID(endpoint["id"]), development=True
+            )
+        assert tested.status == "delivered", tested.last_error
+        [(body, headers)] = receiver.received
+        assert headers["host"] == f"localhost:{port}"
+        Webhook(endpoint["secret"]).verify(body, headers)
+    finally:
+        receiver.close()
