@@ -12,13 +12,16 @@ from starlette.middleware.cors import CORSMiddleware
 
 from entitle import __version__
 from entitle.context import AppContext, build_context
+from entitle.metrics import RequestMetrics
 from entitle.services.account_work import deliver_account_work
+from entitle.services.alerts import alerter
 from entitle.services.entitlements import refresh_due_entitlements
 from entitle.services.outbound import deliver_due
 from entitle.services.streams import forget_old_tickets
 from entitle.settings import Settings
 from entitle.web.errors import install_error_handlers
-from entitle.web.limits import BodySizeLimit
+from entitle.web.limits import BodyReadTimeout, BodySizeLimit
+from entitle.web.openapi import install_openapi
 from entitle.web.routes import all_routers
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,8 @@ def create_app(
     app.state.context = context
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=context.settings.max_body_bytes)
+    app.add_middleware(BodyReadTimeout, seconds=context.settings.http_body_timeout_seconds)
+    app.add_middleware(RequestMetrics)
     if context.settings.web_origins:
         # Added last, so it wraps everything: error answers carry the CORS headers too.
         app.add_middleware(
@@ -66,6 +71,7 @@ def create_app(
         )
     for router in all_routers():
         app.include_router(router)
+    install_openapi(app)
     return app
 
 
@@ -92,9 +98,10 @@ async def _maintenance(context: AppContext) -> int:
         async with context.database.transaction() as db:
             done += await refresh_due_entitlements(db)
             await forget_old_tickets(db)
-        done += await deliver_due(context.database, context.http)
+        done += await deliver_due(context.database, context.http, development=context.settings.is_development)
         # Mail from the outbox, Apple token revocations.
         done += await deliver_account_work(context)
+        await alerter(context).check()
     except Exception:  # keep the loop alive; the rows keep their state and are picked up next time
         log.exception("background work failed")
     return done

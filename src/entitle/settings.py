@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     refresh_token_ttl_days: int = Field(default=60, ge=1, le=365)
 
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # Slow or silent clients (slowloris): the time allowed to send the request headers, then the body,
+    # and how long an idle kept-alive connection stays open.
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    http_keep_alive_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Slack-compatible incoming webhook (`{"text": ...}`) for operator alerts; unset: alerts are logged.
+    # A secret: whoever has a Slack webhook URL can post to the channel.
+    alert_webhook_url: SecretStr | None = None
     # Sign-in and registration limits, in the `limits` library's notation.
     rate_limit_per_address: str = "10/minute"
     rate_limit_per_ip: str = "60/minute"

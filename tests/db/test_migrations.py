@@ -49,3 +49,40 @@ def test_migrations_go_down_to_nothing_and_up_again(tmp_path: Path) -> None:
         )
     finally:
         engine.dispose()
+
+
+def test_old_endpoint_secrets_keep_their_key_in_the_standard_webhooks_form(tmp_path: Path) -> None:
+    """0007: a secret used as a raw HMAC key becomes `whsec_` + base64 of those same bytes."""
+    import base64
+    import hashlib
+    import hmac
+    import sqlite3
+    import uuid
+    from datetime import UTC, datetime
+
+    from standardwebhooks import Webhook
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    config = alembic_config(url)
+    command.upgrade(config, "0004_appstore")
+    old_secret = "whsec_" + "Zm9v-bar_baz" * 3
+    endpoint_id = uuid.uuid4()
+    with sqlite3.connect(tmp_path / "old.db") as connection:
+        connection.execute(
+            "INSERT INTO webhook_endpoints (id, url, secret, event_types, created_at) VALUES (?, ?, ?, ?, ?)",
+            (endpoint_id.hex, "https://hooks.example.com", old_secret, "[]", "2026-01-01 00:00:00.000000"),
+        )
+    command.upgrade(config, "head")
+    with sqlite3.connect(tmp_path / "old.db") as connection:
+        [(secret,)] = connection.execute("SELECT secret FROM webhook_endpoints").fetchall()
+    assert secret == "whsec_" + base64.b64encode(old_secret.encode()).decode()
+    moment = datetime(2026, 12, 1, tzinfo=UTC)
+    signed = Webhook(secret).sign("msg_1", moment, '{"a":1}').split(",", 1)[1]
+    expected = hmac.new(
+        old_secret.encode(), f"msg_1.{int(moment.timestamp())}.".encode() + b'{"a":1}', hashlib.sha256
+    )
+    assert base64.b64decode(signed) == expected.digest()
+    command.downgrade(config, "0004_appstore")
+    with sqlite3.connect(tmp_path / "old.db") as connection:
+        [(restored,)] = connection.execute("SELECT secret FROM webhook_endpoints").fetchall()
+    assert restored == old_secret

@@ -203,7 +203,7 @@ async def test_duplicate_across_stores_is_reported_once(db: AsyncSession) -> Non
     await apply_subscription_state(db, replace(apple, vendor_updated_at=NOW), now=NOW)
     await db.commit()
 
-    assert await event_types(db, account.id, "subscription.") == ["subscription.duplicate_detected"]
+    assert await event_types(db, account.id, "subscription.duplicate") == ["subscription.duplicate_detected"]
     answer = (await read_entitlements(db, account.id, now=NOW))["entitlements"]["pro"]
     assert answer["duplicate_subscriptions"] == [
         {"store": "app_store", "id": "2000000123"},

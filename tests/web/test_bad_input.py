@@ -110,3 +110,21 @@ async def test_openapi_and_docs_are_served(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert "/v1/auth/register" in spec["paths"]
     assert (await client.get("/docs")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/v1/webhook-endpoints", {"GET", "POST"}),
+        ("DELETE", "/v1/catalog", {"GET"}),
+        ("PATCH", "/v1/me", {"GET", "DELETE"}),
+        ("GET", "/v1/auth/register", {"POST"}),
+        ("PUT", "/v1/billing/stripe/portal", {"GET", "POST"}),
+    ],
+)
+async def test_a_wrong_method_is_a_405_naming_the_allowed_ones(
+    client: httpx.AsyncClient, method: str, path: str, allowed: set[str]
+) -> None:
+    response = await client.request(method, path)
+    assert_error(response, 405, "method_not_allowed")
+    assert {m.strip() for m in response.headers["allow"].split(",")} == allowed

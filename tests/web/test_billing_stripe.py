@@ -71,6 +71,22 @@ async def test_checkout_pays_and_entitles(client: httpx.AsyncClient, standin: St
     assert standin.state.all("billing_portal.session")[0]["customer"] == session["customer"]
 
 
+async def test_the_management_url_opens_with_a_get(client: httpx.AsyncClient, standin: StripeStandin) -> None:
+    auth = bearer(await register(client, "manage@example.com"))
+    checkout = await client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
+    standin.complete_checkout(checkout.json()["id"])
+    await _deliver_all(client, standin)
+    answer = (await client.get("/v1/me/entitlements", headers=auth)).json()
+    url = answer["entitlements"]["pro"]["management_url"].removeprefix("http://testserver")
+    # The app opens it with its token: straight into a fresh portal session for this person.
+    opened = await client.get(url, headers=auth)
+    assert opened.status_code == 303, opened.text
+    assert opened.headers["location"].startswith("https://billing.stripe.com/")
+    # A browser, with no token: to the hosted account page, where the person signs in.
+    browser = await client.get(url)
+    assert browser.status_code == 303 and browser.headers["location"] == "http://testserver/account"
+
+
 async def test_payment_element_subscription_grants_nothing_until_paid(
     client: httpx.AsyncClient, standin: StripeStandin
 ) -> None:

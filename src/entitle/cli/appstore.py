@@ -9,6 +9,7 @@ from rich.table import Table
 from entitle.cli import sync_app
 from entitle.cli.common import console, fail, load_context, load_settings, run_job
 from entitle.context import AppContext
+from entitle.services.alerts import alerter
 
 
 @sync_app.command(name="appstore")
@@ -56,7 +57,14 @@ def sync_appstore(
                 provider, ingest=ingest, history_days=history_days, on_progress=on_progress
             )
             await context.pipeline.wait_idle()
-            return summary
+        if summary.changed or summary.notifications_new:
+            # Notifications should have told us already: what the sync found is what was missed.
+            detail = (
+                f"{summary.changed} subscription(s) changed, "
+                f"{summary.notifications_new} missed notification(s)"
+            )
+            await alerter(_context).sync_drift("app_store", detail)
+        return summary
 
     summary = run_job(_sync, context)
     table = Table(title="App Store sync", show_header=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -14,6 +15,9 @@ from entitle.cli.common import console, fail, load_context, load_settings
 from entitle.context import AppContext
 from entitle.db.migrate import is_up_to_date
 from entitle.errors import EntitleError
+
+if TYPE_CHECKING:
+    from entitle.providers.stripe.client import StripeGateway
 
 
 @dataclass
@@ -119,6 +123,10 @@ def _check_core(context: AppContext, report: Report) -> None:
         report.ok("server key", "set")
     if settings.public_url.startswith("http://") and not settings.is_development:
         report.problem("public url", "ENTITLE_PUBLIC_URL must be https in production")
+    if settings.alert_webhook_url:
+        report.ok("alerts", "sent to ENTITLE_ALERT_WEBHOOK_URL")
+    else:
+        report.warn("alerts", "ENTITLE_ALERT_WEBHOOK_URL is not set: alerts are only logged")
     if settings.redis_url:
         report.ok("redis", "rate limits shared through Redis")
     else:
@@ -156,14 +164,36 @@ async def _check_stripe(context: AppContext, report: Report, *, create_webhook: 
         else:
             report.ok("stripe", f"key works; {len(found)} catalog price(s) found by lookup key")
         if create_webhook:
-            endpoint = await gateway.create_webhook_endpoint(
-                url=f"{settings.public_url}/webhooks/stripe", events=webhook_event_types()
+            endpoint, created = await ensure_stripe_webhook(
+                gateway, url=f"{settings.public_url}/webhooks/stripe", events=webhook_event_types()
             )
-            report.ok("stripe webhook", f"created {endpoint.get('id')}; secret: {endpoint.get('secret')}")
+            if created:
+                report.ok("stripe webhook", f"created {endpoint.get('id')}; secret: {endpoint.get('secret')}")
+            else:
+                # Stripe shows a secret only at creation: the one set in ENTITLE_STRIPE_WEBHOOK_SECRET stays.
+                report.ok(
+                    "stripe webhook",
+                    f"{endpoint.get('id')} already points here; its events are updated and its signing "
+                    "secret is unchanged (Stripe Dashboard > Webhooks shows it)",
+                )
     except EntitleError as exc:
         report.problem("stripe", exc.message)
     finally:
         await gateway.aclose()
+
+
+async def ensure_stripe_webhook(
+    gateway: StripeGateway, *, url: str, events: list[str]
+) -> tuple[dict[str, Any], bool]:
+    """The Stripe endpoint for `url` with `events` enabled, created only if none exists.
+
+    Creating one on every run would make Stripe send every event twice, one copy signed with a secret
+    nobody has set, so an endpoint already registered for the URL is reused and its events updated.
+    """
+    for endpoint in await gateway.list_webhook_endpoints():
+        if endpoint.get("url") == url:
+            return await gateway.update_webhook_endpoint(str(endpoint["id"]), events=events), False
+    return await gateway.create_webhook_endpoint(url=url, events=events), True
 
 
 def _check_apple(context: AppContext, report: Report) -> None:

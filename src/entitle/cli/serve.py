@@ -12,6 +12,7 @@ from entitle.cli import app
 from entitle.cli.common import console, fail, load_context, load_settings
 from entitle.db.engine import Database
 from entitle.db.migrate import is_up_to_date, run_upgrade
+from entitle.web.server import uvicorn_options
 
 
 @app.command()
@@ -50,10 +51,21 @@ def serve(
             console.print(f"created the demo account {DEMO_EMAIL} (password: {DEMO_PASSWORD})")
         else:
             console.print(f"demo account: {DEMO_EMAIL} (password: {DEMO_PASSWORD})")
+    if "public_url" not in settings.model_fields_set:
+        # Every URL entitle prints or answers with (portal links, Stripe return URLs, the webhook URLs
+        # `doctor` prints) is built on the public URL: without one set, it is where this server listens.
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        settings = settings.model_copy(update={"public_url": f"http://{shown}:{port}"})
     context = load_context(settings, process_locally=worker)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     console.print(f"entitle on http://{host}:{port}  (API docs at /docs, catalog at /v1/catalog)")
-    uvicorn.run(create_app(context=context, run_worker=worker), host=host, port=port, log_level="info")
+    uvicorn.run(
+        create_app(context=context, run_worker=worker),
+        host=host,
+        port=port,
+        log_level="info",
+        **uvicorn_options(settings),
+    )
 
 
 @app.command(name="worker")

@@ -17,6 +17,7 @@ from entitle.core.subscriptions import Store
 from entitle.errors import EntitleError
 from entitle.providers.stripe.catalog_push import PushResult, push_catalog
 from entitle.providers.stripe.provider import stripe_provider
+from entitle.services.alerts import alerter
 
 
 @catalog_app.command("push")
@@ -89,7 +90,13 @@ def sync_stripe_command() -> None:
 
     async def _sync(context: AppContext) -> SyncSummary:
         with Progress(*columns, console=console, transient=True) as progress:
-            return await sync_stripe(context, progress)
+            summary = await sync_stripe(context, progress)
+        if summary.changed:
+            # Webhooks should have told us already: a change found here is an event that was missed.
+            changes = ", ".join(f"{change}: {count}" for change, count in sorted(summary.changed.items()))
+            total = sum(summary.changed.values())
+            await alerter(context).sync_drift("stripe", f"{total} changed ({changes})")
+        return summary
 
     summary = run_job(_sync)
     console.print(

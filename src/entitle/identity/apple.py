@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 import httpx
 import jwt
 
+from entitle import untrusted_json
 from entitle.identity.errors import InvalidIdentityToken
 from entitle.identity.jwks import Clock, JwksVerifier
 from entitle.identity.verified import VerifiedIdentity, claim_email, claim_is_true
@@ -95,6 +95,7 @@ class AppleIdentityVerifier:
         self.jwks = JwksVerifier(
             issuers=[APPLE_ISSUER],
             audiences=self.client_ids,
+            audience_setting="ENTITLE_APPLE_SIGNIN_CLIENT_IDS",
             jwks_url=jwks_url,
             http=http,
             clock=clock,
@@ -177,7 +178,7 @@ def _parse_events_claim(value: Any) -> dict[str, Any]:
     # Apple documents `events` as a JSON string; accept an object too rather than fail on a format change.
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = untrusted_json.loads(value)
         except ValueError as exc:
             raise InvalidIdentityToken("The notification's events claim is not JSON.") from exc
     if not isinstance(value, dict):

@@ -42,6 +42,7 @@ class GoogleIdentityVerifier:
         self.jwks = JwksVerifier(
             issuers=GOOGLE_ISSUERS,
             audiences=self.client_ids,
+            audience_setting="ENTITLE_GOOGLE_CLIENT_IDS",
             jwks_url=jwks_url,
             http=http,
             clock=clock,

@@ -48,12 +48,15 @@ class JwksVerifier:
         leeway: float = 60.0,
         fetch_timeout: float = 5.0,
         algorithms: Sequence[str] = (ALGORITHM,),
+        audience_setting: str = "the client ids setting",
     ) -> None:
         # Apple and Google sign with RS256 only; an app's own identity provider may use ES256 too.
         self.algorithms = tuple(algorithms)
         self.issuers = frozenset(issuers)
         self.audiences = frozenset(a for a in audiences if a)
         self.jwks_url = jwks_url
+        # Named in the 503 when no audience is configured, so the operator knows what to set.
+        self.audience_setting = audience_setting
         self._http = http
         self._clock = clock
         self._cache_ttl = cache_ttl
@@ -72,7 +75,7 @@ class JwksVerifier:
         if not self.audiences:
             # A verifier with no configured client ids would accept nothing anyway; say why.
             raise IdentityProviderUnavailable(
-                "This sign-in method is not configured on the server.",
+                f"This sign-in method is not configured on the server: set {self.audience_setting}.",
                 code="identity_provider_not_configured",
             )
         header = _unverified_header(token)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle import untrusted_json
 from entitle.core import events
 from entitle.core.models.events import ProviderEvent
 from entitle.db.types import utcnow
@@ -150,8 +151,8 @@ class AppleSigninNotifications:
 
     async def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> IncomingEvent:
         try:
-            document = json.loads(body)
-        except (ValueError, RecursionError) as exc:
+            document = untrusted_json.loads(body)
+        except ValueError as exc:
             raise EntitleError("The request body is not valid JSON.", code="malformed_json") from exc
         payload = document.get("payload") if isinstance(document, dict) else None
         if not isinstance(payload, str) or not payload or len(payload) > MAX_PAYLOAD_LENGTH:

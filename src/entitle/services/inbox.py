@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
+from entitle import metrics
 from entitle.core.models.events import InboxStatus, ProviderEvent
 from entitle.db.engine import Database
 from entitle.db.locks import advisory_key
@@ -161,10 +162,11 @@ class Inbox:
                 )
                 if received.created and not claim and self.bus is not None:
                     await self.bus.inbox_stored(db)
-                return received
         except (SQLAlchemyError, OSError) as exc:
             log.exception("could not store %s event %s", provider, incoming.event_id)
             raise StorageUnavailable("The event could not be stored; retry later.") from exc
+        metrics.PROVIDER_EVENTS_RECEIVED.labels(provider).inc(int(received.created))
+        return received
 
     async def peek(self, item: WorkItem) -> list[ProviderEvent]:
         """The unprocessed rows of `item`, read without a transaction or locks (a preview)."""
@@ -220,6 +222,7 @@ class Inbox:
                     continue
                 event.attempts += 1
                 event.status = status
+                metrics.PROVIDER_EVENTS_FAILED.labels(event.provider).inc(int(status == InboxStatus.FAILED))
                 event.last_error = error[:4000]
                 event.next_attempt_at = now + retry_delay(event.attempts) if retry else None
 

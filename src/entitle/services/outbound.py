@@ -1,102 +1,344 @@
-"""Outbound webhooks: the app's own backend hears about account events, signed, at least once.
+"""Outbound webhooks: the app's own backend hears about account events, signed, in order, at least once.
 
 Handlers announce, senders send: `core.events.record_event` writes one delivery row per subscribed
 endpoint inside the transaction that records the account event; `deliver_due` (the worker) sends them
-later, outside any request. A delivery is signed the way Stripe signs its own (`Entitle-Signature:
-t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`) so receivers can reuse familiar verification code, and
-is retried with backoff until the endpoint answers 2xx.
+later, outside any request. Messages follow Standard Webhooks (https://www.standardwebhooks.com):
+headers `webhook-id` (the delivery's id, the same on every retry), `webhook-timestamp` and
+`webhook-signature` (`v1,<base64 HMAC-SHA256>`, made by the `standardwebhooks` package), so receivers
+verify with a ready library in their language.
+
+Order: an account's messages to an endpoint go out one at a time, oldest first. A delivery waits while
+an older one for the same account and endpoint is still pending, so a receiver never hears
+`entitlement.revoked` before the `entitlement.granted` it undoes. A delivery that fails is retried on
+Standard Webhooks' schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h); when the last retry fails it
+is given up (kept in the log, re-sendable by hand) and, if the endpoint has not accepted anything since
+that message was written, the endpoint is disabled: it is gone or broken, and its queue would otherwise
+block its accounts forever. Disabled endpoints are sent nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import base64
 import json
+import logging
 import secrets
-import time
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import and_, exists, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+from standardwebhooks import Webhook
 
-from entitle.core.models.events import WebhookDelivery, WebhookEndpoint
+from entitle import metrics
+from entitle.core.events import WEBHOOK_TEST, message_body
+from entitle.core.models.events import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
+from entitle.errors import Conflict, NotFound
+from entitle.services.endpoint_urls import BlockedURL, pinned_url, resolve_target
 
-SIGNATURE_HEADER = "Entitle-Signature"
-FIRST_RETRY = timedelta(seconds=30)
-MAX_RETRY = timedelta(hours=6)
-# Past this many attempts (about four days with the backoff above) a delivery is given up and kept.
-MAX_ATTEMPTS = 25
+log = logging.getLogger(__name__)
+
+# Standard Webhooks' recommended schedule: the delay before each retry (attempt 2, 3, ...).
+RETRY_SCHEDULE = (
+    timedelta(seconds=5),
+    timedelta(minutes=5),
+    timedelta(minutes=30),
+    timedelta(hours=2),
+    timedelta(hours=5),
+    timedelta(hours=10),
+    timedelta(hours=10),
+)
+MAX_ATTEMPTS = len(RETRY_SCHEDULE) + 1
+# How long a worker's claim on a delivery lasts before another worker may send it.
+CLAIM_LEASE = timedelta(minutes=2)
+SEND_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+USER_AGENT = "entitle-webhooks/1"
 
 
 def new_endpoint_secret() -> str:
-    return "whsec_" + secrets.token_urlsafe(32)
+    """`whsec_` + base64 of 24 random bytes, the Standard Webhooks secret format."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
+def signed_headers(secret: str, message_id: str, body: str, *, now: datetime | None = None) -> dict[str, str]:
+    """The three Standard Webhooks headers for `body`."""
+    moment = now or utcnow()
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(moment.timestamp())),
+        "webhook-signature": Webhook(secret).sign(message_id, moment, body),
+    }
 
 
-async def deliver_due(database: Database, http: httpx.AsyncClient, *, limit: int = 50) -> int:
-    """Send deliveries whose time has come; returns how many were attempted."""
+def encode_body(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True)
+
+
+def message_id(delivery: WebhookDelivery) -> str:
+    return f"msg_{delivery.id.hex}"
+
+
+def _retry_delay(attempts: int) -> timedelta:
+    return RETRY_SCHEDULE[min(attempts, len(RETRY_SCHEDULE)) - 1]
+
+
+_OLDER = aliased(WebhookDelivery)
+# Due, for a live endpoint, and not waiting behind an older pending message to the same account.
+_DUE = (
+    select(WebhookDelivery.id)
+    .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+    .where(
+        WebhookDelivery.status == DeliveryStatus.PENDING,
+        WebhookEndpoint.disabled_at.is_(None),
+        ~exists().where(
+            and_(
+                _OLDER.endpoint_id == WebhookDelivery.endpoint_id,
+                _OLDER.account_id == WebhookDelivery.account_id,
+                _OLDER.status == DeliveryStatus.PENDING,
+                _OLDER.created_at < WebhookDelivery.created_at,
+            )
+        ),
+    )
+    .order_by(WebhookDelivery.created_at)
+)
+
+
+async def deliver_due(
+    database: Database, http: httpx.AsyncClient, *, development: bool = False, limit: int = 50
+) -> int:
+    """Send deliveries whose time has come; returns how many were attempted.
+
+    `development` allows http and loopback receivers (see `services.endpoint_urls`).
+    """
     now = utcnow()
     async with database.transaction() as db:
-        query = (
-            select(WebhookDelivery.id)
-            .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
-            .order_by(WebhookDelivery.created_at)
-            .limit(limit)
-        )
+        await _cancel_for_disabled_endpoints(db)
+        query = _DUE.where(WebhookDelivery.next_attempt_at <= now).limit(limit)
         if db.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        ids = list((await db.scalars(query)).all())
-        # Claim them for a while so a second worker does not send them at the same time.
-        for delivery_id in ids:
-            delivery = await db.get(WebhookDelivery, delivery_id)
-            if delivery is not None:
-                delivery.next_attempt_at = now + timedelta(minutes=2)
-    for delivery_id in ids:
-        await _deliver(database, http, delivery_id)
+            query = query.with_for_update(of=WebhookDelivery, skip_locked=True)
+        candidates = list((await db.scalars(query)).all())
+        # Claimed with a lease, and only rows still due at the moment of the claim, so a second worker
+        # that read the same rows finds them taken (SQLite has no row locks).
+        claimed = (
+            await db.scalars(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id.in_(candidates),
+                    WebhookDelivery.status == DeliveryStatus.PENDING,
+                    WebhookDelivery.next_attempt_at <= now,
+                )
+                .values(next_attempt_at=now + CLAIM_LEASE)
+                .returning(WebhookDelivery.id)
+            )
+            if candidates
+            else None
+        )
+        ids = set(claimed.all()) if claimed is not None else set()
+    for delivery_id in (c for c in candidates if c in ids):
+        await send_delivery(database, http, delivery_id, development=development)
     return len(ids)
 
 
-async def _deliver(database: Database, http: httpx.AsyncClient, delivery_id: uuid.UUID) -> None:
+async def _cancel_for_disabled_endpoints(db: AsyncSession) -> None:
+    disabled = select(WebhookEndpoint.id).where(WebhookEndpoint.disabled_at.is_not(None))
+    result = await db.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.endpoint_id.in_(disabled))
+        .values(status=DeliveryStatus.CANCELED, next_attempt_at=None, last_error="the endpoint is disabled")
+        .execution_options(synchronize_session=False)
+    )
+    count = getattr(result, "rowcount", 0) or 0
+    if count > 0:
+        metrics.WEBHOOK_DELIVERIES.labels("canceled").inc(count)
+
+
+async def send_delivery(
+    database: Database,
+    http: httpx.AsyncClient,
+    delivery_id: uuid.UUID,
+    *,
+    development: bool,
+) -> WebhookDelivery | None:
+    """Send one delivery now (whatever its status) and record the outcome."""
     async with database.sessionmaker() as db:
         delivery = await db.get(WebhookDelivery, delivery_id)
         endpoint = await db.get(WebhookEndpoint, delivery.endpoint_id) if delivery else None
         if delivery is None or endpoint is None:
-            return
-        body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(endpoint.secret, body, int(time.time())),
-            "User-Agent": "entitle-webhooks/1",
-        }
-        error: str | None = None
-        try:
-            response = await http.post(endpoint.url, content=body, headers=headers, timeout=10)
-            if not 200 <= response.status_code < 300:
-                error = f"endpoint answered {response.status_code}"
-        except httpx.HTTPError as exc:
-            error = f"{exc.__class__.__name__}: {exc}"[:500]
-        delivery.attempts += 1
-        if error is None:
-            delivery.status = "delivered"
-            delivery.delivered_at = utcnow()
-            delivery.last_error = None
-        else:
-            delivery.last_error = error
-            delivery.status = "failed" if delivery.attempts >= MAX_ATTEMPTS else "pending"
-            delivery.next_attempt_at = utcnow() + _backoff(delivery.attempts)
+            return None
+        if endpoint.disabled_at is not None:
+            delivery.status = DeliveryStatus.CANCELED
+            delivery.next_attempt_at = None
+            delivery.last_error = "the endpoint is disabled"
+            metrics.WEBHOOK_DELIVERIES.labels("canceled").inc()
+            await db.commit()
+            return delivery
+        # No transaction (nor pooled connection) is held while the receiver takes its time.
         await db.commit()
+        error, code, outcome = await _post(http, endpoint, delivery, development=development)
+        now = utcnow()
+        delivery.attempts += 1
+        delivery.last_attempt_at = now
+        delivery.response_code = code
+        if error is None:
+            delivery.status = DeliveryStatus.DELIVERED
+            delivery.delivered_at = now
+            delivery.last_error = None
+            delivery.next_attempt_at = None
+        else:
+            delivery.last_error = error[:500]
+            if delivery.attempts >= MAX_ATTEMPTS or delivery.status == DeliveryStatus.FAILED:
+                delivery.status = DeliveryStatus.FAILED
+                delivery.next_attempt_at = None
+                outcome = "gave_up"
+                await _disable_if_dead(db, endpoint, delivery, now)
+            else:
+                delivery.status = DeliveryStatus.PENDING
+                delivery.next_attempt_at = now + _retry_delay(delivery.attempts)
+        metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
+        await db.commit()
+        return delivery
 
 
-def _backoff(attempts: int) -> timedelta:
-    delay: timedelta = FIRST_RETRY * (2 ** min(attempts - 1, 20))
-    return min(delay, MAX_RETRY)
+async def _post(
+    http: httpx.AsyncClient, endpoint: WebhookEndpoint, delivery: WebhookDelivery, *, development: bool
+) -> tuple[str | None, int | None, str]:
+    """(error or None, response status or None, metrics outcome)."""
+    body = encode_body(delivery.payload)
+    try:
+        target = await resolve_target(endpoint.url, development=development)
+    except BlockedURL as exc:
+        return exc.message, None, "blocked"
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        # The connection goes to the checked address; the name travels in Host and TLS SNI.
+        "Host": _host_header(endpoint.url, target.host),
+        **signed_headers(endpoint.secret, message_id(delivery), body),
+    }
+    try:
+        response = await http.post(
+            pinned_url(target),
+            content=body.encode(),
+            headers=headers,
+            timeout=SEND_TIMEOUT,
+            follow_redirects=False,
+            extensions={"sni_hostname": target.host},
+        )
+    except httpx.HTTPError as exc:
+        return f"{exc.__class__.__name__}: {exc}", None, "failed"
+    if 200 <= response.status_code < 300:
+        return None, response.status_code, "delivered"
+    return f"the endpoint answered {response.status_code}", response.status_code, "failed"
+
+
+def _host_header(url: str, host: str) -> str:
+    netloc = httpx.URL(url).netloc.decode()
+    return netloc.rsplit("@", 1)[-1] if netloc else host
+
+
+async def _disable_if_dead(
+    db: AsyncSession, endpoint: WebhookEndpoint, delivery: WebhookDelivery, now: datetime
+) -> None:
+    """Disable the endpoint when nothing was accepted since the given-up message was written."""
+    accepted_since = await db.scalar(
+        select(
+            exists().where(
+                WebhookDelivery.endpoint_id == endpoint.id,
+                WebhookDelivery.status == DeliveryStatus.DELIVERED,
+                WebhookDelivery.delivered_at >= delivery.created_at,
+            )
+        )
+    )
+    if not accepted_since and endpoint.disabled_at is None:
+        endpoint.disabled_at = now
+        endpoint.disabled_reason = (
+            f"every retry of message {message_id(delivery)} failed: {delivery.last_error}"
+        )
+        log.warning("webhook endpoint %s disabled after failed deliveries", endpoint.id)
+
+
+# -- what the server-key API offers ---------------------------------------------------------------
+
+
+async def queue_test(db: AsyncSession, endpoint: WebhookEndpoint) -> WebhookDelivery:
+    """A `webhook.test` message for the endpoint, whatever event types it subscribed to."""
+    now = utcnow()
+    payload = message_body(WEBHOOK_TEST, now, None, None, {"endpoint_id": str(endpoint.id)})
+    delivery = WebhookDelivery(
+        endpoint_id=endpoint.id,
+        account_id=None,
+        event_type=WEBHOOK_TEST,
+        payload=payload,
+        created_at=now,
+        # Sent by the request that asked for it; the worker picks it up only if that send never happened.
+        next_attempt_at=now + CLAIM_LEASE,
+    )
+    db.add(delivery)
+    await db.flush()
+    return delivery
+
+
+async def find_endpoint(db: AsyncSession, endpoint_id: uuid.UUID | None) -> WebhookEndpoint:
+    endpoint = await db.get(WebhookEndpoint, endpoint_id) if endpoint_id else None
+    if endpoint is None:
+        raise NotFound("There is no webhook endpoint with this id.", code="webhook_endpoint_not_found")
+    return endpoint
+
+
+def require_live(endpoint: WebhookEndpoint) -> None:
+    """Disabled endpoints are sent nothing, not even by hand."""
+    if endpoint.disabled_at is not None:
+        raise Conflict(
+            f"This webhook endpoint is disabled ({endpoint.disabled_reason}); register it again.",
+            code="webhook_endpoint_disabled",
+        )
+
+
+async def find_delivery(
+    db: AsyncSession, endpoint_id: uuid.UUID | None, delivery_id: uuid.UUID | None
+) -> WebhookDelivery:
+    delivery = await db.get(WebhookDelivery, delivery_id) if delivery_id else None
+    if delivery is None or delivery.endpoint_id != endpoint_id:
+        raise NotFound("This endpoint has no delivery with this id.", code="webhook_delivery_not_found")
+    return delivery
+
+
+async def recent_deliveries(
+    db: AsyncSession, endpoint_id: uuid.UUID, *, limit: int, status: str | None = None
+) -> list[WebhookDelivery]:
+    query = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
+    if status is not None:
+        query = query.where(WebhookDelivery.status == status)
+    rows = await db.scalars(query.order_by(WebhookDelivery.created_at.desc()).limit(limit))
+    return list(rows)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def delivery_json(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": str(delivery.id),
+        "webhook_id": message_id(delivery),
+        "event_type": delivery.event_type,
+        "account_id": str(delivery.account_id) if delivery.account_id else None,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "response_code": delivery.response_code,
+        "last_error": delivery.last_error,
+        "created_at": _iso(delivery.created_at),
+        "last_attempt_at": _iso(delivery.last_attempt_at),
+        "next_attempt_at": _iso(delivery.next_attempt_at)
+        if delivery.status == DeliveryStatus.PENDING
+        else None,
+        "delivered_at": _iso(delivery.delivered_at),
+        "payload": delivery.payload,
+    }
 
 
 def endpoint_json(endpoint: WebhookEndpoint, *, with_secret: bool = False) -> dict[str, object]:
@@ -106,31 +348,38 @@ def endpoint_json(endpoint: WebhookEndpoint, *, with_secret: bool = False) -> di
         "event_types": endpoint.event_types,
         "created_at": endpoint.created_at.isoformat(),
         "disabled_at": endpoint.disabled_at.isoformat() if endpoint.disabled_at else None,
+        "disabled_reason": endpoint.disabled_reason,
     }
     if with_secret:
         body["secret"] = endpoint.secret
     return body
 
 
-def parse_signature(header: str) -> tuple[int, list[str]]:
-    """(timestamp, v1 signatures) from an `Entitle-Signature` header; (0, []) when malformed."""
-    timestamp, signatures = 0, []
-    for item in header.split(","):
-        key, _, value = item.strip().partition("=")
-        if key == "t" and value.isdigit():
-            timestamp = int(value)
-        elif key == "v1":
-            signatures.append(value)
-    return timestamp, signatures
+async def send_test(
+    database: Database, http: httpx.AsyncClient, endpoint_id: uuid.UUID | None, *, development: bool
+) -> WebhookDelivery:
+    """Queue a `webhook.test` message (committed first, so it is in the log whatever happens), send it now."""
+    async with database.transaction() as db:
+        endpoint = await find_endpoint(db, endpoint_id)
+        require_live(endpoint)
+        delivery_id = (await queue_test(db, endpoint)).id
+    sent = await send_delivery(database, http, delivery_id, development=development)
+    assert sent is not None  # committed just above; deliveries are never deleted
+    return sent
 
 
-def verify_signature(
-    secret: str, body: bytes, header: str, *, tolerance: int = 300, now: datetime | None = None
-) -> bool:
-    """Receiver-side check, used by tests and offered to Python receivers."""
-    timestamp, signatures = parse_signature(header)
-    current = int((now or utcnow()).timestamp())
-    if abs(current - timestamp) > tolerance:
-        return False
-    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
-    return any(hmac.compare_digest(expected, candidate) for candidate in signatures)
+async def retry_now(
+    database: Database,
+    http: httpx.AsyncClient,
+    endpoint_id: uuid.UUID | None,
+    delivery_id: uuid.UUID | None,
+    *,
+    development: bool,
+) -> WebhookDelivery:
+    """Send a delivery again now, with its original `webhook-id`, whatever its status."""
+    async with database.sessionmaker() as db:
+        found = (await find_delivery(db, endpoint_id, delivery_id)).id
+        require_live(await find_endpoint(db, endpoint_id))
+    sent = await send_delivery(database, http, found, development=development)
+    assert sent is not None
+    return sent

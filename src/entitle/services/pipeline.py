@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from entitle import metrics
 from entitle.core.models.events import InboxStatus, ProviderEvent
 from entitle.db.engine import Database
 from entitle.errors import EntitleError, ProviderUnavailable
@@ -212,6 +213,7 @@ class EventPipeline:
             outcomes = await provider.process_events(db, events)
             await self.inbox.mark_processed(db, events, outcomes)
         self.processed += len(events)
+        metrics.PROVIDER_EVENTS_PROCESSED.labels(provider.name).inc(len(events))
         return len(events)
 
     async def _one_by_one(self, provider: Provider, item: WorkItem, row_ids: list[uuid.UUID]) -> None:

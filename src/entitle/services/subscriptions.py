@@ -16,12 +16,17 @@ same way.
 Every delivery of a known subscription runs this, so it is written against the table (SQLAlchemy Core,
 statements built once), not the ORM: two statements for the common case, each a fraction of the ORM's
 cost. An ORM `Subscription` the session already holds is kept in step with what was written.
+
+The lifecycle events (`subscription.started`, `.renewed`, ...) are derived here, from the stored row
+and the new state, by `core.transitions.transitions`, and logged in the same transaction: both stores
+come through this door, so both emit the same events from the same rules.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -31,8 +36,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
+from entitle.core.events import record_transitions
 from entitle.core.models.entitlements import Subscription
-from entitle.core.subscriptions import Store, SubscriptionState
+from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
+from entitle.core.transitions import transitions
 from entitle.db.types import json_safe, new_id, utcnow
 from entitle.services.entitlements import refresh_entitlements, subscription_state
 
@@ -110,6 +117,7 @@ async def apply_subscription_state(
             _INSERT[dialect], {"id": new_id(), **key, "created_at": now, "updated_at": now, **values}
         )
         if inserted is not None:
+            await record_transitions(db, transitions(None, state))
             await refresh_entitlements(db, state.account_id, now=now)
             return True
         row = (await connection.execute(_LOCK_ROW, key)).first()
@@ -122,11 +130,32 @@ async def apply_subscription_state(
     changes["updated_at"] = now
     await connection.execute(_UPDATE, {"row_id": row.id, **changes})
     _sync_loaded(db, row.id, changes)
+    # Same transaction as the write: the lifecycle events and the state can never disagree.
+    await record_transitions(db, transitions(_stored_state(row, state), state))
     await refresh_entitlements(db, state.account_id, now=now)
     if row.account_id != state.account_id:
         # The purchase moved accounts (an App Store restore under another account): the old one loses it.
         await refresh_entitlements(db, row.account_id, now=now)
     return True
+
+
+def _stored_state(row: Any, incoming: SubscriptionState) -> SubscriptionState:
+    """The state the row held before this write, in core terms (the key is the incoming one's)."""
+    return replace(
+        incoming,
+        account_id=row.account_id,
+        product=row.product,
+        store_product_id=row.store_product_id,
+        status=SubscriptionStatus(row.status),
+        current_period_end=row.current_period_end,
+        grace_period_ends_at=row.grace_period_ends_at,
+        payment_method=row.payment_method,
+        will_renew=row.will_renew,
+        environment=Environment(row.environment),
+        store_customer_id=row.store_customer_id,
+        raw={},
+        vendor_updated_at=row.vendor_updated_at,
+    )
 
 
 def _sync_loaded(db: AsyncSession, row_id: uuid.UUID, changes: dict[str, Any]) -> None:

@@ -140,7 +140,7 @@ class TokenIssuer:
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("The access token has expired.", code="token_expired") from exc
-        except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
+        except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError) as exc:
             raise Unauthorized("The access token is not valid.", code="invalid_token") from exc
 
 

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from entitle.errors import EntitleError, RateLimited
 
@@ -26,6 +27,7 @@ _STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
@@ -64,13 +66,38 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", message, details)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette names only the first matching route's)."""
+
+    def served(method: str) -> bool:
+        # A fresh scope: the request's own carries the routing state of the route that refused it.
+        scope = {
+            "type": "http",
+            "path": request.scope["path"],
+            "root_path": "",
+            "method": method,
+            "headers": [],
+        }
+        return any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes)
+
+    return ", ".join(method for method in _METHODS if served(method))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _STATUS_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else "The request could not be served."
     if exc.status_code == 404:
         message = "There is nothing at this path."
-    return error_response(exc.status_code, code, message)
+    response = error_response(exc.status_code, code, message)
+    # 408's Connection: close.
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:
+        response.headers["Allow"] = allowed_methods(request)
+    return response
 
 
 async def _integrity_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -30,10 +30,8 @@ from entitle.settings import Settings
 from tests.providers.appstore.constants import APP_APPLE_ID, BUNDLE_ID, MONTHLY
 from tests.standins.appstore import AppStoreSigner, SigningChain
 
-REFERENCE = Path(__file__).resolve().parents[4] / "shared" / "reference" / "appstore"
-needs_reference = pytest.mark.skipif(
-    not REFERENCE.is_dir(), reason="shared/reference/appstore not beside the repo"
-)
+# Apple's own signed test data, copied into the repository with its license (reference/LICENSE).
+REFERENCE = Path(__file__).parent / "reference"
 
 
 def _transaction(signer: AppStoreSigner, **overrides: Any) -> dict[str, Any]:
@@ -158,7 +156,6 @@ def test_notification_for_another_app_id_is_refused(verifier: AppStoreVerifier, 
         verifier.verify_notification(other.signed_notification("TEST", signed_date=1_700_000_000_000))
 
 
-@needs_reference
 def test_xcode_data_accepted_only_when_a_developer_allows_it() -> None:
     signed = _reference("xcode/xcode-signed-transaction")
     bundle = "com.example.naturelab.backyardbirds.example"
@@ -274,7 +271,6 @@ def _reference_verifier(bundle_id: str = "com.example") -> AppStoreVerifier:
     )
 
 
-@needs_reference
 def test_reference_mock_data_verifies_against_apple_test_ca() -> None:
     verifier = _reference_verifier()
     notification = verifier.verify_notification(_reference("mock_signed_data/testNotification"))
@@ -290,7 +286,6 @@ def test_reference_mock_data_verifies_against_apple_test_ca() -> None:
     )
 
 
-@needs_reference
 def test_reference_mock_data_is_refused_for_another_bundle() -> None:
     with pytest.raises(WrongApp):
         _reference_verifier("com.example.app").verify_notification(
@@ -298,7 +293,6 @@ def test_reference_mock_data_is_refused_for_another_bundle() -> None:
         )
 
 
-@needs_reference
 def test_reference_wrong_bundle_and_missing_x5c_are_refused() -> None:
     verifier = _reference_verifier()
     with pytest.raises(WrongApp):
@@ -308,7 +302,6 @@ def test_reference_wrong_bundle_and_missing_x5c_are_refused() -> None:
     assert raised.value.code == "invalid_signed_data"
 
 
-@needs_reference
 def test_reference_data_refused_under_our_strict_production_path(verifier: AppStoreVerifier) -> None:
     with pytest.raises(InvalidSignedData):
         verifier.verify_notification(_reference("mock_signed_data/testNotification"))

@@ -17,7 +17,8 @@ from entitle.providers.stripe.mapping import payment_method_summary, subscriptio
 
 ACCOUNT = uuid.uuid4()
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
-FIXTURES = Path(__file__).parents[3].parent / "shared" / "reference" / "stripe" / "fixtures3.json"
+# Stripe's own example objects, copied into the repository with their license (fixtures/LICENSE).
+FIXTURES = Path(__file__).parent / "fixtures" / "fixtures3.json"
 
 
 @pytest.fixture(scope="module")

@@ -166,6 +166,16 @@ def create_webhook_endpoint(state: State, params: dict[str, Any]) -> dict[str, A
     return {**state.render(obj), "secret": secret}
 
 
+def update_webhook_endpoint(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:
+    obj = state.get(id, "webhook_endpoint")
+    if "enabled_events" in params:
+        obj["enabled_events"] = as_list(params["enabled_events"])
+        state.events.deliver_to(obj["url"], obj["_hidden"]["secret"], obj["enabled_events"])
+    if "disabled" in params:
+        obj["status"] = "disabled" if str(params["disabled"]).lower() == "true" else "enabled"
+    return state.render(obj)
+
+
 def list_webhook_endpoints(state: State, params: dict[str, Any]) -> dict[str, Any]:
     return list_page(state.all("webhook_endpoint"), params, "/v1/webhook_endpoints", state.render)
 
@@ -184,6 +194,7 @@ def list_events(state: State, params: dict[str, Any]) -> dict[str, Any]:
 ROUTES = [
     ("POST", "/v1/webhook_endpoints", create_webhook_endpoint),
     ("GET", "/v1/webhook_endpoints", list_webhook_endpoints),
+    ("POST", "/v1/webhook_endpoints/{id}", update_webhook_endpoint),
     ("GET", "/v1/events/{id}", retrieve_event),
     ("GET", "/v1/events", list_events),
 ]

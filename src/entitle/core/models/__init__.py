@@ -19,6 +19,8 @@ from entitle.core.models.entitlements import (
 )
 from entitle.core.models.events import (
     AccountEvent,
+    AlertSent,
+    DeliveryStatus,
     InboxStatus,
     ProviderEvent,
     StreamTicket,
@@ -34,6 +36,8 @@ __all__ = [
     "AccountEvent",
     "AccountToken",
     "AppleSigninToken",
+    "AlertSent",
+    "DeliveryStatus",
     "Identity",
     "InboxStatus",
     "OutboundMail",

@@ -1,4 +1,4 @@
-"""The account event log, the provider event inbox, and outbound webhook endpoints and deliveries."""
+"""The account event log, the provider event inbox, outbound webhook endpoints and deliveries, alerts."""
 
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ class AccountEvent(Base):
     """Something that happened to an account, in the account's own log (`GET /v1/me/events`)."""
 
     __tablename__ = "account_events"
-    __table_args__ = (Index("ix_account_events_account_created", "account_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_account_events_account_created", "account_id", "created_at"),
+        # The order of `GET /v1/events`, every account's events.
+        Index("ix_account_events_created_id", "created_at", "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -73,7 +77,7 @@ class ProviderEvent(Base):
 
 
 class WebhookEndpoint(Base):
-    """An outbound webhook the app's own backend subscribed to (entitlement changes)."""
+    """An outbound webhook the app's own backend subscribed to (Standard Webhooks, `whsec_` secret)."""
 
     __tablename__ = "webhook_endpoints"
 
@@ -82,23 +86,51 @@ class WebhookEndpoint(Base):
     secret: Mapped[str] = mapped_column(String(200))
     event_types: Mapped[list[str]] = mapped_column(JSONDocument, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when the operator deletes the endpoint, or when deliveries to it kept failing for good.
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_reason: Mapped[str | None] = mapped_column(String(300))
+
+
+class DeliveryStatus(StrEnum):
+    # Waiting for its first attempt or for its next retry (next_attempt_at).
+    PENDING = "pending"
+    # The endpoint answered 2xx.
+    DELIVERED = "delivered"
+    # Every retry failed; kept for the log, sent again only when someone asks (`.../retry`).
+    FAILED = "failed"
+    # Not sent: the endpoint was disabled before its turn came.
+    CANCELED = "canceled"
 
 
 class WebhookDelivery(Base):
-    """One outbound notification, written in the transaction that caused it and sent by the worker."""
+    """One outbound message to one endpoint, written in the transaction that caused it, sent by the worker.
+
+    Its id is the message's `webhook-id`, the same on every retry, so receivers can drop duplicates.
+    """
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        # Per-account order: nothing for an account goes out while an older message to it is pending.
+        Index("ix_webhook_deliveries_order", "endpoint_id", "account_id", "status", "created_at"),
+        Index("ix_webhook_deliveries_log", "endpoint_id", "created_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
     endpoint_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
     account_event_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    # None for `webhook.test`, which belongs to no account.
+    account_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    event_type: Mapped[str] = mapped_column(String(80), default="")
+    # The message body, `{"type", "timestamp", "data"}`, fixed when the event happened.
     payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
-    status: Mapped[str] = mapped_column(String(20), default="pending")
+    status: Mapped[str] = mapped_column(String(20), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The HTTP status of the last answer; None when there was none (refused, timed out, blocked).
+    response_code: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -117,3 +149,15 @@ class StreamTicket(Base):
     session_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AlertSent(Base):
+    """When an operator alert was last sent for a cause, so a cause alerts at most once an hour."""
+
+    __tablename__ = "alerts_sent"
+
+    # e.g. `provider_event_failed:stripe`, `endpoint_disabled:<id>`, `sync_drift:stripe`.
+    cause: Mapped[str] = mapped_column(String(200), primary_key=True)
+    last_sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Alerts for this cause held back since the last one was sent.
+    suppressed: Mapped[int] = mapped_column(Integer, default=0)

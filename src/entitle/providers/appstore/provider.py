@@ -10,7 +10,6 @@ reads nothing from Apple and needs no read slot.
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -19,6 +18,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle import untrusted_json
 from entitle.core.catalog import Catalog
 from entitle.core.models.events import ProviderEvent
 from entitle.core.subscriptions import SubscriptionSink
@@ -154,8 +154,8 @@ async def process_notification(
 def signed_payload_of(body: bytes) -> str:
     """The `signedPayload` of an App Store Server Notifications V2 body."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        document = untrusted_json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidSignedData("The notification body is not JSON.", code="invalid_notification") from exc
     signed = document.get("signedPayload") if isinstance(document, dict) else None
     if not isinstance(signed, str) or not signed:

@@ -21,7 +21,6 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -40,6 +39,7 @@ from appstoreserverlibrary.signed_data_verifier import (
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from entitle import untrusted_json
 from entitle.providers.appstore.errors import (
     AppStoreMisconfigured,
     InvalidSignedData,
@@ -116,7 +116,7 @@ def _payload_json(signed: str) -> dict[str, Any]:
     """The JWS payload as JSON, unverified: only to read the environment claim or keep the raw copy."""
     try:
         segment = signed.split(".")[1]
-        decoded = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        decoded = untrusted_json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     except (IndexError, ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidSignedData("The signed data is not a JWS.") from exc
     if not isinstance(decoded, dict):

@@ -347,6 +347,20 @@ class StripeGateway:
             "POST /v1/webhook_endpoints", lambda: self._client.v1.webhook_endpoints.create_async(params)
         )
 
+    async def list_webhook_endpoints(self) -> list[StripeDict]:
+        page = await self._call(
+            "GET /v1/webhook_endpoints",
+            lambda: self._client.v1.webhook_endpoints.list_async({"limit": 100}),
+        )
+        return list(page.get("data", []))
+
+    async def update_webhook_endpoint(self, endpoint_id: str, *, events: list[str]) -> StripeDict:
+        params: Any = {"enabled_events": events, "disabled": False}
+        return await self._call(
+            "POST /v1/webhook_endpoints/{id}",
+            lambda: self._client.v1.webhook_endpoints.update_async(endpoint_id, params),
+        )
+
     # --- the edge ----------------------------------------------------------------------------------
     async def _expanding(
         self, endpoint: str, request: Callable[[dict[str, Any]], Awaitable[Any]], expand: list[str]

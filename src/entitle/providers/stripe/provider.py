@@ -23,6 +23,7 @@ from typing import Any
 import stripe
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle import untrusted_json
 from entitle.core.catalog import Catalog
 from entitle.core.models.events import ProviderEvent
 from entitle.core.subscriptions import SubscriptionSink
@@ -113,7 +114,7 @@ class StripeProvider:
         secrets = self.config.webhook_secrets
         if not secrets:
             raise ProviderUnavailable(
-                "Stripe webhooks are not configured on this server (set ENTITLE_STRIPE_WEBHOOK_SECRET).",
+                "Stripe webhooks are not configured on this server: set ENTITLE_STRIPE_WEBHOOK_SECRET.",
                 code="stripe_webhooks_not_configured",
             )
         signature = headers.get("stripe-signature")
@@ -122,7 +123,7 @@ class StripeProvider:
         if not any(_signed_by(body, signature, secret) for secret in secrets):
             raise WebhookRejected("The Stripe-Signature header does not match this body, or is too old.")
         try:
-            event = json.loads(body)
+            event = untrusted_json.loads(body)
             obj = event["data"]["object"]
             event_id, event_type = str(event["id"]), str(event["type"])
         except (ValueError, KeyError, TypeError, RecursionError) as exc:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse
 from pydantic import Field
 
+from entitle.errors import Unauthorized
 from entitle.providers.stripe.provider import StripeProvider, stripe_provider
 from entitle.services import billing_stripe
-from entitle.web.deps import ContextDep, CurrentAccount, SessionDep
+from entitle.services.accounts import load_account
+from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, get_signed_in
 from entitle.web.schemas import StrictBody
 
 router = APIRouter(prefix="/v1/billing/stripe", tags=["billing"])
@@ -20,6 +23,8 @@ async def get_stripe(context: ContextDep) -> StripeProvider:
 
 
 StripeDep = Annotated[StripeProvider, Depends(get_stripe)]
+# The hosted account page (sign-in, plan, manage billing), where a browser without a token is sent.
+ACCOUNT_PAGE = "/account"
 
 _PRODUCT = Field(min_length=1, max_length=64)
 _URL = Field(default=None, max_length=2000)
@@ -71,6 +76,28 @@ async def portal(
     account: CurrentAccount, stripe: StripeDep, db: SessionDep, body: PortalBody | None = None
 ) -> dict[str, Any]:
     return await billing_stripe.portal(db, stripe, account, body.return_url if body else None)
+
+
+@router.get(
+    "/portal",
+    status_code=303,
+    response_class=RedirectResponse,
+    responses={303: {"description": "To a fresh Billing Portal session, or to the hosted account page"}},
+)
+async def open_portal(request: Request, context: ContextDep, db: SessionDep) -> RedirectResponse:
+    """Where `management_url` leads when opened: the signed-in person's own Billing Portal.
+
+    A browser opening the link sends no Authorization header; it goes to the hosted account page, which
+    signs the person in and offers the same portal. An app that opens it with its access token (or a
+    backend that follows it for a person) lands straight in a fresh portal session.
+    """
+    try:
+        claims = await get_signed_in(request, context, db)
+    except Unauthorized:
+        return RedirectResponse(f"{context.settings.public_url}{ACCOUNT_PAGE}", status_code=303)
+    account = await load_account(db, claims.account_id)
+    session = await billing_stripe.portal(db, stripe_provider(context.providers), account, None)
+    return RedirectResponse(session["url"], status_code=303)
 
 
 @router.post("/subscription/preview-change")

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from entitle import metrics
 from entitle.services import streams
 from entitle.services.entitlements import read_answer_for_session
 from entitle.web.deps import ContextDep, SessionDep, SignedIn, verified_claims
@@ -51,15 +52,16 @@ async def entitlements_stream(
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            async for chunk in streams.answer_events(
-                context.database,
-                context.bus,
-                grant,
-                first,
-                woken,
-                heartbeat_seconds=context.settings.stream_heartbeat_seconds,
-            ):
-                yield chunk
+            with metrics.stream_connection():
+                async for chunk in streams.answer_events(
+                    context.database,
+                    context.bus,
+                    grant,
+                    first,
+                    woken,
+                    heartbeat_seconds=context.settings.stream_heartbeat_seconds,
+                ):
+                    yield chunk
         finally:
             # A client that went away costs nothing more: its listener is gone with it.
             listening.__exit__(None, None, None)

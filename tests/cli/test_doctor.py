@@ -1,0 +1,51 @@
+"""`entitle doctor --create-stripe-webhook` registers one Stripe endpoint per URL, however often it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from entitle.cli.doctor import ensure_stripe_webhook
+from entitle.providers.stripe.client import StripeGateway
+from entitle.settings import Settings
+from tests.providers.stripe.conftest import stripe_settings
+from tests.standins.stripe import StripeStandin
+
+URL = "https://billing.example.com/webhooks/stripe"
+
+
+@pytest.fixture
+def standin() -> Iterator[StripeStandin]:
+    with StripeStandin() as running:
+        yield running
+
+
+async def test_a_second_run_reuses_the_endpoint_and_updates_its_events(
+    standin: StripeStandin, settings: Settings
+) -> None:
+    gateway = StripeGateway.from_settings(settings.model_copy(update=_settings(standin)))
+    try:
+        first, created = await ensure_stripe_webhook(
+            gateway, url=URL, events=["customer.subscription.updated"]
+        )
+        assert created and str(first["secret"]).startswith("whsec_")
+        again, created = await ensure_stripe_webhook(
+            gateway, url=URL, events=["customer.subscription.updated", "invoice.paid"]
+        )
+        assert not created and again["id"] == first["id"]
+        assert "secret" not in again
+        [endpoint] = await gateway.list_webhook_endpoints()
+        assert endpoint["enabled_events"] == ["customer.subscription.updated", "invoice.paid"]
+        _, created = await ensure_stripe_webhook(gateway, url=URL + "/other", events=["invoice.paid"])
+        assert created and len(await gateway.list_webhook_endpoints()) == 2
+    finally:
+        await gateway.aclose()
+
+
+def _settings(standin: StripeStandin) -> dict[str, object]:
+    values = stripe_settings(standin)
+    return {
+        "stripe_secret_key": Settings(stripe_secret_key=values["stripe_secret_key"]).stripe_secret_key,
+        "stripe_api_base": values["stripe_api_base"],
+    }
