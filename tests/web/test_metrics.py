@@ -11,6 +11,8 @@ import httpx
 from entitle.context import AppContext
 from entitle.core.models.events import InboxStatus, ProviderEvent
 from entitle.db.types import utcnow
+from entitle.providers.base import IncomingEvent
+from entitle.services.inbox import WorkItem
 from tests.conftest import ADMIN_KEY
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -55,12 +57,14 @@ async def test_metrics_show_provider_events_and_the_queue(
     client: httpx.AsyncClient, context: AppContext
 ) -> None:
     before = await scrape(client)
-    received = await context.inbox.receive(provider="metrics_test", event_id="e1", type="t", raw_body=b"{}")
+    incoming = IncomingEvent(event_id="e1", type="t", ordering_key=None, occurred_at=None)
+    inbox = context.pipeline.inbox
+    received = await inbox.receive(provider="metrics_test", incoming=incoming, raw_body=b"{}", claim=True)
     assert received.created
-    await context.inbox.receive(
-        provider="metrics_test", event_id="e1", type="t", raw_body=b"{}"
-    )  # a duplicate
-    await context.inbox.process(received.event)  # no processor for this provider: a failure
+    await inbox.receive(provider="metrics_test", incoming=incoming, raw_body=b"{}", claim=True)  # a duplicate
+    # No provider has this name: processing it fails, and is counted.
+    context.pipeline.submit(WorkItem.of("metrics_test", None, received.event.id))
+    await context.pipeline.wait_idle()
     async with context.database.transaction() as db:
         db.add(
             ProviderEvent(
