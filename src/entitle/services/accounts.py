@@ -25,6 +25,7 @@ from entitle.core.models.accounts import (
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, Unauthorized
 from entitle.services import account_tokens, mail, passwords
+from entitle.services.entitlements import refresh_entitlements
 from entitle.services.tokens import AccessClaims, revoke_all_sessions
 
 EMAIL_PROVIDER = "email"
@@ -63,6 +64,9 @@ async def create_account(
     db.add(account)
     await db.flush()
     await events.record_event(db, account.id, events.ACCOUNT_CREATED, {"via": via})
+    # The answer (nothing yet) is stored from the start, so the account's first signed-in read is the
+    # same single query as every later one.
+    await refresh_entitlements(db, account.id)
     return account
 
 

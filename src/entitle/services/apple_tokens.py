@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.models.accounts import Account, AppleSigninToken
+from entitle.db.claims import claim_due
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
 from entitle.errors import EntitleError, ProviderUnavailable
@@ -129,29 +130,17 @@ async def revoke_due(
         return 0
     now = utcnow()
     async with database.transaction() as db:
-        query = (
-            select(AppleSigninToken.id)
-            .where(
-                AppleSigninToken.revoke_requested_at.is_not(None),
-                AppleSigninToken.revoked_at.is_(None),
-                AppleSigninToken.next_attempt_at <= now,
-            )
-            .order_by(AppleSigninToken.revoke_requested_at)
-            .limit(limit)
+        # Claimed with a lease, so two workers never revoke the same token at once.
+        claimed = await claim_due(
+            db,
+            AppleSigninToken,
+            AppleSigninToken.revoke_requested_at.is_not(None)
+            & AppleSigninToken.revoked_at.is_(None)
+            & (AppleSigninToken.next_attempt_at <= now),
+            order_by=AppleSigninToken.revoke_requested_at,
+            limit=limit,
+            lease_until=now + CLAIM_LEASE,
         )
-        if database.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        claimed = []
-        for row_id in (await db.scalars(query)).all():
-            # A conditional UPDATE claims the row, so two workers never revoke the same token at once.
-            taken = await db.execute(
-                update(AppleSigninToken)
-                .where(AppleSigninToken.id == row_id, AppleSigninToken.next_attempt_at <= now)
-                .values(next_attempt_at=now + CLAIM_LEASE)
-                .execution_options(synchronize_session=False)
-            )
-            if taken.rowcount == 1:  # type: ignore[attr-defined]
-                claimed.append(row_id)
     for row_id in claimed:
         await _revoke(database, api, box, row_id)
     return len(claimed)

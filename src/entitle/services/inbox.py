@@ -29,6 +29,7 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from entitle import metrics
 from entitle.core.models.events import InboxStatus, ProviderEvent
+from entitle.db.claims import claim_due
 from entitle.db.engine import Database
 from entitle.db.locks import advisory_key
 from entitle.db.types import utcnow
@@ -229,23 +230,16 @@ class Inbox:
     async def claim_due(self, *, limit: int = 200, now: datetime | None = None) -> list[WorkItem]:
         """Claim due rows (new ones nobody took, leases run out, failures whose retry time came)."""
         now = now or utcnow()
-        due = is_due(now)
         async with self.database.transaction() as db:
-            query = select(ProviderEvent.id).where(due).order_by(ProviderEvent.received_at).limit(limit)
-            if db.get_bind().dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            candidates = list((await db.scalars(query)).all())
-            if not candidates:
-                return []
-            # Claimed with a lease, and only rows still due at the moment of the claim: the row locks end
-            # with this transaction (and SQLite has none), so a second claimer finds them taken.
-            claimed = await db.execute(
-                update(ProviderEvent)
-                .where(ProviderEvent.id.in_(candidates), due)
-                .values(next_attempt_at=now + CLAIM_LEASE)
-                .returning(ProviderEvent.id, ProviderEvent.provider, ProviderEvent.ordering_key)
+            rows = await claim_due(
+                db,
+                ProviderEvent,
+                is_due(now),
+                order_by=ProviderEvent.received_at,
+                limit=limit,
+                lease_until=now + CLAIM_LEASE,
+                returning=(ProviderEvent.id, ProviderEvent.provider, ProviderEvent.ordering_key),
             )
-            rows = claimed.all()
         # A full claim means a backlog: the caller claims again as soon as it has room.
         self.backlog = len(rows) >= limit
         return list(dict.fromkeys(WorkItem.of(provider, key, row_id) for row_id, provider, key in rows))

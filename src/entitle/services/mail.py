@@ -25,10 +25,10 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlencode, urlsplit
 
 import aiosmtplib
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.models.mail import MailStatus, OutboundMail
+from entitle.db.claims import claim_due
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
 from entitle.settings import Settings
@@ -233,30 +233,15 @@ async def deliver_due_mail(database: Database, mailer: Mailer, settings: Setting
     """Send the outbox rows whose time has come; returns how many were attempted."""
     now = utcnow()
     async with database.transaction() as db:
-        query = (
-            select(OutboundMail.id)
-            .where(OutboundMail.status == MailStatus.PENDING, OutboundMail.next_attempt_at <= now)
-            .order_by(OutboundMail.created_at)
-            .limit(limit)
+        # Claimed with a lease, so a second worker (even on SQLite) never sends the same mail at once.
+        claimed = await claim_due(
+            db,
+            OutboundMail,
+            (OutboundMail.status == MailStatus.PENDING) & (OutboundMail.next_attempt_at <= now),
+            order_by=OutboundMail.created_at,
+            limit=limit,
+            lease_until=now + CLAIM_LEASE,
         )
-        if database.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        claimed = []
-        for mail_id in (await db.scalars(query)).all():
-            # Claimed for a while with a conditional UPDATE, so a second worker (even on SQLite, where
-            # rows cannot be locked) never sends the same mail at the same time.
-            taken = await db.execute(
-                update(OutboundMail)
-                .where(
-                    OutboundMail.id == mail_id,
-                    OutboundMail.status == MailStatus.PENDING,
-                    OutboundMail.next_attempt_at <= now,
-                )
-                .values(next_attempt_at=now + CLAIM_LEASE)
-                .execution_options(synchronize_session=False)
-            )
-            if taken.rowcount == 1:  # type: ignore[attr-defined]
-                claimed.append(mail_id)
     for mail_id in claimed:
         await _deliver(database, mailer, settings, mail_id)
     return len(claimed)

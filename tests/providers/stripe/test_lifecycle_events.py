@@ -12,9 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.context import AppContext
 from entitle.core.models.events import AccountEvent
 from entitle.providers.stripe.provider import StripeProvider
-from entitle.services import billing_stripe
-from tests.factories import make_account
-from tests.providers.stripe.conftest import deliver
+from tests.providers.stripe.conftest import deliver, paid_checkout
 from tests.standins.stripe import StripeStandin
 
 pytestmark = pytest.mark.usefixtures("pushed")
@@ -37,13 +35,7 @@ async def test_a_subscription_lifecycle_over_webhooks(
     stripe_provider: StripeProvider,
     standin: StripeStandin,
 ) -> None:
-    account = await make_account(db, email="life@example.com")
-    checkout = await billing_stripe.start_checkout(
-        db, stripe_provider, account, "pro_monthly", success_url=None, cancel_url=None
-    )
-    await db.commit()
-    standin.complete_checkout(checkout["id"])
-    sub_id = standin.state.get(checkout["id"], "checkout.session")["subscription"]
+    account, sub_id = await paid_checkout(db, stripe_provider, standin, "life@example.com")
     delivered = 0
 
     async def deliver_new() -> None:

@@ -16,10 +16,8 @@ from entitle.context import AppContext
 from entitle.core.models.entitlements import Subscription
 from entitle.core.models.events import InboxStatus, ProviderEvent
 from entitle.providers.stripe.provider import StripeProvider
-from entitle.services import billing_stripe
 from entitle.services.entitlements import read_entitlements
-from tests.factories import make_account
-from tests.providers.stripe.conftest import deliver
+from tests.providers.stripe.conftest import deliver, paid_checkout
 from tests.standins.stripe import StripeStandin
 
 pytestmark = pytest.mark.usefixtures("pushed")
@@ -40,13 +38,7 @@ async def test_events_converge_without_lists_or_expansion(
 ) -> None:
     standin.state.unimplemented |= UNIMPLEMENTED
     standin.state.refuse_expand = True
-    account = await make_account(db, email="minimal@example.com")
-    session = await billing_stripe.start_checkout(
-        db, stripe_provider, account, "pro_monthly", success_url=None, cancel_url=None
-    )
-    await db.commit()
-    standin.complete_checkout(session["id"])
-    sub_id = standin.state.get(session["id"], "checkout.session")["subscription"]
+    account, sub_id = await paid_checkout(db, stripe_provider, standin, "minimal@example.com")
     for event in standin.events.log:
         assert (await deliver(client, standin, event)).status_code == 200
     async with context.database.sessionmaker() as s:
