@@ -16,6 +16,7 @@ import asyncio
 import sqlite3
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -111,8 +112,10 @@ class HotPath:
 
     def _sqlite_connection(self) -> sqlite3.Connection:
         if self._sqlite is None:
+            # As a URI, percent-encoded, so any path works (and read-only: this connection never writes).
+            location = Path(str(self._sqlite_path)).resolve().as_uri()
             connection = sqlite3.connect(
-                f"file:{self._sqlite_path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+                f"{location}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
             )
             # WAL readers do not wait for writers; this only bounds a rare checkpoint hand-over.
             connection.execute("PRAGMA busy_timeout=200")
