@@ -17,7 +17,8 @@ Decisions this module owns:
   that endpoint made in the block, in the same task, leaves at once. The slot is taken when granted, so
   the requests behind it are spaced from the slot, not from whenever the reserved request really leaves
   (a few milliseconds later, after a query): holding the queues until then would slow the whole pace by
-  that much on every reservation. A reservation left unused spends its slot.
+  that much on every reservation. A reservation left unused gives its slot back when nobody has taken a
+  later one meanwhile, and wakes the waiters to re-plan.
 
 Pacing is per process: processes sharing one vendor account share its limits, so each should be
 configured with its share (for Stripe, `ENTITLE_STRIPE_MAX_REQUESTS_PER_SECOND`).
@@ -155,13 +156,20 @@ class Pacer:
         async with gate.queue:
             ready = await self._wait_for(gate)
             async with overall.queue:
+                before = (gate.free_at, overall.free_at)
                 self._take((gate, overall), await self._wait_for(gate, overall, since=ready))
+                taken = (gate.free_at, overall.free_at)
         slot = _Reservation(self, endpoint, asyncio.current_task())
         token = _reservation.set(slot)
         try:
             yield
         finally:
             _reservation.reset(token)
+            if slot.open and (gate.free_at, overall.free_at) == taken:
+                # Unused, and nothing was scheduled after it: the slot goes back to whoever waits.
+                gate.free_at, overall.free_at = before
+                self._moved.set()
+                self._moved = asyncio.Event()
             slot.open = False
 
     def is_busy(self, endpoint: str) -> bool:

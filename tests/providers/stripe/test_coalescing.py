@@ -74,3 +74,40 @@ async def test_a_renewals_events_arriving_while_the_read_waits_cost_one_read(
         int(stored.current_period_end.timestamp())
         == standin.subscription(sub_id)["items"]["data"][0]["current_period_end"]
     )
+
+
+async def test_an_event_the_stored_state_already_reflects_is_not_read_again(
+    acknowledging_client: httpx.AsyncClient,
+    context: AppContext,
+    db: AsyncSession,
+    stripe_provider: StripeProvider,
+    standin: StripeStandin,
+) -> None:
+    _, sub_id = await paid_checkout(db, stripe_provider, standin, "halves@example.com")
+    for event in standin.events.log:
+        await deliver(acknowledging_client, standin, event)
+    await context.pipeline.wait_idle()
+    standin.events.log.clear()
+    standin.renew(sub_id)
+    renewal = list(standin.events.log)
+    paid = [e for e in renewal if e["type"] == "invoice.paid"]
+    rest = [e for e in renewal if e["type"] != "invoice.paid"]
+    before = subscription_reads(standin, sub_id)
+    # The invoice arrives first and is read; the subscription's own update arrives only after that read.
+    for event in paid:
+        await deliver(acknowledging_client, standin, event)
+    await context.pipeline.wait_idle()
+    assert subscription_reads(standin, sub_id) - before == 1
+    for event in rest:
+        await deliver(acknowledging_client, standin, event)
+    await context.pipeline.wait_idle()
+    assert subscription_reads(standin, sub_id) - before == 1  # its snapshot is what was already stored
+
+    # A change the stored state does not show yet is read, whatever came before.
+    standin.cancel_at_period_end(sub_id)
+    await deliver(acknowledging_client, standin, standin.events.of_type("customer.subscription.updated")[-1])
+    await context.pipeline.wait_idle()
+    assert subscription_reads(standin, sub_id) - before == 2
+    async with context.database.sessionmaker() as check:
+        stored = await check.scalar(select(Subscription).where(Subscription.store_subscription_id == sub_id))
+    assert stored is not None and stored.status == "canceled_at_period_end" and stored.will_renew is False

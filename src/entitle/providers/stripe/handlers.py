@@ -172,6 +172,8 @@ def webhook_event_types() -> list[str]:
     return sorted(HANDLERS)
 
 
+# Types whose payload can show that the stored state already reflects them (see Reconciler.reflects).
+REFLECTABLE = frozenset({"invoice.paid", "customer.subscription.updated"})
 # Types whose handler reads the customer's subscription list rather than one subscription.
 CUSTOMER_LEVEL = frozenset({"customer.deleted", "charge.refunded"})
 
@@ -195,9 +197,23 @@ async def settle(ctx: HandlerContext, events: Sequence[dict[str, Any]]) -> list[
     read: dict[str, str] = {}
     for customer_id in customers:
         read[customer_id] = await ctx.reconciler.customer(ctx.db, customer_id)
+    # A subscription is read unless every event asking for it is one the stored state already reflects
+    # (a renewal's second event, delivered after the read its first one caused).
+    needs_read = {
+        ask.subscription
+        for ask, event in zip(asks, events, strict=True)
+        if ask.subscription
+        and not (
+            str(event.get("type")) in REFLECTABLE
+            and await ctx.reconciler.reflects(ctx.db, ask.subscription, _object(event))
+        )
+    }
     for ask in asks:
         if ask.subscription and not customers and ask.subscription not in read:
-            read[ask.subscription] = await ctx.reconciler.subscription(ctx.db, ask.subscription)
+            if ask.subscription in needs_read:
+                read[ask.subscription] = await ctx.reconciler.subscription(ctx.db, ask.subscription)
+            else:
+                read[ask.subscription] = f"{ask.subscription}: already stored, not read again"
     settled_by_customer = "; ".join(read[c] for c in customers)
     return [
         ask.note

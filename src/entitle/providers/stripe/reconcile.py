@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.catalog import Catalog
 from entitle.core.models.accounts import Account
 from entitle.core.models.entitlements import Subscription
-from entitle.core.subscriptions import Store, SubscriptionSink, SubscriptionStatus
+from entitle.core.subscriptions import Store, SubscriptionSink, SubscriptionState, SubscriptionStatus
 from entitle.db.types import utcnow
 from entitle.errors import EntitleError
 from entitle.providers.stripe.client import StripeGateway
@@ -32,6 +32,22 @@ from entitle.providers.stripe.models import StripeCustomer
 log = logging.getLogger(__name__)
 
 _ENDED = frozenset({"canceled", "unpaid", "incomplete_expired"})
+_LIVE_AND_PAID = frozenset(
+    {SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.CANCELED_AT_PERIOD_END}
+)
+
+
+def _essentials(state: SubscriptionState) -> tuple[Any, ...]:
+    """What an event could change about a subscription, as the core sees it."""
+    return (
+        state.status,
+        state.product,
+        state.store_product_id,
+        state.current_period_end,
+        state.will_renew,
+        state.store_customer_id,
+        state.environment,
+    )
 
 
 @dataclass(frozen=True)
@@ -110,6 +126,37 @@ class Reconciler:
         for subscription_id in set(known.all()) - seen:
             outcomes.append(await self.subscription(db, subscription_id))
         return "; ".join(outcomes) or f"{customer_id}: no subscriptions"
+
+    async def reflects(self, db: AsyncSession, subscription_id: str, obj: dict[str, Any]) -> bool:
+        """Whether what is stored for `subscription_id` already says all that event object `obj` could
+        make it say, so a read would change nothing the event is about.
+
+        Safe whichever is newer: if the event is stale, its snapshot equal to the stored state changes
+        nothing; if it is newer and equal, there is nothing to change; any later change at Stripe sends an
+        event of its own, whose snapshot differs and is read. Only a renewal's two readers are judged: a
+        paid invoice that is the subscription's latest, and a live subscription's own snapshot.
+        """
+        stored = await self.sink.stored(db, Store.STRIPE, subscription_id)
+        if stored is None or stored.status not in _LIVE_AND_PAID:
+            return False
+        if obj.get("object") == "invoice":
+            latest = object_id(stored.raw.get("latest_invoice"))
+            return obj.get("status") == "paid" and latest == obj.get("id")
+        if obj.get("object") != "subscription" or obj.get("status") not in ("active", "trialing"):
+            return False
+        try:
+            seen = subscription_state(
+                obj,
+                account_id=stored.account_id,
+                catalog=self.catalog,
+                read_at=stored.vendor_updated_at,
+                grace_days=self.grace_days,
+            )
+        except (KeyError, TypeError, ValueError):
+            return False
+        return _essentials(seen) == _essentials(stored) and object_id(
+            obj.get("default_payment_method")
+        ) == object_id(stored.raw.get("default_payment_method"))
 
     async def account_for(
         self, db: AsyncSession, customer_id: str | None, obj: dict[str, Any] | None = None
