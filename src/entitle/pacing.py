@@ -172,10 +172,6 @@ class Pacer:
                 self._moved = asyncio.Event()
             slot.open = False
 
-    def is_busy(self, endpoint: str) -> bool:
-        """Whether requests to `endpoint` are queued waiting for their slot right now."""
-        return self._gate(endpoint).queue.locked() or self._overall.queue.locked()
-
     def back_off(self, endpoint: str, seconds: float, *, account_wide: bool = False) -> None:
         """The vendor answered 429: hold back `endpoint` (or every request) for `seconds`."""
         self.stats.rate_limited[endpoint] += 1

@@ -12,12 +12,11 @@ renewal's several events cost one read, and the reads stay under Stripe's rate l
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import stripe
@@ -27,7 +26,6 @@ from entitle import untrusted_json
 from entitle.core.catalog import Catalog
 from entitle.core.models.events import ProviderEvent
 from entitle.core.subscriptions import SubscriptionSink
-from entitle.db.types import utcnow
 from entitle.errors import EntitleError, ProviderUnavailable
 from entitle.providers.base import IncomingEvent
 from entitle.providers.stripe.client import LIST_SUBSCRIPTIONS, RETRIEVE_SUBSCRIPTION, StripeGateway
@@ -38,10 +36,6 @@ from entitle.providers.stripe.reconcile import Reconciler
 from entitle.settings import Settings
 
 PROVIDER = "stripe"
-# While reads wait their turn anyway, a customer whose events are still arriving lets quieter customers
-# go first: its read then settles the events still on their way too (Stripe sends a renewal's several
-# events within seconds). With no queue, nothing waits.
-SETTLE_WHILE_QUEUED = timedelta(milliseconds=250)
 # Stripe's own default: https://docs.stripe.com/webhooks#verify-events
 SIGNATURE_TOLERANCE_SECONDS = 300
 
@@ -149,13 +143,7 @@ class StripeProvider:
             yield False
             return
         endpoint = LIST_SUBSCRIPTIONS if types & CUSTOMER_LEVEL else RETRIEVE_SUBSCRIPTION
-        pacer = self.gateway.pacer
-        if pacer.is_busy(endpoint):
-            newest = max(event.received_at for event in events)
-            quiet_in = (newest + SETTLE_WHILE_QUEUED - utcnow()).total_seconds()
-            if quiet_in > 0:
-                await asyncio.sleep(quiet_in)
-        async with pacer.reserved(endpoint):
+        async with self.gateway.pacer.reserved(endpoint):
             yield True
 
     async def process_events(self, db: AsyncSession, events: Sequence[ProviderEvent]) -> list[str]:
