@@ -257,7 +257,7 @@ async def test_async_entry_point_verifies(verifier: AppStoreVerifier, signer: Ap
     assert verified.notification_type == "TEST" and verified.transaction is None
 
 
-# -- Apple's published test vectors (signed by shared/reference/appstore/certs/testCA.der) -------------
+# -- Apple's published test vectors (signed by their test CA, copied in with its license) -----------
 
 
 def _reference_verifier(bundle_id: str = "com.example") -> AppStoreVerifier:
