@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,8 +44,6 @@ class IncomingEvent:
     ordering_key: str | None
     # The vendor's own timestamp for the event; a batch is processed in this order.
     occurred_at: datetime | None
-    # What verification produced, handed to processing in this process so it is not verified twice.
-    verified: Any = None
 
 
 @runtime_checkable

@@ -32,6 +32,23 @@ def subscription_reads(standin: StripeStandin, sub_id: str) -> int:
     )
 
 
+async def settled_subscription(
+    http: httpx.AsyncClient,
+    context: AppContext,
+    db: AsyncSession,
+    provider: StripeProvider,
+    standin: StripeStandin,
+    email: str,
+) -> str:
+    """A paid subscription whose events are all delivered and processed; the stand-in's log is emptied."""
+    _, sub_id = await paid_checkout(db, provider, standin, email)
+    for event in standin.events.log:
+        await deliver(http, standin, event)
+    await context.pipeline.wait_idle()
+    standin.events.log.clear()
+    return sub_id
+
+
 async def test_a_renewals_events_arriving_while_the_read_waits_cost_one_read(
     acknowledging_client: httpx.AsyncClient,
     context: AppContext,
@@ -39,11 +56,9 @@ async def test_a_renewals_events_arriving_while_the_read_waits_cost_one_read(
     stripe_provider: StripeProvider,
     standin: StripeStandin,
 ) -> None:
-    _, sub_id = await paid_checkout(db, stripe_provider, standin, "renews@example.com")
-    for event in standin.events.log:
-        await deliver(acknowledging_client, standin, event)
-    await context.pipeline.wait_idle()
-    standin.events.log.clear()
+    sub_id = await settled_subscription(
+        acknowledging_client, context, db, stripe_provider, standin, "renews@example.com"
+    )
     # A read just went out (the billing page, say): the next one must wait about a second for its turn.
     await stripe_provider.gateway.retrieve_subscription(sub_id)
     before = subscription_reads(standin, sub_id)
@@ -83,11 +98,9 @@ async def test_an_event_the_stored_state_already_reflects_is_not_read_again(
     stripe_provider: StripeProvider,
     standin: StripeStandin,
 ) -> None:
-    _, sub_id = await paid_checkout(db, stripe_provider, standin, "halves@example.com")
-    for event in standin.events.log:
-        await deliver(acknowledging_client, standin, event)
-    await context.pipeline.wait_idle()
-    standin.events.log.clear()
+    sub_id = await settled_subscription(
+        acknowledging_client, context, db, stripe_provider, standin, "halves@example.com"
+    )
     standin.renew(sub_id)
     renewal = list(standin.events.log)
     paid = [e for e in renewal if e["type"] == "invoice.paid"]
