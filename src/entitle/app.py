@@ -22,6 +22,7 @@ from entitle.settings import Settings
 from entitle.web.errors import install_error_handlers
 from entitle.web.limits import BodyReadTimeout, BodySizeLimit
 from entitle.web.openapi import install_openapi
+from entitle.web.pages import install_pages
 from entitle.web.routes import all_routers
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def create_app(
         )
     for router in all_routers():
         app.include_router(router)
+    install_pages(app)
     install_openapi(app)
     return app
 

@@ -119,8 +119,17 @@ class Settings(BaseSettings):
     # writes mails to the log.
     smtp_url: SecretStr | None = None
     email_from: str = "entitle <no-reply@localhost>"
-    # Named in mails and their subjects.
-    app_name: str = "entitle"
+    # Named in mails and their subjects, and on the hosted pages.
+    app_name: str = Field(default="entitle", min_length=1, max_length=80)
+    # The hosted pages' accent (buttons, links): a hex color such as #4f46e5.
+    brand_color: str = Field(default="#4f46e5", pattern=r"^#(?:[0-9a-fA-F]{3}){1,2}$")
+    # A logo for the hosted pages and the dashboard (SVG, PNG or JPEG); without one, the app name's initial.
+    logo_path: Path | None = None
+    # Sign in with Apple and Google on the hosted pages: the web client ids (Apple's Services ID; Google's
+    # OAuth client id for the web). Each must also be in its ENTITLE_*_CLIENT_IDS list.
+    apple_signin_web_client_id: str | None = None
+    google_web_client_id: str | None = None
+    google_auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
     # Fernet key (urlsafe base64 of 32 bytes) that encrypts provider tokens at rest; generated beside the
     # access-token key in development.
     encryption_key: SecretStr | None = None

@@ -25,3 +25,25 @@ ISO_4217_CURRENCIES = frozenset(
 def is_currency(code: str) -> bool:
     """Whether `code` is a lowercase ISO 4217 code for money a store can charge in."""
     return code in ISO_4217_CURRENCIES
+
+
+# Currencies whose smallest unit is the unit itself (Stripe's list): 500 jpy is ¥500, not ¥5.00.
+ZERO_DECIMAL_CURRENCIES = frozenset(
+    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
+)
+_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "inr": "₹", "krw": "₩"}
+
+
+def display_amount(minor_units: int, currency: str) -> str:
+    """An amount as a person reads it: `$9.99`, `¥500`, `12.50 CHF`."""
+    code = currency.lower()
+    if code in ZERO_DECIMAL_CURRENCIES:
+        number = f"{minor_units:,}"
+    else:
+        sign = "-" if minor_units < 0 else ""
+        whole, cents = divmod(abs(minor_units), 100)
+        number = f"{sign}{whole:,}.{cents:02d}"
+    symbol = _SYMBOLS.get(code)
+    if symbol is None:
+        return f"{number} {code.upper()}"
+    return f"-{symbol}{number[1:]}" if number.startswith("-") else f"{symbol}{number}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import secrets
 import uuid
@@ -61,6 +62,11 @@ class SigningKey:
         path.touch(mode=0o600)
         path.write_bytes(pem)
         return cls(key)
+
+    def derived_secret(self, purpose: str) -> bytes:
+        """A symmetric key for `purpose`, the same in every process that shares this signing key."""
+        private = self.private_key.private_numbers().private_value.to_bytes(32, "big")
+        return hmac.new(private, purpose.encode(), hashlib.sha256).digest()
 
     @classmethod
     def generate(cls) -> SigningKey:
@@ -170,6 +176,8 @@ class TokenPair:
     refresh_token: str
     expires_in: int
     account_id: uuid.UUID
+    # The refresh-token family: the session the hosted pages' cookie names.
+    session_id: uuid.UUID
 
 
 async def start_session(
@@ -193,6 +201,7 @@ async def _pair(
         refresh_token=await _new_refresh_token(db, family_id, issuer, now),
         expires_in=int(issuer.access_ttl.total_seconds()),
         account_id=account_id,
+        session_id=family_id,
     )
 
 

@@ -11,12 +11,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from entitle.errors import EntitleError, RateLimited
+from entitle.web.pages.rendering import page_error
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,22 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
     return JSONResponse({"error": error}, status_code=status)
 
 
-async def _entitle_error(_request: Request, exc: Exception) -> JSONResponse:
+# The hosted pages and the dashboard: a person reads their errors, so they get a page, not JSON.
+PAGE_PREFIXES = ("/pricing", "/account", "/checkout", "/admin")
+
+
+def is_page(request: Request) -> bool:
+    path = request.url.path
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in PAGE_PREFIXES)
+
+
+async def _entitle_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, EntitleError)
-    response = JSONResponse(exc.to_body(), status_code=exc.status_code)
+    response: Response
+    if is_page(request):
+        response = page_error(request, exc.status_code, exc.message)
+    else:
+        response = JSONResponse(exc.to_body(), status_code=exc.status_code)
     if isinstance(exc, RateLimited):
         response.headers["Retry-After"] = str(exc.retry_after)
     return response
@@ -86,13 +100,17 @@ def allowed_methods(request: Request) -> str:
     return ", ".join(method for method in _METHODS if served(method))
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = _STATUS_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else "The request could not be served."
     if exc.status_code == 404:
         message = "There is nothing at this path."
-    response = error_response(exc.status_code, code, message)
+    response: Response
+    if is_page(request) and exc.status_code != 405:
+        response = page_error(request, exc.status_code, message)
+    else:
+        response = error_response(exc.status_code, code, message)
     # 408's Connection: close.
     response.headers.update(exc.headers or {})
     if exc.status_code == 405:

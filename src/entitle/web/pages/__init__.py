@@ -1,0 +1,15 @@
+"""The hosted pages (pricing, sign-in, the account) and the operators' dashboard: server-rendered."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+
+
+def install_pages(app: FastAPI) -> None:
+    from entitle.web.pages import assets, customer
+
+    routers: list[APIRouter] = [assets.router, customer.router]
+    for router in routers:
+        app.include_router(router)
+    app.mount("/assets/static", StaticFiles(packages=[("entitle", "web/static")]), name="static")

@@ -1,0 +1,479 @@
+"""The hosted pages a person pays and manages their account on.
+
+Every page works without JavaScript (forms post, the server redirects); the only script is on the
+checkout success page, which listens on the entitlements stream so the page changes the moment the
+purchase lands. Actions call the same services as the API, scoped to the signed-in account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from entitle.core.models.accounts import Account
+from entitle.core.subscriptions import Store
+from entitle.errors import EntitleError, InvalidRequest, RateLimited
+from entitle.providers.stripe.provider import stripe_provider
+from entitle.services import accounts, billing_stripe, credentials, streams, tokens
+from entitle.services.entitlements import read_entitlements
+from entitle.web.deps import SessionDep, client_ip
+from entitle.web.pages import plans
+from entitle.web.pages.forms import checked, local_path, read_form
+from entitle.web.pages.rendering import redirect, render
+from entitle.web.pages.visits import PageVisit, Visit, start_page_session
+from entitle.web.schemas import Credentials, EmailBody, LoginCredentials, ResetPasswordBody, TokenBody
+
+router = APIRouter(include_in_schema=False)
+
+# Sentences a redirect may ask a page to show (by key, so no one can put words on our pages).
+NOTICES = {
+    "signed_out": "You are signed out.",
+    "canceled": "Your subscription will not renew. You keep access until the end of the period.",
+    "resumed": "Your subscription will renew again.",
+    "plan_changed": "Your plan has changed.",
+    "password_reset": "Your password has been changed and you are signed in.",
+    "verification_sent": "We sent you a new link to confirm your address.",
+    "checkout_canceled": "Checkout was canceled; nothing was charged.",
+    "already_verified": "Your address is already confirmed.",
+}
+
+
+def _notice(request: Request) -> str | None:
+    return NOTICES.get(request.query_params.get("notice", ""))
+
+
+def _with_notice(path: str, notice: str) -> str:
+    return f"{path}{'&' if '?' in path else '?'}notice={notice}"
+
+
+def _sign_in_url(next_path: str, product: str | None = None) -> str:
+    query = {"next": next_path} | ({"product": product} if product else {})
+    return "/account/sign-in?" + urlencode(query)
+
+
+async def _answer(db: AsyncSession, account: Account | None) -> dict[str, Any]:
+    if account is None:
+        return {"entitlements": {}, "subscriptions": []}
+    return await read_entitlements(db, account.id)
+
+
+# --- pricing -----------------------------------------------------------------------------------------------
+@router.get("/pricing")
+async def pricing(request: Request, visit: Visit, db: SessionDep) -> Response:
+    return await _pricing_page(request, visit, db)
+
+
+async def _pricing_page(
+    request: Request, visit: Visit, db: AsyncSession, *, error: str | None = None, status: int = 200
+) -> Response:
+    catalog = visit.context.catalog
+    answer = await _answer(db, visit.account)
+    return render(
+        visit,
+        "pricing.html",
+        status=status,
+        notice=_notice(request),
+        error=error,
+        plans=plans.plans(catalog, plans.paying_products(answer)),
+        app_store_products=plans.paying_products(answer, Store.APP_STORE),
+        web_products=plans.paying_products(answer, Store.STRIPE),
+        chosen=request.query_params.get("product"),
+    )
+
+
+@router.post("/pricing/subscribe")
+async def subscribe(request: Request, visit: Visit, db: SessionDep) -> Response:
+    fields = await read_form(request, visit)
+    product = fields.get("product", "")
+    if visit.account is None:
+        return redirect(visit, _sign_in_url("/pricing", product))
+    try:
+        return await _to_checkout(visit, db, visit.account, product)
+    except EntitleError as exc:
+        return await _pricing_page(request, visit, db, error=exc.message, status=exc.status_code)
+
+
+async def _to_checkout(visit: PageVisit, db: AsyncSession, account: Account, product: str) -> Response:
+    """Straight to Stripe Checkout, which shows Apple Pay and Google Pay on capable phones.
+
+    The service refuses a second payment for a plan the person already has (App Store included)."""
+    if product not in visit.context.catalog.products:
+        raise InvalidRequest("Choose one of the plans on this page.", code="unknown_product")
+    public = visit.context.settings.public_url.rstrip("/")
+    session = await billing_stripe.start_checkout(
+        db,
+        stripe_provider(visit.context.providers),
+        account,
+        product,
+        success_url=f"{public}/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
+        cancel_url=f"{public}/pricing?notice=checkout_canceled",
+    )
+    return redirect(visit, session["url"])
+
+
+@router.get("/checkout/success")
+async def checkout_success(visit: Visit, db: SessionDep) -> Response:
+    if visit.account is None:
+        return redirect(visit, _sign_in_url("/account"))
+    answer = await _answer(db, visit.account)
+    cards = plans.subscription_cards(visit.context.catalog, answer)
+    landed = [card for card in cards if card.store is Store.STRIPE and card.entitles]
+    return render(visit, "checkout_success.html", landed=landed[0] if landed else None)
+
+
+@router.post("/account/stream-ticket")
+async def stream_ticket(request: Request, visit: Visit, db: SessionDep) -> Response:
+    """A ticket for the page's EventSource (which cannot send headers); the CSRF token rides in a header."""
+    visit.check_csrf(request.headers.get("x-csrf-token"))
+    if visit.account is None:
+        return JSONResponse(
+            {"error": {"code": "signed_out", "message": "Sign in again."}}, status_code=401
+        )
+    ticket = await streams.issue_ticket(db, visit.account.id, visit.session_id)
+    return JSONResponse({"ticket": ticket}, headers={"Cache-Control": "no-store"})
+
+
+# --- signing in --------------------------------------------------------------------------------------------
+@router.get("/account/sign-in")
+async def sign_in_page(request: Request, visit: Visit) -> Response:
+    next_path = local_path(request.query_params.get("next"), "/account")
+    if visit.account is not None:
+        return redirect(visit, next_path)
+    return _sign_in_form(request, visit, next_path=next_path)
+
+
+def _sign_in_form(
+    request: Request,
+    visit: PageVisit,
+    *,
+    next_path: str,
+    error: str | None = None,
+    form: str | None = None,
+    email: str = "",
+    status: int = 200,
+) -> Response:
+    settings = visit.context.settings
+    product = request.query_params.get("product") or ""
+    query = urlencode({"next": next_path} | ({"product": product} if product else {}))
+    return render(
+        visit,
+        "sign_in.html",
+        status=status,
+        notice=_notice(request),
+        error=error,
+        failed_form=form,
+        email=email,
+        next_path=next_path,
+        product=product if product in visit.context.catalog.products else "",
+        apple_url=f"/account/sign-in/apple?{query}" if settings.apple_signin_web_client_id else None,
+        google_url=f"/account/sign-in/google?{query}" if settings.google_web_client_id else None,
+    )
+
+
+async def _after_sign_in(
+    request: Request, visit: PageVisit, db: AsyncSession, account: Account, fields: dict[str, str]
+) -> Response:
+    await start_page_session(db, visit, account, request)
+    product = fields.get("product")
+    if product and product in visit.context.catalog.products:
+        # They chose a plan before signing in: carry on to pay for it, without another click.
+        try:
+            return await _to_checkout(visit, db, account, product)
+        except EntitleError as exc:
+            return redirect(visit, f"/pricing?{urlencode({'product': product})}#{quote(exc.code)}")
+    return redirect(visit, local_path(fields.get("next"), "/account"))
+
+
+async def _attempt(
+    request: Request,
+    visit: PageVisit,
+    db: AsyncSession,
+    form: str,
+    fields: dict[str, str],
+    action: Callable[[], Awaitable[Account]],
+) -> Response:
+    try:
+        account = await action()
+    except EntitleError as exc:
+        await db.rollback()
+        return _sign_in_form(
+            request,
+            visit,
+            next_path=local_path(fields.get("next"), "/account"),
+            error=exc.message,
+            form=form,
+            email=fields.get("email", "")[:320],
+            status=exc.status_code,
+        )
+    return await _after_sign_in(request, visit, db, account, fields)
+
+
+@router.post("/account/sign-in")
+async def sign_in(request: Request, visit: Visit, db: SessionDep) -> Response:
+    fields = await read_form(request, visit)
+
+    async def action() -> Account:
+        body = checked(LoginCredentials, fields)
+        await visit.context.rate_limiter.hit("login", ip=client_ip(request), address=body.email)
+        return await accounts.authenticate_password(db, email=body.email, password=body.password)
+
+    return await _attempt(request, visit, db, "sign_in", fields, action)
+
+
+@router.post("/account/sign-up")
+async def sign_up(request: Request, visit: Visit, db: SessionDep) -> Response:
+    fields = await read_form(request, visit)
+
+    async def action() -> Account:
+        body = checked(Credentials, fields)
+        limiter = visit.context.rate_limiter
+        await limiter.hit("register", ip=client_ip(request), address=body.email, mail=True)
+        return await accounts.register_with_password(db, email=body.email, password=body.password)
+
+    return await _attempt(request, visit, db, "sign_up", fields, action)
+
+
+@router.post("/account/sign-out")
+async def sign_out(request: Request, visit: Visit, db: SessionDep) -> Response:
+    await read_form(request, visit)
+    if visit.session_id is not None:
+        await tokens.revoke_family(db, visit.session_id, reason="logout")
+    visit.sign_out()
+    return redirect(visit, "/account/sign-in?notice=signed_out")
+
+
+@router.get("/account/forgot-password")
+async def forgot_page(visit: Visit) -> Response:
+    return render(visit, "forgot_password.html", sent=False, error=None)
+
+
+@router.post("/account/forgot-password")
+async def forgot(request: Request, visit: Visit, db: SessionDep) -> Response:
+    fields = await read_form(request, visit)
+    try:
+        body = checked(EmailBody, fields)
+        await visit.context.rate_limiter.hit("forgot", ip=client_ip(request), address=body.email, mail=True)
+        await credentials.request_password_reset(db, body.email)
+    except (InvalidRequest, RateLimited) as exc:
+        return render(visit, "forgot_password.html", status=exc.status_code, sent=False, error=exc.message)
+    # The same answer whether or not the address has an account.
+    return render(visit, "forgot_password.html", sent=True, error=None)
+
+
+@router.get("/account/reset-password")
+async def reset_page(request: Request, visit: Visit) -> Response:
+    token = request.query_params.get("token", "")[:200]
+    return render(visit, "reset_password.html", token=token, error=None)
+
+
+@router.post("/account/reset-password")
+async def reset(request: Request, visit: Visit, db: SessionDep) -> Response:
+    fields = await read_form(request, visit)
+    try:
+        body = checked(ResetPasswordBody, fields)
+        await visit.context.rate_limiter.hit("reset", ip=client_ip(request))
+        account = await credentials.reset_password(db, body.token, body.password)
+    except EntitleError as exc:
+        await db.rollback()
+        return render(
+            visit,
+            "reset_password.html",
+            status=exc.status_code,
+            token=fields.get("token", "")[:200],
+            error=exc.message,
+        )
+    await start_page_session(db, visit, account, request)
+    return redirect(visit, "/account?notice=password_reset")
+
+
+@router.get("/account/verify-email")
+async def verify_page(request: Request, visit: Visit) -> Response:
+    # A GET changes nothing: mail scanners open links before people do, and would use up the token.
+    token = request.query_params.get("token", "")[:200]
+    return render(visit, "verify_email.html", token=token, verified=False, error=None)
+
+
+@router.post("/account/verify-email")
+async def verify(request: Request, visit: Visit, db: SessionDep) -> Response:
+    fields = await read_form(request, visit)
+    try:
+        body = checked(TokenBody, fields)
+        await visit.context.rate_limiter.hit("verify", ip=client_ip(request))
+        await credentials.verify_email(db, body.token)
+    except EntitleError as exc:
+        return render(
+            visit, "verify_email.html", status=exc.status_code, token="", verified=False, error=exc.message
+        )
+    return render(visit, "verify_email.html", token="", verified=True, error=None)
+
+
+@router.post("/account/verify-email/resend")
+async def resend_verification(request: Request, visit: Visit, db: SessionDep) -> Response:
+    await read_form(request, visit)
+    if visit.account is None:
+        return redirect(visit, _sign_in_url("/account"))
+    try:
+        await visit.context.rate_limiter.hit(
+            "verification", ip=client_ip(request), address=visit.account.email, mail=True
+        )
+        sent = await credentials.resend_verification(db, visit.account)
+    except EntitleError as exc:
+        return await _account_page(request, visit, db, error=exc.message, status=exc.status_code)
+    return redirect(visit, "/account?notice=" + ("verification_sent" if sent else "already_verified"))
+
+
+# --- the account -------------------------------------------------------------------------------------------
+@router.get("/account")
+async def account_page(request: Request, visit: Visit, db: SessionDep) -> Response:
+    if visit.account is None:
+        return redirect(visit, _sign_in_url("/account"))
+    return await _account_page(request, visit, db)
+
+
+async def _account_page(
+    request: Request, visit: PageVisit, db: AsyncSession, *, error: str | None = None, status: int = 200
+) -> Response:
+    assert visit.account is not None
+    answer = await _answer(db, visit.account)
+    catalog = visit.context.catalog
+    cards = plans.subscription_cards(catalog, answer)
+    web = next((card for card in cards if card.store is Store.STRIPE), None)
+    other_plans = [
+        option
+        for plan in plans.plans(catalog, plans.paying_products(answer))
+        for option in plan.options
+        if web is not None and not option.current
+    ]
+    return render(
+        visit,
+        "account.html",
+        status=status,
+        notice=_notice(request),
+        error=error,
+        cards=cards,
+        gifts=plans.gifts(answer),
+        entitlements=catalog.entitlements,
+        switch_options=other_plans,
+        email_verified=await _email_verified(db, visit.account),
+    )
+
+
+async def _email_verified(db: AsyncSession, account: Account) -> bool:
+    identity = await credentials.password_identity(db, account.id)
+    return identity is None or identity.email_verified
+
+
+async def _stripe_action(
+    request: Request,
+    visit: PageVisit,
+    db: AsyncSession,
+    action: Callable[[Account], Awaitable[Response]],
+) -> Response:
+    await read_form(request, visit)
+    if visit.account is None:
+        return redirect(visit, _sign_in_url("/account"))
+    try:
+        return await action(visit.account)
+    except EntitleError as exc:
+        await db.rollback()
+        return await _account_page(request, visit, db, error=exc.message, status=exc.status_code)
+
+
+@router.post("/account/billing")
+async def manage_billing(request: Request, visit: Visit, db: SessionDep) -> Response:
+    async def action(account: Account) -> Response:
+        public = visit.context.settings.public_url.rstrip("/")
+        session = await billing_stripe.portal(
+            db, stripe_provider(visit.context.providers), account, f"{public}/account"
+        )
+        return redirect(visit, session["url"])
+
+    return await _stripe_action(request, visit, db, action)
+
+
+@router.post("/account/subscription/cancel")
+async def cancel(request: Request, visit: Visit, db: SessionDep) -> Response:
+    async def action(account: Account) -> Response:
+        stripe = stripe_provider(visit.context.providers)
+        await billing_stripe.set_cancel_at_period_end(db, stripe, account, cancel=True)
+        return redirect(visit, "/account?notice=canceled")
+
+    return await _stripe_action(request, visit, db, action)
+
+
+@router.post("/account/subscription/resume")
+async def resume(request: Request, visit: Visit, db: SessionDep) -> Response:
+    async def action(account: Account) -> Response:
+        stripe = stripe_provider(visit.context.providers)
+        await billing_stripe.set_cancel_at_period_end(db, stripe, account, cancel=False)
+        return redirect(visit, "/account?notice=resumed")
+
+    return await _stripe_action(request, visit, db, action)
+
+
+@router.get("/account/change-plan")
+async def change_plan_page(request: Request, visit: Visit, db: SessionDep) -> Response:
+    """The proration preview: what changing now charges or credits, before anything changes."""
+    if visit.account is None:
+        return redirect(visit, _sign_in_url("/account"))
+    product_key = request.query_params.get("product", "")
+    product = visit.context.catalog.products.get(product_key)
+    try:
+        if product is None:
+            raise InvalidRequest("Choose one of the plans on the account page.", code="unknown_product")
+        stripe = stripe_provider(visit.context.providers)
+        preview = await billing_stripe.preview_change(db, stripe, visit.account, product_key)
+    except EntitleError as exc:
+        return await _account_page(request, visit, db, error=exc.message, status=exc.status_code)
+    return render(visit, "change_plan.html", product=product, preview=preview)
+
+
+@router.post("/account/change-plan")
+async def change_plan(request: Request, visit: Visit, db: SessionDep) -> Response:
+    fields = await read_form(request, visit)
+    if visit.account is None:
+        return redirect(visit, _sign_in_url("/account"))
+    account = visit.account
+    try:
+        raw_date = fields.get("proration_date", "")
+        proration_date = int(raw_date) if raw_date.isdigit() and len(raw_date) < 12 else None
+        stripe = stripe_provider(visit.context.providers)
+        await billing_stripe.change_plan(db, stripe, account, fields.get("product", ""), proration_date)
+    except EntitleError as exc:
+        await db.rollback()
+        return await _account_page(request, visit, db, error=exc.message, status=exc.status_code)
+    return redirect(visit, "/account?notice=plan_changed")
+
+
+@router.get("/account/delete")
+async def delete_page(visit: Visit) -> Response:
+    if visit.account is None:
+        return redirect(visit, _sign_in_url("/account/delete"))
+    return render(visit, "delete_account.html", error=None, deleted=False)
+
+
+@router.post("/account/delete")
+async def delete(request: Request, visit: Visit, db: SessionDep) -> Response:
+    fields = await read_form(request, visit)
+    if visit.account is None:
+        return redirect(visit, _sign_in_url("/account/delete"))
+    if fields.get("confirm") != "delete":
+        return render(
+            visit,
+            "delete_account.html",
+            status=422,
+            error="Type “delete” to confirm.",
+            deleted=False,
+        )
+    try:
+        await accounts.delete_account(db, visit.account, hooks=visit.context.account_deletion_hooks)
+    except EntitleError as exc:
+        await db.rollback()
+        return render(visit, "delete_account.html", status=exc.status_code, error=exc.message, deleted=False)
+    visit.sign_out()
+    return render(visit, "delete_account.html", error=None, deleted=True)

@@ -1,0 +1,163 @@
+"""What the pricing and account pages show: the catalog as plans, and a person's subscriptions as cards.
+
+Pure functions over the catalog and the entitlements answer (the same body the apps read), so the pages
+can never show a plan the API would not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from entitle.core.catalog import Catalog, Interval, Product
+from entitle.core.currencies import display_amount
+from entitle.core.subscriptions import ENTITLING_STATUSES, Store, SubscriptionStatus
+from entitle.core.transitions import LIVE_STATUSES
+
+_PER = {Interval.DAY: "day", Interval.WEEK: "week", Interval.MONTH: "month", Interval.YEAR: "year"}
+_ORDER = {Interval.DAY: 0, Interval.WEEK: 1, Interval.MONTH: 2, Interval.YEAR: 3}
+_MONTHS_IN = {Interval.DAY: 12 / 365, Interval.WEEK: 12 / 52, Interval.MONTH: 1.0, Interval.YEAR: 12.0}
+STORE_NAMES = {Store.STRIPE: "the web (card)", Store.APP_STORE: "the App Store", Store.PROMOTIONAL: "a gift"}
+
+
+@dataclass
+class PlanOption:
+    """One way to pay for a plan: a product with a Stripe price."""
+
+    product: Product
+    price: str  # "$9.99"
+    per: str  # "month", "3 months"
+    trial_days: int | None
+    saving: str | None = None  # "Save 17%" against the shortest interval
+    current: bool = False
+
+
+@dataclass
+class Plan:
+    """Products that grant the same entitlements, shown side by side (monthly beside yearly)."""
+
+    title: str
+    description: str
+    options: list[PlanOption] = field(default_factory=list)
+    # Products of this plan with no web price (sold in the app only).
+    app_only: list[Product] = field(default_factory=list)
+
+
+def _per(product: Product) -> str:
+    assert product.stripe is not None
+    unit, count = _PER[product.stripe.interval], product.stripe.interval_count
+    return unit if count == 1 else f"{count} {unit}s"
+
+
+def _monthly(product: Product) -> float:
+    assert product.stripe is not None
+    return product.stripe.unit_amount / (_MONTHS_IN[product.stripe.interval] * product.stripe.interval_count)
+
+
+def plans(catalog: Catalog, current_products: set[str]) -> list[Plan]:
+    grouped: dict[tuple[str, ...], Plan] = {}
+    for product in catalog.products.values():
+        key = tuple(sorted(product.entitlements))
+        if key not in grouped:
+            described = [catalog.entitlements[e] for e in key if e in catalog.entitlements]
+            grouped[key] = Plan(
+                title=" + ".join(e.key.replace("_", " ").title() for e in described) or product.name,
+                description="; ".join(e.description for e in described if e.description),
+            )
+        plan = grouped[key]
+        if product.stripe is None:
+            plan.app_only.append(product)
+            continue
+        plan.options.append(
+            PlanOption(
+                product=product,
+                price=display_amount(product.stripe.unit_amount, product.stripe.currency),
+                per=_per(product),
+                trial_days=product.stripe.trial_days,
+                current=product.key in current_products,
+            )
+        )
+    for plan in grouped.values():
+        plan.options.sort(key=lambda o: (_ORDER[o.product.stripe.interval], o.product.stripe.interval_count))  # type: ignore[union-attr]
+        if len(plan.options) > 1:
+            base = plan.options[0]
+            for option in plan.options[1:]:
+                same_currency = option.product.stripe.currency == base.product.stripe.currency  # type: ignore[union-attr]
+                saved = 1 - _monthly(option.product) / _monthly(base.product)
+                if same_currency and saved >= 0.01:
+                    option.saving = f"Save {round(saved * 100)}%"
+    return list(grouped.values())
+
+
+@dataclass
+class SubscriptionCard:
+    """A subscription as the account page shows it."""
+
+    store: Store
+    id: str
+    product: str | None
+    product_name: str
+    status: SubscriptionStatus
+    entitles: bool
+    will_renew: bool
+    period_end: str | None
+    grace_period_ends_at: str | None
+    card: dict[str, str] | None
+    management_url: str | None
+
+    @property
+    def store_name(self) -> str:
+        return STORE_NAMES[self.store]
+
+    @property
+    def billing_issue(self) -> bool:
+        return self.status in (
+            SubscriptionStatus.PAST_DUE,
+            SubscriptionStatus.IN_GRACE_PERIOD,
+            SubscriptionStatus.IN_BILLING_RETRY,
+        )
+
+
+def subscription_cards(catalog: Catalog, answer: dict[str, Any]) -> list[SubscriptionCard]:
+    """The account's live subscriptions (ended ones are history, not a plan), newest first."""
+    cards = []
+    for sub in answer.get("subscriptions", []):
+        status = SubscriptionStatus(sub["status"])
+        if status not in LIVE_STATUSES:
+            continue
+        product = catalog.products.get(sub["product"] or "")
+        cards.append(
+            SubscriptionCard(
+                store=Store(sub["store"]),
+                id=sub["id"],
+                product=sub["product"],
+                product_name=product.name if product else (sub["product"] or "Unknown product"),
+                status=status,
+                entitles=status in ENTITLING_STATUSES,
+                will_renew=bool(sub["will_renew"]),
+                period_end=sub["current_period_end"],
+                grace_period_ends_at=sub["grace_period_ends_at"],
+                card=sub.get("payment_method"),
+                management_url=sub.get("management_url"),
+            )
+        )
+    return cards
+
+
+def gifts(answer: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Entitlements the account has through a promotional grant."""
+    return [
+        (key, value)
+        for key, value in answer.get("entitlements", {}).items()
+        if value["active"] and value["store"] == Store.PROMOTIONAL.value
+    ]
+
+
+def paying_products(answer: dict[str, Any], store: Store | None = None) -> set[str]:
+    return {
+        sub["product"]
+        for sub in answer.get("subscriptions", [])
+        if sub["product"]
+        and SubscriptionStatus(sub["status"]) in LIVE_STATUSES
+        and (store is None or sub["store"] == store.value)
+    }
