@@ -17,8 +17,12 @@ app = typer.Typer(
 )
 catalog_app = typer.Typer(help="The product catalog.", no_args_is_help=True)
 sync_app = typer.Typer(help="Reconcile subscriptions with a store.", no_args_is_help=True)
+admin_app = typer.Typer(
+    help="Operators: the accounts that may open the dashboard at /admin.", no_args_is_help=True
+)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(sync_app, name="sync")
+app.add_typer(admin_app, name="admin")
 
 
 def main() -> None:
@@ -26,6 +30,7 @@ def main() -> None:
 
 
 # Command modules register themselves on import (one line each).
+from entitle.cli import admin as admin_commands  # noqa: E402,F401  (issue 11)
 from entitle.cli import appstore as appstore_commands  # noqa: E402,F401  (issue 5)
 from entitle.cli import doctor, serve  # noqa: E402,F401
 from entitle.cli import grant as grant_commands  # noqa: E402,F401  (issue 3)

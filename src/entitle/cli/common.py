@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeVar
 
@@ -37,6 +38,14 @@ def load_settings() -> Settings:
             for error in exc.errors()
         )
         fail(f"the configuration is not valid: {problems}")
+
+
+def os_user() -> str:
+    """Who ran the command, for the records it writes (`cli:<user>`)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (some containers)
+        return "unknown"
 
 
 def load_context(settings: Settings, *, process_locally: bool = True) -> AppContext:

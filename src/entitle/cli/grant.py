@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
@@ -10,7 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import typer
 
 from entitle.cli import app
-from entitle.cli.common import fail, run_job
+from entitle.cli.common import fail, os_user, run_job
 from entitle.context import AppContext
 from entitle.db.types import utcnow
 from entitle.services import grants
@@ -65,7 +64,7 @@ async def _grant(
             entitlement=entitlement,
             expires_at=expires_at,
             reason=reason,
-            created_by=f"cli:{_user()}",
+            created_by=f"cli:{os_user()}",
         )
     typer.echo(
         f"granted {grant.entitlement} to {account.email or account.id} until "
@@ -81,13 +80,6 @@ async def _revoke(context: AppContext, grant_id: str) -> None:
     async with context.database.transaction() as db:
         grant = await grants.revoke_grant(db, parsed)
     typer.echo(f"revoked grant {grant.id} ({grant.entitlement} for account {grant.account_id})")
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name (some containers)
-        return "unknown"
 
 
 def _run(action: Callable[[AppContext], Awaitable[None]]) -> None:

@@ -59,8 +59,15 @@ _LAST_CREATED_AT = "entitle.last_event_created_at"
 
 
 async def record_event(
-    db: AsyncSession, account_id: uuid.UUID, type: str, data: dict[str, Any] | None = None
+    db: AsyncSession,
+    account_id: uuid.UUID,
+    type: str,
+    data: dict[str, Any] | None = None,
+    *,
+    announce: bool = True,
 ) -> AccountEvent:
+    """Append to the account's event log; `announce=False` keeps it out of outbound webhooks (the
+    dashboard's audit trail is the operators' business, not the app backend's)."""
     created_at = utcnow()
     last = db.info.get(_LAST_CREATED_AT)
     if isinstance(last, datetime) and created_at <= last:
@@ -69,7 +76,8 @@ async def record_event(
     event = AccountEvent(account_id=account_id, type=type, data=json_safe(data or {}), created_at=created_at)
     db.add(event)
     await db.flush()
-    await _announce(db, event)
+    if announce:
+        await _announce(db, event)
     return event
 
 

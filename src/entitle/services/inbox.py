@@ -33,7 +33,7 @@ from entitle.db.claims import claim_due
 from entitle.db.engine import Database
 from entitle.db.locks import advisory_key
 from entitle.db.types import utcnow
-from entitle.errors import ProviderUnavailable
+from entitle.errors import NotFound, ProviderUnavailable
 from entitle.providers.base import IncomingEvent
 from entitle.services.changes import ChangeBus
 
@@ -243,6 +243,21 @@ class Inbox:
         # A full claim means a backlog: the caller claims again as soon as it has room.
         self.backlog = len(rows) >= limit
         return list(dict.fromkeys(WorkItem.of(provider, key, row_id) for row_id, provider, key in rows))
+
+    async def make_due(self, row_id: uuid.UUID) -> ProviderEvent:
+        """An operator's "retry": a failed or parked event is due now (a processed one stays as it is).
+
+        Unless this process works on it at once, every worker is woken to claim it."""
+        async with self.database.transaction() as db:
+            event = await db.get(ProviderEvent, row_id, with_for_update=True)
+            if event is None:
+                raise NotFound("No provider event has this id.", code="provider_event_not_found")
+            if event.status in (InboxStatus.FAILED, InboxStatus.PARKED):
+                event.status = InboxStatus.PENDING
+                event.next_attempt_at = None
+                if self.bus is not None:
+                    await self.bus.inbox_stored(db)
+            return event
 
     async def unpark(self, provider: str, ordering_key: str) -> int:
         """Make the events parked for `ordering_key` due again now that what they waited for exists."""

@@ -25,6 +25,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from entitle import metrics
 from entitle.core.models.events import InboxStatus, ProviderEvent
 from entitle.db.engine import Database
@@ -95,6 +97,18 @@ class EventPipeline:
         self._running[item] = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def retry_now(self, row_id: uuid.UUID) -> str:
+        """Work on a failed or parked event again now (the dashboard's retry); returns its status after."""
+        event = await self.inbox.make_due(row_id)
+        if self.process_locally and event.status == InboxStatus.PENDING:
+            item = WorkItem.of(event.provider, event.ordering_key, event.id)
+            self.submit(item)
+            task = self._running.get(item)
+            if task is not None:
+                await asyncio.shield(task)
+        async with self.database.read_sessionmaker() as db:
+            return str(await db.scalar(select(ProviderEvent.status).where(ProviderEvent.id == row_id)))
 
     async def release_parked(self, provider: str, ordering_key: str) -> int:
         """Process the events parked for `ordering_key` (its purchase is now known)."""

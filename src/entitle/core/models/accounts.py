@@ -155,3 +155,16 @@ class AppleSigninToken(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Operator(Base):
+    """An account that may open the dashboard at /admin (made one with `entitle admin add EMAIL`)."""
+
+    __tablename__ = "operators"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Who made them one: `cli:<os user>` or the operator's account id.
+    added_by: Mapped[str | None] = mapped_column(String(200))

@@ -7,9 +7,9 @@ from fastapi.staticfiles import StaticFiles
 
 
 def install_pages(app: FastAPI) -> None:
-    from entitle.web.pages import assets, customer
+    from entitle.web.pages import admin, assets, customer
 
-    routers: list[APIRouter] = [assets.router, customer.router]
+    routers: list[APIRouter] = [assets.router, customer.router, admin.router]
     for router in routers:
         app.include_router(router)
     app.mount("/assets/static", StaticFiles(packages=[("entitle", "web/static")]), name="static")

@@ -1,0 +1,118 @@
+"""Everything support needs to see about one account, in one read (the dashboard's account view)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from entitle.core.models.accounts import Account, Identity
+from entitle.core.models.entitlements import PromotionalGrant, Subscription
+from entitle.core.models.events import AccountEvent
+from entitle.db.types import utcnow
+from entitle.models import AppStoreOwnershipChange, StripeCustomer
+from entitle.services.entitlements import compute_body
+from entitle.services.grants import is_in_force
+from entitle.services.lookups import require_account
+from entitle.services.operators import is_operator
+
+# The history shown under each subscription: its newest transitions.
+HISTORY_LIMIT = 500
+
+
+@dataclass
+class SubscriptionView:
+    row: Subscription
+    history: list[AccountEvent] = field(default_factory=list)
+    # Where the store's own dashboard shows it (Stripe); None for stores without one per subscription.
+    vendor_url: str | None = None
+
+
+@dataclass
+class Dossier:
+    account: Account
+    identities: list[Identity]
+    operator: bool
+    answer: dict[str, Any]
+    subscriptions: list[SubscriptionView]
+    grants: list[tuple[PromotionalGrant, bool]]  # (grant, in force now)
+    ownership_changes: list[AppStoreOwnershipChange]
+    stripe_customer_id: str | None
+    stripe_customer_url: str | None
+
+
+def stripe_dashboard(live: bool) -> str:
+    return "https://dashboard.stripe.com" + ("" if live else "/test")
+
+
+async def dossier(db: AsyncSession, account_id: uuid.UUID, *, stripe_live: bool) -> Dossier:
+    now = utcnow()
+    account = await require_account(db, account_id)
+    identities = list(
+        await db.scalars(
+            select(Identity).where(Identity.account_id == account_id).order_by(Identity.created_at)
+        )
+    )
+    answer, _ = await compute_body(db, account_id, now=now)
+    subscriptions = list(
+        await db.scalars(
+            select(Subscription)
+            .where(Subscription.account_id == account_id)
+            .order_by(Subscription.created_at.desc())
+        )
+    )
+    transitions = await db.scalars(
+        select(AccountEvent)
+        .where(AccountEvent.account_id == account_id, AccountEvent.type.startswith("subscription."))
+        .order_by(AccountEvent.created_at.desc())
+        .limit(HISTORY_LIMIT)
+    )
+    history: dict[str, list[AccountEvent]] = defaultdict(list)
+    for event in transitions:
+        history[str(event.data.get("subscription_id"))].append(event)
+    dashboard = stripe_dashboard(stripe_live)
+    views = [
+        SubscriptionView(
+            row=row,
+            history=history.get(row.store_subscription_id, []),
+            vendor_url=(
+                f"{dashboard}/subscriptions/{row.store_subscription_id}" if row.store == "stripe" else None
+            ),
+        )
+        for row in subscriptions
+    ]
+    grants = list(
+        await db.scalars(
+            select(PromotionalGrant)
+            .where(PromotionalGrant.account_id == account_id)
+            .order_by(PromotionalGrant.created_at.desc())
+        )
+    )
+    changes = list(
+        await db.scalars(
+            select(AppStoreOwnershipChange)
+            .where(
+                (AppStoreOwnershipChange.to_account_id == account_id)
+                | (AppStoreOwnershipChange.from_account_id == account_id)
+            )
+            .order_by(AppStoreOwnershipChange.created_at.desc())
+        )
+    )
+    customer_id = await db.scalar(
+        select(StripeCustomer.customer_id).where(StripeCustomer.account_id == account_id)
+    )
+    return Dossier(
+        account=account,
+        identities=identities,
+        operator=await is_operator(db, account_id),
+        answer=answer,
+        subscriptions=views,
+        grants=[(grant, is_in_force(grant, now)) for grant in grants],
+        ownership_changes=changes,
+        stripe_customer_id=customer_id,
+        stripe_customer_url=f"{dashboard}/customers/{customer_id}" if customer_id else None,
+    )

@@ -1,0 +1,326 @@
+"""The operators' dashboard: find a customer, see everything about them, fix what went wrong.
+
+Operators sign in on the hosted sign-in page like anyone; `entitle admin add EMAIL` is what lets them
+past /admin. Every action is written to the affected account's event log with the operator's name.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from entitle.core.models.accounts import Account
+from entitle.core.models.events import DeliveryStatus, InboxStatus, ProviderEvent, WebhookDelivery
+from entitle.db.types import utcnow
+from entitle.errors import EntitleError, Forbidden, InvalidRequest, NotFound
+from entitle.services import grants, lookups, operators, outbound
+from entitle.services.dossier import dossier
+from entitle.web.deps import SessionDep
+from entitle.web.pages.forms import read_form
+from entitle.web.pages.rendering import redirect, render
+from entitle.web.pages.visits import PageVisit, Visit
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+EVENTS_PER_PAGE = 50
+NOTICES = {
+    "granted": "The grant is in place; the customer's apps hear about it at once.",
+    "revoked": "The grant is revoked.",
+    "retried": "The event was tried again.",
+    "resent": "The delivery was sent again.",
+}
+
+
+async def _operator(visit: PageVisit, db: AsyncSession, request: Request) -> Account | Response:
+    """The signed-in operator, or the response that sends anyone else away."""
+    if visit.account is None:
+        return redirect(visit, "/account/sign-in?" + urlencode({"next": request.url.path}))
+    if not await operators.is_operator(db, visit.account.id):
+        raise Forbidden(
+            "This account is not an operator. Someone with access to the server can make it one with "
+            "`entitle admin add EMAIL`.",
+            code="not_an_operator",
+        )
+    return visit.account
+
+
+def _notice(request: Request) -> str | None:
+    return NOTICES.get(request.query_params.get("notice", ""))
+
+
+def _page(visit: PageVisit, request: Request, template: str, **values: Any) -> Response:
+    return render(visit, template, notice=_notice(request), **values)
+
+
+@router.get("")
+async def home(request: Request, visit: Visit, db: SessionDep) -> Response:
+    operator = await _operator(visit, db, request)
+    if isinstance(operator, Response):
+        return operator
+    failed_events = await db.scalar(
+        select(func.count()).where(ProviderEvent.status.in_((InboxStatus.FAILED, InboxStatus.PARKED)))
+    )
+    failed_deliveries = await db.scalar(
+        select(func.count()).where(WebhookDelivery.status == DeliveryStatus.FAILED)
+    )
+    return _page(
+        visit,
+        request,
+        "admin/home.html",
+        failed_events=failed_events or 0,
+        failed_deliveries=failed_deliveries or 0,
+    )
+
+
+# --- finding an account ------------------------------------------------------------------------------------
+def _criteria(query: str) -> dict[str, str]:
+    """What a support person pasted: an email, a Stripe customer, an App Store transaction, an external id."""
+    if "@" in query:
+        return {"email": query}
+    if query.startswith("cus_"):
+        return {"stripe_customer_id": query}
+    if query.isdigit():
+        return {"original_transaction_id": query}
+    return {"external_id": query}
+
+
+@router.get("/accounts")
+async def search(request: Request, visit: Visit, db: SessionDep) -> Response:
+    operator = await _operator(visit, db, request)
+    if isinstance(operator, Response):
+        return operator
+    query = request.query_params.get("q", "").strip()[:320]
+    if not query:
+        return redirect(visit, "/admin")
+    try:
+        account_id = uuid.UUID(query)
+    except ValueError:
+        found = await lookups.find_accounts(db, **_criteria(query))
+    else:
+        match = await db.get(Account, account_id)
+        found = [match] if match is not None else []
+    if len(found) == 1:
+        return redirect(visit, f"/admin/accounts/{found[0].id}")
+    return _page(visit, request, "admin/search.html", query=query, accounts=found)
+
+
+def _account_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError as exc:
+        raise NotFound("No account has this id.", code="account_not_found") from exc
+
+
+@router.get("/accounts/{account_id}")
+async def account(account_id: str, request: Request, visit: Visit, db: SessionDep) -> Response:
+    operator = await _operator(visit, db, request)
+    if isinstance(operator, Response):
+        return operator
+    return await _account_page(visit, request, db, _account_id(account_id))
+
+
+async def _account_page(
+    visit: PageVisit,
+    request: Request,
+    db: AsyncSession,
+    account_id: uuid.UUID,
+    *,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    raw_page = request.query_params.get("page", "1")
+    page = max(1, min(int(raw_page), 10_000)) if raw_page.isdigit() else 1
+    stripe_key = visit.context.settings.stripe_secret_key
+    live = stripe_key is not None and stripe_key.get_secret_value().startswith(("sk_live_", "rk_live_"))
+    found = await dossier(db, account_id, stripe_live=live)
+    log = await lookups.event_log(
+        db, account_id, limit=EVENTS_PER_PAGE, offset=(page - 1) * EVENTS_PER_PAGE, type=None
+    )
+    return render(
+        visit,
+        "admin/account.html",
+        status=status,
+        notice=_notice(request),
+        error=error,
+        d=found,
+        log=log,
+        page=page,
+        pages=max(1, -(-int(log["total"]) // EVENTS_PER_PAGE)),
+        entitlements=list(visit.context.catalog.entitlements),
+        today=utcnow().date(),
+    )
+
+
+async def _act(
+    request: Request,
+    visit: PageVisit,
+    db: AsyncSession,
+    account_id: str,
+    action: Callable[[Account, uuid.UUID, dict[str, str]], Awaitable[str]],
+) -> Response:
+    """Run an operator's form action on an account: the page again with the error, or back with a notice."""
+    fields = await read_form(request, visit)
+    operator = await _operator(visit, db, request)
+    if isinstance(operator, Response):
+        return operator
+    target = _account_id(account_id)
+    try:
+        notice = await action(operator, target, fields)
+    except EntitleError as exc:
+        await db.rollback()
+        return await _account_page(visit, request, db, target, error=exc.message, status=exc.status_code)
+    return redirect(visit, f"/admin/accounts/{target}?notice={notice}")
+
+
+def _grant_end(fields: dict[str, str]) -> datetime:
+    """The grant's end: a number of days from now, or through the end of a chosen day (UTC)."""
+    until = fields.get("until", "").strip()
+    if until:
+        try:
+            day = date.fromisoformat(until)
+        except ValueError as exc:
+            raise InvalidRequest("Give the last day as a date.", code="invalid_grant_dates") from exc
+        return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
+    days = fields.get("days", "").strip()
+    if not days.isdigit() or not 1 <= int(days) <= 3660:
+        raise InvalidRequest(
+            "Give a number of days between 1 and 3660, or a last day.", code="invalid_grant_dates"
+        )
+    return utcnow() + timedelta(days=int(days))
+
+
+@router.post("/accounts/{account_id}/grants")
+async def grant(account_id: str, request: Request, visit: Visit, db: SessionDep) -> Response:
+    async def action(operator: Account, target: uuid.UUID, fields: dict[str, str]) -> str:
+        reason = fields.get("reason", "").strip()[:500] or None
+        made = await grants.create_grant(
+            db,
+            account_id=target,
+            entitlement=fields.get("entitlement", ""),
+            expires_at=_grant_end(fields),
+            reason=reason,
+            created_by=f"operator:{operators.operator_label(operator)}",
+        )
+        await operators.record_action(
+            db,
+            target,
+            operator,
+            "grant.created",
+            {
+                "grant_id": str(made.id),
+                "entitlement": made.entitlement,
+                "expires_at": made.expires_at.isoformat(),
+                "reason": reason,
+            },
+        )
+        return "granted"
+
+    return await _act(request, visit, db, account_id, action)
+
+
+@router.post("/accounts/{account_id}/grants/{grant_id}/revoke")
+async def revoke(account_id: str, grant_id: str, request: Request, visit: Visit, db: SessionDep) -> Response:
+    async def action(operator: Account, target: uuid.UUID, fields: dict[str, str]) -> str:
+        try:
+            parsed = uuid.UUID(grant_id)
+        except ValueError as exc:
+            raise NotFound("No grant has this id.", code="grant_not_found") from exc
+        revoked = await grants.revoke_grant(db, parsed, account_id=target)
+        details = {"grant_id": str(revoked.id), "entitlement": revoked.entitlement}
+        await operators.record_action(db, target, operator, "grant.revoked", details)
+        return "revoked"
+
+    return await _act(request, visit, db, account_id, action)
+
+
+# --- what went wrong ---------------------------------------------------------------------------------------
+@router.get("/provider-events")
+async def provider_events(request: Request, visit: Visit, db: SessionDep) -> Response:
+    operator = await _operator(visit, db, request)
+    if isinstance(operator, Response):
+        return operator
+    rows = await db.scalars(
+        select(ProviderEvent)
+        .where(ProviderEvent.status.in_((InboxStatus.FAILED, InboxStatus.PARKED)))
+        .order_by(ProviderEvent.received_at.desc())
+        .limit(200)
+    )
+    return _page(visit, request, "admin/provider_events.html", events=list(rows))
+
+
+@router.post("/provider-events/{event_id}/retry")
+async def retry_event(event_id: str, request: Request, visit: Visit, db: SessionDep) -> Response:
+    await read_form(request, visit)
+    operator = await _operator(visit, db, request)
+    if isinstance(operator, Response):
+        return operator
+    try:
+        row_id = uuid.UUID(event_id)
+    except ValueError as exc:
+        raise NotFound("No provider event has this id.", code="provider_event_not_found") from exc
+    status = await visit.context.pipeline.retry_now(row_id)
+    event = await db.get(ProviderEvent, row_id)
+    if event is not None:
+        # On the account the event is about when the provider names one; else on the operator's own.
+        await operators.record_action(
+            db,
+            event.account_id or operator.id,
+            operator,
+            "provider_event.retried",
+            {
+                "provider_event_id": str(row_id),
+                "provider": event.provider,
+                "type": event.type,
+                "status": status,
+            },
+        )
+    return redirect(visit, "/admin/provider-events?notice=retried")
+
+
+@router.get("/deliveries")
+async def deliveries(request: Request, visit: Visit, db: SessionDep) -> Response:
+    operator = await _operator(visit, db, request)
+    if isinstance(operator, Response):
+        return operator
+    rows = await db.scalars(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.status == DeliveryStatus.FAILED)
+        .order_by(WebhookDelivery.created_at.desc())
+        .limit(200)
+    )
+    return _page(visit, request, "admin/deliveries.html", deliveries=list(rows))
+
+
+@router.post("/deliveries/{delivery_id}/retry")
+async def retry_delivery(delivery_id: str, request: Request, visit: Visit, db: SessionDep) -> Response:
+    await read_form(request, visit)
+    operator = await _operator(visit, db, request)
+    if isinstance(operator, Response):
+        return operator
+    try:
+        parsed = uuid.UUID(delivery_id)
+    except ValueError as exc:
+        raise NotFound("No delivery has this id.", code="delivery_not_found") from exc
+    found = await db.get(WebhookDelivery, parsed)
+    if found is None:
+        raise NotFound("No delivery has this id.", code="delivery_not_found")
+    context = visit.context
+    sent = await outbound.retry_now(
+        context.database, context.http, found.endpoint_id, parsed, development=context.settings.is_development
+    )
+    if sent.account_id is not None:
+        await operators.record_action(
+            db,
+            sent.account_id,
+            operator,
+            "delivery.retried",
+            {"delivery_id": str(parsed), "event_type": sent.event_type, "status": str(sent.status)},
+        )
+    return redirect(visit, "/admin/deliveries?notice=resent")
