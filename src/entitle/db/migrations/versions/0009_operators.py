@@ -1,7 +1,7 @@
 """operators: accounts that may open the dashboard (issue 11)
 
-Revision ID: 0008_operators
-Revises: 0007_webhooks
+Revision ID: 0009_operators
+Revises: 0008_reports
 Create Date: 2026-12-01
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import entitle.db.types
 
-revision: str = "0008_operators"
-down_revision: str | None = "0007_webhooks"
+revision: str = "0009_operators"
+down_revision: str | None = "0008_reports"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
