@@ -60,6 +60,24 @@ def app_store_subscription(account_id: uuid.UUID, **overrides: Any) -> Subscript
     return SubscriptionState(**(values | overrides))
 
 
+def stripe_subscription(account_id: uuid.UUID, **overrides: Any) -> SubscriptionState:
+    """An active, renewing Stripe subscription to `pro_monthly`, as the provider would report it."""
+    values: dict[str, Any] = {
+        "store": Store.STRIPE,
+        "store_subscription_id": "sub_1",
+        "account_id": account_id,
+        "product": "pro_monthly",
+        "store_product_id": "price_pro_monthly",
+        "status": SubscriptionStatus.ACTIVE,
+        "current_period_end": utcnow() + timedelta(days=30),
+        "will_renew": True,
+        "environment": Environment.SANDBOX,
+        "vendor_updated_at": utcnow(),
+        "store_customer_id": "cus_1",
+    }
+    return SubscriptionState(**(values | overrides))
+
+
 async def eventually(
     check: Any, *, timeout: float = 10.0, interval: float = 0.02, message: str = "never converged"
 ) -> Any:

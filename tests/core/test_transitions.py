@@ -108,3 +108,11 @@ def test_subscription_events_carry_store_product_id_and_expiry() -> None:
     assert started.data["product"] == "pro_monthly"
     assert started.data["subscription_id"] == ACTIVE.store_subscription_id
     assert started.data["expires_at"] == ACTIVE.current_period_end.isoformat().replace("+00:00", "Z")
+
+
+def test_a_renewal_names_the_status_it_renewed_from_so_trial_conversions_can_be_counted() -> None:
+    trialing = replace(ACTIVE, status=SubscriptionStatus.TRIALING)
+    [converted] = transitions(trialing, later(ACTIVE, current_period_end=NOW + timedelta(days=60)))
+    assert (converted.type, converted.data["previous_status"]) == ("subscription.renewed", "trialing")
+    [renewed] = transitions(ACTIVE, later(ACTIVE, current_period_end=NOW + timedelta(days=60)))
+    assert renewed.data["previous_status"] == "active"

@@ -41,7 +41,7 @@ CHECKS = [
 ]
 EXAMPLES = 8
 # Server-key routes; everything else gets a person's access token.
-ADMIN_PREFIXES = ("/v1/accounts", "/v1/webhook-endpoints", "/v1/events", "/metrics")
+ADMIN_PREFIXES = ("/v1/accounts", "/v1/webhook-endpoints", "/v1/events", "/v1/reports", "/metrics")
 # Deleting the account would leave every later request with a dead token; deletion has its own tests.
 SKIPPED = {("DELETE", "/v1/me")}
 

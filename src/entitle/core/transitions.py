@@ -13,7 +13,8 @@ The rules, in the order events are emitted:
 - `subscription.started`: first seen entitling, or entitling again after it had ended or never paid.
 - `subscription.plan_changed`: the catalog product changed while it stayed live.
 - `subscription.renewed`: the paid period moved forward on the same product (a renewal, a trial
-  converting, or a failed renewal recovering).
+  converting, or a failed renewal recovering); `previous_status` tells which (`trialing` for a trial
+  that converted, which reports count).
 - `subscription.will_not_renew` / `subscription.will_renew`: auto-renewal switched off or back on
   while the subscription is live.
 - `subscription.billing_issue`: a renewal payment failed (grace period, billing retry, past due).
@@ -104,7 +105,7 @@ def transitions(previous: SubscriptionState | None, current: SubscriptionState) 
         ):
             # Stripe moves the period when it bills, before the payment succeeds: a recovery from a
             # failed payment is the renewal, even when the period end does not move again.
-            emit(SUBSCRIPTION_RENEWED)
+            emit(SUBSCRIPTION_RENEWED, previous_status=previous.status.value)
         if previous.will_renew and not current.will_renew:
             emit(SUBSCRIPTION_WILL_NOT_RENEW)
         elif current.will_renew and not previous.will_renew:

@@ -5,7 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from entitle.web.routes import accounts as support_routes
-from entitle.web.routes import auth, entitlements, events, health, me, streams, webhook_endpoints, webhooks
+from entitle.web.routes import (
+    auth,
+    entitlements,
+    events,
+    health,
+    me,
+    reports,
+    streams,
+    webhook_endpoints,
+    webhooks,
+)
 from entitle.web.routes import billing_appstore as appstore_billing_routes
 from entitle.web.routes import billing_stripe as stripe_billing_routes
 from entitle.web.routes import identity as identity_routes
@@ -20,6 +30,7 @@ def all_routers() -> list[APIRouter]:
         webhooks.router,
         support_routes.router,
         events.router,
+        reports.router,
         entitlements.router,
         streams.router,
         identity_routes.router,

@@ -1,0 +1,107 @@
+"""The operator's summary with the server key: actives, MRR, and what changed day by day."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from entitle.errors import EntitleError
+from entitle.services import reports
+from entitle.web.deps import AdminDep, ContextDep, SessionDep
+
+router = APIRouter(prefix="/v1/reports", tags=["reports"])
+
+_ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class Counts(BaseModel):
+    new: int = Field(description="Subscriptions started (`subscription.started`), trials included.")
+    churned: int = Field(description="Subscriptions that ended: expired or refunded.")
+    trials_started: int = Field(description="Subscriptions that started in a trial.")
+    trials_converted: int = Field(description="Trials whose first paid period began.")
+    refunds: int = Field(description="Subscriptions a store took back (`subscription.refunded`).")
+
+
+class Day(BaseModel):
+    date: date
+    new: int
+    churned: int
+    trials_started: int
+    trials_converted: int
+    refunds: int
+
+
+class Active(BaseModel):
+    total: int = Field(description="Store subscriptions that grant access now, trials included.")
+    trialing: int
+    by_store: dict[str, int] = Field(description="`stripe`, `app_store`: active subscriptions.")
+    by_product: dict[str, dict[str, int]] = Field(
+        description=f"Per store, per catalog product; `{reports.NOT_IN_CATALOG}` for products not in it."
+    )
+    promotional: dict[str, int] = Field(description="Promotional grants in force, per entitlement.")
+
+
+class Summary(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: date = Field(alias="from")
+    to: date
+    as_of: datetime = Field(description="When `active` and `mrr` were read: they are now, not as of `to`.")
+    active: Active
+    mrr: dict[str, int] = Field(description="Monthly recurring revenue per currency, in minor units (cents).")
+    mrr_unpriced: dict[str, int] = Field(
+        description="Paying subscriptions per store that the catalog has no price for (every App Store one)."
+    )
+    totals: Counts
+    refunded: dict[str, int] = Field(description="Refunded on Stripe charges per currency, in minor units.")
+    daily: list[Day] = Field(description="Every day of the range, oldest first, zeros included.")
+
+
+def _day(value: str | None, name: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        if not _ISO_DAY.match(value):
+            raise ValueError(value)
+        return date.fromisoformat(value)
+    except ValueError:
+        raise EntitleError(f"`{name}` must be a date written YYYY-MM-DD.", code="invalid_date") from None
+
+
+def report_range(start_text: str | None, end_text: str | None, today: date) -> tuple[date, date]:
+    """The asked range, or the last 30 days; refused when backwards or longer than a year."""
+    start, end = _day(start_text, "from"), _day(end_text, "to")
+    default_start, default_end = reports.default_range(end or today)
+    start, end = start or default_start, end or default_end
+    if start > end:
+        raise EntitleError("`from` must not be after `to`.", code="invalid_date_range")
+    if (end - start).days + 1 > reports.MAX_RANGE_DAYS:
+        raise EntitleError(
+            f"A report covers at most {reports.MAX_RANGE_DAYS} days; ask for a shorter range.",
+            code="date_range_too_long",
+        )
+    return start, end
+
+
+# Plain text, parsed here: a malformed date is a 400 with its own code, not a generic 422.
+From = Annotated[
+    str | None, Query(alias="from", description="First UTC day, YYYY-MM-DD (default: 29 days before `to`).")
+]
+To = Annotated[str | None, Query(alias="to", description="Last UTC day, YYYY-MM-DD (default: today, UTC).")]
+
+
+@router.get("/summary", response_model=Summary)
+async def report_summary(
+    _admin: AdminDep,
+    db: SessionDep,
+    context: ContextDep,
+    start: From = None,
+    end: To = None,
+) -> dict[str, Any]:
+    """Actives by store and product and MRR now; new, churned, trials and refunds per day (at most 366)."""
+    first, last = report_range(start, end, datetime.now(UTC).date())
+    return await reports.summary(db, context.catalog, first, last)
