@@ -18,6 +18,7 @@ accounts:
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
@@ -34,6 +35,7 @@ from entitle.core.models.entitlements import PromotionalGrant, Subscription
 from entitle.core.models.events import AccountEvent
 from entitle.core.subscriptions import ENTITLING_STATUSES, Store, SubscriptionStatus
 from entitle.db.types import utcnow
+from entitle.errors import EntitleError
 from entitle.providers.stripe.handlers import REFUNDED as STRIPE_CHARGE_REFUNDED
 
 # The longest range one summary covers: a year, leap day included.
@@ -242,3 +244,32 @@ def _each_day(start: date, end: date) -> list[date]:
 def default_range(today: date) -> tuple[date, date]:
     """The last DEFAULT_RANGE_DAYS days, today included."""
     return today - timedelta(days=DEFAULT_RANGE_DAYS - 1), today
+
+
+_ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _day(value: str | None, name: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        if not _ISO_DAY.match(value):
+            raise ValueError(value)
+        return date.fromisoformat(value)
+    except ValueError:
+        raise EntitleError(f"`{name}` must be a date written YYYY-MM-DD.", code="invalid_date") from None
+
+
+def report_range(start_text: str | None, end_text: str | None, today: date) -> tuple[date, date]:
+    """The asked range, or the last 30 days; refused when backwards or longer than a year."""
+    start, end = _day(start_text, "from"), _day(end_text, "to")
+    default_start, default_end = default_range(end or today)
+    start, end = start or default_start, end or default_end
+    if start > end:
+        raise EntitleError("`from` must not be after `to`.", code="invalid_date_range")
+    if (end - start).days + 1 > MAX_RANGE_DAYS:
+        raise EntitleError(
+            f"A report covers at most {MAX_RANGE_DAYS} days; ask for a shorter range.",
+            code="date_range_too_long",
+        )
+    return start, end

@@ -2,10 +2,11 @@
 
 Decisions: a chart is an `<svg role="img">` named by its own `<title>` and `<desc>` (what a screen reader
 says), each bar carries a `<title>` with its exact value, and every text that came from data is escaped.
-Size comes from the `viewBox` alone, so the chart fills its container's width at any screen size; colors
-come from CSS custom properties (`--chart-bar`, `--chart-series-1` ... `--chart-series-6`, `--chart-grid`)
-with `currentColor` or a fixed palette behind them, so a page themes charts without touching this code.
-No script, no external assets.
+Size comes from the `viewBox` alone, so the chart fills its container's width at any screen size. Colors
+are presentation attributes (`currentColor`, a fixed palette) with a class on each shape (`bar`,
+`series-1` ... `series-6`, `grid`), so a stylesheet can theme charts without touching this code. No
+script, no external assets, and no `style` attribute: the pages' Content-Security-Policy forbids inline
+styles.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ _LEFT, _RIGHT, _TOP, _BOTTOM = 48, 12, 32, 36
 # Behind each series' custom property: distinguishable, and readable on light and dark backgrounds.
 _PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1")
 _TEXT = 'fill="currentColor" font-family="system-ui, sans-serif" font-size="12"'
-_GRID = 'style="stroke: var(--chart-grid, currentColor); stroke-opacity: 0.2"'
+_GRID = 'class="grid" stroke="currentColor" stroke-opacity="0.2"'
 
 
 def esc(value: object) -> str:
@@ -53,7 +54,7 @@ def _open(chart_id: str, title: str, description: str, height: int) -> list[str]
     return [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" role="img" '
         f'aria-labelledby="{chart_id}-title {chart_id}-desc" preserveAspectRatio="xMidYMid meet" '
-        f'class="chart" style="width: 100%; height: auto">',
+        f'class="chart">',
         f'<title id="{chart_id}-title">{esc(title)}</title>',
         f'<desc id="{chart_id}-desc">{esc(description)}</desc>',
         f'<text x="{_LEFT}" y="18" {_TEXT} font-weight="600">{esc(title)}</text>',
@@ -99,7 +100,7 @@ def daily_bars(
         x = _LEFT + slot * index + (slot - bar_width) / 2
         parts.append(
             f'<rect class="bar" x="{x:.2f}" y="{baseline - height:.2f}" width="{bar_width:.2f}" '
-            f'height="{height:.2f}" style="fill: var(--chart-bar, currentColor)">'
+            f'height="{height:.2f}" fill="currentColor">'
             f"<title>{esc(day.isoformat())}: {value}{esc(label)}</title></rect>"
         )
     for index in sorted({0, len(series) // 2, len(series) - 1} if series else set()):
@@ -154,8 +155,8 @@ def stacked_bars(
                 continue
             width = plot_width * value / top
             parts.append(
-                f'<rect class="segment" x="{x:.2f}" y="{y}" width="{width:.2f}" height="{row}" '
-                f'style="fill: {colors[part]}">'
+                f'<rect class="segment {colors[part][0]}" x="{x:.2f}" y="{y}" width="{width:.2f}" '
+                f'height="{row}" fill="{colors[part][1]}">'
                 f"<title>{esc(group)}, {esc(part)}: {value}{esc(label)}</title></rect>"
             )
             x += width
@@ -165,7 +166,8 @@ def stacked_bars(
         x = plot_left + (index % 3) * (plot_width / 3)
         y = legend_top + (index // 3) * 20
         parts.append(
-            f'<rect class="swatch" x="{x:.2f}" y="{y}" width="12" height="12" style="fill: {colors[part]}"/>'
+            f'<rect class="swatch {colors[part][0]}" x="{x:.2f}" y="{y}" width="12" height="12" '
+            f'fill="{colors[part][1]}"/>'
         )
         parts.append(f'<text x="{x + 18:.2f}" y="{y + 11}" {_TEXT}>{esc(part)}</text>')
     parts.append("</svg>")
@@ -177,6 +179,7 @@ def _group_summary(group: str, members: Mapping[str, int], total: int, label: st
     return f"{group}: {total}{label}" + (f" ({', '.join(shown)})" if shown else "")
 
 
-def _series_color(index: int) -> str:
+def _series_color(index: int) -> tuple[str, str]:
+    """The class and fill of series `index` (the class lets a stylesheet recolor it)."""
     slot = index % len(_PALETTE)
-    return f"var(--chart-series-{slot + 1}, {_PALETTE[slot]})"
+    return f"series-{slot + 1}", _PALETTE[slot]

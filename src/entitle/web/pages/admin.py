@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
+from markupsafe import Markup
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,8 +21,9 @@ from entitle.core.models.accounts import Account
 from entitle.core.models.events import DeliveryStatus, InboxStatus, ProviderEvent, WebhookDelivery
 from entitle.db.types import utcnow
 from entitle.errors import EntitleError, Forbidden, InvalidRequest, NotFound
-from entitle.services import grants, lookups, operators, outbound
+from entitle.services import grants, lookups, operators, outbound, reports
 from entitle.services.dossier import dossier
+from entitle.web import charts
 from entitle.web.deps import SessionDep
 from entitle.web.pages.forms import read_form
 from entitle.web.pages.rendering import redirect, render
@@ -238,6 +240,55 @@ async def revoke(account_id: str, grant_id: str, request: Request, visit: Visit,
         return "revoked"
 
     return await _act(request, visit, db, account_id, action)
+
+
+# --- how the business is doing -----------------------------------------------------------------------------
+DAILY_SERIES = (
+    ("new", "New subscriptions"),
+    ("churned", "Churned"),
+    ("trials_started", "Trials started"),
+    ("trials_converted", "Trials converted"),
+    ("refunds", "Refunds"),
+)
+
+
+@router.get("/reports")
+async def reports_page(request: Request, visit: Visit, db: SessionDep) -> Response:
+    """The same figures as `GET /v1/reports/summary`, as charts with the numbers beside them."""
+    operator = await _operator(visit, db, request)
+    if isinstance(operator, Response):
+        return operator
+    query = request.query_params
+    try:
+        start, end = reports.report_range(query.get("from") or None, query.get("to") or None, utcnow().date())
+    except EntitleError as exc:
+        start, end = reports.default_range(utcnow().date())
+        error: str | None = exc.message
+    else:
+        error = None
+    summary = await reports.summary(db, visit.context.catalog, start, end)
+    series = {
+        key: [(date.fromisoformat(str(day["date"])), day[key]) for day in summary["daily"]]
+        for key, _ in DAILY_SERIES
+    }
+    return render(
+        visit,
+        "admin/reports.html",
+        status=400 if error else 200,
+        error=error,
+        summary=summary,
+        start=start,
+        end=end,
+        actives_chart=Markup(
+            charts.stacked_bars(
+                summary["active"]["by_product"], title="Active subscriptions by store and product"
+            )
+        ),
+        daily=[
+            (key, label, Markup(charts.daily_bars(series[key], title=label, chart_id=f"chart-{key}")))
+            for key, label in DAILY_SERIES
+        ],
+    )
 
 
 # --- what went wrong ---------------------------------------------------------------------------------------

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from entitle.errors import EntitleError
 from entitle.services import reports
 from entitle.web.deps import AdminDep, ContextDep, SessionDep
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
-
-_ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class Counts(BaseModel):
@@ -61,32 +57,6 @@ class Summary(BaseModel):
     daily: list[Day] = Field(description="Every day of the range, oldest first, zeros included.")
 
 
-def _day(value: str | None, name: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        if not _ISO_DAY.match(value):
-            raise ValueError(value)
-        return date.fromisoformat(value)
-    except ValueError:
-        raise EntitleError(f"`{name}` must be a date written YYYY-MM-DD.", code="invalid_date") from None
-
-
-def report_range(start_text: str | None, end_text: str | None, today: date) -> tuple[date, date]:
-    """The asked range, or the last 30 days; refused when backwards or longer than a year."""
-    start, end = _day(start_text, "from"), _day(end_text, "to")
-    default_start, default_end = reports.default_range(end or today)
-    start, end = start or default_start, end or default_end
-    if start > end:
-        raise EntitleError("`from` must not be after `to`.", code="invalid_date_range")
-    if (end - start).days + 1 > reports.MAX_RANGE_DAYS:
-        raise EntitleError(
-            f"A report covers at most {reports.MAX_RANGE_DAYS} days; ask for a shorter range.",
-            code="date_range_too_long",
-        )
-    return start, end
-
-
 # Plain text, parsed here: a malformed date is a 400 with its own code, not a generic 422.
 From = Annotated[
     str | None, Query(alias="from", description="First UTC day, YYYY-MM-DD (default: 29 days before `to`).")
@@ -103,5 +73,5 @@ async def report_summary(
     end: To = None,
 ) -> dict[str, Any]:
     """Actives by store and product and MRR now; new, churned, trials and refunds per day (at most 366)."""
-    first, last = report_range(start, end, datetime.now(UTC).date())
+    first, last = reports.report_range(start, end, datetime.now(UTC).date())
     return await reports.summary(db, context.catalog, first, last)
