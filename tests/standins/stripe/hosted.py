@@ -81,7 +81,8 @@ def _page(
             state.objects[session["customer"]].get("email") if session["customer"] else None
         )
         cancel_url = session["cancel_url"]
-    due = f"{trial} days free, then {price_text}" if trial else price_text
+    today = amount(0 if trial else price["unit_amount"], price["currency"])
+    due = f"{trial} days free, then {price_text}. Due today: {today}" if trial else f"Due today: {today}"
     back = f'<a class="back" href="{escape(cancel_url)}">&larr; Back</a>' if cancel_url else ""
     email_row = f'<p class="email">Paying as <strong>{escape(email)}</strong></p>' if email else ""
     alert = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
