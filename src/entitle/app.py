@@ -19,6 +19,7 @@ from entitle.services.entitlements import refresh_due_entitlements
 from entitle.services.outbound import deliver_due
 from entitle.services.streams import forget_old_tickets
 from entitle.settings import Settings
+from entitle.web.docs import install_docs
 from entitle.web.errors import install_error_handlers
 from entitle.web.limits import BodyReadTimeout, BodySizeLimit
 from entitle.web.openapi import install_openapi
@@ -55,6 +56,9 @@ def create_app(
         version=__version__,
         summary="One account and one subscription across the web (Stripe) and iPhone (App Store).",
         lifespan=lifespan,
+        # /docs is served by `install_docs` from local assets; FastAPI's own pages load from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.context = context
     install_error_handlers(app)
@@ -74,6 +78,7 @@ def create_app(
         app.include_router(router)
     install_pages(app)
     install_openapi(app)
+    install_docs(app)
     return app
 
 

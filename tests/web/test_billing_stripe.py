@@ -47,7 +47,7 @@ async def test_checkout_pays_and_entitles(client: httpx.AsyncClient, standin: St
     response = await client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["url"].startswith("https://checkout.stripe.com/") and body["id"].startswith("cs_test_")
+    assert body["url"] == f"{standin.base_url}/c/pay/{body['id']}" and body["id"].startswith("cs_test_")
     session = standin.state.get(body["id"], "checkout.session")
     assert (
         session["success_url"].startswith("http://testserver/") and session["allow_promotion_codes"] is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -161,6 +162,57 @@ def test_events_are_signed_exactly_like_stripe(standin: StripeStandin, http: htt
         stripe.Webhook.construct_event(old_body, old_headers["Stripe-Signature"], standin.webhook_secret)
 
 
+def _open_session(http: httpx.Client, **extra: str) -> dict[str, Any]:
+    product = http.post("/v1/products", data={"name": "Pro, monthly"}).json()
+    price = http.post(
+        "/v1/prices",
+        data={
+            "product": product["id"],
+            "unit_amount": "999",
+            "currency": "usd",
+            "recurring[interval]": "month",
+        },
+    ).json()
+    data = {
+        "mode": "subscription",
+        "customer_email": "page@example.com",
+        "line_items[0][price]": price["id"],
+        "success_url": "http://app.test/billing/success?session_id={CHECKOUT_SESSION_ID}",
+        "cancel_url": "http://app.test/billing/canceled",
+        **extra,
+    }
+    session: dict[str, Any] = http.post("/v1/checkout/sessions", data=data).json()
+    return session
+
+
+def test_the_hosted_checkout_page_pays_and_returns_to_the_success_url(
+    standin: StripeStandin, http: httpx.Client
+) -> None:
+    session = _open_session(http)
+    with httpx.Client() as browser:  # no key: a person's browser
+        page = browser.get(session["url"])
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert "Pro, monthly" in page.text and "$9.99 per month" in page.text
+        assert 'value="4242 4242 4242 4242"' in page.text
+        assert 'href="http://app.test/billing/canceled"' in page.text
+        paid = browser.post(session["url"], data={"card_number": "4242 4242 4242 4242"})
+        assert paid.status_code == 303
+        assert paid.headers["location"] == f"http://app.test/billing/success?session_id={session['id']}"
+        assert browser.get(session["url"]).status_code == 404  # paid: no longer open
+    done = http.get(f"/v1/checkout/sessions/{session['id']}").json()
+    assert done["status"] == "complete" and done["url"] is None
+    assert standin.events.types()[-1] == "checkout.session.completed"
+
+
+def test_a_declined_card_stays_on_the_hosted_page(standin: StripeStandin, http: httpx.Client) -> None:
+    session = _open_session(http)
+    with httpx.Client() as browser:
+        declined = browser.post(session["url"], data={"card_number": "4000 0000 0000 0341"})
+    assert declined.status_code == 402 and "Your card was declined." in declined.text
+    assert 'value="4000 0000 0000 0341"' in declined.text
+    assert http.get(f"/v1/checkout/sessions/{session['id']}").json()["status"] == "open"
+
+
 def test_checkout_completion_emits_stripes_events_in_stripes_order(
     standin: StripeStandin, http: httpx.Client
 ) -> None:
@@ -185,7 +237,7 @@ def test_checkout_completion_emits_stripes_events_in_stripes_order(
             "success_url": "https://example.com/ok",
         },
     ).json()
-    assert session["status"] == "open" and session["url"].startswith("https://checkout.stripe.com/")
+    assert session["status"] == "open" and session["url"] == f"{standin.base_url}/c/pay/{session['id']}"
     start = len(standin.events.log)
     done = http.post(f"/_standin/checkout/{session['id']}/complete").json()
     types = standin.events.types()[start:]

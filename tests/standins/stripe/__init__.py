@@ -3,7 +3,7 @@
     standin = StripeStandin().start()
     client = stripe.StripeClient(standin.secret_key, base_addresses={"api": standin.base_url}, ...)
     ... the code under test calls Stripe ...
-    standin.complete_checkout(session_id)     # a person pays
+    standin.complete_checkout(session_id)     # a person pays (or a browser, at the session's `url`)
     standin.renew(sub_id)                     # a month passes
     for event in standin.events.log: ...      # deliver them in any order, twice, late
     standin.stop()
@@ -14,8 +14,9 @@
 
 Modules, one per area: `wire` (form decoding, errors, lists), `state` (objects, expansion, clock,
 event emission), `events` (signing, delivery, webhook endpoints), `customers`, `catalog`,
-`subscriptions`, `billing` (invoices, charges, refunds), `checkout`, `simulate` (what happens at
-Stripe without an API call), `server` (HTTP plumbing and the uvicorn thread).
+`subscriptions`, `billing` (invoices, charges, refunds), `checkout`, `hosted` (the Checkout page a
+browser pays on), `simulate` (what happens at Stripe without an API call), `server` (HTTP plumbing and
+the uvicorn thread).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class StripeStandin(Simulations):
     def start(self) -> StripeStandin:
         self._server = ServerThread(build_app(self.state, self.limits))
         self._server.start()
+        self.state.base_url = self.base_url
         return self
 
     def stop(self) -> None:

@@ -83,7 +83,8 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
             },
         },
     )
-    session["url"] = f"https://checkout.stripe.com/c/pay/{session['id']}"
+    # Stripe's page is at checkout.stripe.com; the stand-in serves its own (`hosted`) where it answers.
+    session["url"] = f"{state.base_url}/c/pay/{session['id']}"
     session["_hidden"]["line_items"]["url"] = f"/v1/checkout/sessions/{session['id']}/line_items"
     return state.render(session, as_list(params.get("expand")))
 

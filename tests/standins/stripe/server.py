@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..limits import VendorLimits
-from . import billing, catalog, checkout, customers, events, subscriptions
+from . import billing, catalog, checkout, customers, events, hosted, subscriptions
 from .state import State
 from .wire import StandinError, decode_form, new_id
 
@@ -81,7 +81,10 @@ def build_app(state: State, limits: VendorLimits | None = None) -> Starlette:
             )
         )
 
-    app = Starlette(routes=[route_for(p, h) for p, h in grouped.items()], exception_handlers={404: not_found})
+    pages = hosted.routes(state)  # the hosted Checkout page, for browsers: no key, no rate limit
+    app = Starlette(
+        routes=[*[route_for(p, h) for p, h in grouped.items()], *pages], exception_handlers={404: not_found}
+    )
     return app
 
 

@@ -31,6 +31,8 @@ class State:
         self.secret_key = secret_key
         self.api_version = api_version
         self.events = events
+        # Where the stand-in answers (set when its server starts): hosted pages' URLs point here.
+        self.base_url = ""
         self.objects: dict[str, dict[str, Any]] = {}
         self.idempotency: dict[str, tuple[str, int, dict[str, Any]]] = {}
         self.requests: list[dict[str, Any]] = []
