@@ -35,13 +35,13 @@ async def test_paying_on_checkout_lands_on_the_success_url_and_entitles(
     await expect(page.get_by_test_id("amount")).to_have_text("$9.99 per month")
     await expect(page.get_by_label("Card number")).to_have_value("4242 4242 4242 4242")
     await expect(page.get_by_role("link", name="Back")).to_have_attribute(
-        "href", f"{live.url}/billing/canceled"
+        "href", f"{live.url}/pricing?notice=checkout_canceled"
     )
     await assert_no_horizontal_scroll(page)
     await screenshot(page, "stripe-checkout")
 
     await page.get_by_role("button", name="Subscribe").click()
-    await page.wait_for_url(f"{live.url}/billing/success?session_id={session_id}")
+    await page.wait_for_url(f"{live.url}/checkout/success?session_id={session_id}")
     assert_only_host(requests_made(page), live.url, live.standin.base_url)
 
     async def active() -> bool:

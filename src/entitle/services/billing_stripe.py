@@ -10,6 +10,7 @@ converges on the same truth).
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -161,6 +162,25 @@ def redirect_url(config: StripeConfig, given: str | None, default_path: str) -> 
     return given
 
 
+@dataclass(frozen=True)
+class ReturnPaths:
+    success: str
+    cancel: str
+    portal_return: str
+
+
+# Where Stripe sends people back when the client names no URL: the web app's own pages when there is one
+# (ENTITLE_WEB_ORIGINS), else entitle's hosted pages.
+WEB_APP_PATHS = ReturnPaths("/billing/success?session_id={CHECKOUT_SESSION_ID}", "/billing/canceled", "/")
+HOSTED_PATHS = ReturnPaths(
+    "/checkout/success?session_id={CHECKOUT_SESSION_ID}", "/pricing?notice=checkout_canceled", "/account"
+)
+
+
+def _default_paths(config: StripeConfig) -> ReturnPaths:
+    return WEB_APP_PATHS if config.web_origins else HOSTED_PATHS
+
+
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.scheme, parts.netloc
@@ -175,8 +195,8 @@ async def start_checkout(
     success_url: str | None,
     cancel_url: str | None,
 ) -> dict[str, Any]:
-    success = redirect_url(stripe.config, success_url, "/billing/success?session_id={CHECKOUT_SESSION_ID}")
-    cancel = redirect_url(stripe.config, cancel_url, "/billing/canceled")
+    success = redirect_url(stripe.config, success_url, _default_paths(stripe.config).success)
+    cancel = redirect_url(stripe.config, cancel_url, _default_paths(stripe.config).cancel)
     product, price_id = await price_id_for(stripe, product_key)
     async with purchase_lock(db, account.id):
         await refuse_if_subscribed(db, account, product)
@@ -304,7 +324,7 @@ async def portal(
     db: AsyncSession, stripe: StripeProvider, account: Account, return_url: str | None
 ) -> dict[str, str]:
     customer_id = await existing_customer_id(db, account)
-    back = redirect_url(stripe.config, return_url, "/")
+    back = redirect_url(stripe.config, return_url, _default_paths(stripe.config).portal_return)
     session = await stripe.gateway.create_portal_session(customer_id=customer_id, return_url=back)
     return {"url": session["url"]}
 

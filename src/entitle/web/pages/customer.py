@@ -119,11 +119,13 @@ async def _to_checkout(visit: PageVisit, db: AsyncSession, account: Account, pro
 @router.get("/checkout/success")
 async def checkout_success(visit: Visit, db: SessionDep) -> Response:
     if visit.account is None:
-        return redirect(visit, _sign_in_url("/account"))
+        # Paid from an app that signed the person in with the API, not on these pages: nothing to
+        # watch from here, but the payment went through at Stripe.
+        return render(visit, "checkout_success.html", landed=None, signed_in=False)
     answer = await _answer(db, visit.account)
     cards = plans.subscription_cards(visit.context.catalog, answer)
     landed = [card for card in cards if card.store is Store.STRIPE and card.entitles]
-    return render(visit, "checkout_success.html", landed=landed[0] if landed else None)
+    return render(visit, "checkout_success.html", landed=landed[0] if landed else None, signed_in=True)
 
 
 @router.post("/account/stream-ticket")
