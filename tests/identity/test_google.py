@@ -38,6 +38,7 @@ async def test_valid_token_gives_the_verified_identity(
         is_private_relay=False,
         name="Pat Person",
         issued_at=float(int(clock.now)),
+        audience=GOOGLE_WEB_CLIENT_ID,
     )
 
 

@@ -1,4 +1,5 @@
-"""A local stand-in for Sign in with Apple's REST API: `POST /auth/token` and `POST /auth/revoke`.
+"""A local stand-in for Sign in with Apple's REST API: `POST /auth/token` and `POST /auth/revoke`, and
+the web flow's `GET /auth/authorize` page.
 
 It checks what Apple checks: the client secret is an ES256 JWT signed by the team's key (header `kid`;
 `iss` the team id, `aud` https://appleid.apple.com, `sub` the form's client_id, `exp` no more than six
@@ -7,6 +8,11 @@ to, for five minutes. Revoked refresh tokens are kept in `revoked` for tests to 
 
     with AppleSigninApiStandin(team_id="TEAM123456", key_id="KEY1234567") as apple:
         code = apple.issue_code(sub="001.abc", client_id="com.example.entitle")
+
+`/auth/authorize` (with a `signer`, the JWKS stand-in whose keys the app trusts) shows the page Apple
+shows: "Continue" form-POSTs to the `redirect_uri` an identity token for `person` (nonce and `aud` from
+the query), a code `/auth/token` accepts, the `state`, and the first time only the `user` JSON with the
+name; "Cancel" posts `error=user_cancelled_authorize`.
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.standins.authorize_page import REQUIRED, authorize_page
+from tests.standins.jwks_server import JwksStandin
 
 AUDIENCE = "https://appleid.apple.com"
 SIX_MONTHS = 15_777_000
@@ -53,6 +62,22 @@ class AppleSigninApiStandin:
     refusals: list[str] = field(default_factory=list)
     # Set to 503 to play an outage of the revoke endpoint.
     revoke_status: int = 200
+    # Signs the identity tokens of the authorize page.
+    signer: JwksStandin | None = None
+    # Who signs in on the authorize page.
+    person: dict[str, Any] = field(
+        default_factory=lambda: {
+            "sub": "001234.web.person",
+            "email": "pat@example.com",
+            "email_verified": "true",
+            "is_private_email": "false",
+            "name": {"firstName": "Pat", "lastName": "Person"},
+        }
+    )
+    # The query of every authorize request, oldest first.
+    authorize_requests: list[dict[str, str]] = field(default_factory=list)
+    # (sub, client_id) pairs that have authorized once: Apple sends the name only the first time.
+    _authorized: set[tuple[str, str]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -147,11 +172,48 @@ class AppleSigninApiStandin:
         # Apple answers 200 whether or not it knew the token.
         return 200, {}
 
+    def _authorize(self, query: dict[str, str]) -> tuple[int, bytes]:
+        self.authorize_requests.append(query)
+        if any(not query.get(name) for name in REQUIRED):
+            return 400, b"invalid_request"
+        if query["response_type"] not in ("code", "code id_token"):
+            return 400, b"unsupported_response_type"
+        if query.get("scope") and query.get("response_mode") != "form_post":
+            # Apple: "response_mode must be form_post when name or email scope is requested".
+            return 400, b"invalid_request"
+        assert self.signer is not None, "give the stand-in a signer to serve /auth/authorize"
+        person = dict(self.person)
+        name = person.pop("name", None)
+        client_id = query["client_id"]
+        code = self.issue_code(sub=person["sub"], client_id=client_id)
+        token = self.signer.apple_token(aud=client_id, nonce=query["nonce"], **person)
+        answer = {"state": query["state"], "code": code, "id_token": token}
+        with self._lock:
+            first_time = (person["sub"], client_id) not in self._authorized
+            self._authorized.add((person["sub"], client_id))
+        if first_time and "name" in query.get("scope", "").split():
+            answer["user"] = json.dumps({"name": name, "email": person.get("email")})
+        canceled = {"error": "user_cancelled_authorize", "state": query["state"]}
+        return 200, authorize_page(query["redirect_uri"], answer, canceled)
+
     # -- the server -----------------------------------------------------------------------------
     def __enter__(self) -> AppleSigninApiStandin:
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                url = urlsplit(self.path)
+                if url.path == "/auth/authorize":
+                    query = {key: values[0] for key, values in parse_qs(url.query).items()}
+                    status, page = standin._authorize(query)
+                else:
+                    status, page = 404, b"not found"
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = parse_qs(self.rfile.read(length).decode())

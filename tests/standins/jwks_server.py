@@ -8,6 +8,10 @@ production verifier pointed at `standin.url`; nothing is patched.
     with JwksStandin() as idp:
         token = idp.apple_token(sub="001.abc", email="a@example.com")
         verifier = AppleIdentityVerifier(client_ids=[APPLE_BUNDLE_ID], jwks_url=idp.url, http=client)
+
+It also plays Google's authorization endpoint for the web flow (`authorize_url`): a page whose
+"Continue" form-POSTs an ID token for `google_person` (nonce and `aud` from the query) and the `state` to
+the `redirect_uri`, as Google does with `response_mode=form_post`; "Cancel" posts `error=access_denied`.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+
+from tests.standins.authorize_page import REQUIRED, authorize_page
 
 APPLE_ISSUER = "https://appleid.apple.com"
 GOOGLE_ISSUER = "https://accounts.google.com"
@@ -34,6 +41,7 @@ APPLE_BUNDLE_ID = "com.example.entitle"
 APPLE_SERVICES_ID = "com.example.entitle.web"
 GOOGLE_WEB_CLIENT_ID = "1234567890-web.apps.googleusercontent.com"
 GOOGLE_IOS_CLIENT_ID = "1234567890-ios.apps.googleusercontent.com"
+GOOGLE_AUTHORIZE_PATH = "/o/oauth2/v2/auth"
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,14 @@ class JwksStandin:
         # What the endpoint answers; set to 500/503 to play an outage.
         self.status = 200
         self.requests = 0
+        # Who signs in on Google's authorize page, and the query of every authorize request.
+        self.google_person: dict[str, Any] = {
+            "sub": "110169484474386270001",
+            "email": "pat@gmail.com",
+            "email_verified": True,
+            "name": "Pat Person",
+        }
+        self.authorize_requests: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -102,6 +118,16 @@ class JwksStandin:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                url = urlsplit(self.path)
+                if url.path == GOOGLE_AUTHORIZE_PATH:
+                    query = {key: values[0] for key, values in parse_qs(url.query).items()}
+                    status, page = standin._google_authorize(query)
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
                 with standin._lock:
                     standin.requests += 1
                     status = standin.status
@@ -143,6 +169,25 @@ class JwksStandin:
         assert self._server is not None, "start() the stand-in first"
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}/auth/keys"
+
+    @property
+    def authorize_url(self) -> str:
+        """Google's authorization endpoint (`ENTITLE_GOOGLE_AUTH_URL`)."""
+        return self.url.removesuffix("/auth/keys") + GOOGLE_AUTHORIZE_PATH
+
+    def _google_authorize(self, query: dict[str, str]) -> tuple[int, bytes]:
+        self.authorize_requests.append(query)
+        if any(not query.get(name) for name in REQUIRED):
+            return 400, b"invalid_request"
+        # The implicit flow needs a nonce (checked above) and asks for an ID token only.
+        if query["response_type"] != "id_token" or "openid" not in query.get("scope", "").split():
+            return 400, b"unsupported_response_type"
+        if query.get("response_mode") != "form_post":
+            return 400, b"this stand-in answers with form_post only"
+        token = self.google_token(aud=query["client_id"], nonce=query["nonce"], **self.google_person)
+        answer = {"state": query["state"], "id_token": token}
+        canceled = {"error": "access_denied", "state": query["state"]}
+        return 200, authorize_page(query["redirect_uri"], answer, canceled)
 
     # -- keys ---------------------------------------------------------------------------------
     @property

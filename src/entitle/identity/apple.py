@@ -104,10 +104,14 @@ class AppleIdentityVerifier:
             min_refresh_interval=min_refresh_interval,
         )
 
-    async def verify(self, id_token: str, *, nonce: str | None = None) -> VerifiedIdentity:
+    async def verify(
+        self, id_token: str, *, nonce: str | None = None, nonce_required: bool = False
+    ) -> VerifiedIdentity:
+        """The token's identity; with `nonce_required` (the web flow, where Apple always carries the
+        nonce) a token without one is refused even when it says `nonce_supported: false`."""
         claims = await self.jwks.verify(id_token)
         if nonce is not None:
-            _check_nonce(claims, nonce)
+            _check_nonce(claims, nonce, required=nonce_required)
         email = claim_email(claims.get("email"))
         return VerifiedIdentity(
             provider="apple",
@@ -164,10 +168,10 @@ def notification_from_claims(claims: dict[str, Any], payload: str) -> AppleNotif
     )
 
 
-def _check_nonce(claims: dict[str, Any], nonce: str) -> None:
+def _check_nonce(claims: dict[str, Any], nonce: str, *, required: bool = False) -> None:
     claimed = claims.get("nonce")
     if claimed is None:
-        if "nonce_supported" in claims and not claim_is_true(claims["nonce_supported"]):
+        if not required and "nonce_supported" in claims and not claim_is_true(claims["nonce_supported"]):
             return
         raise InvalidIdentityToken("The identity token carries no nonce.")
     if not isinstance(claimed, str) or not nonce_matches(claimed, nonce):

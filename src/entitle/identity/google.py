@@ -67,4 +67,5 @@ class GoogleIdentityVerifier:
             is_private_relay=False,
             name=name if isinstance(name, str) and name.strip() else None,
             issued_at=float(claims["iat"]),
+            audience=claims["aud"] if isinstance(claims.get("aud"), str) else None,
         )

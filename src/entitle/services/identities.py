@@ -28,8 +28,10 @@ from entitle.core.models.accounts import Account, Identity, PasswordCredential
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, NotFound, Unauthorized
 from entitle.identity import VerifiedIdentity, is_private_relay_address
+from entitle.identity.apple_api import AppleSigninApi
 from entitle.services import accounts, apple_tokens, mail
 from entitle.services.accounts import EMAIL_PROVIDER, SignedIn, normalize_email
+from entitle.services.encryption import SecretBox
 from entitle.services.tokens import revoke_all_sessions
 
 IDENTITY_REVOKED = "identity.revoked"
@@ -87,6 +89,23 @@ async def sign_in_with_identity(
     await _disable_unproven_passwords(db, verified, keep_account_id=account.id)
     await db.refresh(account, ["identities"])
     return SignedIn(account=account, created=created)
+
+
+async def sign_in_with_apple(
+    db: AsyncSession,
+    api: AppleSigninApi | None,
+    box: SecretBox,
+    verified: VerifiedIdentity,
+    *,
+    code: str | None,
+    name: str | None = None,
+) -> SignedIn:
+    """Sign in with a verified Apple identity token and its authorization code (the app's and the web's)."""
+    # The code is traded before any account is touched: a bad code changes nothing.
+    exchanged = await apple_tokens.exchange_code(api, code, verified)
+    signed_in = await sign_in_with_identity(db, verified, name=name)
+    await apple_tokens.keep(db, box, signed_in.account.id, verified, exchanged)
+    return signed_in
 
 
 async def link_identity(

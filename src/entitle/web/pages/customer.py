@@ -146,10 +146,10 @@ async def sign_in_page(request: Request, visit: Visit) -> Response:
     next_path = local_path(request.query_params.get("next"), "/account")
     if visit.account is not None:
         return redirect(visit, next_path)
-    return _sign_in_form(request, visit, next_path=next_path)
+    return sign_in_form(request, visit, next_path=next_path)
 
 
-def _sign_in_form(
+def sign_in_form(
     request: Request,
     visit: PageVisit,
     *,
@@ -158,9 +158,10 @@ def _sign_in_form(
     form: str | None = None,
     email: str = "",
     status: int = 200,
+    product: str | None = None,
 ) -> Response:
     settings = visit.context.settings
-    product = request.query_params.get("product") or ""
+    product = product if product is not None else request.query_params.get("product") or ""
     query = urlencode({"next": next_path} | ({"product": product} if product else {}))
     return render(
         visit,
@@ -177,7 +178,7 @@ def _sign_in_form(
     )
 
 
-async def _after_sign_in(
+async def after_sign_in(
     request: Request, visit: PageVisit, db: AsyncSession, account: Account, fields: dict[str, str]
 ) -> Response:
     await start_page_session(db, visit, account, request)
@@ -203,7 +204,7 @@ async def _attempt(
         account = await action()
     except EntitleError as exc:
         await db.rollback()
-        return _sign_in_form(
+        return sign_in_form(
             request,
             visit,
             next_path=local_path(fields.get("next"), "/account"),
@@ -212,7 +213,7 @@ async def _attempt(
             email=fields.get("email", "")[:320],
             status=exc.status_code,
         )
-    return await _after_sign_in(request, visit, db, account, fields)
+    return await after_sign_in(request, visit, db, account, fields)
 
 
 @router.post("/account/sign-in")

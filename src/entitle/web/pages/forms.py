@@ -25,6 +25,14 @@ _SENTENCES = {
 
 async def read_form(request: Request, visit: PageVisit) -> dict[str, str]:
     """The posted fields (first value of each), after the CSRF check every form must pass."""
+    fields = await read_form_without_csrf(request)
+    visit.check_csrf(fields.pop(CSRF_FIELD, None))
+    return fields
+
+
+async def read_form_without_csrf(request: Request) -> dict[str, str]:
+    """The posted fields, unchecked: only for the posts Apple and Google send back after sign-in, whose
+    signed `state` is their CSRF protection (web/pages/provider_sign_in.py)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/x-www-form-urlencoded":
         raise InvalidRequest("Pages accept form posts only.", code="unsupported_form")
@@ -36,7 +44,6 @@ async def read_form(request: Request, visit: PageVisit) -> dict[str, str]:
     fields = {name: values[0] for name, values in parsed.items() if values}
     if any(len(value) > MAX_FIELD_LENGTH for value in fields.values()):
         raise InvalidRequest("A field of this form is too long.", code="field_too_long")
-    visit.check_csrf(fields.pop(CSRF_FIELD, None))
     return fields
 
 

@@ -77,12 +77,14 @@ async def sign_in_with_apple(
 ) -> JSONResponse:
     await context.rate_limiter.hit("apple", ip=client_ip(request))
     verified = await _apple(context).verify(body.id_token, nonce=body.nonce)
-    # The code is traded before any account is touched: a bad code changes nothing.
-    exchanged = await apple_tokens.exchange_code(
-        context.accounts.apple_api, body.authorization_code, verified
+    signed_in = await identities.sign_in_with_apple(
+        db,
+        context.accounts.apple_api,
+        context.accounts.secret_box,
+        verified,
+        code=body.authorization_code,
+        name=body.display_name(),
     )
-    signed_in = await identities.sign_in_with_identity(db, verified, name=body.display_name())
-    await apple_tokens.keep(db, context.accounts.secret_box, signed_in.account.id, verified, exchanged)
     return await _signed_in(request, context, db, signed_in)
 
 
