@@ -178,7 +178,7 @@ async def test_a_chosen_plan_continues_to_stripe_checkout(
     forms = await provider_page(client, "/account/sign-in/apple?next=/pricing&product=pro_monthly")
     landed = await submit(client, forms["Continue"])
     assert landed.status_code == 303, landed.text
-    assert landed.headers["location"].startswith("https://checkout.stripe.com/")
+    assert landed.headers["location"].startswith(f"{stripe.base_url}/c/pay/cs_")
     [session] = stripe.state.all("checkout.session")
     [account] = await accounts(context)
     assert session["client_reference_id"] == str(account.id)

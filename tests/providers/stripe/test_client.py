@@ -26,11 +26,23 @@ def test_the_pinned_version_is_the_sdks_own() -> None:
 
 
 def gateway(standin: StripeStandin, sleeps: list[float] | None = None, **kw: object) -> StripeGateway:
-    async def sleep(seconds: float) -> None:
-        if sleeps is not None:
-            sleeps.append(seconds)
+    """A gateway whose waits are recorded in `sleeps` instead of slept; when recording, its clock is a
+    virtual one that a wait moves forward, so what it waits for does not depend on how busy the machine is."""
+    if sleeps is None:
+        return StripeGateway(standin.secret_key, api_base=standin.base_url, **kw)  # type: ignore[arg-type]
+    now = [1000.0]
 
-    return StripeGateway(standin.secret_key, api_base=standin.base_url, sleep=sleep, **kw)  # type: ignore[arg-type]
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    return StripeGateway(
+        standin.secret_key,
+        api_base=standin.base_url,
+        sleep=sleep,
+        clock=lambda: now[0],
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 async def test_every_request_carries_the_pinned_version_and_posts_an_idempotency_key(
