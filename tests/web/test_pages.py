@@ -6,6 +6,7 @@ The same journeys in a real browser, at phone and desktop widths, are in tests/b
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -381,3 +382,27 @@ def test_text_on_and_in_the_brand_color_stays_readable(context: AppContext, colo
     as_rgb = [_channels(values[name]) for name in ("brand", "on-brand", "brand-ink")]
     assert contrast(as_rgb[0], as_rgb[1]) >= 4.5
     assert contrast(as_rgb[2], (1.0, 1.0, 1.0)) >= 4.5
+
+
+async def test_a_plan_that_cannot_be_bought_after_signing_in_is_explained_on_the_pricing_page(
+    client: httpx.AsyncClient, context: AppContext
+) -> None:
+    session = await register(client, "pat@example.com")
+    async with context.database.sessionmaker() as db:
+        await apply_subscription_state(db, app_store_subscription(uuid.UUID(session["account"]["id"])))
+        await db.commit()
+    page = await client.get("/account/sign-in?next=/pricing&product=pro_yearly")
+    response = await client.post(
+        "/account/sign-in",
+        data={
+            "csrf_token": csrf_of(page),
+            "email": "pat@example.com",
+            "password": DEFAULT_PASSWORD,
+            "product": "pro_yearly",
+        },
+    )
+    assert response.status_code == 409
+    assert 'id="error"' in response.text and "App Store" in response.text
+    assert 'id="app-store-notice"' in response.text
+    # Signed in all the same.
+    assert (await client.get("/account")).status_code == 200

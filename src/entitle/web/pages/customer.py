@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -69,7 +69,13 @@ async def pricing(request: Request, visit: Visit, db: SessionDep) -> Response:
 
 
 async def _pricing_page(
-    request: Request, visit: Visit, db: AsyncSession, *, error: str | None = None, status: int = 200
+    request: Request,
+    visit: Visit,
+    db: AsyncSession,
+    *,
+    error: str | None = None,
+    status: int = 200,
+    chosen: str | None = None,
 ) -> Response:
     catalog = visit.context.catalog
     answer = await _answer(db, visit.account)
@@ -82,7 +88,7 @@ async def _pricing_page(
         plans=plans.plans(catalog, plans.paying_products(answer)),
         app_store_products=plans.paying_products(answer, Store.APP_STORE),
         web_products=plans.paying_products(answer, Store.STRIPE),
-        chosen=request.query_params.get("product"),
+        chosen=chosen or request.query_params.get("product"),
     )
 
 
@@ -188,7 +194,11 @@ async def after_sign_in(
         try:
             return await _to_checkout(visit, db, account, product)
         except EntitleError as exc:
-            return redirect(visit, f"/pricing?{urlencode({'product': product})}#{quote(exc.code)}")
+            # Signed in, but this plan cannot be bought now (already paid for, payments off): say why
+            # on the pricing page, with the plan they chose marked.
+            return await _pricing_page(
+                request, visit, db, error=exc.message, status=exc.status_code, chosen=product
+            )
     return redirect(visit, local_path(fields.get("next"), "/account"))
 
 
