@@ -82,6 +82,25 @@ def create_app(
     return app
 
 
+def serve_process_app() -> FastAPI:
+    """One process of `entitle serve --workers N` that also does the worker's background work.
+
+    uvicorn calls this in each process it spawns, so each builds its own context (pools, the change
+    bus's listening connection, the Stripe pacer) from the settings its environment carries."""
+    return _spawned_app(run_worker=True)
+
+
+def serve_process_app_without_worker() -> FastAPI:
+    """One process of `entitle serve --workers N --no-worker`: stores and acknowledges provider events."""
+    return _spawned_app(run_worker=False)
+
+
+def _spawned_app(*, run_worker: bool) -> FastAPI:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    context = build_context(Settings(), process_locally=run_worker)
+    return create_app(context=context, run_worker=run_worker)
+
+
 async def run_background_work(context: AppContext, *, once: bool = False) -> int:
     """The worker's job: provider events as they come (woken at once, across processes), and every few
     seconds answers that time changed and outbound webhooks; forever unless `once`."""

@@ -32,7 +32,7 @@ from entitle.services.apple_tokens import revoke_on_deletion
 from entitle.services.billing_stripe import cancel_for_deleted_account
 from entitle.services.changes import ChangeBus
 from entitle.services.entitlements import bind_entitlement_rules
-from entitle.services.pipeline import EventPipeline
+from entitle.services.pipeline import DEFAULT_CONCURRENCY, EventPipeline
 from entitle.services.ratelimit import SignInRateLimiter
 from entitle.services.subscriptions import StoredSubscriptions
 from entitle.services.tokens import SigningKey, TokenIssuer
@@ -116,11 +116,12 @@ def build_context(
     signing_key: SigningKey | None = None,
     catalog: Catalog | None = None,
     process_locally: bool = True,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> AppContext:
     """Build every long-lived piece; raises CatalogError or ValueError on bad configuration.
 
     `process_locally=False` makes an API process that stores provider events and leaves processing to
-    `entitle worker` processes."""
+    `entitle worker` processes; `concurrency` is how many ordering keys this process works on at once."""
     database = Database(settings.database_url)
     http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
     catalog = catalog or load_catalog(settings.catalog)
@@ -156,7 +157,9 @@ def build_context(
         ),
         http=http,
         bus=bus,
-        pipeline=EventPipeline(database, providers, bus=bus, process_locally=process_locally),
+        pipeline=EventPipeline(
+            database, providers, bus=bus, process_locally=process_locally, concurrency=concurrency
+        ),
         accounts=build_account_services(settings, http),
         providers=providers,
         identity_verifiers=identity_verifiers,

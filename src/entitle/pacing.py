@@ -21,7 +21,8 @@ Decisions this module owns:
   later one meanwhile, and wakes the waiters to re-plan.
 
 Pacing is per process: processes sharing one vendor account share its limits, so each should be
-configured with its share (for Stripe, `ENTITLE_STRIPE_MAX_REQUESTS_PER_SECOND`).
+configured with its share (for Stripe, `ENTITLE_STRIPE_MAX_REQUESTS_PER_SECOND`; `entitle serve --workers N`
+gives each of its processes 1/N of Stripe's limit when that is not set).
 """
 
 from __future__ import annotations

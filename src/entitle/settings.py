@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     stripe_webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     stripe_api_base: str = "https://api.stripe.com"
     # Requests per second this process may send to Stripe in all (default: Stripe's own account-wide
-    # limit, 25 with a test key, 100 live); each endpoint also stays under min(25, this).
+    # limit, 25 with a test key, 100 live, divided by N under `serve --workers N`); each endpoint also
+    # stays under min(25, this).
     stripe_max_requests_per_second: float | None = Field(default=None, gt=0)
     # How long past_due still entitles while Stripe retries the payment.
     stripe_grace_days: int = Field(default=7, ge=0, le=60)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,9 @@ import httpx
 
 from entitle.services.tokens import SigningKey
 from tests.conftest import ADMIN_KEY
+
+# Tests that need Redis use this database of the local server (or ENTITLE_TEST_REDIS_URL).
+REDIS_URL = os.environ.get("ENTITLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def free_port() -> int:
@@ -42,6 +47,17 @@ def process_env(database_url: str, workdir: Path, **extra: str) -> dict[str, str
     return env
 
 
+async def next_stream_event(lines: AsyncIterator[str]) -> dict[str, Any]:
+    """The next `data:` of a server-sent event stream, parsed."""
+    data: dict[str, Any] = {}
+    async for line in lines:
+        if line.startswith("data: "):
+            data = json.loads(line.removeprefix("data: "))
+        elif line == "" and data:
+            return data
+    raise AssertionError("the stream ended")
+
+
 class EntitleProcess:
     """`entitle serve` or `entitle worker` in a subprocess; `kill()` is kill -9."""
 
@@ -60,8 +76,8 @@ class EntitleProcess:
         return cls(["serve", "--port", str(port), *options], env, workdir, port=port)
 
     @classmethod
-    def worker(cls, env: dict[str, str], workdir: Path) -> EntitleProcess:
-        return cls(["worker"], env, workdir)
+    def worker(cls, env: dict[str, str], workdir: Path, *options: str) -> EntitleProcess:
+        return cls(["worker", *options], env, workdir)
 
     def start(self, *, timeout: float = 30) -> EntitleProcess:
         with self.log.open("ab") as log:
@@ -84,6 +100,25 @@ class EntitleProcess:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"entitle {' '.join(self.command)} did not start:\n{self.output()}")
             time.sleep(0.1)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def children(self) -> list[int]:
+        """The server processes `serve --workers N` spawned and that are alive (Linux: read from /proc)."""
+        assert self.process is not None
+        pid = self.process.pid
+        found = []
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            try:
+                status = Path(f"/proc/{child}/status").read_text()
+                command = Path(f"/proc/{child}/cmdline").read_bytes()
+            except FileNotFoundError:  # gone meanwhile
+                continue
+            if b"spawn_main" in command and "State:\tZ" not in status:
+                found.append(int(child))
+        return found
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import ADMIN_KEY
-from tests.e2e.processes import EntitleProcess, process_env
+from tests.e2e.processes import REDIS_URL, EntitleProcess, next_stream_event, process_env
 from tests.factories import bearer, eventually, register
 from tests.standins.stripe import StripeStandin
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-REDIS_URL = os.environ.get("ENTITLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-async def _next_event(lines: AsyncIterator[str]) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    async for line in lines:
-        if line.startswith("data: "):
-            data = json.loads(line.removeprefix("data: "))
-        elif line == "" and data:
-            return data
-    raise AssertionError("the stream ended")
 
 
 @pytest.mark.parametrize("transport", ["notify", "redis"])
@@ -52,7 +38,7 @@ async def test_a_change_through_one_server_reaches_a_stream_held_by_another(
                 "GET", "/v1/me/entitlements/stream", headers=bearer(session), timeout=30
             ) as stream:
                 lines = stream.aiter_lines()
-                assert (await asyncio.wait_for(_next_event(lines), 10))["entitlements"]["pro"][
+                assert (await asyncio.wait_for(next_stream_event(lines), 10))["entitlements"]["pro"][
                     "active"
                 ] is False
                 grant = await http_one.post(
@@ -61,7 +47,7 @@ async def test_a_change_through_one_server_reaches_a_stream_held_by_another(
                     headers=ADMIN,
                 )
                 assert grant.status_code == 201
-                pushed = await asyncio.wait_for(_next_event(lines), 10)
+                pushed = await asyncio.wait_for(next_stream_event(lines), 10)
                 assert pushed["entitlements"]["pro"]["active"] is True
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from entitle.context import AppContext, build_context
 from entitle.errors import EntitleError
+from entitle.services.pipeline import DEFAULT_CONCURRENCY
 from entitle.settings import Settings
 
 console = Console(stderr=True)
@@ -48,9 +49,11 @@ def os_user() -> str:
         return "unknown"
 
 
-def load_context(settings: Settings, *, process_locally: bool = True) -> AppContext:
+def load_context(
+    settings: Settings, *, process_locally: bool = True, concurrency: int = DEFAULT_CONCURRENCY
+) -> AppContext:
     try:
-        return build_context(settings, process_locally=process_locally)
+        return build_context(settings, process_locally=process_locally, concurrency=concurrency)
     except (EntitleError, ValueError, OSError) as exc:
         fail(str(exc))
 

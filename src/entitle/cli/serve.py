@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import typer
 import uvicorn
@@ -12,6 +13,9 @@ from entitle.cli import app
 from entitle.cli.common import console, fail, load_context, load_settings
 from entitle.db.engine import Database
 from entitle.db.migrate import is_up_to_date, run_upgrade
+from entitle.providers.stripe.client import stripe_limits
+from entitle.services.pipeline import DEFAULT_CONCURRENCY
+from entitle.settings import Settings
 from entitle.web.server import uvicorn_options
 
 
@@ -23,6 +27,11 @@ def migrate() -> None:
     console.print("database is up to date")
 
 
+# How many API processes `serve --workers` starts at most (each holds its own database pool).
+MAX_SERVE_WORKERS = 64
+MAX_WORKER_CONCURRENCY = 1000
+
+
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
@@ -32,12 +41,26 @@ def serve(
         help="Also process provider events and do the worker's background work in this process; with "
         "--no-worker, events are stored and acknowledged here and processed by `entitle worker` processes.",
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        max=MAX_SERVE_WORKERS,
+        help="API processes sharing the port (PostgreSQL only); each also does background work unless "
+        "--no-worker, and each paces itself at 1/N of Stripe's limit unless "
+        "ENTITLE_STRIPE_MAX_REQUESTS_PER_SECOND is set.",
+    ),
     demo: bool = typer.Option(False, help="Create a demo account with sample data (not in production)."),
 ) -> None:
     """Run the HTTP API (applies pending migrations on the embedded SQLite database)."""
     from entitle.app import create_app
 
     settings = load_settings()
+    if workers > 1 and settings.uses_embedded_database:
+        fail(
+            "--workers needs PostgreSQL: SQLite lets one process write at a time, so several API processes "
+            "would only wait on each other (set ENTITLE_DATABASE_URL to a PostgreSQL database)"
+        )
     if settings.uses_embedded_database:
         run_upgrade(settings.database_url)
     elif not asyncio.run(_up_to_date(settings.database_url)):
@@ -59,6 +82,11 @@ def serve(
     context = load_context(settings, process_locally=worker)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     console.print(f"entitle on http://{host}:{port}  (API docs at /docs, catalog at /v1/catalog)")
+    if workers > 1:
+        # The context above only proved the configuration sound; each process builds its own.
+        asyncio.run(context.aclose())
+        _serve_processes(settings, host=host, port=port, workers=workers, run_worker=worker)
+        return
     uvicorn.run(
         create_app(context=context, run_worker=worker),
         host=host,
@@ -68,16 +96,56 @@ def serve(
     )
 
 
+def _serve_processes(settings: Settings, *, host: str, port: int, workers: int, run_worker: bool) -> None:
+    """uvicorn's supervisor with `workers` processes on one socket, restarting any that dies.
+
+    uvicorn spawns fresh interpreters, which build their settings from the environment: what this
+    command decided beyond the environment (the public URL, each process's share of Stripe's rate
+    limit) is put there for them."""
+    os.environ["ENTITLE_PUBLIC_URL"] = settings.public_url
+    share = stripe_share(settings, workers)
+    if share is not None:
+        os.environ["ENTITLE_STRIPE_MAX_REQUESTS_PER_SECOND"] = f"{share:g}"
+        console.print(f"{workers} processes, each pacing Stripe requests at {share:g}/s")
+    factory = "serve_process_app" if run_worker else "serve_process_app_without_worker"
+    uvicorn.run(
+        f"entitle.app:{factory}",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="info",
+        **uvicorn_options(settings),
+    )
+
+
+def stripe_share(settings: Settings, workers: int) -> float | None:
+    """Each of `workers` processes' pace toward Stripe when none is configured: Stripe's limit for the
+    key divided among them (pacing is per process; an explicit setting is already per process)."""
+    if settings.stripe_secret_key is None or settings.stripe_max_requests_per_second is not None:
+        return None
+    account, _endpoint = stripe_limits(settings.stripe_secret_key.get_secret_value())
+    return account / workers
+
+
 @app.command(name="worker")
 def worker_command(
     once: bool = typer.Option(False, help="Process what is due once, then exit."),
+    concurrency: int = typer.Option(
+        DEFAULT_CONCURRENCY,
+        "--concurrency",
+        min=1,
+        max=MAX_WORKER_CONCURRENCY,
+        help="How many ordering keys (a Stripe customer, an App Store purchase) this worker processes "
+        "at once.",
+    ),
 ) -> None:
     """Process provider events (woken at once on PostgreSQL), retry failed ones, write answers that time
     changed and send outbound webhooks; run one or more beside the API."""
     from entitle.app import run_background_work
 
     settings = load_settings()
-    context = load_context(settings)
+    context = load_context(settings, concurrency=concurrency)
 
     async def _main() -> None:
         try:

@@ -349,14 +349,14 @@ async def _store_answer(
 async def refresh_due_entitlements(db: AsyncSession, *, now: datetime | None = None, limit: int = 100) -> int:
     """Refresh accounts whose stored answers time has overtaken, so their events get written; for a worker."""
     now = now or utcnow()
-    account_ids = (
-        await db.scalars(
-            select(AccountEntitlement.account_id)
-            .where(AccountEntitlement.recheck_at <= now)
-            .distinct()
-            .limit(limit)
-        )
-    ).all()
+    due = select(AccountEntitlement.account_id).where(AccountEntitlement.recheck_at <= now)
+    query = select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.id.in_(due)).limit(limit)
+    if db.get_bind().dialect.name == "postgresql":
+        # Several workers run this at once: each takes the accounts' locks now (the ones
+        # `refresh_entitlements` takes), skipping accounts another worker or a webhook holds, so no
+        # account is refreshed twice over and no two workers wait on each other's lists.
+        query = query.with_for_update(key_share=True, skip_locked=True)
+    account_ids = (await db.scalars(query)).all()
     for account_id in account_ids:
         await refresh_entitlements(db, account_id, now=now)
     return len(account_ids)
