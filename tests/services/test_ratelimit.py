@@ -56,3 +56,16 @@ async def test_redis_limits_are_shared_between_processes() -> None:
     finally:
         await first.close()
         await second.close()
+
+
+async def test_with_redis_down_sign_in_is_still_limited_per_process(caplog: pytest.LogCaptureFixture) -> None:
+    # Nothing listens on port 1: every call to the shared store fails to connect.
+    limiter = SignInRateLimiter(per_address="2/minute", per_ip="100/minute", redis_url="redis://127.0.0.1:1/0")
+    try:
+        await limiter.hit("login", ip="10.0.0.1", address="pat@example.com")
+        await limiter.hit("login", ip="10.0.0.1", address="pat@example.com")
+        with pytest.raises(RateLimited):
+            await limiter.hit("login", ip="10.0.0.1", address="pat@example.com")
+    finally:
+        await limiter.close()
+    assert "Redis is unreachable" in caplog.text

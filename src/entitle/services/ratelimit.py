@@ -4,20 +4,26 @@ Mail gets its own, stricter budget per address, shared by every route that mails
 service cannot be used to flood someone's inbox however the requests are spread over routes.
 
 In memory by default (one process); with ENTITLE_REDIS_URL set, limits are shared by every API process
-so a guesser cannot multiply its budget by the number of processes.
+so a guesser cannot multiply its budget by the number of processes. While Redis is down, each process
+counts on its own (logged once a minute): never a failed sign-in, never an unlimited one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError as LimitsStorageError
 from limits.storage import storage_from_string
+from redis.exceptions import RedisError
 
 from entitle.errors import RateLimited
+
+log = logging.getLogger(__name__)
 
 
 class SignInRateLimiter:
@@ -31,6 +37,10 @@ class SignInRateLimiter:
             assert isinstance(shared, Storage)
             self.storage = shared
         self.limiter = MovingWindowRateLimiter(self.storage)
+        # While Redis cannot be reached, limits are counted in this process instead: sign-in keeps working
+        # and stays limited (per process) rather than failing or going unlimited.
+        self._fallback = MovingWindowRateLimiter(MemoryStorage()) if redis_url else None
+        self._warned_at = 0.0
         self.per_address: RateLimitItem = parse(per_address)
         self.per_ip: RateLimitItem = parse(per_ip)
         self.mail_per_address: RateLimitItem = parse(mail_per_address)
@@ -52,10 +62,29 @@ class SignInRateLimiter:
             if mail:
                 checks.append((self.mail_per_address, f"mail:addr:{_digest(address.lower())}"))
         for item, key in checks:
-            if not await self.limiter.hit(item, "entitle", key):
-                stats = await self.limiter.get_window_stats(item, "entitle", key)
-                retry_after = int(stats.reset_time - time.time()) + 1
-                raise RateLimited("Too many attempts; wait a little and try again.", retry_after=retry_after)
+            try:
+                await self._hit(self.limiter, item, key)
+            except (OSError, RedisError, LimitsStorageError) as exc:
+                if self._fallback is None:
+                    raise
+                self._warn(exc)
+                await self._hit(self._fallback, item, key)
+
+    @staticmethod
+    async def _hit(limiter: MovingWindowRateLimiter, item: RateLimitItem, key: str) -> None:
+        if not await limiter.hit(item, "entitle", key):
+            stats = await limiter.get_window_stats(item, "entitle", key)
+            retry_after = int(stats.reset_time - time.time()) + 1
+            raise RateLimited("Too many attempts; wait a little and try again.", retry_after=retry_after)
+
+    def _warn(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._warned_at > 60:
+            self._warned_at = now
+            log.warning(
+                "Redis is unreachable (%s): rate limits are counted per process until it answers",
+                exc.__class__.__name__,
+            )
 
     async def reset(self) -> None:
         await self.storage.reset()
