@@ -35,8 +35,10 @@ async def upgrade_async(database: Database, revision: str = "head") -> None:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
-    async with database.engine.begin() as connection:
+    # A plain connection, not `begin()`: Alembic runs each migration in a transaction of its own.
+    async with database.engine.connect() as connection:
         await connection.run_sync(_run)
+        await connection.commit()
 
 
 async def is_up_to_date(database: Database) -> bool:

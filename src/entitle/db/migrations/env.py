@@ -17,11 +17,16 @@ target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
+    # Alembic owns the transactions, one per migration, so a migration that must run outside one (an
+    # index built CONCURRENTLY on a large table) can step out of it; SQLAlchemy may have begun one.
+    if connection.in_transaction():
+        connection.commit()
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        transaction_per_migration=True,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -15,11 +15,24 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+INDEX = "ix_account_events_type_created"
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("account_events", schema=None) as batch_op:
-        batch_op.create_index("ix_account_events_type_created", ["type", "created_at"], unique=False)
+    if op.get_context().dialect.name == "postgresql":
+        # The event log is the largest table: build without blocking its writes while the previous
+        # release serves (CONCURRENTLY cannot run inside a transaction).
+        with op.get_context().autocommit_block():
+            op.create_index(
+                INDEX, "account_events", ["type", "created_at"], postgresql_concurrently=True, if_not_exists=True
+            )
+        return
+    op.create_index(INDEX, "account_events", ["type", "created_at"], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("account_events", schema=None) as batch_op:
-        batch_op.drop_index("ix_account_events_type_created")
+    if op.get_context().dialect.name == "postgresql":
+        with op.get_context().autocommit_block():
+            op.drop_index(INDEX, table_name="account_events", postgresql_concurrently=True, if_exists=True)
+        return
+    op.drop_index(INDEX, table_name="account_events")
