@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from entitle.cli import catalog_app, sync_app
 from entitle.cli.common import console, fail, run_job
@@ -51,36 +53,44 @@ async def sync_stripe(context: AppContext, progress: Progress | None = None) -> 
     task = progress.add_task("subscriptions", total=None) if progress else None
     # Each subscription is stored under the moment its page was requested, not when its turn came:
     # a webhook that re-read it meanwhile holds newer truth and must not be overwritten.
-    async for sub, read_at in provider.gateway.iter_subscriptions():
-        summary.seen += 1
-        try:
-            # One transaction per subscription: one bad object cannot undo the others.
-            async with context.database.transaction() as db:
-                before = await db.scalar(
-                    select(Subscription.status).where(
-                        Subscription.store == Store.STRIPE.value,
-                        Subscription.store_subscription_id == sub["id"],
-                    )
-                )
-                outcome = await reconciler.subscription(db, sub["id"], fresh=sub, read_at=read_at)
-                after = await db.scalar(
-                    select(Subscription.status).where(
-                        Subscription.store == Store.STRIPE.value,
-                        Subscription.store_subscription_id == sub["id"],
-                    )
-                )
-        except EntitleError as exc:
-            summary.errors.append(f"{sub['id']}: {exc.message}")
-            continue
-        if outcome.startswith("ignored"):
-            summary.ignored += 1
-        elif before != after:
-            summary.changed[f"{before or 'new'} -> {after}"] += 1
-        else:
-            summary.unchanged += 1
+    async for page, read_at in provider.gateway.iter_subscription_pages():
+        summary.seen += len(page)
+        # One read for the page; only what differs from what is stored is reconciled one by one.
+        async with context.database.read_sessionmaker() as db:
+            unchanged = await reconciler.already_stored(db, page, read_at=read_at)
+        summary.unchanged += len(unchanged)
+        for sub in page:
+            if sub["id"] not in unchanged:
+                await _sync_one(context, sub, read_at, summary)
         if progress is not None and task is not None:
-            progress.update(task, advance=1)
+            progress.update(task, advance=len(page))
     return summary
+
+
+async def _sync_one(
+    context: AppContext, sub: dict[str, Any], read_at: datetime, summary: SyncSummary
+) -> None:
+    reconciler = stripe_provider(context.providers).reconciler
+    try:
+        # One transaction per subscription: one bad object cannot undo the others.
+        async with context.database.transaction() as db:
+            before = await db.scalar(_STORED_STATUS, {"id": sub["id"]})
+            outcome = await reconciler.subscription(db, sub["id"], fresh=sub, read_at=read_at)
+            after = await db.scalar(_STORED_STATUS, {"id": sub["id"]})
+    except EntitleError as exc:
+        summary.errors.append(f"{sub['id']}: {exc.message}")
+        return
+    if outcome.startswith("ignored"):
+        summary.ignored += 1
+    elif before != after:
+        summary.changed[f"{before or 'new'} -> {after}"] += 1
+    else:
+        summary.unchanged += 1
+
+
+_STORED_STATUS = select(Subscription.status).where(
+    Subscription.store == Store.STRIPE.value, Subscription.store_subscription_id == bindparam("id")
+)
 
 
 @sync_app.command("stripe")

@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import Date, and_, case, cast, func, literal_column, or_, select
+from sqlalchemy import Date, Select, and_, case, cast, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -86,7 +86,8 @@ async def summary(db: AsyncSession, catalog: Catalog, start: date, end: date) ->
     }
 
 
-async def _active_now(db: AsyncSession, catalog: Catalog, now: datetime) -> dict[str, Any]:
+def active_query(now: datetime) -> Select[str, str | None, str, int]:
+    """Live subscriptions now, counted by store, product and status (benchmarks print its plan)."""
     ends_at = case(
         (Subscription.status == SubscriptionStatus.IN_GRACE_PERIOD.value, Subscription.grace_period_ends_at),
         else_=Subscription.current_period_end,
@@ -96,11 +97,15 @@ async def _active_now(db: AsyncSession, catalog: Catalog, now: datetime) -> dict
         Subscription.status.in_([status.value for status in ENTITLING_STATUSES]),
         or_(ends_at.is_(None), ends_at > now),
     )
-    rows = await db.execute(
+    return (
         select(Subscription.store, Subscription.product, Subscription.status, func.count())
         .where(entitling)
         .group_by(Subscription.store, Subscription.product, Subscription.status)
     )
+
+
+async def _active_now(db: AsyncSession, catalog: Catalog, now: datetime) -> dict[str, Any]:
+    rows = await db.execute(active_query(now))
     by_product: dict[str, dict[str, int]] = {store: {} for store in STORES}
     trialing = 0
     mrr: dict[str, Fraction] = {p.stripe.currency: Fraction(0) for p in catalog.products.values() if p.stripe}

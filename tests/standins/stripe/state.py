@@ -50,6 +50,10 @@ class State:
         # Answer 400 to any request that carries `expand`, as a server without expansion might.
         self.refuse_expand = False
         self._seq = itertools.count()
+        # Per kind, the objects newest first and each id's position there, until the next `add`: a
+        # sync pages through 100,000 subscriptions, and sorting them all for each page would make the
+        # stand-in, not the client, the slow side.
+        self._listings: dict[str, tuple[list[dict[str, Any]], dict[str, int]]] = {}
 
     # --- clock -------------------------------------------------------------------------------------
     def now(self) -> int:
@@ -68,6 +72,7 @@ class State:
             obj.setdefault("livemode", False)
             obj["_seq"] = next(self._seq)
             self.objects[obj["id"]] = obj
+            self._listings.pop(obj.get("object", ""), None)
             return obj
 
     def get(self, object_id: str, kind: str, *, label: str | None = None) -> dict[str, Any]:
@@ -78,6 +83,16 @@ class State:
 
     def all(self, kind: str) -> list[dict[str, Any]]:
         return [o for o in self.objects.values() if o.get("object") == kind]
+
+    def listing(self, kind: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """Every object of `kind` in list order (newest first) and each id's index in it; cached."""
+        with self.lock:
+            cached = self._listings.get(kind)
+            if cached is None:
+                ordered = sorted(self.all(kind), key=newest_first_key, reverse=True)
+                cached = ordered, {o["id"]: index for index, o in enumerate(ordered)}
+                self._listings[kind] = cached
+            return cached
 
     # --- rendering ---------------------------------------------------------------------------------
     def render(self, obj: dict[str, Any], expand: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
@@ -144,3 +159,8 @@ class State:
 
 def _public(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: copy.deepcopy(v) for k, v in obj.items() if not k.startswith("_")}
+
+
+def newest_first_key(obj: dict[str, Any]) -> tuple[int, int]:
+    """Stripe lists newest first; objects created in the same second, in the order they were made."""
+    return obj.get("created", 0), obj.get("_seq", 0)

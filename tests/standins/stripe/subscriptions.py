@@ -367,8 +367,15 @@ def resume_subscription(state: State, params: dict[str, Any], id: str) -> dict[s
 
 
 def list_subscriptions(state: State, params: dict[str, Any]) -> dict[str, Any]:
-    subs = state.all("subscription")
+    expand = [e.removeprefix("data.") for e in as_list(params.get("expand"))]
     status = params.get("status")
+    if status == "all" and not params.get("customer") and not params.get("price"):
+        # Every subscription (what a full sync pages through): the cached listing, no sort per page.
+        subs, positions = state.listing("subscription")
+        return list_page(
+            subs, params, "/v1/subscriptions", lambda s: state.render(s, expand), positions=positions
+        )
+    subs = state.all("subscription")
     if status is None:
         subs = [s for s in subs if s["status"] not in ENDED]
     elif status == "ended":
@@ -379,7 +386,6 @@ def list_subscriptions(state: State, params: dict[str, Any]) -> dict[str, Any]:
         subs = [s for s in subs if s["customer"] == customer]
     if price := params.get("price"):
         subs = [s for s in subs if item_of(s)["price"] == price]
-    expand = [e.removeprefix("data.") for e in as_list(params.get("expand"))]
     return list_page(subs, params, "/v1/subscriptions", lambda s: state.render(s, expand))
 
 

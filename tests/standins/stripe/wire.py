@@ -117,23 +117,30 @@ def list_page(
     params: Mapping[str, Any],
     url: str,
     render: Callable[[dict[str, Any]], dict[str, Any]],
+    *,
+    positions: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """A Stripe list object: newest first, `limit` (1-100, default 10), `starting_after`/`ending_before`."""
+    """A Stripe list object: newest first, `limit` (1-100, default 10), `starting_after`/`ending_before`.
+
+    With `positions` (id to index), `items` is already in list order (`State.listing`)."""
     limit = as_int(params.get("limit", 10), "limit")
     if not 1 <= limit <= 100:
         raise StandinError(
             400, "Limit must be between 1 and 100.", code="parameter_invalid_integer", param="limit"
         )
-    ordered = sorted(items, key=lambda o: (o.get("created", 0), o.get("_seq", 0)), reverse=True)
-    ids = [o["id"] for o in ordered]
+    if positions is None:
+        ordered = sorted(items, key=lambda o: (o.get("created", 0), o.get("_seq", 0)), reverse=True)
+        positions = {o["id"]: index for index, o in enumerate(ordered)}
+    else:
+        ordered = items
     if after := params.get("starting_after"):
-        if after not in ids:
+        if after not in positions:
             raise missing("object", after, "starting_after")
-        ordered = ordered[ids.index(after) + 1 :]
+        ordered = ordered[positions[after] + 1 :]
     elif before := params.get("ending_before"):
-        if before not in ids:
+        if before not in positions:
             raise missing("object", before, "ending_before")
-        ordered = ordered[: ids.index(before)][-limit:]
+        ordered = ordered[: positions[before]][-limit:]
     page = ordered[:limit]
     return {
         "object": "list",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,20 @@ log = logging.getLogger(__name__)
 _ENDED = frozenset({"canceled", "unpaid", "incomplete_expired"})
 _LIVE_AND_PAID = frozenset(
     {SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.CANCELED_AT_PERIOD_END}
+)
+
+
+# The stored columns a full sync compares with a listed subscription (`Reconciler.already_stored`).
+_COMPARED = (
+    "product",
+    "store_product_id",
+    "status",
+    "current_period_end",
+    "grace_period_ends_at",
+    "payment_method",
+    "will_renew",
+    "environment",
+    "store_customer_id",
 )
 
 
@@ -157,6 +172,69 @@ class Reconciler:
         return _essentials(seen) == _essentials(stored) and object_id(
             obj.get("default_payment_method")
         ) == object_id(stored.raw.get("default_payment_method"))
+
+    async def already_stored(
+        self, db: AsyncSession, subs: Sequence[Mapping[str, Any]], *, read_at: datetime
+    ) -> set[str]:
+        """The ids among `subs` (one list page, read at `read_at`) whose stored state already says all
+        that the page says, so storing them again would change nothing.
+
+        One query per page instead of a transaction per subscription: a full sync mostly finds nothing
+        to change, and at 25 pages a second a page has 40 ms. An ended subscription stored as ended,
+        with the same latest invoice, is not asked again whether that invoice was refunded (a request
+        per subscription, 40 minutes of Stripe's pace for 60,000 of them): a later refund sends its own
+        `charge.refunded` event.
+        """
+        ids = [str(sub["id"]) for sub in subs]
+        rows = await db.execute(
+            select(
+                Subscription.store_subscription_id,
+                Subscription.account_id,
+                Subscription.vendor_updated_at,
+                Subscription.raw["latest_invoice"].as_string(),
+                *(Subscription.__table__.c[name] for name in _COMPARED),
+            ).where(Subscription.store == Store.STRIPE.value, Subscription.store_subscription_id.in_(ids))
+        )
+        stored = {row[0]: row for row in rows.all()}
+        unchanged: set[str] = set()
+        for sub in subs:
+            row = stored.get(str(sub["id"]))
+            if row is None:
+                continue
+            if row.vendor_updated_at > read_at:
+                unchanged.add(row[0])  # a newer read is stored; this one would be ignored anyway
+                continue
+            refunded = False
+            if sub.get("status") in _ENDED:
+                ended = (SubscriptionStatus.EXPIRED.value, SubscriptionStatus.REVOKED.value)
+                if row.status not in ended or row[3] != object_id(sub.get("latest_invoice")):
+                    continue
+                refunded = row.status == SubscriptionStatus.REVOKED.value
+            try:
+                state = subscription_state(
+                    sub,
+                    account_id=row.account_id,
+                    catalog=self.catalog,
+                    read_at=read_at,
+                    grace_days=self.grace_days,
+                    refunded=refunded,
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+            values = {
+                "product": state.product,
+                "store_product_id": state.store_product_id,
+                "status": state.status.value,
+                "current_period_end": state.current_period_end,
+                "grace_period_ends_at": state.grace_period_ends_at,
+                "payment_method": state.payment_method,
+                "will_renew": state.will_renew,
+                "environment": state.environment.value,
+                "store_customer_id": state.store_customer_id,
+            }
+            if all(getattr(row, name) == values[name] for name in _COMPARED):
+                unchanged.add(row[0])
+        return unchanged
 
     async def account_for(
         self, db: AsyncSession, customer_id: str | None, obj: dict[str, Any] | None = None
