@@ -55,15 +55,15 @@ class HeldGateway(StripeGateway):
             await self._hold()
         return answer
 
-    async def iter_subscriptions(
+    async def iter_subscription_pages(
         self, *, customer: str | None = None
-    ) -> AsyncIterator[tuple[StripeDict, datetime]]:
+    ) -> AsyncIterator[tuple[list[StripeDict], datetime]]:
         first = True
-        async for read in super().iter_subscriptions(customer=customer):
-            if first and self.held == "iter_subscriptions":
+        async for page in super().iter_subscription_pages(customer=customer):
+            if first and self.held == "iter_subscription_pages":
                 await self._hold()
             first = False
-            yield read
+            yield page
 
 
 async def _paid_subscription(context: AppContext, provider: StripeProvider, standin: StripeStandin) -> Any:
@@ -117,7 +117,8 @@ async def test_a_webhook_read_that_started_first_but_answered_last_does_not_win(
             await slow.reconciler.subscription(db, sub_id)
 
     task = asyncio.create_task(slow_reread())
-    await held.answered.wait()  # it read `active`; its answer is still on the way
+    # It read `active`; its answer is still on the way.
+    await asyncio.wait_for(held.answered.wait(), timeout=30)
     await _cancel_and_reread(context, stripe_provider, standin, sub_id)
     held.release.set()
     await task
@@ -137,7 +138,8 @@ async def test_a_billing_route_answer_that_arrives_late_does_not_undo_a_later_re
             await billing_stripe.set_cancel_at_period_end(db, slow, account, cancel=True)
 
     task = asyncio.create_task(cancel_at_period_end())
-    await held.answered.wait()  # Stripe answered "active, cancels at period end"
+    # Stripe answered "active, cancels at period end".
+    await asyncio.wait_for(held.answered.wait(), timeout=30)
     await _cancel_and_reread(context, stripe_provider, standin, sub_id)
     held.release.set()
     await task
@@ -149,11 +151,13 @@ async def test_sync_stores_a_page_under_the_time_it_was_requested(
     context: AppContext, stripe_provider: StripeProvider, standin: StripeStandin
 ) -> None:
     _, sub_id = await _paid_subscription(context, stripe_provider, standin)
-    held = HeldGateway(standin, "iter_subscriptions")
+    held = HeldGateway(standin, "iter_subscription_pages")
     context.providers["stripe"] = with_gateway(stripe_provider, held)
     try:
         task = asyncio.create_task(sync_stripe(context))
-        await held.answered.wait()  # the page says `active`; sync has not stored it yet
+        # The page says `active`; sync has not stored it yet. (Bounded: a sync that never reads its pages
+        # through this method fails here instead of hanging.)
+        await asyncio.wait_for(held.answered.wait(), timeout=30)
         await _cancel_and_reread(context, stripe_provider, standin, sub_id)
         held.release.set()
         summary = await task
