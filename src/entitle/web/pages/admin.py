@@ -28,6 +28,7 @@ from entitle.web.deps import SessionDep
 from entitle.web.pages.forms import read_form
 from entitle.web.pages.rendering import redirect, render
 from entitle.web.pages.visits import PageVisit, Visit
+from entitle.web.schemas import parse_uuid
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -101,9 +102,8 @@ async def search(request: Request, visit: Visit, db: SessionDep) -> Response:
     query = request.query_params.get("q", "").strip()[:320]
     if not query:
         return redirect(visit, "/admin")
-    try:
-        account_id = uuid.UUID(query)
-    except ValueError:
+    account_id = parse_uuid(query)
+    if account_id is None:
         found = await lookups.find_accounts(db, **_criteria(query))
     else:
         match = await db.get(Account, account_id)
@@ -113,11 +113,16 @@ async def search(request: Request, visit: Visit, db: SessionDep) -> Response:
     return _page(visit, request, "admin/search.html", query=query, accounts=found)
 
 
+def _id_in_path(raw: str, what: str, code: str) -> uuid.UUID:
+    """A path's id, or the 404 a well-formed id that matches nothing would get."""
+    parsed = parse_uuid(raw)
+    if parsed is None:
+        raise NotFound(f"No {what} has this id.", code=code)
+    return parsed
+
+
 def _account_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError as exc:
-        raise NotFound("No account has this id.", code="account_not_found") from exc
+    return _id_in_path(raw, "account", "account_not_found")
 
 
 @router.get("/accounts/{account_id}")
@@ -230,10 +235,7 @@ async def grant(account_id: str, request: Request, visit: Visit, db: SessionDep)
 @router.post("/accounts/{account_id}/grants/{grant_id}/revoke")
 async def revoke(account_id: str, grant_id: str, request: Request, visit: Visit, db: SessionDep) -> Response:
     async def action(operator: Account, target: uuid.UUID, fields: dict[str, str]) -> str:
-        try:
-            parsed = uuid.UUID(grant_id)
-        except ValueError as exc:
-            raise NotFound("No grant has this id.", code="grant_not_found") from exc
+        parsed = _id_in_path(grant_id, "grant", "grant_not_found")
         revoked = await grants.revoke_grant(db, parsed, account_id=target)
         details = {"grant_id": str(revoked.id), "entitlement": revoked.entitlement}
         await operators.record_action(db, target, operator, "grant.revoked", details)
@@ -312,10 +314,7 @@ async def retry_event(event_id: str, request: Request, visit: Visit, db: Session
     operator = await _operator(visit, db, request)
     if isinstance(operator, Response):
         return operator
-    try:
-        row_id = uuid.UUID(event_id)
-    except ValueError as exc:
-        raise NotFound("No provider event has this id.", code="provider_event_not_found") from exc
+    row_id = _id_in_path(event_id, "provider event", "provider_event_not_found")
     status = await visit.context.pipeline.retry_now(row_id)
     event = await db.get(ProviderEvent, row_id)
     if event is not None:
@@ -355,10 +354,7 @@ async def retry_delivery(delivery_id: str, request: Request, visit: Visit, db: S
     operator = await _operator(visit, db, request)
     if isinstance(operator, Response):
         return operator
-    try:
-        parsed = uuid.UUID(delivery_id)
-    except ValueError as exc:
-        raise NotFound("No delivery has this id.", code="delivery_not_found") from exc
+    parsed = _id_in_path(delivery_id, "delivery", "delivery_not_found")
     found = await db.get(WebhookDelivery, parsed)
     if found is None:
         raise NotFound("No delivery has this id.", code="delivery_not_found")

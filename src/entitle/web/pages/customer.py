@@ -411,20 +411,19 @@ async def manage_billing(request: Request, visit: Visit, db: SessionDep) -> Resp
 
 @router.post("/account/subscription/cancel")
 async def cancel(request: Request, visit: Visit, db: SessionDep) -> Response:
-    async def action(account: Account) -> Response:
-        stripe = stripe_provider(visit.context.providers)
-        await billing_stripe.set_cancel_at_period_end(db, stripe, account, cancel=True)
-        return redirect(visit, "/account?notice=canceled")
-
-    return await _stripe_action(request, visit, db, action)
+    return await _set_renewal(request, visit, db, cancel=True)
 
 
 @router.post("/account/subscription/resume")
 async def resume(request: Request, visit: Visit, db: SessionDep) -> Response:
+    return await _set_renewal(request, visit, db, cancel=False)
+
+
+async def _set_renewal(request: Request, visit: PageVisit, db: AsyncSession, *, cancel: bool) -> Response:
     async def action(account: Account) -> Response:
         stripe = stripe_provider(visit.context.providers)
-        await billing_stripe.set_cancel_at_period_end(db, stripe, account, cancel=False)
-        return redirect(visit, "/account?notice=resumed")
+        await billing_stripe.set_cancel_at_period_end(db, stripe, account, cancel=cancel)
+        return redirect(visit, "/account?notice=" + ("canceled" if cancel else "resumed"))
 
     return await _stripe_action(request, visit, db, action)
 
