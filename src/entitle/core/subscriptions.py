@@ -94,6 +94,11 @@ class SubscriptionState:
     # What to show the person about how they pay, e.g. {"type": "card", "brand": "visa", "last4": "4242"};
     # None when the store does not say (the App Store never does).
     payment_method: dict[str, str] | None = None
+    # When this subscription's trial began: a Stripe trial, or an App Store introductory offer (free or
+    # paid, either uses up the person's one introductory period). None when this snapshot shows none; a
+    # later snapshot (an App Store renewal) may no longer show it, which is why it is kept apart
+    # (`services.trials`) rather than read back from the stored row.
+    trial_started_at: datetime | None = None
 
 
 class SubscriptionSink(Protocol):

@@ -42,6 +42,7 @@ from entitle.providers.stripe.models import StripeCustomer
 from entitle.providers.stripe.provider import StripeConfig, StripeProvider
 from entitle.providers.stripe.reconcile import managed_subscription
 from entitle.services.entitlements import read_entitlements
+from entitle.services.trials import trial_days_for
 
 STORE_NAMES = {"stripe": "Stripe (on the web)", "app_store": "the App Store"}
 PAID_STORES = frozenset({Store.STRIPE.value, Store.APP_STORE.value})
@@ -202,11 +203,14 @@ async def start_checkout(
         await refuse_if_subscribed(db, account, product)
         await refuse_if_stalled(db, stripe, account, product)
         customer_id = await customer_id_for(db, stripe, account)
+        trial_days = await trial_days_for(db, account.id, product)
         sessions = await open_sessions(stripe, customer_id)
-        if (reused := reusable_session(sessions, product, success, cancel)) is not None:
+        if (reused := reusable_session(sessions, product, success, cancel, trial_days)) is not None:
             return {"id": reused["id"], "url": reused["url"]}
         await close_other_attempts(db, stripe, account, sessions)
-        return await _create_checkout(stripe, account, product, price_id, customer_id, success, cancel)
+        return await _create_checkout(
+            stripe, account, product, price_id, customer_id, success, cancel, trial_days
+        )
 
 
 async def _create_checkout(
@@ -217,6 +221,7 @@ async def _create_checkout(
     customer_id: str,
     success: str,
     cancel: str,
+    trial_days: int | None,
 ) -> dict[str, Any]:
     metadata = {"account_id": str(account.id), "entitle_product": product.key}
     session = await stripe.gateway.create_checkout_session(
@@ -227,13 +232,10 @@ async def _create_checkout(
             "line_items": [{"price": price_id, "quantity": 1}],
             "subscription_data": {
                 "metadata": metadata,
-                **(
-                    {"trial_period_days": product.stripe.trial_days}
-                    if product.stripe and product.stripe.trial_days
-                    else {}
-                ),
+                **({"trial_period_days": trial_days} if trial_days else {}),
             },
-            "metadata": metadata,
+            # The trial the page offers, so a later request reuses it only while that is still right.
+            "metadata": {**metadata, **(trial_session_metadata(trial_days))},
             "allow_promotion_codes": True,
             "success_url": success,
             "cancel_url": cancel,
@@ -245,9 +247,16 @@ async def _create_checkout(
 async def start_subscription(
     db: AsyncSession, stripe: StripeProvider, account: Account, product_key: str
 ) -> dict[str, Any]:
-    """A subscription waiting for its first payment through the Payment Element."""
+    """A subscription waiting for its first payment through the Payment Element, or, when the account
+    may have the product's trial, one in its trial waiting for a card (a SetupIntent's secret)."""
     product, price_id = await price_id_for(stripe, product_key)
     async with purchase_lock(db, account.id):
+        # A double click on "Start free trial": the trial already entitles, so it is not refused as a
+        # second subscription but answered with the same SetupIntent while no card was added.
+        read_at = utcnow()
+        if (trial := await _trial_waiting_for_card(db, stripe, account.id, price_id)) is not None:
+            await stripe.reconciler.subscription(db, trial["id"], fresh=trial, read_at=read_at)
+            return {"subscription_id": trial["id"], "client_secret": client_secret_of(trial)}
         await refuse_if_subscribed(db, account, product)
         await refuse_if_stalled(db, stripe, account, product)
         customer_id = await customer_id_for(db, stripe, account)
@@ -257,11 +266,24 @@ async def start_subscription(
         keep = str(sub["id"]) if sub else None
         await close_other_attempts(db, stripe, account, sessions, keep_subscription=keep)
         if sub is None:
+            trial_days = await trial_days_for(db, account.id, product)
             read_at = utcnow()
-            sub = await _create_incomplete(db, stripe, account, product, price_id, customer_id)
+            sub = await _create_incomplete(db, stripe, account, product, price_id, customer_id, trial_days)
         await stripe.reconciler.subscription(db, sub["id"], fresh=sub, read_at=read_at)
-    secret = ((sub.get("latest_invoice") or {}).get("confirmation_secret") or {}).get("client_secret")
-    return {"subscription_id": sub["id"], "client_secret": secret}
+    return {"subscription_id": sub["id"], "client_secret": client_secret_of(sub)}
+
+
+def client_secret_of(sub: dict[str, Any]) -> str | None:
+    """What the Payment Element confirms: in a trial the SetupIntent that saves the card for the first
+    charge (Stripe's `pending_setup_intent`), else the first invoice's payment."""
+    setup = sub.get("pending_setup_intent")
+    if sub.get("status") == "trialing" and isinstance(setup, dict):
+        return setup.get("client_secret")
+    return ((sub.get("latest_invoice") or {}).get("confirmation_secret") or {}).get("client_secret")
+
+
+def trial_session_metadata(trial_days: int | None) -> dict[str, str]:
+    return {"entitle_trial_days": str(trial_days)} if trial_days else {}
 
 
 async def _create_incomplete(
@@ -271,6 +293,7 @@ async def _create_incomplete(
     product: Product,
     price_id: str,
     customer_id: str,
+    trial_days: int | None,
 ) -> dict[str, Any]:
     # A retried request (flaky network, a second process) gets the same subscription. The key moves
     # on once an attempt has ended (paid, expired, canceled): reusing it then would replay Stripe's
@@ -284,6 +307,16 @@ async def _create_incomplete(
             Subscription.status != SubscriptionStatus.INCOMPLETE.value,
         )
     )
+    trial: dict[str, Any] = (
+        {
+            "trial_period_days": trial_days,
+            # A trial started here has no card yet; if none is added it ends, uncharged, instead of
+            # billing nobody's card and going past due.
+            "trial_settings": {"end_behavior": {"missing_payment_method": "cancel"}},
+        }
+        if trial_days
+        else {}
+    )
     return await stripe.gateway.create_subscription(
         {
             "customer": customer_id,
@@ -291,10 +324,48 @@ async def _create_incomplete(
             "payment_behavior": "default_incomplete",
             "payment_settings": {"save_default_payment_method": "on_subscription"},
             "metadata": {"account_id": str(account.id), "entitle_product": product.key},
-            "expand": ["latest_invoice.confirmation_secret", "default_payment_method"],
+            **trial,  # type: ignore[typeddict-item]
+            "expand": [*SUBSCRIPTION_EXPAND, "pending_setup_intent"],
         },
-        idempotency_key=f"entitle-subscription-{account.id}-{customer_id}-{price_id}-{settled}",
+        idempotency_key=(
+            f"entitle-subscription-{account.id}-{customer_id}-{price_id}-{settled}"
+            + (f"-trial{trial_days}" if trial_days else "")
+        ),
     )
+
+
+# What the Payment Element path reads back: the first payment's secret and the card.
+SUBSCRIPTION_EXPAND = ["latest_invoice.confirmation_secret", "default_payment_method"]
+
+
+async def _trial_waiting_for_card(
+    db: AsyncSession, stripe: StripeProvider, account_id: uuid.UUID, price_id: str
+) -> dict[str, Any] | None:
+    """The account's trial on this price that started here and still waits for its card, if any."""
+    row = await db.scalar(
+        select(Subscription)
+        .where(
+            Subscription.account_id == account_id,
+            Subscription.store == Store.STRIPE.value,
+            Subscription.status == SubscriptionStatus.TRIALING.value,
+            Subscription.store_product_id == price_id,
+        )
+        .order_by(Subscription.created_at.desc())
+        .limit(1)
+    )
+    # A stored card means the person finished; JSON null and SQL NULL both read back as None here.
+    if row is None or row.payment_method is not None:
+        return None
+    sub = await stripe.gateway.retrieve_subscription(
+        row.store_subscription_id, expand=[*SUBSCRIPTION_EXPAND, "pending_setup_intent"]
+    )
+    setup = sub.get("pending_setup_intent")
+    waiting = isinstance(setup, dict) and setup.get("status") in SETUP_WAITING
+    return sub if sub.get("status") == "trialing" and waiting else None
+
+
+# SetupIntent statuses in which the person has not finished adding a card.
+SETUP_WAITING = ("requires_payment_method", "requires_confirmation", "requires_action")
 
 
 async def _incomplete_subscription(
@@ -313,9 +384,7 @@ async def _incomplete_subscription(
     )
     if row is None:
         return None
-    sub = await stripe.gateway.retrieve_subscription(
-        row.store_subscription_id, expand=["latest_invoice.confirmation_secret", "default_payment_method"]
-    )
+    sub = await stripe.gateway.retrieve_subscription(row.store_subscription_id, expand=SUBSCRIPTION_EXPAND)
     return sub if sub.get("status") == "incomplete" else None
 
 

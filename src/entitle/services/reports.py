@@ -10,10 +10,12 @@ accounts:
   sets them per country in App Store Connect), so App Store subscriptions, and any whose product is not
   in the catalog, are counted in `mrr_unpriced` instead of being given a price nobody set.
 - History, from the account event log, bucketed by UTC day over the range: `subscription.started` is a
-  new subscription (a trial when it started `trialing`), `subscription.renewed` from `trialing` is a
-  trial converted, `subscription.expired` and `subscription.refunded` are churn, and the latter is a
-  refund too. Refund amounts are known only for Stripe charges (`billing.refunded`); the App Store does
-  not say how much it gave back.
+  new subscription, `subscription.expired` and `subscription.refunded` are churn, and the latter is a
+  refund too. Trials come from the `trials` record (`services.trials`), so each counts once per account
+  and entitlement, on the day the store says it began, whichever store gave it and however often it was
+  reported; a trial converted is a `subscription.renewed` out of `trialing` into a paid status (not a
+  trial moved later) of a subscription that is such a recorded trial. Refund amounts are known only for
+  Stripe charges (`billing.refunded`); the App Store does not say how much it gave back.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from entitle.core import transitions
 from entitle.core.catalog import Catalog, Interval
 from entitle.core.entitlements import isoformat
-from entitle.core.models.entitlements import PromotionalGrant, Subscription
+from entitle.core.models.entitlements import PromotionalGrant, Subscription, Trial
 from entitle.core.models.events import AccountEvent
 from entitle.core.subscriptions import ENTITLING_STATUSES, Store, SubscriptionStatus
 from entitle.db.types import utcnow
@@ -164,18 +166,22 @@ async def _history(
     until = datetime.combine(end + timedelta(days=1), time(), UTC)
     in_range = and_(AccountEvent.created_at >= since, AccountEvent.created_at < until)
     day = utc_day(dialect, AccountEvent.created_at)
-    trial = case(
-        (
-            and_(
-                AccountEvent.type == transitions.SUBSCRIPTION_STARTED,
-                AccountEvent.data["status"].as_string() == SubscriptionStatus.TRIALING.value,
-            ),
-            1,
-        ),
+    recorded_trial = (
+        select(Trial.account_id)
+        .where(
+            Trial.account_id == AccountEvent.account_id,
+            Trial.store == AccountEvent.data["store"].as_string(),
+            Trial.store_subscription_id == AccountEvent.data["subscription_id"].as_string(),
+        )
+        .exists()
+    )
+    converted = case(
         (
             and_(
                 AccountEvent.type == transitions.SUBSCRIPTION_RENEWED,
                 AccountEvent.data["previous_status"].as_string() == SubscriptionStatus.TRIALING.value,
+                AccountEvent.data["status"].as_string() != SubscriptionStatus.TRIALING.value,
+                recorded_trial,
             ),
             1,
         ),
@@ -183,7 +189,7 @@ async def _history(
     )
     # One pass over the range's events of four types, on ix_account_events_type_created.
     rows = await db.execute(
-        select(AccountEvent.type, day, func.count(), func.sum(trial))
+        select(AccountEvent.type, day, func.count(), func.sum(converted))
         .where(
             AccountEvent.type.in_(
                 [
@@ -202,14 +208,30 @@ async def _history(
         counts = days[_as_date(bucket)]
         if type == transitions.SUBSCRIPTION_STARTED:
             counts["new"] += count
-            counts["trials_started"] += int(trials or 0)
         elif type == transitions.SUBSCRIPTION_RENEWED:
             counts["trials_converted"] += int(trials or 0)
         else:
             counts["churned"] += count
             if type == transitions.SUBSCRIPTION_REFUNDED:
                 counts["refunds"] += count
+    for bucket, count in await _trials_started(db, dialect, since, until):
+        days[_as_date(bucket)]["trials_started"] += count
     return days, await _refunded_amounts(db, in_range)
+
+
+async def _trials_started(db: AsyncSession, dialect: str, since: datetime, until: datetime) -> list[Any]:
+    """Per UTC day, the trials that began: one per subscription that had one (its rows, one per
+    entitlement it grants, are one trial), and never a second for an account and entitlement."""
+    began = func.min(Trial.started_at)
+    trials = (
+        select(began.label("started_at"))
+        .where(Trial.started_at < until)
+        .group_by(Trial.account_id, Trial.store, Trial.store_subscription_id)
+        .having(began >= since)
+        .subquery()
+    )
+    day = utc_day(dialect, trials.c.started_at)
+    return list((await db.execute(select(day, func.count()).group_by(day))).all())
 
 
 async def _refunded_amounts(db: AsyncSession, in_range: ColumnElement[bool]) -> dict[str, int]:

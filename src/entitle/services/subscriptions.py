@@ -41,7 +41,8 @@ from entitle.core.models.entitlements import Subscription
 from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
 from entitle.core.transitions import transitions
 from entitle.db.types import json_safe, new_id, utcnow
-from entitle.services.entitlements import refresh_entitlements, subscription_state
+from entitle.services.entitlements import entitlement_rules, refresh_entitlements, subscription_state
+from entitle.services.trials import record_trial
 
 _TABLE = cast(Table, Subscription.__table__)
 
@@ -107,6 +108,8 @@ async def apply_subscription_state(
     key = {"store": state.store.value, "store_subscription_id": state.store_subscription_id}
     # Core statements bypass autoflush: whatever the caller added to the session must be written first.
     await db.flush()
+    # Even from a snapshot too old to apply: the trial happened whatever the order of the news.
+    await record_trial(db, state, entitlement_rules(db).catalog)
     connection = await db.connection()
     dialect = connection.dialect.name
     row = None

@@ -338,3 +338,79 @@ def test_proration_previews_price_the_unused_time(standin: StripeStandin, http: 
     ).json()
     assert preview["amount_due"] == pytest.approx(1000, abs=2)
     assert [line["amount"] < 0 for line in preview["lines"]["data"]] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("missing_payment_method", "status_after"),
+    [("cancel", "canceled"), ("pause", "paused"), ("create_invoice", "past_due")],
+)
+def test_a_trial_waits_for_a_card_and_ends_as_its_settings_say(
+    standin: StripeStandin, http: httpx.Client, missing_payment_method: str, status_after: str
+) -> None:
+    customer = http.post("/v1/customers", data={}).json()
+    product = http.post("/v1/products", data={"name": "Pro"}).json()
+    price = http.post(
+        "/v1/prices",
+        data={
+            "product": product["id"],
+            "unit_amount": "999",
+            "currency": "usd",
+            "recurring[interval]": "month",
+        },
+    ).json()
+    trial_end = standin.now() + 3 * 86400
+    sub = http.post(
+        "/v1/subscriptions",
+        data={
+            "customer": customer["id"],
+            "items[0][price]": price["id"],
+            "payment_behavior": "default_incomplete",
+            "trial_end": str(trial_end),
+            "trial_settings[end_behavior][missing_payment_method]": missing_payment_method,
+            "expand[]": ["latest_invoice.confirmation_secret", "pending_setup_intent"],
+        },
+    ).json()
+    assert sub["status"] == "trialing" and sub["trial_end"] == trial_end
+    assert sub["trial_start"] == sub["items"]["data"][0]["current_period_start"]
+    assert sub["latest_invoice"]["amount_due"] == 0 and sub["latest_invoice"]["status"] == "paid"
+    assert sub["latest_invoice"]["confirmation_secret"] is None
+    setup = sub["pending_setup_intent"]
+    assert setup["object"] == "setup_intent" and setup["status"] == "requires_payment_method"
+    assert setup["client_secret"].startswith(f"{setup['id']}_secret_")
+    assert sub["trial_settings"]["end_behavior"]["missing_payment_method"] == missing_payment_method
+    standin.end_trial(sub["id"])
+    assert standin.subscription(sub["id"])["status"] == status_after
+    assert not [c for c in standin.state.all("charge") if c["paid"]]
+
+
+def test_a_trial_card_added_through_the_setup_intent_pays_when_the_trial_ends(
+    standin: StripeStandin, http: httpx.Client
+) -> None:
+    customer = http.post("/v1/customers", data={}).json()
+    product = http.post("/v1/products", data={"name": "Pro"}).json()
+    price = http.post(
+        "/v1/prices",
+        data={
+            "product": product["id"],
+            "unit_amount": "999",
+            "currency": "usd",
+            "recurring[interval]": "month",
+        },
+    ).json()
+    sub = http.post(
+        "/v1/subscriptions",
+        data={
+            "customer": customer["id"],
+            "items[0][price]": price["id"],
+            "payment_behavior": "default_incomplete",
+            "payment_settings[save_default_payment_method]": "on_subscription",
+            "trial_period_days": "7",
+        },
+    ).json()
+    standin.add_trial_card(sub["id"])
+    after = standin.subscription(sub["id"])
+    assert after["pending_setup_intent"] is None and after["default_payment_method"].startswith("pm_")
+    assert standin.events.of_type("setup_intent.succeeded")
+    standin.end_trial(sub["id"])
+    assert standin.subscription(sub["id"])["status"] == "active"
+    assert [c["amount"] for c in standin.state.all("charge") if c["paid"]] == [999]

@@ -108,6 +108,8 @@ def open_invoice(
         }
     else:
         invoice["status_transitions"]["paid_at"] = now
+        # Nothing to pay (a trial's first invoice): expandable, and null, as at Stripe.
+        invoice["_hidden"] = {"confirmation_secret": None}
     state.emit("invoice.finalized", invoice)
     if total <= 0:
         state.emit("invoice.paid", invoice)

@@ -133,6 +133,7 @@ def complete_session(state: State, session: dict[str, Any], last4: str = "4242")
     item = session["_hidden"]["line_items"]["data"][0]
     data = session["_subscription_data"]
     trial = data.get("trial_period_days")
+    trial_end = data.get("trial_end")
     sub = start_subscription(
         state,
         customer,
@@ -142,6 +143,8 @@ def complete_session(state: State, session: dict[str, Any], last4: str = "4242")
         payment_behavior="default_incomplete",
         save_default_payment_method="on_subscription",
         trial_days=int(trial) if trial else None,
+        trial_end=int(trial_end) if trial_end else None,
+        trial_settings=data.get("trial_settings"),
     )
     invoice = state.objects[sub["latest_invoice"]]
     if invoice["status"] == "open":

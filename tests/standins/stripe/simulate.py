@@ -12,7 +12,7 @@ from .billing import latest_charge, refund_charge, require_action
 from .checkout import complete_session
 from .customers import delete_customer, make_card
 from .state import State
-from .subscriptions import end_subscription, item_of, pause, renew, settle
+from .subscriptions import confirm_setup_intent, end_subscription, item_of, pause, renew, settle
 from .wire import StandinError
 
 
@@ -37,6 +37,16 @@ class Simulations:
                 self.state.declining_payment_methods.add(pm["id"])
             self.state.emit("payment_method.attached", pm)
             return settle(self.state, sub, self.state.objects[sub["latest_invoice"]], pm["id"])
+
+    def add_trial_card(self, sub_id: str, card: str = "4242") -> None:
+        """Stripe.js confirms a trial's `pending_setup_intent` with a new card: nothing is charged now."""
+        with self.state.lock:
+            sub = self._sub(sub_id)
+            pm = make_card(self.state, sub["customer"], card)
+            if card == "0341":
+                self.state.declining_payment_methods.add(pm["id"])
+            self.state.emit("payment_method.attached", pm)
+            confirm_setup_intent(self.state, sub, pm["id"])
 
     def require_action(self, sub_id: str) -> None:
         """The bank asks for 3-D Secure on the open invoice."""
@@ -156,6 +166,8 @@ class Simulations:
             self.state.emit("customer.subscription.trial_will_end", self._sub(sub_id))
 
     def end_trial(self, sub_id: str) -> None:
+        """Time reaches `trial_end`: charge the card, or without one do what `trial_settings` say
+        (`missing_payment_method`: cancel, pause, or create_invoice, which leaves it past due)."""
         with self.state.lock:
             renew(self.state, self._sub(sub_id))
 

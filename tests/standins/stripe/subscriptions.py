@@ -55,12 +55,20 @@ def start_subscription(
     payment_behavior: str = "allow_incomplete",
     save_default_payment_method: str = "off",
     trial_days: int | None = None,
+    trial_end: int | None = None,
+    trial_settings: dict[str, Any] | None = None,
     payment_method: str | None = None,
     charge_with: str | None = None,
 ) -> dict[str, Any]:
-    """Create `sub` with its first invoice; charge `charge_with` unless the payment is left to the client."""
+    """Create `sub` with its first invoice; charge `charge_with` unless the payment is left to the client.
+
+    A trial (`trial_end`, or `trial_days` from now) starts `trialing` with a $0 first invoice; left to
+    the client (`default_incomplete`) with no card, it carries a `pending_setup_intent` that saves one.
+    """
     now = state.now()
-    trial_end = now + trial_days * 86400 if trial_days else None
+    if trial_end is None and trial_days:
+        trial_end = now + trial_days * 86400
+    missing_pm = ((trial_settings or {}).get("end_behavior") or {}).get("missing_payment_method")
     period_end = trial_end or add_interval(now, price["recurring"])
     sub = state.add(
         {
@@ -97,7 +105,7 @@ def start_subscription(
             "status": "trialing" if trial_end else "incomplete",
             "test_clock": None,
             "trial_end": trial_end,
-            "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+            "trial_settings": {"end_behavior": {"missing_payment_method": missing_pm or "create_invoice"}},
             "trial_start": now if trial_end else None,
         },
         "sub",
@@ -126,11 +134,54 @@ def start_subscription(
     sub["latest_invoice"] = invoice["id"]
     if invoice["status"] == "paid" and not trial_end:
         sub["status"] = "active"
+    if trial_end and payment_behavior == "default_incomplete" and payment_method is None:
+        sub["pending_setup_intent"] = create_setup_intent(state, customer["id"])["id"]
     state.emit("customer.subscription.updated", sub, before)
     charge_with = charge_with or payment_method
     if payment_behavior != "default_incomplete" and invoice["status"] == "open" and charge_with:
         settle(state, sub, invoice, charge_with)
     return sub
+
+
+def create_setup_intent(state: State, customer_id: str) -> dict[str, Any]:
+    """A SetupIntent that saves a card for later, off-session charges (a trial's first invoice)."""
+    intent = state.add(
+        {
+            "object": "setup_intent",
+            "application": None,
+            "automatic_payment_methods": None,
+            "cancellation_reason": None,
+            "customer": customer_id,
+            "description": None,
+            "last_setup_error": None,
+            "latest_attempt": None,
+            "mandate": None,
+            "metadata": {},
+            "next_action": None,
+            "on_behalf_of": None,
+            "payment_method": None,
+            "payment_method_types": ["card"],
+            "single_use_mandate": None,
+            "status": "requires_payment_method",
+            "usage": "off_session",
+        },
+        "seti",
+    )
+    intent["client_secret"] = f"{intent['id']}_secret_{new_id('s', 24)[2:]}"
+    state.emit("setup_intent.created", intent)
+    return intent
+
+
+def confirm_setup_intent(state: State, sub: dict[str, Any], pm_id: str) -> None:
+    """Stripe.js confirms the trial's SetupIntent with a card: it becomes the subscription's default."""
+    intent = state.get(sub["pending_setup_intent"], "setup_intent")
+    intent.update(status="succeeded", payment_method=pm_id)
+    state.emit("setup_intent.succeeded", intent)
+    before = state.snapshot(sub)
+    sub["pending_setup_intent"] = None
+    if sub["payment_settings"]["save_default_payment_method"] == "on_subscription":
+        sub["default_payment_method"] = pm_id
+    state.emit("customer.subscription.updated", sub, before)
 
 
 def settle(state: State, sub: dict[str, Any], invoice: dict[str, Any], pm_id: str | None) -> bool:
@@ -257,6 +308,15 @@ def create_subscription(state: State, params: dict[str, Any]) -> dict[str, Any]:
             decline_code="generic_decline",
         )
     trial = params.get("trial_period_days")
+    trial_end = params.get("trial_end")
+    if trial_end == "now":
+        trial, trial_end = None, None
+    elif trial_end is not None:
+        trial_end = as_int(trial_end, "trial_end")
+        if trial_end <= state.now():
+            raise StandinError(
+                400, "Invalid timestamp: must be an integer Unix timestamp in the future.", param="trial_end"
+            )
     sub = start_subscription(
         state,
         customer,
@@ -268,6 +328,8 @@ def create_subscription(state: State, params: dict[str, Any]) -> dict[str, Any]:
             "save_default_payment_method", "off"
         ),
         trial_days=as_int(trial, "trial_period_days") if trial else None,
+        trial_end=trial_end,
+        trial_settings=params.get("trial_settings"),
         payment_method=params.get("default_payment_method"),
         charge_with=pm_id,
     )
@@ -366,6 +428,10 @@ def resume_subscription(state: State, params: dict[str, Any], id: str) -> dict[s
     return state.render(sub, as_list(params.get("expand")))
 
 
+def retrieve_setup_intent(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:
+    return state.render(state.get(id, "setup_intent"), as_list(params.get("expand")))
+
+
 def list_subscriptions(state: State, params: dict[str, Any]) -> dict[str, Any]:
     expand = [e.removeprefix("data.") for e in as_list(params.get("expand"))]
     status = params.get("status")
@@ -460,4 +526,5 @@ ROUTES = [
     ("POST", "/v1/subscriptions/{id}/resume", resume_subscription),
     ("GET", "/v1/subscriptions", list_subscriptions),
     ("POST", "/v1/invoices/create_preview", create_preview),
+    ("GET", "/v1/setup_intents/{id}", retrieve_setup_intent),
 ]

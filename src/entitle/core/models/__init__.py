@@ -16,6 +16,7 @@ from entitle.core.models.entitlements import (
     AccountEntitlement,
     PromotionalGrant,
     Subscription,
+    Trial,
 )
 from entitle.core.models.events import (
     AccountEvent,
@@ -48,6 +49,7 @@ __all__ = [
     "RefreshTokenFamily",
     "StreamTicket",
     "Subscription",
+    "Trial",
     "WebhookDelivery",
     "WebhookEndpoint",
 ]

@@ -54,6 +54,29 @@ class Subscription(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Trial(Base):
+    """A trial an account has had for one entitlement: the one it gets, whichever store gave it.
+
+    Written when a store first reports a subscription that had a trial (or an App Store introductory
+    offer) and never changed after: the subscription's own row is overwritten by every renewal, and a
+    renewal no longer shows the trial, so eligibility and reports read this instead.
+    """
+
+    __tablename__ = "trials"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    entitlement: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The subscription that had the trial: its store, store id and catalog product.
+    store: Mapped[str] = mapped_column(String(20))
+    store_subscription_id: Mapped[str] = mapped_column(String(200))
+    product: Mapped[str | None] = mapped_column(String(64))
+    # When the store says the trial began.
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class PromotionalGrant(Base):
     """An entitlement given by the app's team or support staff rather than bought."""
 

@@ -12,6 +12,9 @@ A DID_FAIL_TO_RENEW or GRACE_PERIOD_EXPIRED notification settles step 4 even whe
 seconds before `expiresDate`. The vendor timestamp is the notification's `signedDate` (or the
 transaction's, for data the app posts), so an older snapshot never overwrites a newer one.
 
+A transaction in an introductory offer (free or paid) is the account's trial (`trial_started_at`, its
+`purchaseDate`): renewals replace the stored transaction, so the services keep that fact apart.
+
 A newer `signedDate` is not enough for a transaction, though (`stale_reason`): the App Store signs a
 transaction's JWS when a device or a notification fetches it, so an old transaction can arrive freshly
 signed. One that was upgraded away (`isUpgraded`) or that an already stored, later-bought transaction of the
@@ -180,4 +183,11 @@ def subscription_state(
             if renewal is not None and status is SubscriptionStatus.IN_GRACE_PERIOD
             else None
         ),
+        trial_started_at=from_millis(tx.purchaseDate) if is_introductory_offer(transaction) else None,
     )
+
+
+def is_introductory_offer(transaction: VerifiedTransaction) -> bool:
+    """A transaction in an introductory offer, free or paid: Apple gives one per subscription group, and
+    it is the App Store's trial (https://developer.apple.com/documentation/appstoreserverapi/offertype)."""
+    return transaction.payload.offerType == OfferType.INTRODUCTORY_OFFER

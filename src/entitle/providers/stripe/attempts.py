@@ -88,12 +88,15 @@ async def close_other_attempts(
 
 
 def reusable_session(
-    sessions: list[dict[str, Any]], product: Product, success: str, cancel: str
+    sessions: list[dict[str, Any]], product: Product, success: str, cancel: str, trial_days: int | None
 ) -> dict[str, Any] | None:
-    """An open session for the same product and pages: a double click gets the page it already has."""
+    """An open session for the same product, trial and pages: a double click gets the page it already
+    has (but not a page that still offers a trial the account has had since)."""
     for session in sessions:
+        metadata = session.get("metadata") or {}
         if (
-            (session.get("metadata") or {}).get("entitle_product") == product.key
+            metadata.get("entitle_product") == product.key
+            and metadata.get("entitle_trial_days") == (str(trial_days) if trial_days else None)
             and session.get("success_url") == success
             and session.get("cancel_url") == cancel
             and session.get("url")

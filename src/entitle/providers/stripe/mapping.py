@@ -10,6 +10,7 @@ Decisions this module owns:
   (docs.stripe.com/billing/subscriptions/pause-payment), so it maps like any active subscription.
   A renewing subscription set to cancel (`cancel_at_period_end`, or `cancel_at` at or before the
   period end) is CANCELED_AT_PERIOD_END.
+- Trial. `trial_start` (kept by Stripe after the trial ends) is the trial the account has had.
 - Period. Since API 2025-03-31 the period lives on the items; the subscription's is the latest item end.
 - Product. The catalog product whose Stripe lookup key the price carries. A price that lost its
   lookup key to a newer price (`transfer_lookup_key` after an amount change) still names its product
@@ -65,7 +66,14 @@ def subscription_state(
         store_customer_id=object_id(sub.get("customer")),
         grace_period_ends_at=grace_ends,
         payment_method=payment_method_summary(sub),
+        trial_started_at=_trial_start(sub),
     )
+
+
+def _trial_start(sub: Mapping[str, Any]) -> datetime | None:
+    """When the subscription's trial began; Stripe keeps `trial_start` after the trial ends."""
+    start = sub.get("trial_start")
+    return from_timestamp(start) if isinstance(start, int | float) and not isinstance(start, bool) else None
 
 
 def _status(

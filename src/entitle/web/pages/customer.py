@@ -19,7 +19,7 @@ from entitle.core.models.accounts import Account
 from entitle.core.subscriptions import Store
 from entitle.errors import EntitleError, InvalidRequest, RateLimited
 from entitle.providers.stripe.provider import stripe_provider
-from entitle.services import accounts, billing_stripe, credentials, streams, tokens
+from entitle.services import accounts, billing_stripe, credentials, streams, tokens, trials
 from entitle.services.entitlements import read_entitlements
 from entitle.web.deps import SessionDep, client_ip
 from entitle.web.pages import plans
@@ -85,7 +85,11 @@ async def _pricing_page(
         status=status,
         notice=_notice(request),
         error=error,
-        plans=plans.plans(catalog, plans.paying_products(answer)),
+        plans=plans.plans(
+            catalog,
+            plans.paying_products(answer),
+            await trials.entitlements_trialed(db, visit.account.id) if visit.account else frozenset(),
+        ),
         app_store_products=plans.paying_products(answer, Store.APP_STORE),
         web_products=plans.paying_products(answer, Store.STRIPE),
         chosen=chosen or request.query_params.get("product"),

@@ -54,7 +54,11 @@ def _monthly(product: Product) -> float:
     return product.stripe.unit_amount / (_MONTHS_IN[product.stripe.interval] * product.stripe.interval_count)
 
 
-def plans(catalog: Catalog, current_products: set[str]) -> list[Plan]:
+def plans(
+    catalog: Catalog, current_products: set[str], trials_had: frozenset[str] = frozenset()
+) -> list[Plan]:
+    """The catalog as plans; `trials_had` are the entitlements whose one trial the person has had, so
+    products granting any of them are offered without their trial."""
     grouped: dict[tuple[str, ...], Plan] = {}
     for product in catalog.products.values():
         key = tuple(sorted(product.entitlements))
@@ -73,7 +77,7 @@ def plans(catalog: Catalog, current_products: set[str]) -> list[Plan]:
                 product=product,
                 price=display_amount(product.stripe.unit_amount, product.stripe.currency),
                 per=_per(product),
-                trial_days=product.stripe.trial_days,
+                trial_days=None if trials_had & set(product.entitlements) else product.stripe.trial_days,
                 current=product.key in current_products,
             )
         )
