@@ -17,6 +17,7 @@ from entitle.services.account_work import deliver_account_work
 from entitle.services.alerts import alerter
 from entitle.services.entitlements import refresh_due_entitlements
 from entitle.services.outbound import deliver_due
+from entitle.services.page_links import forget_old_links
 from entitle.services.streams import forget_old_tickets
 from entitle.settings import Settings
 from entitle.web.docs import install_docs
@@ -124,6 +125,7 @@ async def _maintenance(context: AppContext) -> int:
         async with context.database.transaction() as db:
             done += await refresh_due_entitlements(db)
             await forget_old_tickets(db)
+            await forget_old_links(db)
         done += await deliver_due(context.database, context.http, development=context.settings.is_development)
         # Mail from the outbox, Apple token revocations.
         done += await deliver_account_work(context)

@@ -112,3 +112,14 @@ async def test_a_forged_signature_is_refused_and_our_own_tokens_still_work(
     assert (await client.get("/v1/me", headers=bearer(forged))).status_code == 401
     session = await register(client, "pat@example.com")
     assert (await client.get("/v1/me", headers=bearer(session))).status_code == 200
+
+
+async def test_a_token_from_the_apps_issuer_opens_the_account_page_signed_in(
+    client: httpx.AsyncClient, app_idp: AppIdentityProvider
+) -> None:
+    token = app_idp.rs256("user-42", email="pat@example.com")
+    answer = await client.post("/v1/me/page-link", json={"page": "account"}, headers=bearer(token))
+    assert answer.status_code == 200, answer.text
+    opened = await client.get(answer.json()["url"].removeprefix("http://testserver"))
+    assert opened.headers["location"] == "/account"
+    assert "pat@example.com" in (await client.get("/account")).text

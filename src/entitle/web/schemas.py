@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from entitle.core.models.accounts import Account
+from entitle.services.page_links import Page
 from entitle.services.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from entitle.services.tokens import TokenPair
 
@@ -16,6 +17,10 @@ from entitle.services.tokens import TokenPair
 class StrictBody(BaseModel):
     # Unknown fields are refused so a typo in a client is a clear 422, not a silent no-op.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class PageLinkBody(StrictBody):
+    page: Page
 
 
 class Credentials(StrictBody):

@@ -131,6 +131,22 @@ class AccountToken(Base):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class PageLink(Base):
+    """A single-use link an app opens in a browser to show a hosted page signed in; only its hash is kept."""
+
+    __tablename__ = "page_links"
+
+    # SHA-256 of the link's token: a leaked row opens nothing.
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    # Which page it opens (a key of `services.page_links.PAGES`), never a free path.
+    page: Mapped[str] = mapped_column(String(30))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # Set on the first open, which exchanged it for a page session.
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class AppleSigninToken(Base):
     """A Sign in with Apple refresh token, encrypted, kept so it can be revoked (App Store rule 5.1.1(v)).
 

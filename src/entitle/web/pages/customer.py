@@ -19,7 +19,7 @@ from entitle.core.models.accounts import Account
 from entitle.core.subscriptions import Store
 from entitle.errors import EntitleError, InvalidRequest, RateLimited
 from entitle.providers.stripe.provider import stripe_provider
-from entitle.services import accounts, billing_stripe, credentials, streams, tokens, trials
+from entitle.services import accounts, billing_stripe, credentials, page_links, streams, tokens, trials
 from entitle.services.entitlements import read_entitlements
 from entitle.web.deps import SessionDep, client_ip
 from entitle.web.pages import plans
@@ -40,6 +40,10 @@ NOTICES = {
     "verification_sent": "We sent you a new link to confirm your address.",
     "checkout_canceled": "Checkout was canceled; nothing was charged.",
     "already_verified": "Your address is already confirmed.",
+    "invalid_page_link": "That link from the app is not valid. Sign in to continue.",
+    "page_link_used": "That link from the app was already used. Sign in, or open it again from the app.",
+    "page_link_expired": "That link from the app has expired. Sign in, or open it again from the app.",
+    "billing_unavailable": "Billing could not be opened just now; try Manage billing below.",
 }
 
 
@@ -342,6 +346,57 @@ async def resend_verification(request: Request, visit: Visit, db: SessionDep) ->
     except EntitleError as exc:
         return await _account_page(request, visit, db, error=exc.message, status=exc.status_code)
     return redirect(visit, "/account?notice=" + ("verification_sent" if sent else "already_verified"))
+
+
+# --- page links from the apps ------------------------------------------------------------------------------
+@router.get(page_links.OPEN_PATH)
+async def open_page_link(request: Request, visit: Visit) -> Response:
+    """Where a link from `POST /v1/me/page-link` lands: spent for a page session, then on to the clean page.
+
+    A GET that writes, in a transaction of its own: the app opens the link in a browser, which can only
+    GET, and the link is never mailed, so no scanner spends it first. The new session replaces whatever
+    session the browser had, so the page never shows one person's account to another.
+    """
+    database = visit.context.database
+    try:
+        async with database.transaction() as db:
+            link = await page_links.spend(db, request.query_params.get("token", ""))
+            account = await accounts.get_account(db, link.account_id)
+            if account is None or account.is_deleted:
+                raise page_links.PageLinkRefused("This link is not valid.")
+            if visit.session_id is not None:
+                await tokens.revoke_family(db, visit.session_id, reason="replaced_by_page_link")
+            await start_page_session(db, visit, account, request)
+    except page_links.PageLinkRefused as exc:
+        return await _refused_page_link(visit, exc)
+    if link.page == "billing":
+        return await _to_billing_portal(visit, account)
+    return redirect(visit, page_links.page_path(link.page))
+
+
+async def _refused_page_link(visit: PageVisit, refused: page_links.PageLinkRefused) -> Response:
+    destination = page_links.page_path(refused.page or "account")
+    if visit.account is not None and visit.account.id == refused.account_id:
+        # Opened again in the browser it already signed in (the app opened it twice): nothing to spend.
+        return redirect(visit, destination)
+    # Whoever this browser was signed in as, it is not the person the app meant: sign-in page, signed out.
+    if visit.session_id is not None:
+        async with visit.context.database.transaction() as db:
+            await tokens.revoke_family(db, visit.session_id, reason="replaced_by_page_link")
+    visit.sign_out()
+    return redirect(visit, "/account/sign-in?" + urlencode({"next": destination, "notice": refused.code}))
+
+
+async def _to_billing_portal(visit: PageVisit, account: Account) -> Response:
+    public = visit.context.settings.public_url.rstrip("/")
+    try:
+        async with visit.context.database.transaction() as db:
+            stripe = stripe_provider(visit.context.providers)
+            session = await billing_stripe.portal(db, stripe, account, f"{public}/account")
+    except EntitleError:
+        # Signed in by now; the account page offers the same button and says why if it fails again.
+        return redirect(visit, "/account?notice=billing_unavailable")
+    return redirect(visit, session["url"])
 
 
 # --- the account -------------------------------------------------------------------------------------------

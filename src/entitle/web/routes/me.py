@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from entitle.services import accounts, credentials, lookups
+from entitle.services import accounts, credentials, lookups, page_links
 from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, SignedIn, client_ip
-from entitle.web.schemas import SetPasswordBody, account_json
+from entitle.web.schemas import PageLinkBody, SetPasswordBody, account_json
 
 router = APIRouter(prefix="/v1/me", tags=["account"])
 
@@ -53,6 +53,19 @@ async def set_password(
         keep_session=signed_in.session_id,
     )
     return Response(status_code=204)
+
+
+@router.post("/page-link")
+async def create_page_link(
+    body: PageLinkBody, response: Response, signed_in: SignedIn, context: ContextDep, db: SessionDep
+) -> dict[str, Any]:
+    """A single-use link (60 s) that opens a hosted page signed in as this account, for an app to open in a
+    browser: the first open starts a page session in that browser, then shows the page."""
+    link = await page_links.issue(db, signed_in.account_id, body.page)
+    # The link signs a browser in: no cache may keep the answer.
+    response.headers["Cache-Control"] = "no-store"
+    public = context.settings.public_url.rstrip("/")
+    return {"url": f"{public}{page_links.OPEN_PATH}?token={link.token}", "expires_in": link.expires_in}
 
 
 EventLimit = Annotated[int, Query(ge=1, le=200)]

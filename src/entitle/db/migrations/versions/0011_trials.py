@@ -13,7 +13,7 @@ from alembic import op
 import entitle.db.types
 
 revision: str = "0011_trials"
-down_revision: str | None = "0009_operators"
+down_revision: str | None = "0010_page_links"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
