@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from entitle import __version__
@@ -20,6 +20,7 @@ from entitle.services.outbound import deliver_due
 from entitle.services.page_links import forget_old_links
 from entitle.services.streams import forget_old_tickets
 from entitle.settings import Settings
+from entitle.web.bodies import refuse_unread_body
 from entitle.web.docs import install_docs
 from entitle.web.errors import install_error_handlers
 from entitle.web.limits import BodyReadTimeout, BodySizeLimit
@@ -76,7 +77,8 @@ def create_app(
             max_age=600,
         )
     for router in all_routers():
-        app.include_router(router)
+        # The API's routes, not the pages': a route that takes no body refuses one with fields.
+        app.include_router(router, dependencies=[Depends(refuse_unread_body)])
     install_pages(app)
     install_openapi(app)
     install_docs(app)

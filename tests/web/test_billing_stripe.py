@@ -208,6 +208,31 @@ async def test_refusals(
         assert response.json()["error"]["code"] == code
 
 
+async def test_cancel_refuses_what_it_was_not_asked_to_read(
+    client: httpx.AsyncClient, standin: StripeStandin
+) -> None:
+    # `immediately` is not something cancel does: answering 200 and canceling at period end would be
+    # doing something else than asked.
+    auth = bearer(await register(client, "immediately@example.com"))
+    checkout = (
+        await client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
+    ).json()
+    standin.complete_checkout(checkout["id"])
+    await _deliver_all(client, standin)
+    refused = await client.post(
+        "/v1/billing/stripe/subscription/cancel", json={"immediately": True}, headers=auth
+    )
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "invalid_request" and "Unknown field 'immediately'" in error["message"]
+    (subscription,) = standin.state.all("subscription")
+    assert subscription["status"] == "active" and subscription["cancel_at_period_end"] is False
+    pro = (await client.get("/v1/me/entitlements", headers=auth)).json()["entitlements"]["pro"]
+    assert pro["active"] is True and pro["will_renew"] is True
+    portal = await client.post("/v1/billing/stripe/portal", json={"return_to": "/"}, headers=auth)
+    assert portal.status_code == 422 and "Unknown field 'return_to'" in portal.json()["error"]["message"]
+
+
 async def test_billing_needs_a_signed_in_account(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"})
     assert response.status_code == 401

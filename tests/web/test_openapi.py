@@ -17,3 +17,27 @@ async def test_every_operation_declares_the_error_answers(client: httpx.AsyncCli
             schema = responses[status]["content"]["application/json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, status)
     assert "Retry-After" in spec["paths"]["/v1/auth/login"]["post"]["responses"]["429"]["headers"]
+
+
+async def test_the_document_says_unknown_fields_are_refused(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    schemas = spec["components"]["schemas"]
+    bodies = 0
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            unprocessable = operation["responses"]["422"]["description"]
+            if "requestBody" in operation:
+                bodies += 1
+                for media in operation["requestBody"]["content"].values():
+                    # An optional body is `anyOf: [{$ref}, {type: null}]`.
+                    refs = [media["schema"], *media["schema"].get("anyOf", [])]
+                    names = [ref["$ref"].rsplit("/", 1)[-1] for ref in refs if "$ref" in ref]
+                    assert names, (method, path)
+                    for name in names:
+                        assert schemas[name]["additionalProperties"] is False, (method, path, name)
+                assert "unknown fields" in unprocessable, (method, path)
+            elif not path.startswith("/webhooks/"):
+                assert "takes no body" in unprocessable, (method, path)
+    assert bodies > 10
+    logout = spec["paths"]["/v1/auth/logout"]["post"]["responses"]["422"]["description"]
+    assert "a body with a field" in logout

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from entitle.errors import EntitleError, RateLimited
+from entitle.web.bodies import UNKNOWN_FIELD, unknown_field_message
 from entitle.web.pages.rendering import page_error
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,15 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     details = [
         {
             "field": ".".join(str(part) for part in error.get("loc", ()) if part != "body"),
-            "problem": error.get("msg"),
+            "problem": UNKNOWN_FIELD if error.get("type") == "extra_forbidden" else error.get("msg"),
         }
         for error in errors
     ]
+    # An unknown field is named first: it is most often a typo, and the missing field it stands for
+    # is then the second thing to read.
+    unknown = next((detail for detail in details if detail["problem"] == UNKNOWN_FIELD), None)
+    if unknown is not None:
+        return error_response(422, "invalid_request", unknown_field_message(unknown["field"]), details)
     first = details[0] if details else {"field": "", "problem": "invalid"}
     where = f"`{first['field']}`" if first["field"] else "the request"
     message = f"{where}: {first['problem']}."

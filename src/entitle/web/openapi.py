@@ -12,6 +12,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from entitle.web.bodies import NO_BODY, reads_raw_body
+
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
@@ -37,10 +39,16 @@ ERRORS = {
     "408": "The request body did not arrive in time.",
     "409": "Conflicts with the current state (`already_subscribed`, a concurrent change, ...).",
     "413": "The request body is larger than ENTITLE_MAX_BODY_BYTES.",
-    "422": "Wrong, missing or unknown fields (`invalid_request`, with `details`).",
+    "422": "Wrong, missing or unknown fields (`invalid_request`, with `details`; naming an unknown field).",
     "429": "Rate limited; `Retry-After` says when to try again.",
     "503": "A provider is not configured (the message names the setting) or did not answer.",
 }
+
+# What `web.bodies` answers on an operation that declares no body.
+NO_BODY_422 = (
+    f"Wrong query parameters, or a body with a field: {NO_BODY} (`invalid_request`, naming the field; "
+    "an empty body or `{}` is accepted)."
+)
 
 
 def _error_response(description: str, status: str) -> dict[str, Any]:
@@ -68,11 +76,13 @@ def complete_openapi(app: FastAPI) -> dict[str, Any]:
     schemas["Error"] = ERROR_SCHEMA
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
-    for item in schema.get("paths", {}).values():
+    for path, item in schema.get("paths", {}).items():
         for operation in item.values():
             responses = operation.setdefault("responses", {})
             for status, description in ERRORS.items():
                 responses[status] = _error_response(description, status)
+            if "requestBody" not in operation and not reads_raw_body(path):
+                responses["422"] = _error_response(NO_BODY_422, "422")
     app.openapi_schema = schema
     return schema
 
