@@ -158,4 +158,3 @@ async def test_no_customer_page_names_a_setting(client: httpx.AsyncClient, conte
         assert "not configured" not in page.text, name
     assert BILLING_OFF in words(pages["POST /account/subscription/cancel"])
     assert BILLING_OFF in words(pages["signed in /account/change-plan?product=pro_yearly"])
-
