@@ -42,7 +42,14 @@ SELECT md5('s' || i)::uuid,
     'sub_' || i, md5('a' || i)::uuid,
     CASE WHEN i % 4 = 0 THEN 'pro_yearly' ELSE 'pro_monthly' END, 'price_' || (i % 4),
     CASE WHEN i % 5 = 0 THEN 'expired' WHEN i % 10 = 1 THEN 'trialing' ELSE 'active' END,
-    now() + (i % 30 + 1) * interval '1 day', true, 'production', '{}'::jsonb, now(), now(), now()
+    now() + (i % 30 + 1) * interval '1 day', true, 'production',
+    -- An App Store row keeps its last transaction, whose price and period the report reads.
+    CASE WHEN i % 3 = 0 THEN jsonb_build_object('transaction', jsonb_build_object(
+        'price', CASE WHEN i % 4 = 0 THEN 99990 ELSE 9990 END, 'currency', 'USD',
+        'purchaseDate', (extract(epoch FROM now()) * 1000)::bigint - (i % 1440) * 60000,
+        'expiresDate', (extract(epoch FROM now()) * 1000)::bigint - (i % 1440) * 60000
+            + CASE WHEN i % 4 = 0 THEN 365 ELSE 30 END * 86400000::bigint))
+    ELSE '{}'::jsonb END, now(), now(), now()
 FROM generate_series(1, :accounts) AS i;
 """
 

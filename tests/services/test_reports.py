@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.context import AppContext
 from entitle.core.events import record_event
 from entitle.core.models.events import AccountEvent
-from entitle.core.subscriptions import SubscriptionState, SubscriptionStatus
+from entitle.core.subscriptions import Environment, SubscriptionState, SubscriptionStatus
 from entitle.db.types import utcnow
 from entitle.services import reports
 from entitle.services.grants import create_grant
@@ -30,8 +30,9 @@ def later(state: SubscriptionState, **changes: Any) -> SubscriptionState:
 
 
 async def apply(db: AsyncSession, *states: SubscriptionState) -> None:
+    """Apply `states` as production ones (the factories' are sandbox), which a summary counts by default."""
     for state in states:
-        assert await apply_subscription_state(db, state)
+        assert await apply_subscription_state(db, replace(state, environment=Environment.PRODUCTION))
     await db.commit()
 
 
@@ -87,7 +88,8 @@ async def test_mrr_prices_paying_stripe_subscriptions_from_the_catalog_and_norma
 
     # 999 a month + 9,999 a year / 12 = 1,832.25 cents; the trial pays nothing yet.
     assert report["mrr"] == {"usd": 1832}
-    # The App Store's prices are set in App Store Connect, not in the catalog: counted, not priced.
+    # An App Store subscription whose stored transaction carries no price: counted, not priced
+    # (tests/web/test_reports_appstore.py prices signed transactions).
     assert report["mrr_unpriced"] == {"stripe": 0, "app_store": 1}
     assert report["active"] == {
         "total": 4,

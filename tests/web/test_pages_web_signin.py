@@ -297,10 +297,14 @@ async def test_a_callback_that_is_not_a_form_is_a_page_not_a_500(client: httpx.A
     [{"google_web_client_id": None, "apple_signin_client_ids": [APPLE_BUNDLE_ID]}],
     indirect=True,
 )
-async def test_unconfigured_providers_say_which_setting_is_missing(client: httpx.AsyncClient) -> None:
+async def test_unconfigured_providers_say_so_to_the_person_and_name_the_setting_in_the_log(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
     page = await client.get("/account/sign-in")
     assert "/account/sign-in/google" not in page.text
     google = await client.get("/account/sign-in/google")
-    assert google.status_code == 503 and "ENTITLE_GOOGLE_WEB_CLIENT_ID" in google.text
+    assert google.status_code == 503 and "Sign in with Google isn&#39;t available right now." in google.text
     apple = await client.get("/account/sign-in/apple")
-    assert apple.status_code == 503 and "ENTITLE_APPLE_SIGNIN_CLIENT_IDS" in apple.text
+    assert apple.status_code == 503 and "Sign in with Apple isn&#39;t available right now." in apple.text
+    assert "ENTITLE_" not in google.text + apple.text
+    assert "ENTITLE_GOOGLE_WEB_CLIENT_ID" in caplog.text and "ENTITLE_APPLE_SIGNIN_CLIENT_IDS" in caplog.text

@@ -32,9 +32,11 @@ async def test_the_default_range_is_the_last_30_days_today_included(client: http
     assert body["to"] == today.isoformat()
     assert body["from"] == (today - timedelta(days=29)).isoformat()
     assert len(body["daily"]) == 30
+    assert body["environment"] == "production"
     assert set(body) == {
         "from",
         "to",
+        "environment",
         "as_of",
         "active",
         "mrr",
@@ -92,7 +94,9 @@ async def test_bad_dates_are_a_400_with_a_code(
 async def test_the_route_is_documented_with_its_answer_and_errors(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     operation = spec["paths"][PATH]["get"]
-    assert {p["name"] for p in operation["parameters"]} == {"from", "to"}
+    assert {p["name"] for p in operation["parameters"]} == {"from", "to", "environment"}
+    [environment] = [p for p in operation["parameters"] if p["name"] == "environment"]
+    assert environment["schema"]["default"] == "production"
     ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok == {"$ref": "#/components/schemas/Summary"}
     summary = spec["components"]["schemas"]["Summary"]

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from entitle.context import AppContext
 from entitle.core.models.accounts import Account
-from entitle.core.subscriptions import SubscriptionStatus
+from entitle.core.subscriptions import Environment, SubscriptionStatus
 from entitle.db.types import utcnow
 from entitle.providers.stripe.catalog_push import push_catalog
 from entitle.services import reports
@@ -238,17 +238,17 @@ async def test_reports_count_a_trial_once_however_often_it_is_reported(
         sub["items"]["data"][0]["current_period_end"] += 86400
         standin.state.emit("customer.subscription.updated", sub, before)
     await _deliver_all(client, standin)
-    # Every event again, as Stripe retries them.
+    # Every event again, as Stripe retries them. The stand-in is Stripe's test mode: the sandbox report.
     await _deliver_all(client, standin)
     today = utcnow().date()
     async with context.database.sessionmaker() as db:
-        report = await reports.summary(db, context.catalog, today, today)
+        report = await reports.summary(db, context.catalog, today, today, Environment.SANDBOX)
     assert report["totals"]["trials_started"] == 1
     assert report["totals"]["trials_converted"] == 0
 
     standin.end_trial(sub_id)
     await _deliver_all(client, standin)
     async with context.database.sessionmaker() as db:
-        report = await reports.summary(db, context.catalog, today, today)
+        report = await reports.summary(db, context.catalog, today, today, Environment.SANDBOX)
     assert report["totals"]["trials_started"] == 1
     assert report["totals"]["trials_converted"] == 1

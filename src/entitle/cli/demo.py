@@ -97,7 +97,8 @@ async def seed_sample_customers(db: AsyncSession, catalog: Catalog) -> None:
                 current_period_end=moment
                 + timedelta(days=30 if status is not SubscriptionStatus.TRIALING else 7),
                 will_renew=status not in (SubscriptionStatus.EXPIRED, SubscriptionStatus.REVOKED),
-                environment=Environment.SANDBOX,
+                # Shown where the dashboard's reports look first; the demo's database holds nothing real.
+                environment=Environment.PRODUCTION,
                 vendor_updated_at=moment,
                 store_customer_id=f"cus_demo_{number:04d}" if store is Store.STRIPE else None,
                 payment_method={"type": "card", "brand": "visa", "last4": "4242"}

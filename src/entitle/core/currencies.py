@@ -31,18 +31,30 @@ def is_currency(code: str) -> bool:
 ZERO_DECIMAL_CURRENCIES = frozenset(
     "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
 )
+# Currencies with three decimals (Stripe's list): 5124 kwd is 5.124 KD. Apple prices everything in
+# milli-units, which for these are the minor units themselves.
+THREE_DECIMAL_CURRENCIES = frozenset("bhd jod kwd omr tnd".split())
 _SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "inr": "₹", "krw": "₩"}
 
 
-def display_amount(minor_units: int, currency: str) -> str:
-    """An amount as a person reads it: `$9.99`, `¥500`, `12.50 CHF`."""
+def minor_unit_digits(currency: str) -> int:
+    """How many decimals the currency's minor unit has: 0 for jpy, 3 for kwd, 2 for most."""
     code = currency.lower()
     if code in ZERO_DECIMAL_CURRENCIES:
+        return 0
+    return 3 if code in THREE_DECIMAL_CURRENCIES else 2
+
+
+def display_amount(minor_units: int, currency: str) -> str:
+    """An amount as a person reads it: `$9.99`, `¥500`, `12.50 CHF`, `5.120 KWD`."""
+    code = currency.lower()
+    digits = minor_unit_digits(code)
+    if digits == 0:
         number = f"{minor_units:,}"
     else:
         sign = "-" if minor_units < 0 else ""
-        whole, cents = divmod(abs(minor_units), 100)
-        number = f"{sign}{whole:,}.{cents:02d}"
+        whole, fraction = divmod(abs(minor_units), 10**digits)
+        number = f"{sign}{whole:,}.{fraction:0{digits}d}"
     symbol = _SYMBOLS.get(code)
     if symbol is None:
         return f"{number} {code.upper()}"

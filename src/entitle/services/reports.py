@@ -4,11 +4,14 @@ Two sources, each read with a few grouped queries so the cost follows the number
 accounts:
 - Now, from the stored state: active subscriptions by store and product (the entitlement engine's rule:
   an entitling status whose period, or grace period, has not ended), promotional grants in force, and
-  MRR. MRR is priced from the catalog, the only prices entitle knows: a paying Stripe subscription
-  (active, in grace, or set to end at the period end; not trialing) counts its product's Stripe price,
-  normalized to a month (a year is 1/12, a week 52/12). The catalog holds no App Store prices (Apple
-  sets them per country in App Store Connect), so App Store subscriptions, and any whose product is not
-  in the catalog, are counted in `mrr_unpriced` instead of being given a price nobody set.
+  MRR. A paying subscription (active, in grace, or set to end at the period end; not trialing) counts
+  what it is paid, normalized to a month (a year is 1/12, a week 52/12). A Stripe one is priced from the
+  catalog, whose prices entitle pushes to Stripe. The catalog holds no App Store prices (Apple sets them
+  per country in App Store Connect), so an App Store one counts the price and currency of its own last
+  transaction (StoreKit 2 signs `price` in milli-units and `currency`), over the period that
+  transaction paid for (`purchaseDate` to `expiresDate`). A paying subscription with no price to read
+  (a Stripe product not in the catalog, a transaction from before Apple added prices) is counted in
+  `mrr_unpriced` instead of being given a price nobody set.
 - History, from the account event log, bucketed by UTC day over the range: `subscription.started` is a
   new subscription, `subscription.expired` and `subscription.refunded` are churn, and the latter is a
   refund too. Trials come from the `trials` record (`services.trials`), so each counts once per account
@@ -16,6 +19,10 @@ accounts:
   reported; a trial converted is a `subscription.renewed` out of `trialing` into a paid status (not a
   trial moved later) of a subscription that is such a recorded trial. Refund amounts are known only for
   Stripe charges (`billing.refunded`); the App Store does not say how much it gave back.
+
+Production and sandbox (Stripe test mode, the App Store's Sandbox) are never added together: a summary
+covers one environment, production unless asked, and says which. An event written before events named
+their environment counts as production; a trial is of its subscription's environment.
 """
 
 from __future__ import annotations
@@ -26,16 +33,17 @@ from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import Date, Select, and_, case, cast, func, literal_column, or_, select
+from sqlalchemy import BigInteger, Date, Select, and_, case, cast, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from entitle.core import transitions
 from entitle.core.catalog import Catalog, Interval
+from entitle.core.currencies import minor_unit_digits
 from entitle.core.entitlements import isoformat
 from entitle.core.models.entitlements import PromotionalGrant, Subscription, Trial
 from entitle.core.models.events import AccountEvent
-from entitle.core.subscriptions import ENTITLING_STATUSES, Store, SubscriptionStatus
+from entitle.core.subscriptions import ENTITLING_STATUSES, Environment, Store, SubscriptionStatus
 from entitle.db.types import utcnow
 from entitle.errors import EntitleError
 from entitle.providers.stripe.handlers import REFUNDED as STRIPE_CHARGE_REFUNDED
@@ -59,6 +67,24 @@ _MONTHS_PER_INTERVAL = {
     Interval.YEAR: Fraction(12),
 }
 _COUNTED = ("new", "churned", "trials_started", "trials_converted", "refunds")
+# App Store subscription durations in months, by their length in days (a week as 12/52 of a month, as
+# for Stripe). A transaction's period is matched to the nearest, so a renewal charged a little before
+# the previous period ended still reads as one month.
+_APPLE_PERIODS = {
+    Fraction(7): _MONTHS_PER_INTERVAL[Interval.WEEK],
+    **{Fraction(36525, 1200) * months: Fraction(months) for months in (1, 2, 3, 6, 12)},
+}
+# The Sandbox renews faster (https://developer.apple.com/help/app-store-connect/test-in-app-purchases/
+# overview-of-testing-in-sandbox): minutes per duration at Apple's default renewal rate.
+_APPLE_SANDBOX_PERIODS = {
+    Fraction(3): _MONTHS_PER_INTERVAL[Interval.WEEK],
+    Fraction(5): Fraction(1),
+    Fraction(10): Fraction(2),
+    Fraction(15): Fraction(3),
+    Fraction(30): Fraction(6),
+    Fraction(60): Fraction(12),
+}
+_MINUTES_PER_DAY = 24 * 60
 
 
 def utc_day(dialect: str, moment: Any) -> ColumnElement[Any]:
@@ -70,16 +96,24 @@ def utc_day(dialect: str, moment: Any) -> ColumnElement[Any]:
     return func.date(moment)
 
 
-async def summary(db: AsyncSession, catalog: Catalog, start: date, end: date) -> dict[str, Any]:
-    """Actives, MRR and promotional grants now; new, churned, trials and refunds per day from start to end."""
+async def summary(
+    db: AsyncSession,
+    catalog: Catalog,
+    start: date,
+    end: date,
+    environment: Environment = Environment.PRODUCTION,
+) -> dict[str, Any]:
+    """Actives, MRR and promotional grants now; new, churned, trials and refunds per day from start to end;
+    of one environment's subscriptions and events."""
     now = utcnow()
     dialect = (await db.connection()).dialect.name
-    active = await _active_now(db, catalog, now)
-    days, refunded = await _history(db, dialect, start, end)
+    active = await _active_now(db, catalog, now, environment)
+    days, refunded = await _history(db, dialect, start, end, environment)
     daily = [{"date": day.isoformat(), **days[day]} for day in _each_day(start, end)]
     return {
         "from": start.isoformat(),
         "to": end.isoformat(),
+        "environment": environment.value,
         "as_of": isoformat(now),
         **active,
         "totals": {name: sum(day[name] for day in daily) for name in _COUNTED},
@@ -88,26 +122,63 @@ async def summary(db: AsyncSession, catalog: Catalog, start: date, end: date) ->
     }
 
 
-def active_query(now: datetime) -> Select[str, str | None, str, int]:
-    """Live subscriptions now, counted by store, product and status (benchmarks print its plan)."""
+def _live_now(now: datetime, environment: Environment) -> ColumnElement[bool]:
+    """The engine's rule (core.entitlements.subscription_entitles) as a WHERE clause, in one environment."""
     ends_at = case(
         (Subscription.status == SubscriptionStatus.IN_GRACE_PERIOD.value, Subscription.grace_period_ends_at),
         else_=Subscription.current_period_end,
     )
-    # The engine's rule (core.entitlements.subscription_entitles), as a WHERE clause.
-    entitling = and_(
+    return and_(
+        Subscription.environment == environment.value,
         Subscription.status.in_([status.value for status in ENTITLING_STATUSES]),
         or_(ends_at.is_(None), ends_at > now),
     )
+
+
+def active_query(
+    now: datetime, environment: Environment = Environment.PRODUCTION
+) -> Select[str, str | None, str, int]:
+    """Live subscriptions now, counted by store, product and status (benchmarks print its plan)."""
     return (
         select(Subscription.store, Subscription.product, Subscription.status, func.count())
-        .where(entitling)
+        .where(_live_now(now, environment))
         .group_by(Subscription.store, Subscription.product, Subscription.status)
     )
 
 
-async def _active_now(db: AsyncSession, catalog: Catalog, now: datetime) -> dict[str, Any]:
-    rows = await db.execute(active_query(now))
+def app_store_prices_query(
+    now: datetime, environment: Environment = Environment.PRODUCTION
+) -> Select[str | None, int | None, int | None, str | None, int]:
+    """Paying App Store subscriptions now, counted by their last transaction's currency, price (milli-units),
+    minutes paid for and ownership: a few groups however many subscriptions."""
+    def number(key: str) -> ColumnElement[int]:
+        # Through text: PostgreSQL's JSON integer cast is 32-bit, and Apple's dates are in milliseconds.
+        return cast(Subscription.raw[("transaction", key)].as_string(), BigInteger)
+
+    paid = (
+        select(
+            Subscription.raw[("transaction", "currency")].as_string().label("currency"),
+            number("price").label("price"),
+            ((number("expiresDate") - number("purchaseDate")) // 60_000).label("minutes"),
+            Subscription.raw[("transaction", "inAppOwnershipType")].as_string().label("ownership"),
+        )
+        .where(
+            _live_now(now, environment),
+            Subscription.store == Store.APP_STORE.value,
+            Subscription.status.in_([status.value for status in PAYING_STATUSES]),
+        )
+        .subquery()
+    )
+    # Grouped outside: the JSON paths are bound parameters, which PostgreSQL cannot match across clauses.
+    return select(paid.c.currency, paid.c.price, paid.c.minutes, paid.c.ownership, func.count()).group_by(
+        paid.c.currency, paid.c.price, paid.c.minutes, paid.c.ownership
+    )
+
+
+async def _active_now(
+    db: AsyncSession, catalog: Catalog, now: datetime, environment: Environment
+) -> dict[str, Any]:
+    rows = await db.execute(active_query(now, environment))
     by_product: dict[str, dict[str, int]] = {store: {} for store in STORES}
     trialing = 0
     mrr: dict[str, Fraction] = {p.stripe.currency: Fraction(0) for p in catalog.products.values() if p.stripe}
@@ -118,13 +189,23 @@ async def _active_now(db: AsyncSession, catalog: Catalog, now: datetime) -> dict
         products[key] = products.get(key, 0) + count
         if status == SubscriptionStatus.TRIALING.value:
             trialing += count
-        elif status in PAYING_STATUSES:
+        elif status in PAYING_STATUSES and store != Store.APP_STORE.value:
             price = _monthly_price(catalog, store, product)
             if price is None:
                 unpriced[store] = unpriced.get(store, 0) + count
             else:
                 currency, amount = price
                 mrr[currency] = mrr.get(currency, Fraction(0)) + amount * count
+    app_store = await db.execute(app_store_prices_query(now, environment))
+    for paid_in, milli, minutes, ownership, count in app_store.all():
+        if ownership == "FAMILY_SHARED":
+            continue  # the family member pays nothing: the organizer's own subscription is the revenue
+        price = _apple_monthly_price(paid_in, milli, minutes, environment)
+        if price is None:
+            unpriced[Store.APP_STORE.value] += count
+        else:
+            code, amount = price
+            mrr[code] = mrr.get(code, Fraction(0)) + amount * count
     grants = await db.execute(
         select(PromotionalGrant.entitlement, func.count())
         .where(
@@ -158,13 +239,46 @@ def _monthly_price(catalog: Catalog, store: str, product_key: str | None) -> tup
     return price.currency, per_month
 
 
+def _apple_monthly_price(
+    currency: str | None, milli: int | None, minutes: int | None, environment: Environment
+) -> tuple[str, Fraction] | None:
+    """(currency, minor units per month) of an App Store transaction, when it carries a price and a period."""
+    if not currency or milli is None or milli < 0 or minutes is None or minutes <= 0:
+        return None
+    code = currency.lower()
+    # Apple's milli-units to the currency's minor units (what Stripe amounts and `mrr` are in):
+    # 9990 USD is 999 cents, 1200000 JPY is 1200 yen.
+    minor = Fraction(milli, 10 ** (3 - minor_unit_digits(code)))
+    months = _apple_months(minutes, environment)
+    return (code, minor / months) if months is not None else None
+
+
+def _apple_months(minutes: int, environment: Environment) -> Fraction | None:
+    """The App Store duration, in months, that a transaction covering `minutes` paid for."""
+    if minutes < _MINUTES_PER_DAY:
+        if environment is not Environment.SANDBOX:
+            return None  # no production duration is shorter than a week
+        table, length = _APPLE_SANDBOX_PERIODS, Fraction(minutes)
+    else:
+        table, length = _APPLE_PERIODS, Fraction(minutes, _MINUTES_PER_DAY)
+    nearest = min(table, key=lambda known: abs(known - length) / known)
+    return table[nearest]
+
+
+def _in_environment(environment: Environment) -> ColumnElement[bool]:
+    named = func.coalesce(AccountEvent.data["environment"].as_string(), Environment.PRODUCTION.value)
+    return named == environment.value
+
+
 async def _history(
-    db: AsyncSession, dialect: str, start: date, end: date
+    db: AsyncSession, dialect: str, start: date, end: date, environment: Environment
 ) -> tuple[defaultdict[date, dict[str, int]], dict[str, int]]:
     """Per UTC day, the counted lifecycle events; and the refunded Stripe amounts per currency."""
     since = datetime.combine(start, time(), UTC)
     until = datetime.combine(end + timedelta(days=1), time(), UTC)
-    in_range = and_(AccountEvent.created_at >= since, AccountEvent.created_at < until)
+    in_range = and_(
+        AccountEvent.created_at >= since, AccountEvent.created_at < until, _in_environment(environment)
+    )
     day = utc_day(dialect, AccountEvent.created_at)
     recorded_trial = (
         select(Trial.account_id)
@@ -214,18 +328,27 @@ async def _history(
             counts["churned"] += count
             if type == transitions.SUBSCRIPTION_REFUNDED:
                 counts["refunds"] += count
-    for bucket, count in await _trials_started(db, dialect, since, until):
+    for bucket, count in await _trials_started(db, dialect, since, until, environment):
         days[_as_date(bucket)]["trials_started"] += count
     return days, await _refunded_amounts(db, in_range)
 
 
-async def _trials_started(db: AsyncSession, dialect: str, since: datetime, until: datetime) -> list[Any]:
+async def _trials_started(
+    db: AsyncSession, dialect: str, since: datetime, until: datetime, environment: Environment
+) -> list[Any]:
     """Per UTC day, the trials that began: one per subscription that had one (its rows, one per
     entitlement it grants, are one trial), and never a second for an account and entitlement."""
     began = func.min(Trial.started_at)
     trials = (
         select(began.label("started_at"))
-        .where(Trial.started_at < until)
+        .join(
+            Subscription,
+            and_(
+                Subscription.store == Trial.store,
+                Subscription.store_subscription_id == Trial.store_subscription_id,
+            ),
+        )
+        .where(Trial.started_at < until, Subscription.environment == environment.value)
         .group_by(Trial.account_id, Trial.store, Trial.store_subscription_id)
         .having(began >= since)
         .subquery()

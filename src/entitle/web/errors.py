@@ -19,6 +19,7 @@ from starlette.routing import Match
 from entitle.errors import EntitleError, RateLimited
 from entitle.web.bodies import UNKNOWN_FIELD, unknown_field_message
 from entitle.web.pages.rendering import page_error
+from entitle.web.pages.sentences import customer_sentence
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,9 @@ async def _entitle_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, EntitleError)
     response: Response
     if is_page(request):
-        response = page_error(request, exc.status_code, exc.message)
+        # The dashboard's readers run the server; a customer page never names a setting.
+        admin = request.url.path == "/admin" or request.url.path.startswith("/admin/")
+        response = page_error(request, exc.status_code, exc.message if admin else customer_sentence(exc))
     else:
         response = JSONResponse(exc.to_body(), status_code=exc.status_code)
     if isinstance(exc, RateLimited):

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core import events
+from entitle.core.subscriptions import Environment
 from entitle.db.types import utcnow
 from entitle.providers.stripe.mapping import object_id
 from entitle.providers.stripe.reconcile import Reconciler, mark_customer_deleted
@@ -134,6 +135,8 @@ async def charge_refunded(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
             "amount_refunded": charge.get("amount_refunded"),
             "currency": charge.get("currency"),
             "refunded_in_full": bool(charge.get("refunded")),
+            # Reports keep test-mode money apart from real money.
+            "environment": (Environment.PRODUCTION if charge.get("livemode") else Environment.SANDBOX).value,
         },
     )
     return Settle(customer=customer_id)

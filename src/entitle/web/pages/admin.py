@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.models.accounts import Account
 from entitle.core.models.events import DeliveryStatus, InboxStatus, ProviderEvent, WebhookDelivery
+from entitle.core.subscriptions import Environment
 from entitle.db.types import utcnow
 from entitle.errors import EntitleError, Forbidden, InvalidRequest, NotFound
 from entitle.services import grants, lookups, operators, outbound, reports
@@ -268,7 +269,9 @@ async def reports_page(request: Request, visit: Visit, db: SessionDep) -> Respon
         error: str | None = exc.message
     else:
         error = None
-    summary = await reports.summary(db, visit.context.catalog, start, end)
+    sandbox = query.get("environment") == Environment.SANDBOX.value
+    environment = Environment.SANDBOX if sandbox else Environment.PRODUCTION
+    summary = await reports.summary(db, visit.context.catalog, start, end, environment)
     series = {
         key: [(date.fromisoformat(str(day["date"])), day[key]) for day in summary["daily"]]
         for key, _ in DAILY_SERIES

@@ -15,9 +15,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle.core.catalog import Catalog
 from entitle.core.models.accounts import Account
 from entitle.core.subscriptions import Store
 from entitle.errors import EntitleError, InvalidRequest, RateLimited
+from entitle.providers.stripe.errors import StripeNotConfigured
 from entitle.providers.stripe.provider import stripe_provider
 from entitle.services import accounts, billing_stripe, credentials, page_links, streams, tokens, trials
 from entitle.services.entitlements import read_entitlements
@@ -25,6 +27,7 @@ from entitle.web.deps import SessionDep, client_ip
 from entitle.web.pages import plans
 from entitle.web.pages.forms import checked, local_path, read_form
 from entitle.web.pages.rendering import redirect, render
+from entitle.web.pages.sentences import BILLING_UNAVAILABLE, PAYMENTS_OFF, customer_sentence
 from entitle.web.pages.visits import PageVisit, Visit, start_page_session
 from entitle.web.schemas import Credentials, EmailBody, LoginCredentials, ResetPasswordBody, TokenBody
 
@@ -97,19 +100,40 @@ async def _pricing_page(
         app_store_products=plans.paying_products(answer, Store.APP_STORE),
         web_products=plans.paying_products(answer, Store.STRIPE),
         chosen=chosen or request.query_params.get("product"),
+        payments_off=None if _payments_on(visit) else _payments_off(catalog),
     )
+
+
+def _payments_off(catalog: Catalog) -> str:
+    """What /pricing says when the web cannot sell: and where one can buy instead, if anywhere."""
+    if any(product.app_store_product_id for product in catalog.products.values()):
+        return f"{PAYMENTS_OFF} You can subscribe in the iPhone app."
+    return PAYMENTS_OFF
+
+
+def _payments_on(visit: PageVisit) -> bool:
+    """Whether Stripe is configured, so the web can sell (the pages offer nothing they cannot sell)."""
+    try:
+        stripe_provider(visit.context.providers)
+    except StripeNotConfigured:
+        return False
+    return True
 
 
 @router.post("/pricing/subscribe")
 async def subscribe(request: Request, visit: Visit, db: SessionDep) -> Response:
     fields = await read_form(request, visit)
     product = fields.get("product", "")
+    if not _payments_on(visit):
+        # Nothing to sign in for: the page offers no button, and a crafted post learns no more.
+        return await _pricing_page(request, visit, db, error=PAYMENTS_OFF, status=503)
     if visit.account is None:
         return redirect(visit, _sign_in_url("/pricing", product))
     try:
         return await _to_checkout(visit, db, visit.account, product)
     except EntitleError as exc:
-        return await _pricing_page(request, visit, db, error=exc.message, status=exc.status_code)
+        error = customer_sentence(exc, unavailable=PAYMENTS_OFF)
+        return await _pricing_page(request, visit, db, error=error, status=exc.status_code)
 
 
 async def _to_checkout(visit: PageVisit, db: AsyncSession, account: Account, product: str) -> Response:
@@ -204,8 +228,9 @@ async def after_sign_in(
         except EntitleError as exc:
             # Signed in, but this plan cannot be bought now (already paid for, payments off): say why
             # on the pricing page, with the plan they chose marked.
+            error = customer_sentence(exc, unavailable=PAYMENTS_OFF)
             return await _pricing_page(
-                request, visit, db, error=exc.message, status=exc.status_code, chosen=product
+                request, visit, db, error=error, status=exc.status_code, chosen=product
             )
     return redirect(visit, local_path(fields.get("next"), "/account"))
 
@@ -226,7 +251,7 @@ async def _attempt(
             request,
             visit,
             next_path=local_path(fields.get("next"), "/account"),
-            error=exc.message,
+            error=customer_sentence(exc),
             form=form,
             email=fields.get("email", "")[:320],
             status=exc.status_code,
@@ -306,7 +331,7 @@ async def reset(request: Request, visit: Visit, db: SessionDep) -> Response:
             "reset_password.html",
             status=exc.status_code,
             token=fields.get("token", "")[:200],
-            error=exc.message,
+            error=customer_sentence(exc),
         )
     await start_page_session(db, visit, account, request)
     return redirect(visit, "/account?notice=password_reset")
@@ -328,7 +353,12 @@ async def verify(request: Request, visit: Visit, db: SessionDep) -> Response:
         await credentials.verify_email(db, body.token)
     except EntitleError as exc:
         return render(
-            visit, "verify_email.html", status=exc.status_code, token="", verified=False, error=exc.message
+            visit,
+            "verify_email.html",
+            status=exc.status_code,
+            token="",
+            verified=False,
+            error=customer_sentence(exc),
         )
     return render(visit, "verify_email.html", token="", verified=True, error=None)
 
@@ -344,7 +374,7 @@ async def resend_verification(request: Request, visit: Visit, db: SessionDep) ->
         )
         sent = await credentials.resend_verification(db, visit.account)
     except EntitleError as exc:
-        return await _account_page(request, visit, db, error=exc.message, status=exc.status_code)
+        return await _account_page(request, visit, db, error=customer_sentence(exc), status=exc.status_code)
     return redirect(visit, "/account?notice=" + ("verification_sent" if sent else "already_verified"))
 
 
@@ -440,6 +470,14 @@ async def _email_verified(db: AsyncSession, account: Account) -> bool:
     return identity is None or identity.email_verified
 
 
+async def _roll_back(db: AsyncSession, visit: PageVisit) -> None:
+    """Undo a failed action's writes; the signed-in account is read again, as a rollback expires it
+    and the account page that says what failed reads it."""
+    await db.rollback()
+    if visit.account is not None:
+        await db.refresh(visit.account)
+
+
 async def _stripe_action(
     request: Request,
     visit: PageVisit,
@@ -452,8 +490,9 @@ async def _stripe_action(
     try:
         return await action(visit.account)
     except EntitleError as exc:
-        await db.rollback()
-        return await _account_page(request, visit, db, error=exc.message, status=exc.status_code)
+        await _roll_back(db, visit)
+        error = customer_sentence(exc, unavailable=BILLING_UNAVAILABLE)
+        return await _account_page(request, visit, db, error=error, status=exc.status_code)
 
 
 @router.post("/account/billing")
@@ -500,7 +539,8 @@ async def change_plan_page(request: Request, visit: Visit, db: SessionDep) -> Re
         stripe = stripe_provider(visit.context.providers)
         preview = await billing_stripe.preview_change(db, stripe, visit.account, product_key)
     except EntitleError as exc:
-        return await _account_page(request, visit, db, error=exc.message, status=exc.status_code)
+        error = customer_sentence(exc, unavailable=BILLING_UNAVAILABLE)
+        return await _account_page(request, visit, db, error=error, status=exc.status_code)
     return render(visit, "change_plan.html", product=product, preview=preview)
 
 
@@ -516,8 +556,9 @@ async def change_plan(request: Request, visit: Visit, db: SessionDep) -> Respons
         stripe = stripe_provider(visit.context.providers)
         await billing_stripe.change_plan(db, stripe, account, fields.get("product", ""), proration_date)
     except EntitleError as exc:
-        await db.rollback()
-        return await _account_page(request, visit, db, error=exc.message, status=exc.status_code)
+        await _roll_back(db, visit)
+        error = customer_sentence(exc, unavailable=BILLING_UNAVAILABLE)
+        return await _account_page(request, visit, db, error=error, status=exc.status_code)
     return redirect(visit, "/account?notice=plan_changed")
 
 
@@ -545,6 +586,7 @@ async def delete(request: Request, visit: Visit, db: SessionDep) -> Response:
         await accounts.delete_account(db, visit.account, hooks=visit.context.account_deletion_hooks)
     except EntitleError as exc:
         await db.rollback()
-        return render(visit, "delete_account.html", status=exc.status_code, error=exc.message, deleted=False)
+        error = customer_sentence(exc)
+        return render(visit, "delete_account.html", status=exc.status_code, error=error, deleted=False)
     visit.sign_out()
     return render(visit, "delete_account.html", error=None, deleted=True)

@@ -29,6 +29,7 @@ from entitle.web.pages import sign_in_state
 from entitle.web.pages.customer import after_sign_in, sign_in_form
 from entitle.web.pages.forms import local_path, read_form_without_csrf
 from entitle.web.pages.rendering import redirect
+from entitle.web.pages.sentences import customer_sentence
 from entitle.web.pages.sign_in_state import InvalidSignInState, Provider, SignInState
 from entitle.web.pages.visits import PageVisit, Visit
 from entitle.web.routes.identity import AppleName
@@ -128,7 +129,7 @@ async def _start(request: Request, visit: PageVisit, provider: Provider) -> Resp
             visit,
             next_path=next_path,
             product=product,
-            error=exc.message,
+            error=_sentence(exc, provider),
             form="provider",
             status=exc.status_code,
         )
@@ -198,7 +199,7 @@ def _sentence(exc: EntitleError, provider: Provider) -> str:
         return f"{name} could not confirm who you are this time; please try again."
     if exc.code == "invalid_authorization_code":
         return "Apple's answer was already used or took too long; please sign in with Apple again."
-    return exc.message
+    return customer_sentence(exc, unavailable=f"Sign in with {name} isn't available right now.")
 
 
 async def _callback(request: Request, visit: PageVisit, db: AsyncSession, provider: Provider) -> Response:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from entitle.core.subscriptions import Environment
 from entitle.services import reports
 from entitle.web.deps import AdminDep, ContextDep, SessionDep
 
@@ -46,11 +47,20 @@ class Summary(BaseModel):
 
     from_: date = Field(alias="from")
     to: date
+    environment: Environment = Field(
+        description="Whose figures these are: `production`, or `sandbox` (Stripe test mode, the App Store's"
+        " Sandbox). The two are never added together."
+    )
     as_of: datetime = Field(description="When `active` and `mrr` were read: they are now, not as of `to`.")
     active: Active
-    mrr: dict[str, int] = Field(description="Monthly recurring revenue per currency, in minor units (cents).")
+    mrr: dict[str, int] = Field(
+        description="Monthly recurring revenue per currency, in minor units (cents): Stripe subscriptions at"
+        " their catalog price, App Store ones at the price and currency of their last transaction; a year"
+        " counts a twelfth."
+    )
     mrr_unpriced: dict[str, int] = Field(
-        description="Paying subscriptions per store that the catalog has no price for (every App Store one)."
+        description="Paying subscriptions per store with no price to count: a Stripe product not in the"
+        " catalog, an App Store transaction that carries no price."
     )
     totals: Counts
     refunded: dict[str, int] = Field(description="Refunded on Stripe charges per currency, in minor units.")
@@ -62,6 +72,13 @@ From = Annotated[
     str | None, Query(alias="from", description="First UTC day, YYYY-MM-DD (default: 29 days before `to`).")
 ]
 To = Annotated[str | None, Query(alias="to", description="Last UTC day, YYYY-MM-DD (default: today, UTC).")]
+InEnvironment = Annotated[
+    Environment,
+    Query(
+        alias="environment",
+        description="`production` (the default) or `sandbox`: Stripe test mode and the App Store's Sandbox.",
+    ),
+]
 
 
 @router.get("/summary", response_model=Summary)
@@ -71,7 +88,9 @@ async def report_summary(
     context: ContextDep,
     start: From = None,
     end: To = None,
+    environment: InEnvironment = Environment.PRODUCTION,
 ) -> dict[str, Any]:
-    """Actives by store and product and MRR now; new, churned, trials and refunds per day (at most 366)."""
+    """Actives by store and product and MRR now; new, churned, trials and refunds per day (at most 366);
+    of production, or of the sandbox with `environment=sandbox`."""
     first, last = reports.report_range(start, end, datetime.now(UTC).date())
-    return await reports.summary(db, context.catalog, first, last)
+    return await reports.summary(db, context.catalog, first, last, environment)
