@@ -85,7 +85,7 @@ async def _pricing_page(
         status=status,
         notice=_notice(request),
         error=error,
-        plans=plans.plans(catalog, plans.paying_products(answer)),
+        plans=plans.with_subscriptions(plans.plans(catalog, plans.paying_products(answer)), catalog, answer),
         app_store_products=plans.paying_products(answer, Store.APP_STORE),
         web_products=plans.paying_products(answer, Store.STRIPE),
         chosen=chosen or request.query_params.get("product"),
@@ -355,13 +355,10 @@ async def _account_page(
     answer = await _answer(db, visit.account)
     catalog = visit.context.catalog
     cards = plans.subscription_cards(catalog, answer)
-    web = next((card for card in cards if card.store is Store.STRIPE), None)
-    other_plans = [
-        option
-        for plan in plans.plans(catalog, plans.paying_products(answer))
-        for option in plan.options
-        if web is not None and not option.current
-    ]
+    # Each Stripe subscription changes within its own plan (Pro monthly to yearly, never Pro to Storage).
+    switch_options = {
+        card.id: plans.switch_options(catalog, card.product) for card in cards if card.store is Store.STRIPE
+    }
     return render(
         visit,
         "account.html",
@@ -371,7 +368,7 @@ async def _account_page(
         cards=cards,
         gifts=plans.gifts(answer),
         entitlements=catalog.entitlements,
-        switch_options=other_plans,
+        switch_options=switch_options,
         email_verified=await _email_verified(db, visit.account),
     )
 
@@ -381,25 +378,33 @@ async def _email_verified(db: AsyncSession, account: Account) -> bool:
     return identity is None or identity.email_verified
 
 
+async def _undo(db: AsyncSession, visit: PageVisit) -> None:
+    """Roll back a failed action, then read the signed-in account again: the rollback expired it, and
+    the page that shows the error reads it."""
+    await db.rollback()
+    if visit.account is not None:
+        await db.refresh(visit.account)
+
+
 async def _stripe_action(
     request: Request,
     visit: PageVisit,
     db: AsyncSession,
-    action: Callable[[Account], Awaitable[Response]],
+    action: Callable[[Account, dict[str, str]], Awaitable[Response]],
 ) -> Response:
-    await read_form(request, visit)
+    fields = await read_form(request, visit)
     if visit.account is None:
         return redirect(visit, _sign_in_url("/account"))
     try:
-        return await action(visit.account)
+        return await action(visit.account, fields)
     except EntitleError as exc:
-        await db.rollback()
+        await _undo(db, visit)
         return await _account_page(request, visit, db, error=exc.message, status=exc.status_code)
 
 
 @router.post("/account/billing")
 async def manage_billing(request: Request, visit: Visit, db: SessionDep) -> Response:
-    async def action(account: Account) -> Response:
+    async def action(account: Account, fields: dict[str, str]) -> Response:
         public = visit.context.settings.public_url.rstrip("/")
         session = await billing_stripe.portal(
             db, stripe_provider(visit.context.providers), account, f"{public}/account"
@@ -420,9 +425,11 @@ async def resume(request: Request, visit: Visit, db: SessionDep) -> Response:
 
 
 async def _set_renewal(request: Request, visit: PageVisit, db: AsyncSession, *, cancel: bool) -> Response:
-    async def action(account: Account) -> Response:
+    async def action(account: Account, fields: dict[str, str]) -> Response:
         stripe = stripe_provider(visit.context.providers)
-        await billing_stripe.set_cancel_at_period_end(db, stripe, account, cancel=cancel)
+        await billing_stripe.set_cancel_at_period_end(
+            db, stripe, account, cancel=cancel, subscription_id=fields.get("subscription_id") or None
+        )
         return redirect(visit, "/account?notice=" + ("canceled" if cancel else "resumed"))
 
     return await _stripe_action(request, visit, db, action)
@@ -435,11 +442,12 @@ async def change_plan_page(request: Request, visit: Visit, db: SessionDep) -> Re
         return redirect(visit, _sign_in_url("/account"))
     product_key = request.query_params.get("product", "")
     product = visit.context.catalog.products.get(product_key)
+    subscription_id = request.query_params.get("subscription_id") or None
     try:
         if product is None:
             raise InvalidRequest("Choose one of the plans on the account page.", code="unknown_product")
         stripe = stripe_provider(visit.context.providers)
-        preview = await billing_stripe.preview_change(db, stripe, visit.account, product_key)
+        preview = await billing_stripe.preview_change(db, stripe, visit.account, product_key, subscription_id)
     except EntitleError as exc:
         return await _account_page(request, visit, db, error=exc.message, status=exc.status_code)
     return render(visit, "change_plan.html", product=product, preview=preview)
@@ -455,9 +463,16 @@ async def change_plan(request: Request, visit: Visit, db: SessionDep) -> Respons
         raw_date = fields.get("proration_date", "")
         proration_date = int(raw_date) if raw_date.isdigit() and len(raw_date) < 12 else None
         stripe = stripe_provider(visit.context.providers)
-        await billing_stripe.change_plan(db, stripe, account, fields.get("product", ""), proration_date)
+        await billing_stripe.change_plan(
+            db,
+            stripe,
+            account,
+            fields.get("product", ""),
+            proration_date,
+            fields.get("subscription_id") or None,
+        )
     except EntitleError as exc:
-        await db.rollback()
+        await _undo(db, visit)
         return await _account_page(request, visit, db, error=exc.message, status=exc.status_code)
     return redirect(visit, "/account?notice=plan_changed")
 
