@@ -38,9 +38,10 @@ from entitle.providers.stripe.mapping import (
     payment_method_summary,
     period_of,
 )
+from entitle.providers.stripe.mapping import product_key as product_of_price
 from entitle.providers.stripe.models import StripeCustomer
 from entitle.providers.stripe.provider import StripeConfig, StripeProvider
-from entitle.providers.stripe.reconcile import managed_subscription
+from entitle.providers.stripe.reconcile import live_subscriptions
 from entitle.services.entitlements import read_entitlements
 from entitle.services.trials import trial_days_for
 
@@ -398,16 +399,56 @@ async def portal(
     return {"url": session["url"]}
 
 
-async def _own_subscription(db: AsyncSession, stripe: StripeProvider, account: Account) -> dict[str, Any]:
-    row = await managed_subscription(db, account.id)
-    if row is None:
-        raise NotFound("This account has no Stripe subscription to change.", code="no_stripe_subscription")
-    return await stripe.gateway.retrieve_subscription(row.store_subscription_id)
+async def _own_subscription(
+    db: AsyncSession, stripe: StripeProvider, account: Account, subscription_id: str | None
+) -> dict[str, Any]:
+    """The Stripe subscription the person named, read fresh from Stripe.
+
+    Looked up among this account's own rows only, so an id of someone else's subscription finds nothing
+    (404, the same answer as an id that never existed). The id may be left out only when there is no doubt:
+    with two subscriptions (a plan and an add-on, say) guessing would act on the wrong one.
+    """
+    live = await live_subscriptions(db, account.id)
+    if subscription_id is None:
+        if len(live) > 1:
+            candidates = [{"id": row.store_subscription_id, "product": row.product} for row in live]
+            named = ", ".join(f"{c['id']} ({c['product'] or 'unknown product'})" for c in candidates)
+            raise InvalidRequest(
+                f"This account has {len(live)} subscriptions in Stripe; name one as subscription_id: "
+                f"{named}.",
+                code="subscription_required",
+                details={"subscriptions": candidates},
+            )
+        if not live:
+            raise NotFound(
+                "This account has no Stripe subscription to change.", code="no_stripe_subscription"
+            )
+        subscription_id = live[0].store_subscription_id
+    elif subscription_id not in {row.store_subscription_id for row in live}:
+        raise NotFound(
+            f"This account has no live Stripe subscription '{subscription_id}'.",
+            code="no_stripe_subscription",
+        )
+    return await stripe.gateway.retrieve_subscription(subscription_id)
 
 
-def _item_to_change(stripe: StripeProvider, sub: dict[str, Any], price_id: str) -> str:
-    """The plan's item (the one whose price is a catalog product), not whatever item comes first."""
-    item = catalog_item(sub, stripe.catalog) or sub["items"]["data"][0]
+def _item_to_change(stripe: StripeProvider, sub: dict[str, Any], product: Product, price_id: str) -> str:
+    """The plan's item (the one whose price is a catalog product), not whatever item comes first.
+
+    A change stays within products that grant the same entitlements (monthly to yearly): moving to another
+    set would take away what the person pays for and grant something they would then pay for twice or
+    never chose, so that is a new purchase, not a change.
+    """
+    plan_item = catalog_item(sub, stripe.catalog)
+    current = product_of_price(plan_item["price"], stripe.catalog) if plan_item is not None else None
+    if set(stripe.catalog.entitlements_of(current)) != set(product.entitlements):
+        raise Conflict(
+            f"'{product.key}' grants something else than this subscription's plan"
+            f" ({current or 'not in the catalog'}); buy it as a subscription of its own.",
+            code="not_a_plan_change",
+            details={"subscription_id": sub["id"], "product": current, "requested": product.key},
+        )
+    item = plan_item or sub["items"]["data"][0]
     price = item.get("price")
     if (price.get("id") if isinstance(price, dict) else price) == price_id:
         raise Conflict("The subscription is already on this plan.", code="same_plan")
@@ -415,20 +456,26 @@ def _item_to_change(stripe: StripeProvider, sub: dict[str, Any], price_id: str) 
 
 
 async def preview_change(
-    db: AsyncSession, stripe: StripeProvider, account: Account, product_key: str
+    db: AsyncSession,
+    stripe: StripeProvider,
+    account: Account,
+    product_key: str,
+    subscription_id: str | None = None,
 ) -> dict[str, Any]:
     """What changing plan now would charge (or credit), prorated to the second."""
-    _, price_id = await price_id_for(stripe, product_key)
-    sub = await _own_subscription(db, stripe, account)
+    product, price_id = await price_id_for(stripe, product_key)
+    sub = await _own_subscription(db, stripe, account, subscription_id)
+    item_id = _item_to_change(stripe, sub, product, price_id)
     proration_date = int(utcnow().timestamp())
     preview = await stripe.gateway.preview_price_change(
         customer_id=str(object_id(sub.get("customer"))),
         subscription_id=sub["id"],
-        item_id=_item_to_change(stripe, sub, price_id),
+        item_id=item_id,
         price_id=price_id,
         proration_date=proration_date,
     )
     return {
+        "subscription_id": sub["id"],
         "product": product_key,
         "amount_due": preview.get("amount_due"),
         "total": preview.get("total"),
@@ -442,14 +489,20 @@ async def preview_change(
 
 
 async def change_plan(
-    db: AsyncSession, stripe: StripeProvider, account: Account, product_key: str, proration_date: int | None
+    db: AsyncSession,
+    stripe: StripeProvider,
+    account: Account,
+    product_key: str,
+    proration_date: int | None,
+    subscription_id: str | None = None,
 ) -> dict[str, Any]:
-    _, price_id = await price_id_for(stripe, product_key)
-    sub = await _own_subscription(db, stripe, account)
+    product, price_id = await price_id_for(stripe, product_key)
+    sub = await _own_subscription(db, stripe, account, subscription_id)
+    item_id = _item_to_change(stripe, sub, product, price_id)
     read_at = utcnow()
     updated = await stripe.gateway.change_price(
         sub["id"],
-        item_id=_item_to_change(stripe, sub, price_id),
+        item_id=item_id,
         price_id=price_id,
         proration_date=proration_date or int(read_at.timestamp()),
     )
@@ -457,9 +510,14 @@ async def change_plan(
 
 
 async def set_cancel_at_period_end(
-    db: AsyncSession, stripe: StripeProvider, account: Account, *, cancel: bool
+    db: AsyncSession,
+    stripe: StripeProvider,
+    account: Account,
+    *,
+    cancel: bool,
+    subscription_id: str | None = None,
 ) -> dict[str, Any]:
-    sub = await _own_subscription(db, stripe, account)
+    sub = await _own_subscription(db, stripe, account, subscription_id)
     read_at = utcnow()
     updated = await stripe.gateway.set_cancel_at_period_end(sub["id"], cancel)
     return await _store(db, stripe, updated, read_at)

@@ -23,6 +23,7 @@ from entitle.core.catalog import Catalog
 from entitle.core.models.accounts import Account
 from entitle.core.models.entitlements import Subscription
 from entitle.core.subscriptions import Store, SubscriptionSink, SubscriptionState, SubscriptionStatus
+from entitle.core.transitions import LIVE_STATUSES
 from entitle.db.types import utcnow
 from entitle.errors import EntitleError
 from entitle.providers.stripe.client import StripeGateway
@@ -277,23 +278,18 @@ async def mark_customer_deleted(db: AsyncSession, customer_id: str, *, now: date
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def managed_subscription(db: AsyncSession, account_id: uuid.UUID) -> Subscription | None:
-    """The account's Stripe subscription a person can still change, cancel or resume."""
-    live = {
-        SubscriptionStatus.ACTIVE,
-        SubscriptionStatus.TRIALING,
-        SubscriptionStatus.IN_GRACE_PERIOD,
-        SubscriptionStatus.PAST_DUE,
-        SubscriptionStatus.CANCELED_AT_PERIOD_END,
-        SubscriptionStatus.PAUSED,
-    }
+async def live_subscriptions(db: AsyncSession, account_id: uuid.UUID) -> list[Subscription]:
+    """The account's Stripe subscriptions a person can still change, cancel or resume, oldest first.
+
+    An incomplete one (a first payment never made) is an attempt, not yet a subscription: it is not here.
+    """
     rows = await db.scalars(
         select(Subscription)
         .where(
             Subscription.account_id == account_id,
             Subscription.store == Store.STRIPE.value,
-            Subscription.status.in_([s.value for s in live]),
+            Subscription.status.in_([s.value for s in LIVE_STATUSES]),
         )
-        .order_by(Subscription.current_period_end.desc())
+        .order_by(Subscription.created_at, Subscription.store_subscription_id)
     )
-    return rows.first()
+    return list(rows.all())

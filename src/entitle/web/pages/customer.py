@@ -92,10 +92,14 @@ async def _pricing_page(
         status=status,
         notice=_notice(request),
         error=error,
-        plans=plans.plans(
+        plans=plans.with_subscriptions(
+            plans.plans(
+                catalog,
+                plans.paying_products(answer),
+                await trials.entitlements_trialed(db, visit.account.id) if visit.account else frozenset(),
+            ),
             catalog,
-            plans.paying_products(answer),
-            await trials.entitlements_trialed(db, visit.account.id) if visit.account else frozenset(),
+            answer,
         ),
         app_store_products=plans.paying_products(answer, Store.APP_STORE),
         web_products=plans.paying_products(answer, Store.STRIPE),
@@ -444,13 +448,10 @@ async def _account_page(
     answer = await _answer(db, visit.account)
     catalog = visit.context.catalog
     cards = plans.subscription_cards(catalog, answer)
-    web = next((card for card in cards if card.store is Store.STRIPE), None)
-    other_plans = [
-        option
-        for plan in plans.plans(catalog, plans.paying_products(answer))
-        for option in plan.options
-        if web is not None and not option.current
-    ]
+    # Each Stripe subscription changes within its own plan (Pro monthly to yearly, never Pro to Storage).
+    switch_options = {
+        card.id: plans.switch_options(catalog, card.product) for card in cards if card.store is Store.STRIPE
+    }
     return render(
         visit,
         "account.html",
@@ -460,7 +461,7 @@ async def _account_page(
         cards=cards,
         gifts=plans.gifts(answer),
         entitlements=catalog.entitlements,
-        switch_options=other_plans,
+        switch_options=switch_options,
         email_verified=await _email_verified(db, visit.account),
     )
 
@@ -482,13 +483,13 @@ async def _stripe_action(
     request: Request,
     visit: PageVisit,
     db: AsyncSession,
-    action: Callable[[Account], Awaitable[Response]],
+    action: Callable[[Account, dict[str, str]], Awaitable[Response]],
 ) -> Response:
-    await read_form(request, visit)
+    fields = await read_form(request, visit)
     if visit.account is None:
         return redirect(visit, _sign_in_url("/account"))
     try:
-        return await action(visit.account)
+        return await action(visit.account, fields)
     except EntitleError as exc:
         await _roll_back(db, visit)
         error = customer_sentence(exc, unavailable=BILLING_UNAVAILABLE)
@@ -497,7 +498,7 @@ async def _stripe_action(
 
 @router.post("/account/billing")
 async def manage_billing(request: Request, visit: Visit, db: SessionDep) -> Response:
-    async def action(account: Account) -> Response:
+    async def action(account: Account, fields: dict[str, str]) -> Response:
         public = visit.context.settings.public_url.rstrip("/")
         session = await billing_stripe.portal(
             db, stripe_provider(visit.context.providers), account, f"{public}/account"
@@ -518,9 +519,11 @@ async def resume(request: Request, visit: Visit, db: SessionDep) -> Response:
 
 
 async def _set_renewal(request: Request, visit: PageVisit, db: AsyncSession, *, cancel: bool) -> Response:
-    async def action(account: Account) -> Response:
+    async def action(account: Account, fields: dict[str, str]) -> Response:
         stripe = stripe_provider(visit.context.providers)
-        await billing_stripe.set_cancel_at_period_end(db, stripe, account, cancel=cancel)
+        await billing_stripe.set_cancel_at_period_end(
+            db, stripe, account, cancel=cancel, subscription_id=fields.get("subscription_id") or None
+        )
         return redirect(visit, "/account?notice=" + ("canceled" if cancel else "resumed"))
 
     return await _stripe_action(request, visit, db, action)
@@ -533,11 +536,12 @@ async def change_plan_page(request: Request, visit: Visit, db: SessionDep) -> Re
         return redirect(visit, _sign_in_url("/account"))
     product_key = request.query_params.get("product", "")
     product = visit.context.catalog.products.get(product_key)
+    subscription_id = request.query_params.get("subscription_id") or None
     try:
         if product is None:
             raise InvalidRequest("Choose one of the plans on the account page.", code="unknown_product")
         stripe = stripe_provider(visit.context.providers)
-        preview = await billing_stripe.preview_change(db, stripe, visit.account, product_key)
+        preview = await billing_stripe.preview_change(db, stripe, visit.account, product_key, subscription_id)
     except EntitleError as exc:
         error = customer_sentence(exc, unavailable=BILLING_UNAVAILABLE)
         return await _account_page(request, visit, db, error=error, status=exc.status_code)
@@ -554,7 +558,14 @@ async def change_plan(request: Request, visit: Visit, db: SessionDep) -> Respons
         raw_date = fields.get("proration_date", "")
         proration_date = int(raw_date) if raw_date.isdigit() and len(raw_date) < 12 else None
         stripe = stripe_provider(visit.context.providers)
-        await billing_stripe.change_plan(db, stripe, account, fields.get("product", ""), proration_date)
+        await billing_stripe.change_plan(
+            db,
+            stripe,
+            account,
+            fields.get("product", ""),
+            proration_date,
+            fields.get("subscription_id") or None,
+        )
     except EntitleError as exc:
         await _roll_back(db, visit)
         error = customer_sentence(exc, unavailable=BILLING_UNAVAILABLE)

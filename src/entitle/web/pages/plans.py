@@ -41,6 +41,12 @@ class Plan:
     options: list[PlanOption] = field(default_factory=list)
     # Products of this plan with no web price (sold in the app only).
     app_only: list[Product] = field(default_factory=list)
+    # What every product of this plan grants; a plan change stays within one such group.
+    entitlements: tuple[str, ...] = ()
+    # The person's Stripe subscription in this plan, which "Switch to this plan" changes.
+    switch_from: str | None = None
+    # The person pays for this plan in the App Store, so it is changed on the iPhone.
+    on_app_store: bool = False
 
 
 def _per(product: Product) -> str:
@@ -67,6 +73,7 @@ def plans(
             grouped[key] = Plan(
                 title=" + ".join(e.key.replace("_", " ").title() for e in described) or product.name,
                 description="; ".join(e.description for e in described if e.description),
+                entitlements=key,
             )
         plan = grouped[key]
         if product.stripe is None:
@@ -91,6 +98,37 @@ def plans(
                 if same_currency and saved >= 0.01:
                     option.saving = f"Save {round(saved * 100)}%"
     return list(grouped.values())
+
+
+def with_subscriptions(shown: list[Plan], catalog: Catalog, answer: dict[str, Any]) -> list[Plan]:
+    """Marks each plan with the live subscription the person has in it: only within a plan is another
+    product a switch; a plan granting something else is an add-on, bought on its own."""
+    for sub in answer.get("subscriptions", []):
+        if not sub["product"] or SubscriptionStatus(sub["status"]) not in LIVE_STATUSES:
+            continue
+        group = tuple(sorted(catalog.entitlements_of(sub["product"])))
+        for plan in shown:
+            if plan.entitlements != group:
+                continue
+            if sub["store"] == Store.STRIPE.value:
+                plan.switch_from = plan.switch_from or sub["id"]
+            elif sub["store"] == Store.APP_STORE.value:
+                plan.on_app_store = True
+    return shown
+
+
+def switch_options(catalog: Catalog, product_key: str | None) -> list[PlanOption]:
+    """The other web products a subscription to `product_key` can change to: those granting the same."""
+    group = tuple(sorted(catalog.entitlements_of(product_key)))
+    if not group:
+        return []
+    return [
+        option
+        for plan in plans(catalog, {product_key} if product_key else set())
+        if plan.entitlements == group
+        for option in plan.options
+        if not option.current
+    ]
 
 
 @dataclass

@@ -40,8 +40,28 @@ class ProductBody(StrictBody):
     product: str = _PRODUCT
 
 
+_SUBSCRIPTION_ID = Field(
+    default=None,
+    min_length=1,
+    max_length=255,
+    description="The subscription to act on, as `subscriptions[].id` in the entitlements answer lists it. "
+    "Required when the account has more than one live subscription in Stripe (422 `subscription_required` "
+    "names them); may be left out when it has one.",
+)
+
+
+class SubscriptionBody(StrictBody):
+    subscription_id: str | None = _SUBSCRIPTION_ID
+
+
+class PreviewChangeBody(StrictBody):
+    product: str = _PRODUCT
+    subscription_id: str | None = _SUBSCRIPTION_ID
+
+
 class ChangeBody(StrictBody):
     product: str = _PRODUCT
+    subscription_id: str | None = _SUBSCRIPTION_ID
     # The moment the preview priced; passing it back charges exactly what the preview showed.
     proration_date: int | None = Field(default=None, ge=0, le=2**40)
 
@@ -102,23 +122,33 @@ async def open_portal(request: Request, context: ContextDep, db: SessionDep) -> 
 
 @router.post("/subscription/preview-change")
 async def preview_change(
-    body: ProductBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
+    body: PreviewChangeBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
 ) -> dict[str, Any]:
-    return await billing_stripe.preview_change(db, stripe, account, body.product)
+    return await billing_stripe.preview_change(db, stripe, account, body.product, body.subscription_id)
 
 
 @router.post("/subscription/change")
 async def change(
     body: ChangeBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
 ) -> dict[str, Any]:
-    return await billing_stripe.change_plan(db, stripe, account, body.product, body.proration_date)
+    return await billing_stripe.change_plan(
+        db, stripe, account, body.product, body.proration_date, body.subscription_id
+    )
 
 
 @router.post("/subscription/cancel")
-async def cancel(account: CurrentAccount, stripe: StripeDep, db: SessionDep) -> dict[str, Any]:
-    return await billing_stripe.set_cancel_at_period_end(db, stripe, account, cancel=True)
+async def cancel(
+    account: CurrentAccount, stripe: StripeDep, db: SessionDep, body: SubscriptionBody | None = None
+) -> dict[str, Any]:
+    return await billing_stripe.set_cancel_at_period_end(
+        db, stripe, account, cancel=True, subscription_id=body.subscription_id if body else None
+    )
 
 
 @router.post("/subscription/resume")
-async def resume(account: CurrentAccount, stripe: StripeDep, db: SessionDep) -> dict[str, Any]:
-    return await billing_stripe.set_cancel_at_period_end(db, stripe, account, cancel=False)
+async def resume(
+    account: CurrentAccount, stripe: StripeDep, db: SessionDep, body: SubscriptionBody | None = None
+) -> dict[str, Any]:
+    return await billing_stripe.set_cancel_at_period_end(
+        db, stripe, account, cancel=False, subscription_id=body.subscription_id if body else None
+    )
