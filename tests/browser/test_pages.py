@@ -119,7 +119,7 @@ async def test_from_pricing_through_sign_up_checkout_and_success_to_the_account_
     await page.wait_for_url(f"{live.standin.base_url}/c/pay/*")
     await expect(page.get_by_test_id("amount")).to_have_text("$9.99 per month")
     await page.get_by_role("button", name="Subscribe").click()
-    await page.wait_for_url(f"{live.url}/checkout/success?session_id=cs_*")
+    await page.wait_for_url(f"{live.url}/checkout/success?product=pro_monthly&session_id=cs_*")
     # The page learns of the purchase from the stream, without reloading.
     await expect(page.locator("#landed")).to_be_visible(timeout=20_000)
     await expect(page.locator("#landed")).to_contain_text("Your plan is active")
@@ -210,7 +210,10 @@ async def test_every_dashboard_page_fits_and_loads_only_from_entitle(
         (f"/admin/accounts?q=payer-{width}@example.com", "admin-customer"),
     ]:
         await visit(ops, live, path, name)
+    # The stand-in is Stripe's test mode: the payer is in the sandbox report, not in production's.
     await ops.goto(live.url + "/admin/reports")
+    await expect(ops.locator("#active-total")).to_have_text("0")
+    await ops.goto(live.url + "/admin/reports?environment=sandbox")
     await expect(ops.locator("#active-total")).to_have_text("1")
     await expect(ops.locator("#mrr-usd")).to_have_text("$9.99")
     await expect(ops.locator("svg.chart").first).to_be_visible()

@@ -23,10 +23,12 @@ def settings_overrides(tmp_path: Path) -> dict[str, Any]:
     return {"catalog": catalog}
 
 
-async def pay_on_checkout(page: Page, live: Live) -> None:
+async def pay_on_checkout(page: Page, live: Live, product_name: str) -> None:
     await page.get_by_role("button", name="Subscribe").click()  # the stand-in's Checkout page
     await page.wait_for_url(f"{live.url}/checkout/success*")
+    # The success page waits for what was just bought, not for a plan the person already had.
     await expect(page.locator("#landed")).to_be_visible(timeout=20_000)
+    await expect(page.locator("#landed")).to_contain_text(product_name)
 
 
 @pytest.mark.parametrize("width", [PHONE, DESKTOP])
@@ -38,7 +40,7 @@ async def test_canceling_the_add_on_leaves_the_plan_untouched(
     await sign_in(page, live, session["account"]["email"])
     await page.goto(live.url + "/pricing")
     await page.get_by_role("button", name=re.compile("Subscribe to Pro, monthly")).click()
-    await pay_on_checkout(page, live)
+    await pay_on_checkout(page, live, "Pro, monthly")
 
     # Storage grants something else: an add-on, never a switch of the Pro subscription.
     await page.goto(live.url + "/pricing")
@@ -49,7 +51,7 @@ async def test_canceling_the_add_on_leaves_the_plan_untouched(
     )
     await screenshot(page, "pricing-with-add-on", full_page=True)
     await storage_offer.get_by_role("button", name="Add Storage, monthly").click()
-    await pay_on_checkout(page, live)
+    await pay_on_checkout(page, live, "Storage, monthly")
 
     async def both_active() -> dict[str, Any] | None:
         answer = await live.entitlements(session)

@@ -198,7 +198,9 @@ async def test_subscribing_signs_in_then_goes_straight_to_checkout_then_the_acco
     assert to_stripe.status_code == 303
     [session] = standin.state.all("checkout.session")
     assert to_stripe.headers["location"] == session["url"]
-    assert session["success_url"] == "http://testserver/checkout/success?session_id={CHECKOUT_SESSION_ID}"
+    assert session["success_url"] == (
+        "http://testserver/checkout/success?product=pro_monthly&session_id={CHECKOUT_SESSION_ID}"
+    )
 
     waiting = await client.get("/checkout/success?session_id=" + session["id"])
     assert 'data-state="waiting"' in waiting.text and "/assets/static/checkout-success.js" in waiting.text

@@ -152,22 +152,37 @@ async def _to_checkout(visit: PageVisit, db: AsyncSession, account: Account, pro
         stripe_provider(visit.context.providers),
         account,
         product,
-        success_url=f"{public}/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
+        # The product rides along so the success page waits for this purchase, not for any plan the
+        # person already had (an add-on bought beside a plan would otherwise "land" at once).
+        success_url=f"{public}/checkout/success?{urlencode({'product': product})}"
+        "&session_id={CHECKOUT_SESSION_ID}",
         cancel_url=f"{public}/pricing?notice=checkout_canceled",
     )
     return redirect(visit, session["url"])
 
 
 @router.get("/checkout/success")
-async def checkout_success(visit: Visit, db: SessionDep) -> Response:
+async def checkout_success(request: Request, visit: Visit, db: SessionDep) -> Response:
     if visit.account is None:
         # Paid from an app that signed the person in with the API, not on these pages: nothing to
         # watch from here, but the payment went through at Stripe.
         return render(visit, "checkout_success.html", landed=None, signed_in=False)
     answer = await _answer(db, visit.account)
     cards = plans.subscription_cards(visit.context.catalog, answer)
-    landed = [card for card in cards if card.store is Store.STRIPE and card.entitles]
-    return render(visit, "checkout_success.html", landed=landed[0] if landed else None, signed_in=True)
+    bought = visit.context.catalog.product(request.query_params.get("product", ""))
+    landed = [
+        card
+        for card in cards
+        if card.store is Store.STRIPE and card.entitles and (bought is None or card.product == bought.key)
+    ]
+    return render(
+        visit,
+        "checkout_success.html",
+        landed=landed[0] if landed else None,
+        signed_in=True,
+        awaited=" ".join(bought.entitlements) if bought else "",
+        awaited_name=bought.name if bought else None,
+    )
 
 
 @router.post("/account/stream-ticket")

@@ -7,11 +7,15 @@
   var csrf = panel.dataset.csrf;
   var attempts = 0;
 
+  // The entitlements the purchase grants, when the page knows the product; else any web plan will do.
+  var awaited = (panel.dataset.entitlements || "").split(" ").filter(Boolean);
+
   function landed(answer) {
     var entitlements = answer.entitlements || {};
-    return Object.keys(entitlements).some(function (key) {
-      return entitlements[key].active && entitlements[key].store === "stripe";
-    });
+    function paidOnWeb(key) {
+      return Boolean(entitlements[key] && entitlements[key].active && entitlements[key].store === "stripe");
+    }
+    return awaited.length ? awaited.every(paidOnWeb) : Object.keys(entitlements).some(paidOnWeb);
   }
 
   function done() {
