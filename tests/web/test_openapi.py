@@ -13,7 +13,7 @@ async def test_every_operation_declares_the_error_answers(client: httpx.AsyncCli
     assert len(operations) > 30
     for path, method, operation in operations:
         responses = operation["responses"]
-        for status in ("400", "401", "404", "409", "413", "422", "429", "503"):
+        for status in ("400", "401", "404", "409", "413", "414", "422", "429", "431", "503"):
             schema = responses[status]["content"]["application/json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, status)
     assert "Retry-After" in spec["paths"]["/v1/auth/login"]["post"]["responses"]["429"]["headers"]

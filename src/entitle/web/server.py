@@ -36,8 +36,8 @@ from entitle.settings import Settings
 MAX_HEADER_BYTES = 32 * 1024
 MAX_URL_BYTES = 8 * 1024
 MAX_HEADER_COUNT = 100
-# After a refusal, what the client still sends is read and dropped for this long before the connection
-# is closed: closing with unread bytes would reset it, and the client might never see the answer.
+# After a refusal the connection stays open this long, reading nothing, before it is closed: closing at
+# once, with the client's bytes unread, resets the connection and may drop the answer on its way out.
 LINGER_SECONDS = 2.0
 
 
@@ -80,7 +80,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
-            return  # lingering: dropped
+            return  # what was read before reading paused
         while data:
             if not self._reading_headers:
                 super().data_received(data)
@@ -147,7 +147,7 @@ class GuardedProtocol(HttpToolsProtocol):
         return refusal
 
     def _refuse(self, refusal: RequestRefused) -> None:
-        """Answer `refusal` in the error shape, then read and drop what follows, and close."""
+        """Answer `refusal` in the error shape, stop reading, and close a little later."""
         self._disarm()
         self._refused = True
         if self.cycle is not None and not self.cycle.response_complete:
@@ -166,11 +166,9 @@ class GuardedProtocol(HttpToolsProtocol):
                 ]
             )
         )
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-            self.loop.call_later(LINGER_SECONDS, self.transport.close)
-        else:
-            self.transport.close()
+        # Not read, so the client's sends fill the socket buffers and stop: no memory, no CPU spent.
+        self.transport.pause_reading()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def _arm(self) -> None:
         if self._header_timer is None and not self._refused:
