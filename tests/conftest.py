@@ -31,6 +31,7 @@ from entitle.db.engine import Database
 from entitle.db.migrate import run_upgrade
 from entitle.services.tokens import SigningKey
 from entitle.settings import RunEnvironment, Settings
+from entitle.web.server import uvicorn_options
 
 ADMIN_KEY = "test-admin-key-" + "x" * 24
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -179,7 +180,9 @@ class LiveServer:
 
     def _run(self) -> None:
         app = create_app(context=build_context(self.settings, signing_key=self.signing_key))
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="on", access_log=False, **uvicorn_options(self.settings)
+        )
         self.server = uvicorn.Server(config)
         asyncio.run(self.server.serve(sockets=[self.sock]))
 

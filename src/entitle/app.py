@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from entitle import __version__
 from entitle.context import AppContext, build_context
@@ -76,6 +77,10 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+    if context.settings.trusted_proxies:
+        # Outermost, so everything inside (rate limits, logs, CORS) sees the client, not the proxy. Only
+        # the named proxies are believed: `entitle serve` turns uvicorn's own trust (127.0.0.1) off.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=context.settings.trusted_proxies)
     for router in all_routers():
         # The API's routes, not the pages': a route that takes no body refuses one with fields.
         app.include_router(router, dependencies=[Depends(refuse_unread_body)])

@@ -8,6 +8,7 @@ refused at start-up rather than discovered in production.
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -68,6 +69,9 @@ class Settings(BaseSettings):
     http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     http_keep_alive_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Proxies (addresses or CIDRs) whose X-Forwarded-For names the client; none by default, so a client
+    # cannot pick the address its rate limits are counted under.
+    trusted_proxies: CommaList = Field(default_factory=list)
     # Slack-compatible incoming webhook (`{"text": ...}`) for operator alerts; unset: alerts are logged.
     # A secret: whoever has a Slack webhook URL can post to the channel.
     alert_webhook_url: SecretStr | None = None
@@ -141,7 +145,12 @@ class Settings(BaseSettings):
     external_auth_audience: str | None = None
 
     @field_validator(
-        "apple_root_certs", "apple_signin_client_ids", "google_client_ids", "web_origins", mode="before"
+        "apple_root_certs",
+        "apple_signin_client_ids",
+        "google_client_ids",
+        "web_origins",
+        "trusted_proxies",
+        mode="before",
     )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
@@ -184,6 +193,16 @@ class Settings(BaseSettings):
             if not value.startswith(("https://", "http://")) or value.rstrip("/").count("/") > 2:
                 raise ValueError(f"{value!r} is not an origin like https://app.example.com")
         return [value.rstrip("/") for value in values]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not an IP address or CIDR like 10.0.0.0/8") from exc
+        return values
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

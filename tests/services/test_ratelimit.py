@@ -60,7 +60,9 @@ async def test_redis_limits_are_shared_between_processes() -> None:
 
 async def test_with_redis_down_sign_in_is_still_limited_per_process(caplog: pytest.LogCaptureFixture) -> None:
     # Nothing listens on port 1: every call to the shared store fails to connect.
-    limiter = SignInRateLimiter(per_address="2/minute", per_ip="100/minute", redis_url="redis://127.0.0.1:1/0")
+    limiter = SignInRateLimiter(
+        per_address="2/minute", per_ip="100/minute", redis_url="redis://127.0.0.1:1/0"
+    )
     try:
         await limiter.hit("login", ip="10.0.0.1", address="pat@example.com")
         await limiter.hit("login", ip="10.0.0.1", address="pat@example.com")
@@ -69,3 +71,16 @@ async def test_with_redis_down_sign_in_is_still_limited_per_process(caplog: pyte
     finally:
         await limiter.close()
     assert "Redis is unreachable" in caplog.text
+
+
+async def test_ipv6_clients_are_limited_per_64_and_ipv4_per_address() -> None:
+    limiter = SignInRateLimiter(per_address="100/minute", per_ip="2/minute")
+    await limiter.hit("login", ip="2001:db8:1:2::1", address="a@example.com")
+    await limiter.hit("login", ip="2001:db8:1:2:ffff::9", address="b@example.com")
+    with pytest.raises(RateLimited):
+        await limiter.hit("login", ip="2001:db8:1:2:abcd:1:2:3", address="c@example.com")
+    # The next /64 is another client, and so is the next IPv4 address.
+    await limiter.hit("login", ip="2001:db8:1:3::1", address="d@example.com")
+    await limiter.hit("login", ip="10.0.0.1", address="e@example.com")
+    await limiter.hit("login", ip="10.0.0.1", address="f@example.com")
+    await limiter.hit("login", ip="10.0.0.2", address="g@example.com")

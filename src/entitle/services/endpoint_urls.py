@@ -39,9 +39,40 @@ class Target:
     address: IPAddress
 
 
+# Transition ranges whose IPv6 addresses carry an IPv4 address in their last 32 bits; a packet to one
+# may end up at that IPv4 address (a NAT64 gateway, a dual stack that maps them), so it is what is checked.
+_LAST_32_BITS_EMBED_IPV4 = [
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated), e.g. ::7f00:1
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # IPv4-translated (SIIT), e.g. ::ffff:0:7f00:1
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64 well-known prefix
+]
+# Never public: local-use NAT64, where the IPv4 address sits depends on the operator's prefix length,
+# and site-local (deprecated, still routed inside some networks).
+_NEVER_PUBLIC = [ipaddress.IPv6Network("64:ff9b:1::/48"), ipaddress.IPv6Network("fec0::/10")]
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses a packet to `address` may reach through a transition mechanism."""
+    if address.ipv4_mapped is not None:
+        return [address.ipv4_mapped]
+    if address.sixtofour is not None:  # 2002::/16
+        return [address.sixtofour]
+    if address.teredo is not None:  # 2001::/32: the relay and the client behind it
+        return list(address.teredo)
+    if any(address in network for network in _LAST_32_BITS_EMBED_IPV4):
+        return [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
+    return []
+
+
 def _is_public(address: IPAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return _is_public(address.ipv4_mapped)
+    if isinstance(address, ipaddress.IPv6Address):
+        if any(address in network for network in _NEVER_PUBLIC):
+            return False
+        embedded = _embedded_ipv4(address)
+        if embedded and not all(_is_public(ipv4) for ipv4 in embedded):
+            return False
+        if address.ipv4_mapped is not None:
+            return True  # a mapped address is its IPv4 address (is_global judges the IPv6 range)
     return address.is_global and not address.is_multicast
 
 

@@ -1,5 +1,8 @@
 """Rate limits on sign-in, registration and every route that sends mail, per address and per client IP.
 
+Per client IP means per IPv4 address, or per IPv6 /64 (`client_bucket`). The address is the peer's,
+or the one a proxy named in ENTITLE_TRUSTED_PROXIES forwarded (`create_app`).
+
 Mail gets its own, stricter budget per address, shared by every route that mails (`mail=True`), so the
 service cannot be used to flood someone's inbox however the requests are spread over routes.
 
@@ -11,6 +14,7 @@ counts on its own (logged once a minute): never a failed sign-in, never an unlim
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import time
 
@@ -55,7 +59,7 @@ class SignInRateLimiter:
         """
         checks: list[tuple[RateLimitItem, str]] = []
         if ip:
-            checks.append((self.per_ip, f"{action}:ip:{ip}"))
+            checks.append((self.per_ip, f"{action}:ip:{client_bucket(ip)}"))
         if address:
             # Hashed so addresses never sit in Redis in clear text.
             checks.append((self.per_address, f"{action}:addr:{_digest(address.lower())}"))
@@ -91,6 +95,22 @@ class SignInRateLimiter:
 
     async def close(self) -> None:
         await close_storage(self.storage)
+
+
+def client_bucket(ip: str) -> str:
+    """The per-client key an address counts under: an IPv4 address, or an IPv6 address's /64.
+
+    One IPv6 subscriber is routinely given a whole /64 (2^64 addresses); counted per address, it
+    could give every attempt a fresh budget."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def _digest(value: str) -> str:

@@ -55,7 +55,12 @@ class BodySizeLimit:
     async def _refuse(self, send: Send) -> None:
         message = f"The request body is larger than {self.max_bytes} bytes."
         body = json.dumps({"error": {"code": "payload_too_large", "message": message}}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            # The body is left unread: the connection cannot carry another request after it.
+            (b"connection", b"close"),
+        ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from entitle.web.bodies import NO_BODY, reads_raw_body
+from entitle.web.server import MAX_HEADER_BYTES, MAX_HEADER_COUNT, MAX_URL_BYTES
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -39,8 +40,11 @@ ERRORS = {
     "408": "The request body did not arrive in time.",
     "409": "Conflicts with the current state (`already_subscribed`, a concurrent change, ...).",
     "413": "The request body is larger than ENTITLE_MAX_BODY_BYTES.",
+    "414": f"The URL is longer than {MAX_URL_BYTES} bytes (`uri_too_long`).",
     "422": "Wrong, missing or unknown fields (`invalid_request`, with `details`; naming an unknown field).",
     "429": "Rate limited; `Retry-After` says when to try again.",
+    "431": f"The request line and headers exceed {MAX_HEADER_BYTES} bytes or {MAX_HEADER_COUNT} fields "
+    "(`request_headers_too_large`).",
     "503": "A provider is not configured (the message names the setting) or did not answer.",
 }
 

@@ -1,52 +1,177 @@
-"""How uvicorn runs entitle: timeouts for slow and silent clients (slowloris).
+"""How uvicorn runs entitle: limits on what a client may send before the app sees a request.
 
-uvicorn closes an idle kept-alive connection (`timeout_keep_alive`) but has no limit on how long a
-client may take to send its request headers: a connection that sends nothing, or half a header and
-then nothing, is held forever, and enough of them exhaust the server. The protocol below closes a
-connection whose headers are not complete `header_timeout` seconds after the connection opened or the
-request began. The body has its own limit (`web.limits.BodyReadTimeout`, ASGI middleware, because the
-body is read by the app). Behind a proxy that buffers requests (nginx does by default) the proxy is the
-one that meets slow clients; these limits then only guard the proxy-to-entitle hop.
+uvicorn's httptools protocol (llhttp underneath) sets no limit on the size of a request's line or
+headers and none on how long a client may take to send them: a 64 MB header is read into memory and
+answered, and a connection that sends half a header and then nothing is held forever. The protocol
+below enforces, where the bytes are read and before they are parsed:
+
+- the request line and headers together: at most `MAX_HEADER_BYTES` (else 431), the URL at most
+  `MAX_URL_BYTES` (else 414), at most `MAX_HEADER_COUNT` header fields (else 431);
+- the time to send them: `header_timeout` seconds from the connection's opening or the request's first
+  byte, then the connection is closed;
+- after an answer given before the request's body has all arrived (a 413, a 401 on an upload), the
+  connection is closed: the rest of the body is junk, and a client trickling it would otherwise keep
+  the connection (and a file descriptor) forever, since the keep-alive timer restarts at every byte.
+
+A protocol layer rather than ASGI middleware, because middleware runs only once the headers are
+complete, after they have been read into memory. The body has its own time limit
+(`web.limits.BodyReadTimeout`, middleware, because the body is read by the app). Behind a proxy that
+buffers requests (nginx does by default) the proxy meets slow and oversized clients first; these
+limits then guard the proxy-to-entitle hop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from typing import Any, cast
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from entitle.settings import Settings
 
+# Request line and headers of one request, in bytes (nginx's default allows 4 x 8 KiB).
+MAX_HEADER_BYTES = 32 * 1024
+MAX_URL_BYTES = 8 * 1024
+MAX_HEADER_COUNT = 100
+# After a refusal the connection stays open this long, reading nothing, before it is closed: closing at
+# once, with the client's bytes unread, resets the connection and may drop the answer on its way out.
+LINGER_SECONDS = 2.0
 
-class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, closing connections whose headers take longer than `header_timeout`."""
+
+class RequestRefused(Exception):  # noqa: N818  (named for what happened)
+    """Raised from a parser callback to stop parsing; `GuardedProtocol` answers with `status`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _headers_too_large() -> RequestRefused:
+    return RequestRefused(
+        431,
+        "request_headers_too_large",
+        f"The request headers are larger than {MAX_HEADER_BYTES} bytes or {MAX_HEADER_COUNT} fields.",
+    )
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with limits on header size, count and time (see the module)."""
 
     _header_timer: asyncio.TimerHandle | None = None
 
     def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout
+        # Between a request's end (or the connection's start) and its headers' end.
+        self._reading_headers = True
+        self._header_bytes = 0
+        self._header_count = 0
+        self._refusal: RequestRefused | None = None
+        self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
 
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # what was read before reading paused
+        while data:
+            if not self._reading_headers:
+                super().data_received(data)
+                return
+            # Only as many bytes as the headers may still take are parsed: past that, had the headers
+            # not ended, the client is refused without the parser ever holding more. (Bytes after a
+            # request's end in the same read are parsed at once: a read is at most 256 KiB.)
+            room = MAX_HEADER_BYTES - self._header_bytes
+            piece, data = data[:room], data[room:]
+            self._header_bytes += len(piece)
+            if piece:
+                super().data_received(piece)
+            if self._refused or self.transport.is_closing():
+                return
+            if self._reading_headers and data:
+                self._refuse(_headers_too_large())
+                return
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._header_count = 0
         self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > MAX_URL_BYTES:
+            raise self._stop(
+                RequestRefused(414, "uri_too_long", f"The URL is longer than {MAX_URL_BYTES} bytes.")
+            )
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > MAX_HEADER_COUNT:
+            raise self._stop(_headers_too_large())
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._reading_headers = False
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading_headers = True
+        self._header_bytes = 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn answers 400 to any parser error, a callback's exception included: ours say otherwise.
+        refusal, self._refusal = self._refusal, None
+        if refusal is None:
+            super().send_400_response(msg)
+        else:
+            self._refuse(refusal)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        super()._start_asgi_task(cycle, functools.partial(_closing_if_body_unread, app, cycle))
+
+    def _stop(self, refusal: RequestRefused) -> RequestRefused:
+        self._refusal = refusal
+        return refusal
+
+    def _refuse(self, refusal: RequestRefused) -> None:
+        """Answer `refusal` in the error shape, stop reading, and close a little later."""
+        self._disarm()
+        self._refused = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            # An earlier request on this connection is still being answered: no room for another answer.
+            self.transport.close()
+            return
+        body = json.dumps({"error": {"code": refusal.code, "message": refusal.message}}).encode()
+        self.transport.write(
+            b"".join(
+                [
+                    STATUS_LINE[refusal.status],
+                    b"content-type: application/json\r\n",
+                    b"content-length: %d\r\n" % len(body),
+                    b"connection: close\r\n\r\n",
+                    body,
+                ]
+            )
+        )
+        # Not read, so the client's sends fill the socket buffers and stop: no memory, no CPU spent.
+        self.transport.pause_reading()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
     def _arm(self) -> None:
-        if self._header_timer is None:
+        if self._header_timer is None and not self._refused:
             self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
 
     def _disarm(self) -> None:
@@ -60,12 +185,31 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+async def _closing_if_body_unread(
+    app: ASGI3Application,
+    cycle: RequestResponseCycle,
+    scope: Scope,
+    receive: ASGIReceiveCallable,
+    send: ASGISendCallable,
+) -> None:
+    """Run `app`; an answer that starts before the request's body has all arrived closes the connection.
+
+    uvicorn would keep it open and drop the rest of the body as it comes, for as long as it comes."""
+
+    async def send_closing(message: ASGISendEvent) -> None:
+        if message["type"] == "http.response.start" and cycle.more_body:
+            cycle.keep_alive = False  # uvicorn then says `connection: close` and closes after the answer
+        await send(message)
+
+    await app(scope, receive, send_closing)
+
+
 def guarded_protocol(header_timeout: float) -> type[asyncio.Protocol]:
-    """What uvicorn builds each connection's protocol with: `HeaderTimeoutProtocol` with this timeout.
+    """What uvicorn builds each connection's protocol with: `GuardedProtocol` with this timeout.
 
     A partial of a module-level class, not a class made here, so it pickles: `serve --workers N` hands
     uvicorn's options to processes it spawns."""
-    protocol = functools.partial(HeaderTimeoutProtocol, header_timeout=header_timeout)
+    protocol = functools.partial(GuardedProtocol, header_timeout=header_timeout)
     return cast(type[asyncio.Protocol], protocol)
 
 
@@ -74,6 +218,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "http": guarded_protocol(settings.http_header_timeout_seconds),
         "timeout_keep_alive": settings.http_keep_alive_seconds,
-        # Past this, a request's headers are refused (h11 only; httptools has its own fixed limits).
-        "h11_max_incomplete_event_size": 16 * 1024,
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 (or FORWARDED_ALLOW_IPS): the app believes
+        # only ENTITLE_TRUSTED_PROXIES (`create_app`), under any server.
+        "proxy_headers": False,
     }
