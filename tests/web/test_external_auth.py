@@ -112,3 +112,12 @@ async def test_a_forged_signature_is_refused_and_our_own_tokens_still_work(
     assert (await client.get("/v1/me", headers=bearer(forged))).status_code == 401
     session = await register(client, "pat@example.com")
     assert (await client.get("/v1/me", headers=bearer(session))).status_code == 200
+
+
+async def test_an_invalid_address_in_the_apps_token_is_no_address(
+    client: httpx.AsyncClient, app_idp: AppIdentityProvider
+) -> None:
+    token = app_idp.rs256("user-7", email="a@example.com, b@example.com")
+    me = await client.get("/v1/me", headers=bearer(token))
+    assert me.status_code == 200, me.text
+    assert me.json()["email"] is None

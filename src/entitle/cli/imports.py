@@ -86,7 +86,7 @@ def read_lines(source: BinaryIO, max_bytes: int = MAX_LINE_BYTES) -> Iterator[So
         size = len(raw)
         if len(raw) > max_bytes and not raw.endswith(b"\n"):
             while raw and not raw.endswith(b"\n"):
-                raw = source.readline(64 * 1024)
+                raw = source.readline(max_bytes + 1)
                 size += len(raw)
             yield SourceLine("", f"longer than {max_bytes} bytes; not read", size)
             continue
