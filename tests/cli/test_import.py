@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from entitle.cli import app
+from entitle.cli.imports import read_lines
 from entitle.context import AppContext
 from entitle.core.models.accounts import Account, Identity, PasswordCredential
 from entitle.providers.stripe.models import StripeCustomer
@@ -175,3 +177,72 @@ async def test_a_line_that_contradicts_what_is_stored_is_refused_whole(
     async with context.database.sessionmaker() as db:
         assert await db.scalar(select(Account).where(Account.email == "b@example.com")) is None
         assert await db.scalar(select(StripeCustomer).where(StripeCustomer.customer_id == "cus_B")) is None
+
+
+async def test_hashes_with_unbounded_work_or_malformed_are_refused_line_by_line(
+    cli_env: None, context: AppContext, tmp_path: Path
+) -> None:
+    b64 = "c2FsdHNhbHRzYWx0c2FsdA"
+    hostile = [
+        "$2b$31$" + "a" * 53,
+        f"$argon2id$v=19$m=16777216,t=3,p=4${b64}${b64}",
+        f"$argon2id$v=19$m=65536,t=1000000,p=4${b64}${b64}",
+        "$2b$99$",
+        "$argon2id$garbage",
+    ]
+    lines = [{"email": f"p{n}@example.com", "password_hash": value} for n, value in enumerate(hostile)]
+    result = await run_import(write_lines(tmp_path / "hostile.jsonl", lines))
+    assert result.exit_code == 1
+    assert "0 created, 0 updated, 0 unchanged, 5 failed" in result.output
+    assert "line 1: password_hash: Value error, has bcrypt cost 31, outside 4-14" in result.output
+    assert "line 2:" in result.output and "memory m=16777216 KiB over 262144" in result.output
+    assert "line 3:" in result.output and "passes t=1000000 over 10" in result.output
+    assert "line 4:" in result.output and "not a well-formed bcrypt hash" in result.output
+    assert "line 5:" in result.output and "not a well-formed argon2 hash" in result.output
+    async with context.database.sessionmaker() as db:
+        assert (await db.scalars(select(Account))).all() == []
+
+
+async def test_bad_lines_are_reported_by_number_and_the_run_goes_on(
+    cli_env: None, context: AppContext, tmp_path: Path
+) -> None:
+    source = tmp_path / "rough.jsonl"
+    with source.open("w") as out:
+        out.write("[" * 60_000 + "\n")
+        out.write(json.dumps({"email": "old@example.com", "created_at": "0001-01-01T00:00:00+14:00"}) + "\n")
+        out.write(json.dumps({"email": "nul@example.com", "name": "Pat\u0000"}) + "\n")
+        out.write(json.dumps({"email": "long@example.com", "name": "x" * 300_000}) + "\n")
+        out.write(json.dumps({"email": "fine@example.com", "created_at": "2020-02-02T02:00:00+14:00"}) + "\n")
+    result = await run_import(source)
+    assert result.exit_code == 1, result.output
+    assert "1 created, 0 updated, 0 unchanged, 4 failed" in result.output
+    assert "line 1: not JSON: The JSON document nests deeper than 64 levels." in result.output
+    assert "line 2: created_at: Value error, is out of range" in result.output
+    assert "line 3: a value contains a NUL character" in result.output
+    assert "line 4: longer than 65536 bytes; not read" in result.output
+    async with context.database.sessionmaker() as db:
+        emails = (await db.scalars(select(Account.email))).all()
+    assert emails == ["fine@example.com"]
+
+
+def test_lines_are_read_with_bounded_memory() -> None:
+    class Recording(io.BytesIO):
+        largest = 0
+
+        def readline(self, size: int | None = -1, /) -> bytes:
+            assert size is not None and size > 0
+            line = super().readline(size)
+            Recording.largest = max(Recording.largest, len(line))
+            return line
+
+    source = Recording(b'{"a": 1}\n' + b"x" * 1000 + b"\n" + b'{"b": 2}\r\n' + b"\xff\n" + b"last")
+    lines = list(read_lines(source, max_bytes=100))
+    assert [(line.text, line.problem) for line in lines] == [
+        ('{"a": 1}', None),
+        ("", "longer than 100 bytes; not read"),
+        ('{"b": 2}', None),
+        ("", "not UTF-8"),
+        ("last", None),
+    ]
+    assert Recording.largest <= 101
+    assert sum(line.size for line in lines) == len(source.getvalue())

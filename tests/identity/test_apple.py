@@ -36,7 +36,8 @@ async def test_ios_token_gives_the_verified_identity(
     assert await apple.verify(token) == VerifiedIdentity(
         provider="apple",
         subject="001.abc.2",
-        email="Pat@Example.com",
+        # Read as a typed address is: checked and lower-cased.
+        email="pat@example.com",
         email_verified=True,
         is_private_relay=False,
         issued_at=float(int(clock.now)),

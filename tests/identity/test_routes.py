@@ -185,3 +185,17 @@ async def test_apple_sign_in_over_a_real_http_server(live_server: Any, idp: Jwks
         assert response.status_code == 201, response.text
         me = await http.get("/v1/me", headers=bearer(response.json()))
         assert me.json()["identities"][0]["provider"] == "apple"
+
+
+async def test_a_provider_address_is_read_as_a_typed_one(client: httpx.AsyncClient, idp: JwksStandin) -> None:
+    # Two recipients in one claim: not an address, so the identity is made without one (never mailed).
+    listed = await google_sign_in(
+        client, idp.google_token(sub="g-list", email="a@example.com, b@example.com")
+    )
+    assert listed.status_code == 201, listed.text
+    account = listed.json()["account"]
+    assert account["email"] is None
+    assert [(i["email"], i["email_verified"]) for i in account["identities"]] == [(None, False)]
+    # A fullwidth domain is the address a person typing it would get.
+    wide = await google_sign_in(client, idp.google_token(sub="g-wide", email="Pat@ｅｘａｍｐｌｅ．ｃｏｍ"))
+    assert wide.json()["account"]["email"] == "pat@example.com"

@@ -8,7 +8,9 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
-from entitle.services.mail import LogMailer, SmtpMailer, render
+from entitle.context import AppContext
+from entitle.core.models.mail import MailStatus, OutboundMail
+from entitle.services.mail import LogMailer, SmtpMailer, deliver_due_mail, queue_mail, render
 from entitle.settings import Settings
 
 PRODUCTION = {
@@ -64,3 +66,16 @@ async def test_development_without_smtp_writes_mails_to_the_log(caplog: pytest.L
         await LogMailer().send(message)
     assert "mail to pat@example.com: Reset your entitle password" in caplog.text
     assert "/account/reset-password?token=x" in caplog.text
+
+
+async def test_a_mail_to_an_invalid_address_fails_at_once_with_the_reason(context: AppContext) -> None:
+    async with context.database.transaction() as db:
+        bad = await queue_mail(db, to="a@example.com, b@example.com", template="password_changed", data={})
+        good = await queue_mail(db, to="pat@example.com", template="password_changed", data={})
+    assert await deliver_due_mail(context.database, LogMailer(), context.settings) == 2
+    async with context.database.sessionmaker() as db:
+        failed = await db.get(OutboundMail, bad.id)
+        sent = await db.get(OutboundMail, good.id)
+    assert sent is not None and sent.status == MailStatus.SENT
+    assert failed is not None and failed.status == MailStatus.FAILED and failed.attempts == 1
+    assert failed.last_error is not None and "not a valid address" in failed.last_error

@@ -123,3 +123,12 @@ async def test_a_token_from_the_apps_issuer_opens_the_account_page_signed_in(
     opened = await client.get(answer.json()["url"].removeprefix("http://testserver"))
     assert opened.headers["location"] == "/account"
     assert "pat@example.com" in (await client.get("/account")).text
+
+
+async def test_an_invalid_address_in_the_apps_token_is_no_address(
+    client: httpx.AsyncClient, app_idp: AppIdentityProvider
+) -> None:
+    token = app_idp.rs256("user-7", email="a@example.com, b@example.com")
+    me = await client.get("/v1/me", headers=bearer(token))
+    assert me.status_code == 200, me.text
+    assert me.json()["email"] is None

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.providers.stripe.models import StripeCustomer
 from entitle.services.subscriptions import apply_subscription_state
 from tests.conftest import ADMIN_KEY
-from tests.factories import app_store_subscription, bearer, register
+from tests.factories import DEFAULT_PASSWORD, app_store_subscription, bearer, register
 
 SERVER = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -71,3 +71,12 @@ async def test_lookups_need_the_server_key_and_a_criterion(client: httpx.AsyncCl
     ):
         missing = await client.get(path, headers=SERVER)
         assert (missing.status_code, missing.json()["error"]["code"]) == (404, "account_not_found")
+
+
+async def test_an_address_is_found_as_sign_in_reads_it(client: httpx.AsyncClient) -> None:
+    pat = (await register(client, "pat@example.com"))["account"]["id"]
+    wide = "Pat@ｅｘａｍｐｌｅ．ｃｏｍ"
+    login = await client.post("/v1/auth/login", json={"email": wide, "password": DEFAULT_PASSWORD})
+    assert login.status_code == 200
+    assert await find(client, email=wide) == [pat]
+    assert await find(client, email=" PAT@EXAMPLE.COM ") == [pat]

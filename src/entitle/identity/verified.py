@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from entitle.email_addresses import canonical_email_or_none
+
 Provider = Literal["apple", "google"]
 
 
@@ -37,6 +39,10 @@ def claim_is_true(value: Any) -> bool:
 
 
 def claim_email(value: Any) -> str | None:
-    if isinstance(value, str) and "@" in value:
-        return value.strip()
-    return None
+    """The token's address, checked and normalised exactly as a typed one; None when it is not valid.
+
+    An invalid address is treated as none: the person proved who they are to the provider, so the
+    sign-in goes on (an identity may have no address, as Apple's often has none), but nothing is ever
+    mailed to, linked by or looked up with a string that registration would refuse.
+    """
+    return canonical_email_or_none(value)

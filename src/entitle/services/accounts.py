@@ -24,7 +24,7 @@ from entitle.core.models.accounts import (
 )
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, Unauthorized
-from entitle.services import account_tokens, mail, passwords
+from entitle.services import account_tokens, hash_profiles, mail, passwords
 from entitle.services.entitlements import refresh_entitlements
 from entitle.services.tokens import AccessClaims, revoke_all_sessions
 
@@ -126,9 +126,12 @@ async def authenticate_password(db: AsyncSession, *, email: str, password: str) 
         and account is not None
         and not account.is_deleted
     )
-    # Verify even when there is nothing to verify against, so timing reveals nothing.
-    matches = await passwords.verify_or_burn(
-        credential.password_hash if usable and credential else None, password
+    # Verify even when there is nothing to verify against, and pay for every stored hash format whatever
+    # this account's is, so timing reveals neither whether the address exists nor how it was imported.
+    matches = await passwords.verify_with_parity(
+        credential.password_hash if usable and credential else None,
+        password,
+        await hash_profiles.stored_profiles(db),
     )
     if not matches or account is None or credential is None:
         raise Unauthorized("The email or password is not right.", code="invalid_credentials")

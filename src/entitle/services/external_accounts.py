@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from entitle.core.models.accounts import Account
 from entitle.db.engine import Database
+from entitle.email_addresses import canonical_email_or_none
 from entitle.errors import Unauthorized
 from entitle.identity.external import ExternalTokenVerifier
 from entitle.services import accounts
@@ -30,7 +31,8 @@ async def claims_for_external_token(
     subject = claims["sub"]
     if len(subject) > MAX_EXTERNAL_ID_LENGTH:
         raise Unauthorized("The token's subject is too long to be an account id.", code="invalid_token")
-    email = claims.get("email") if isinstance(claims.get("email"), str) else None
+    # Checked like a typed address; an invalid one is none (the account is made without an address).
+    email = canonical_email_or_none(claims.get("email"))
     account_id = await account_for_external_id(database, subject, email=email)
     return AccessClaims(
         account_id=account_id,
@@ -47,7 +49,7 @@ async def account_for_external_id(database: Database, external_id: str, *, email
         async with database.transaction() as db:
             account = await accounts.create_account(
                 db,
-                email=email if email and len(email) <= 320 else None,
+                email=email,
                 via="external",
                 external_id=external_id,
             )

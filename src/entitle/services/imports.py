@@ -12,24 +12,30 @@ argon2id at the person's first sign-in (services.accounts.authenticate_password)
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
 from sqlalchemy import select
+from sqlalchemy.exc import DataError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle import untrusted_json
 from entitle.core import events
 from entitle.core.models.accounts import Account, Identity, PasswordCredential
 from entitle.db.engine import Database
 from entitle.errors import EntitleError
 from entitle.providers.stripe.models import StripeCustomer
-from entitle.services import accounts, passwords
+from entitle.services import accounts, hash_profiles, passwords
 from entitle.services.accounts import EMAIL_PROVIDER, normalize_email
 
 ACCOUNT_IMPORTED = "account.imported"
+# Longer lines are refused unread (cli/imports.py): a real line is a few hundred bytes.
+MAX_LINE_BYTES = 64 * 1024
+# No app's users predate this; earlier dates are mistakes (or overflow where they are stored).
+EARLIEST_CREATED_AT = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ImportLine(BaseModel):
@@ -48,18 +54,26 @@ class ImportLine(BaseModel):
     @field_validator("password_hash")
     @classmethod
     def _known_format(cls, value: str | None) -> str | None:
-        if value is not None and passwords.hash_format(value) is None:
-            raise ValueError(
-                "is not a supported hash (bcrypt $2a$/$2b$/$2y$, argon2, Django pbkdf2_sha256$, "
-                "Werkzeug pbkdf2:sha256: or scrypt:)"
-            )
+        # Malformed or over the work-factor bounds: refused here rather than stored as a dead password.
+        problem = passwords.hash_problem(value) if value is not None else None
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("created_at")
     @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
+    def _in_range(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        try:
+            # In UTC, as stored: 0001-01-01T00:00+14:00 has no UTC time at all.
+            value = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is out of range") from None
+        if not EARLIEST_CREATED_AT <= value <= datetime.now(UTC) + timedelta(days=1):
+            raise ValueError(f"is out of range ({EARLIEST_CREATED_AT.year} to now)")
         return value
 
 
@@ -87,11 +101,17 @@ class LineRefused(EntitleError):
 
 def parse_line(text: str) -> ImportLine:
     try:
-        data = json.loads(text)
+        # Depth-limited: `[` x 100,000 is a refused line, not a RecursionError that ends the run.
+        data = untrusted_json.loads(text)
+    except untrusted_json.JSONTooDeep as exc:
+        raise LineRefused(f"not JSON: {exc}") from exc
     except ValueError as exc:
         raise LineRefused("not JSON") from exc
     if not isinstance(data, dict):
         raise LineRefused("not a JSON object")
+    if _holds_nul(data):
+        # No column can store it (PostgreSQL refuses NUL in text), and no real value has one.
+        raise LineRefused("a value contains a NUL character")
     try:
         return ImportLine.model_validate(data)
     except ValidationError as exc:
@@ -101,11 +121,22 @@ def parse_line(text: str) -> ImportLine:
         raise LineRefused(problems) from exc
 
 
+def _holds_nul(data: dict[str, Any]) -> bool:
+    return any(isinstance(value, str) and "\x00" in value for value in (*data, *data.values()))
+
+
 async def import_line(database: Database, text: str) -> LineOutcome:
     """Import one line in its own transaction; raises LineRefused (nothing stored) when it cannot be."""
     line = parse_line(text)
-    async with database.transaction() as db:
-        return await _import(db, line)
+    try:
+        async with database.transaction() as db:
+            outcome = await _import(db, line)
+    except DataError as exc:
+        # A value the database cannot hold that the checks above let through: this line, not the run.
+        raise LineRefused(f"the database refused a value ({exc.orig.__class__.__name__})") from exc
+    if line.password_hash and outcome is not LineOutcome.UNCHANGED:
+        hash_profiles.forget_profiles_of(database.engine)
+    return outcome
 
 
 async def _import(db: AsyncSession, line: ImportLine) -> LineOutcome:

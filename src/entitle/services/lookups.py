@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.models.accounts import Account, Identity
 from entitle.core.models.entitlements import Subscription
 from entitle.core.models.events import AccountEvent
+from entitle.email_addresses import InvalidEmailAddress, canonical_email
 from entitle.errors import InvalidRequest, NotFound
 from entitle.providers.appstore.models import AppStoreOwnership
 from entitle.providers.stripe.models import StripeCustomer
@@ -59,7 +60,13 @@ def lookup_query(
     """
     query = select(Account)
     if email:
-        address = normalize_email(email)
+        try:
+            # Exactly as sign-in reads it, so a lookup finds every address sign-in finds.
+            address = canonical_email(email)
+        except InvalidEmailAddress:
+            # Not an address anyone could sign in with, but one stored before addresses were checked
+            # (a provider's, say) can still be found.
+            address = normalize_email(email)
         # The primary address, or any way in that carries it (an Apple or Google identity's address).
         query = query.where(
             Account.id.in_(

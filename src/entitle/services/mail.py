@@ -31,6 +31,7 @@ from entitle.core.models.mail import MailStatus, OutboundMail
 from entitle.db.claims import claim_due
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
+from entitle.email_addresses import InvalidEmailAddress, canonical_email
 from entitle.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,9 +117,18 @@ TEMPLATES: dict[str, Template] = {
 }
 
 
+class UnbuildableMail(ValueError):
+    """A mail that no retry could ever build (its recipient is not a valid address)."""
+
+
 def render(template_name: str, data: dict[str, Any], settings: Settings) -> EmailMessage:
     """The mail for one outbox row, as plain text and HTML, with the app's name."""
     template = TEMPLATES[template_name]
+    try:
+        # One recipient, valid as a typed address: never a list that mails strangers, nor a header break.
+        canonical_email(str(data["to"]))
+    except InvalidEmailAddress as exc:
+        raise UnbuildableMail(f"the recipient is not a valid address: {exc}") from None
     values = {key: str(value) for key, value in data.items() if key != "token"}
     values["app_name"] = settings.app_name
     values["link"] = ""
@@ -253,8 +263,12 @@ async def _deliver(database: Database, mailer: Mailer, settings: Settings, mail_
         if mail is None or mail.status != MailStatus.PENDING:
             return
         error: str | None = None
+        permanent = False
         try:
             await mailer.send(render(mail.template, mail.data, settings))
+        except UnbuildableMail as exc:
+            # Retrying cannot help: it fails now, with the reason on the row.
+            error, permanent = str(exc)[:500], True
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             # Never the message itself: it may carry a token. The class and the server's words suffice.
             error = f"{exc.__class__.__name__}: {exc}"[:500]
@@ -270,7 +284,7 @@ async def _deliver(database: Database, mailer: Mailer, settings: Settings, mail_
             return
         log.warning("mail %s failed (attempt %d): %s", mail.id, mail.attempts, error)
         mail.last_error = error
-        mail.status = MailStatus.FAILED if mail.attempts >= MAX_ATTEMPTS else MailStatus.PENDING
+        mail.status = MailStatus.FAILED if permanent or mail.attempts >= MAX_ATTEMPTS else MailStatus.PENDING
         mail.next_attempt_at = utcnow() + _backoff(mail.attempts)
 
 
