@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import hmac
 
 import bcrypt
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from entitle.constant_time import same_secret
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
@@ -86,13 +87,13 @@ def verify_legacy(password_hash: str, password: str) -> bool:
             assert django is not None
             iterations, salt, expected = django
             digest = hashlib.pbkdf2_hmac("sha256", secret, salt.encode(), iterations)
-            return hmac.compare_digest(base64.b64encode(digest).decode(), expected)
+            return same_secret(base64.b64encode(digest), expected)
         if kind == "werkzeug_pbkdf2_sha256":
             werkzeug = _werkzeug_pbkdf2_parts(password_hash)
             assert werkzeug is not None
             iterations, salt, expected = werkzeug
             digest = hashlib.pbkdf2_hmac("sha256", secret, salt.encode(), iterations)
-            return hmac.compare_digest(digest.hex(), expected.lower())
+            return same_secret(digest.hex(), expected.lower())
         if kind == "werkzeug_scrypt":
             parts = _werkzeug_scrypt_parts(password_hash)
             assert parts is not None
@@ -100,7 +101,7 @@ def verify_legacy(password_hash: str, password: str) -> bool:
             digest = hashlib.scrypt(
                 secret, salt=salt.encode(), n=n, r=r, p=p, maxmem=MAX_SCRYPT_MEMORY * 2, dklen=64
             )
-            return hmac.compare_digest(digest.hex(), expected.lower())
+            return same_secret(digest.hex(), expected.lower())
     except (ValueError, VerifyMismatchError, VerificationError, InvalidHashError):
         return False
     return False
