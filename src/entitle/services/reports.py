@@ -28,6 +28,7 @@ from sqlalchemy import Date, Select, and_, case, cast, func, literal_column, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from entitle.client_input import check_window
 from entitle.core import transitions
 from entitle.core.catalog import Catalog, Interval
 from entitle.core.entitlements import isoformat
@@ -260,9 +261,10 @@ def _day(value: str | None, name: str) -> date | None:
     try:
         if not _ISO_DAY.match(value):
             raise ValueError(value)
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise EntitleError(f"`{name}` must be a date written YYYY-MM-DD.", code="invalid_date") from None
+    return check_window(day, name)
 
 
 def report_range(start_text: str | None, end_text: str | None, today: date) -> tuple[date, date]:
