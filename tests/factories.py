@@ -106,3 +106,20 @@ async def inbox_row(context: Any, **where: Any) -> Any:
         rows = list((await db.scalars(select(ProviderEvent).filter_by(**where))).all())
     assert len(rows) == 1, rows
     return rows[0]
+
+
+# Shorter than a batch sent to a slow receiver takes: the case where two workers once sent a row twice.
+# The worker's real lease is two minutes long.
+SHORT_LEASE = timedelta(seconds=1)
+
+
+async def run_two_workers(work: Any, left: Any, *, timeout: float = 60.0) -> None:
+    """Two workers side by side, each running `work()` until `left()` (rows still to send) is 0."""
+    import asyncio
+
+    async def worker() -> None:
+        while await left():
+            await work()
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(asyncio.gather(worker(), worker()), timeout)

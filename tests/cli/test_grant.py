@@ -107,6 +107,15 @@ def test_grant_until_a_date_lasts_through_that_day(env: str, database_url: str, 
         (["grant", "support.me@example.com", "platinum", "--days", "3"], "The catalog has no entitlement"),
         (["grant", "support.me@example.com", "pro", "--until", "2001-01-01"], "expires_at is in the past"),
         (["grant", "support.me@example.com", "pro", "--until", "soon"], "is not a date"),
+        (["grant", "support.me@example.com", "pro", "--until", "9999-12-31"], "must fall between"),
+        (
+            ["grant", "support.me@example.com", "pro", "--until", "9999-12-31T23:00:00-14:00"],
+            "must fall between",
+        ),
+        (
+            ["grant", "support.me@example.com", "pro", "--until", "0001-01-01T00:00:00+14:00"],
+            "must fall between",
+        ),
         (
             ["grant", "nobody@example.com", "pro", "--days", "3"],
             "No account has the id, email or external id",

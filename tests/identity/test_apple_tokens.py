@@ -14,8 +14,9 @@ from sqlalchemy import select, update
 from entitle.context import AppContext
 from entitle.core.models.accounts import AppleSigninToken
 from entitle.db.types import utcnow
+from entitle.services import apple_tokens
 from entitle.services.account_work import deliver_account_work
-from tests.factories import bearer
+from tests.factories import SHORT_LEASE, bearer, make_account, run_two_workers
 from tests.standins.apple_signin_api import AppleSigninApiStandin
 from tests.standins.jwks_server import APPLE_BUNDLE_ID, APPLE_SERVICES_ID, GOOGLE_WEB_CLIENT_ID, JwksStandin
 
@@ -146,3 +147,36 @@ async def test_a_code_without_apple_keys_configured_is_a_clear_503(
     assert answer.status_code == 503
     assert answer.json()["error"]["code"] == "apple_signin_api_not_configured"
     assert "ENTITLE_APPLE_SIGNIN_TEAM_ID" in answer.json()["error"]["message"]
+
+
+async def test_two_workers_and_a_slow_apple_revoke_each_token_once(
+    context: AppContext, apple_api: AppleSigninApiStandin
+) -> None:
+    services = context.accounts
+    tokens = [f"r.{n}.refresh" for n in range(20)]
+    async with context.database.sessionmaker() as db:
+        account = await make_account(db)
+        for n, token in enumerate(tokens):
+            apple_api.refresh_tokens[token] = (f"sub-{n}", APPLE_BUNDLE_ID)
+            await apple_tokens.keep_refresh_token(
+                db,
+                services.secret_box,
+                account_id=account.id,
+                subject=f"sub-{n}",
+                client_id=APPLE_BUNDLE_ID,
+                token=token,
+            )
+        await apple_tokens.request_revocation(db, account.id)
+        await db.commit()
+
+    async def not_revoked() -> int:
+        return sum(row.revoked_at is None for row in await kept_tokens(context))
+
+    apple_api.revoke_delay = 0.1
+    await run_two_workers(
+        lambda: apple_tokens.revoke_due(
+            context.database, services.apple_api, services.secret_box, lease=SHORT_LEASE
+        ),
+        not_revoked,
+    )
+    assert sorted(apple_api.revoked) == sorted(tokens)

@@ -7,11 +7,14 @@ import logging
 import pytest
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
+from sqlalchemy import func, select
 
 from entitle.context import AppContext
 from entitle.core.models.mail import MailStatus, OutboundMail
 from entitle.services.mail import LogMailer, SmtpMailer, deliver_due_mail, queue_mail, render
 from entitle.settings import Settings
+from tests.factories import SHORT_LEASE, run_two_workers
+from tests.standins.smtp import SmtpSink
 
 PRODUCTION = {
     "environment": "production",
@@ -79,3 +82,23 @@ async def test_a_mail_to_an_invalid_address_fails_at_once_with_the_reason(contex
     assert sent is not None and sent.status == MailStatus.SENT
     assert failed is not None and failed.status == MailStatus.FAILED and failed.attempts == 1
     assert failed.last_error is not None and "not a valid address" in failed.last_error
+
+
+async def test_two_workers_and_a_slow_relay_send_each_mail_once(context: AppContext) -> None:
+    recipients = [f"person{n}@example.com" for n in range(20)]
+    async with context.database.transaction() as db:
+        for to in recipients:
+            await queue_mail(db, to=to, template="password_changed", data={"email": to})
+
+    async def pending() -> int:
+        async with context.database.sessionmaker() as db:
+            query = select(func.count()).where(OutboundMail.status == MailStatus.PENDING)
+            return int(await db.scalar(query) or 0)
+
+    with SmtpSink() as relay:
+        relay.delay = 0.1
+        mailer = SmtpMailer(relay.url)
+        await run_two_workers(
+            lambda: deliver_due_mail(context.database, mailer, context.settings, lease=SHORT_LEASE), pending
+        )
+    assert sorted(to for mail in relay.messages for to in mail.recipients) == sorted(recipients)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from entitle.context import AppContext
@@ -23,7 +24,7 @@ from entitle.services import outbound
 from entitle.services.endpoint_urls import BlockedURL, check_url
 from entitle.services.outbound import MAX_ATTEMPTS, deliver_due
 from tests.conftest import ADMIN_KEY
-from tests.factories import register
+from tests.factories import SHORT_LEASE, register, run_two_workers
 
 
 class Receiver:
@@ -32,11 +33,14 @@ class Receiver:
     def __init__(self) -> None:
         self.received: list[tuple[bytes, dict[str, str]]] = []
         self.answers: list[int] = []
+        # Seconds the receiver takes to answer each message (a slow backend).
+        self.delay = 0.0
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(receiver.delay)
                 receiver.received.append((body, {k.lower(): v for k, v in self.headers.items()}))
                 self.send_response(receiver.answers.pop(0) if receiver.answers else 200)
                 self.send_header("Content-Length", "0")
@@ -163,6 +167,27 @@ async def test_retry_and_test_send_now(
     )
     assert missing.status_code == 404
     assert (await client.post(f"/v1/webhook-endpoints/{uuid.uuid4()}/test", headers=ADMIN)).status_code == 404
+
+
+async def test_two_workers_and_a_slow_receiver_send_each_message_once(
+    client: httpx.AsyncClient, context: AppContext, receiver: Receiver, sender: httpx.AsyncClient
+) -> None:
+    endpoint = await create_endpoint(client, receiver.url)
+    async with context.database.transaction() as db:
+        row = await outbound.find_endpoint(db, uuid.UUID(endpoint["id"]))
+        queued = [outbound.message_id(await outbound.queue_test(db, row)) for _ in range(20)]
+    await make_due(context)
+
+    async def pending() -> int:
+        async with context.database.sessionmaker() as db:
+            query = select(func.count()).where(WebhookDelivery.status == DeliveryStatus.PENDING)
+            return int(await db.scalar(query) or 0)
+
+    receiver.delay = 0.1
+    await run_two_workers(
+        lambda: deliver_due(context.database, sender, development=True, lease=SHORT_LEASE), pending
+    )
+    assert sorted(headers["webhook-id"] for _, headers in receiver.received) == sorted(queued)
 
 
 async def test_disabled_endpoints_get_nothing(

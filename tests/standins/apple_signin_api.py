@@ -62,6 +62,8 @@ class AppleSigninApiStandin:
     refusals: list[str] = field(default_factory=list)
     # Set to 503 to play an outage of the revoke endpoint.
     revoke_status: int = 200
+    # Seconds each revoke request takes (a slow Apple).
+    revoke_delay: float = 0.0
     # Signs the identity tokens of the authorize page.
     signer: JwksStandin | None = None
     # Who signs in on the authorize page.
@@ -221,6 +223,7 @@ class AppleSigninApiStandin:
                 if self.path == "/auth/token":
                     status, body = standin._token(form)
                 elif self.path == "/auth/revoke":
+                    time.sleep(standin.revoke_delay)
                     status, body = standin._revoke(form)
                 else:
                     status, body = 404, {"error": "not_found"}

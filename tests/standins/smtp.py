@@ -9,6 +9,7 @@ with SmtpSink() as sink:
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import re
@@ -56,6 +57,8 @@ class _Keeper:
         self.sink = sink
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
+        # A slow relay: each mail takes this long to be accepted.
+        await asyncio.sleep(self.sink.delay)
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         with self.sink.lock:
@@ -71,6 +74,8 @@ class SmtpSink:
         self.lock = threading.Lock()
         # True: answer every mail with a temporary failure (to test retries).
         self.refuse = False
+        # Seconds the server takes to accept each mail (a slow relay).
+        self.delay = 0.0
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]

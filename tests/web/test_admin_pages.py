@@ -157,6 +157,39 @@ async def test_a_bad_grant_is_explained_on_the_page(client: httpx.AsyncClient, o
     assert refused.status_code == 422 and 'id="error"' in refused.text
 
 
+@pytest.mark.parametrize(
+    "fields", [{"until": "9999-12-31"}, {"until": "0001-01-01"}, {"days": "²"}, {"days": "3²"}]
+)
+async def test_a_grant_at_the_ends_of_the_calendar_or_in_other_digits_is_explained_on_the_page(
+    client: httpx.AsyncClient, operator: str, fields: dict[str, str]
+) -> None:
+    customer = await register(client, "pat@example.com")
+    page = await client.get(f"/admin/accounts/{customer['account']['id']}")
+    refused = await client.post(
+        f"/admin/accounts/{customer['account']['id']}/grants",
+        data={"csrf_token": csrf_of(page), "entitlement": "pro", **fields},
+    )
+    assert refused.status_code == 422 and 'id="error"' in refused.text
+
+
+async def test_the_reports_page_explains_days_at_the_ends_of_the_calendar(
+    client: httpx.AsyncClient, operator: str
+) -> None:
+    for day in ("9999-12-31", "0001-01-01"):
+        page = await client.get("/admin/reports", params={"from": day, "to": day})
+        assert page.status_code == 400 and "must fall between 2000-01-01 and 2199-12-31" in page.text
+
+
+async def test_a_page_number_in_other_digits_is_the_first_page(
+    client: httpx.AsyncClient, operator: str
+) -> None:
+    customer = await register(client, "pat@example.com")
+    page = await client.get(f"/admin/accounts/{customer['account']['id']}", params={"page": "²"})
+    assert page.status_code == 200
+    found = await client.get("/admin/accounts", params={"q": "²"})
+    assert found.status_code == 200
+
+
 async def test_a_failed_provider_event_is_listed_with_its_error_and_retried(
     client: httpx.AsyncClient, context: AppContext, operator: str, standin: StripeStandin
 ) -> None:

@@ -237,3 +237,24 @@ async def test_store_subscriptions_show_in_the_answer(client: httpx.AsyncClient,
     assert [(s["store"], s["id"], s["status"]) for s in body["subscriptions"]] == [
         ("app_store", "2000000100", "canceled_at_period_end")
     ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("expires_at", "9999-12-31T23:59:59Z"),
+        ("expires_at", "9999-12-31T23:59:59-14:00"),
+        ("expires_at", "9999-12-31T23:59:59+14:00"),
+        ("starts_at", "0001-01-01T00:00:00+14:00"),
+        ("starts_at", "0001-01-01T00:00:00Z"),
+    ],
+)
+async def test_a_grant_at_the_ends_of_the_calendar_is_a_422_naming_the_field(
+    client: httpx.AsyncClient, field: str, value: str
+) -> None:
+    account_id, _ = await signed_up(client)
+    body = {"entitlement": "pro", "expires_at": in_days(14), field: value}
+    response = await client.post(f"/v1/accounts/{account_id}/grants", headers=ADMIN, json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_grant_dates" and field in error["message"]

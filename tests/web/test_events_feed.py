@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import select
 
 from entitle.context import AppContext
 from entitle.core.models.events import AccountEvent
+from entitle.services.events_feed import Cursor
 from tests.conftest import ADMIN_KEY
 from tests.factories import register
 
@@ -60,3 +62,11 @@ async def test_a_bad_cursor_is_a_422(client: httpx.AsyncClient) -> None:
     for cursor in ("nonsense", "bm9ufGNlbnNl", "x" * 300):
         response = await client.get("/v1/events", params={"after": cursor}, headers=ADMIN)
         assert response.status_code == 422, response.text
+
+
+async def test_a_cursor_at_the_ends_of_the_calendar_is_a_422(client: httpx.AsyncClient) -> None:
+    for moment in (datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, tzinfo=UTC)):
+        cursor = Cursor(created_at=moment, event_id=uuid.uuid4()).encode()
+        response = await client.get("/v1/events", params={"after": cursor}, headers=ADMIN)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["code"] == "invalid_cursor"

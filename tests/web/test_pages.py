@@ -99,6 +99,21 @@ async def test_forms_refuse_a_post_without_the_pages_csrf_token(client: httpx.As
         data={"email": "x@example.com", "password": DEFAULT_PASSWORD, "csrf_token": "x" * 43},
     )
     assert forged.status_code == 403
+    non_ascii = await client.post(
+        "/account/sign-up",
+        data={"email": "x@example.com", "password": DEFAULT_PASSWORD, "csrf_token": "é" * 43},
+    )
+    assert non_ascii.status_code == 403 and "did not come from this site" in non_ascii.text
+
+
+async def test_a_session_cookie_with_a_non_ascii_signature_is_signed_out(client: httpx.AsyncClient) -> None:
+    await sign_up(client)
+    session_id = client.cookies["entitle_session"].partition(".")[0]
+    client.cookies.clear()
+    # As a browser sends it: the cookie's bytes, whatever they are.
+    forged = f"entitle_session={session_id}.é{'x' * 42}".encode()
+    answer = await client.get("/account", headers={"Cookie": forged})
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/account/sign-in")
 
 
 async def test_sign_up_signs_in_with_a_safe_cookie_and_sign_out_ends_the_session(
@@ -350,6 +365,8 @@ async def test_the_stream_ticket_needs_the_pages_session_and_csrf_header(client:
     await sign_up(client)
     page = await client.get("/checkout/success")
     assert (await client.post("/account/stream-ticket")).status_code == 403
+    non_ascii = await client.post("/account/stream-ticket", headers={"X-CSRF-Token": "é".encode() * 43})
+    assert non_ascii.status_code == 403
     ticket = await client.post("/account/stream-ticket", headers={"X-CSRF-Token": csrf_of_attr(page)})
     assert ticket.status_code == 200 and ticket.json()["ticket"]
 

@@ -211,7 +211,7 @@ async def test_a_replayed_apple_code_is_refused(client: httpx.AsyncClient) -> No
     assert not signed_in(client)
 
 
-@pytest.mark.parametrize("tamper", ["payload", "signature", "provider", "missing"])
+@pytest.mark.parametrize("tamper", ["payload", "signature", "non_ascii_signature", "provider", "missing"])
 async def test_a_forged_state_is_refused(client: httpx.AsyncClient, tamper: str) -> None:
     action, fields = (await provider_page(client, "/account/sign-in/google"))["Continue"]
     payload, mac = fields["state"].split(".")
@@ -219,6 +219,8 @@ async def test_a_forged_state_is_refused(client: httpx.AsyncClient, tamper: str)
         fields["state"] = payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB") + "." + mac
     elif tamper == "signature":
         fields["state"] = payload + "." + mac[::-1]
+    elif tamper == "non_ascii_signature":
+        fields["state"] = payload + ".é" + mac[1:]
     elif tamper == "provider":
         action = action.replace("/google/", "/apple/")
     else:

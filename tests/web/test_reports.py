@@ -77,7 +77,7 @@ async def test_a_given_range_is_reported_day_by_day(client: httpx.AsyncClient) -
         ({"from": "2024-W01-1"}, "invalid_date"),
         ({"from": ""}, "invalid_date"),
         ({"from": "2024-03-02", "to": "2024-03-01"}, "invalid_date_range"),
-        ({"from": "2999-01-01"}, "invalid_date_range"),
+        ({"from": "2199-01-01"}, "invalid_date_range"),
         ({"from": "2024-01-01", "to": "2025-01-01"}, "date_range_too_long"),
     ],
 )
@@ -104,3 +104,21 @@ async def test_the_route_is_documented_with_its_answer_and_errors(client: httpx.
     assert operation["responses"]["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Error"
     }
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"from": "9999-12-31", "to": "9999-12-31"}, "from"),
+        ({"to": "9999-12-31"}, "to"),
+        ({"from": "0001-01-01", "to": "0001-01-01"}, "from"),
+        ({"to": "0001-01-01"}, "to"),
+    ],
+)
+async def test_days_at_the_ends_of_the_calendar_are_a_422_naming_the_field(
+    client: httpx.AsyncClient, params: dict[str, str], field: str
+) -> None:
+    response = await client.get(PATH, params=params, headers=ADMIN)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and f"`{field}`" in error["message"]

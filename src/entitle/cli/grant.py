@@ -10,6 +10,7 @@ import typer
 
 from entitle.cli import app
 from entitle.cli.common import fail, os_user, run_job
+from entitle.client_input import WINDOW_TEXT, in_window
 from entitle.context import AppContext
 from entitle.db.types import utcnow
 from entitle.services import grants
@@ -22,12 +23,19 @@ def parse_until(value: str) -> datetime:
     except ValueError:
         pass
     else:
+        if not in_window(day):
+            fail(_OUT_OF_WINDOW.format(value))
         return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         fail(f"--until {value!r} is not a date (2030-01-31) or an ISO 8601 time (2030-01-31T12:00:00Z)")
+    if not in_window(moment):
+        fail(_OUT_OF_WINDOW.format(value))
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+_OUT_OF_WINDOW = f"--until {{!r}} must fall between {WINDOW_TEXT}"
 
 
 @app.command(name="grant")

@@ -16,7 +16,6 @@ verifier accepts any of the configured client ids. Apple quirks handled here:
 from __future__ import annotations
 
 import hashlib
-import hmac
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import httpx
 import jwt
 
 from entitle import untrusted_json
+from entitle.constant_time import same_secret
 from entitle.identity.errors import InvalidIdentityToken
 from entitle.identity.jwks import Clock, JwksVerifier
 from entitle.identity.verified import VerifiedIdentity, claim_email, claim_is_true
@@ -70,8 +70,8 @@ def nonce_matches(claimed: str, raw_nonce: str) -> bool:
     """True when the token's nonce is the raw nonce or its SHA-256 hex (what iOS apps send to Apple)."""
     hashed = hashlib.sha256(raw_nonce.encode()).hexdigest()
     # Compare both so the time taken does not hint at which form was expected.
-    raw_ok = hmac.compare_digest(claimed.encode(), raw_nonce.encode())
-    hashed_ok = hmac.compare_digest(claimed.lower().encode(), hashed.encode())
+    raw_ok = same_secret(claimed, raw_nonce)
+    hashed_ok = same_secret(claimed.lower(), hashed)
     return raw_ok or hashed_ok
 
 

@@ -8,12 +8,12 @@ one of the app's OAuth client ids (web, iOS, Android). The email is only trusted
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Sequence
 
 import httpx
 
+from entitle.constant_time import same_secret
 from entitle.identity.errors import InvalidIdentityToken
 from entitle.identity.jwks import Clock, JwksVerifier
 from entitle.identity.verified import VerifiedIdentity, claim_email, claim_is_true
@@ -55,7 +55,7 @@ class GoogleIdentityVerifier:
         claims = await self.jwks.verify(id_token)
         if nonce is not None:
             claimed = claims.get("nonce")
-            if not isinstance(claimed, str) or not hmac.compare_digest(claimed.encode(), nonce.encode()):
+            if not isinstance(claimed, str) or not same_secret(claimed, nonce):
                 raise InvalidIdentityToken("The identity token's nonce does not match.")
         email = claim_email(claims.get("email"))
         name = claims.get("name")

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.models.accounts import Account, AppleSigninToken
-from entitle.db.claims import claim_due
+from entitle.db.claims import Claim, claim_leases, holding
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
 from entitle.errors import EntitleError, ProviderUnavailable
@@ -123,7 +123,12 @@ async def revoke_on_deletion(db: AsyncSession, account: Account) -> None:
 
 
 async def revoke_due(
-    database: Database, api: AppleSigninApi | None, box: SecretBox, *, limit: int = 50
+    database: Database,
+    api: AppleSigninApi | None,
+    box: SecretBox,
+    *,
+    limit: int = 50,
+    lease: timedelta = CLAIM_LEASE,
 ) -> int:
     """Revoke marked tokens at Apple; returns how many were attempted."""
     if api is None:
@@ -131,7 +136,7 @@ async def revoke_due(
     now = utcnow()
     async with database.transaction() as db:
         # Claimed with a lease, so two workers never revoke the same token at once.
-        claimed = await claim_due(
+        claimed = await claim_leases(
             db,
             AppleSigninToken,
             AppleSigninToken.revoke_requested_at.is_not(None)
@@ -139,33 +144,49 @@ async def revoke_due(
             & (AppleSigninToken.next_attempt_at <= now),
             order_by=AppleSigninToken.revoke_requested_at,
             limit=limit,
-            lease_until=now + CLAIM_LEASE,
+            lease=lease,
         )
-    for row_id in claimed:
-        await _revoke(database, api, box, row_id)
+    for claim in claimed:
+        await _revoke(database, api, box, claim, lease)
     return len(claimed)
 
 
-async def _revoke(database: Database, api: AppleSigninApi, box: SecretBox, row_id: uuid.UUID) -> None:
+async def _revoke(
+    database: Database, api: AppleSigninApi, box: SecretBox, claim: Claim, lease: timedelta
+) -> None:
     async with database.transaction() as db:
-        row = await db.get(AppleSigninToken, row_id)
+        row = await db.get(AppleSigninToken, claim.id)
         if row is None or row.revoked_at is not None:
             return
         token = box.decrypt(row.refresh_token_encrypted) if row.refresh_token_encrypted else None
-        row.attempts += 1
+        client_id = row.client_id
         if token is None:
             # Encrypted under a key this server no longer has: nothing can be sent; say so and stop.
+            row.attempts += 1
             row.last_error = "the token cannot be decrypted with ENTITLE_ENCRYPTION_KEY"
             row.next_attempt_at = None
             log.error("Apple token %s cannot be decrypted; it was not revoked", row.id)
             return
+    # The batch's lease may have run out while the revocations before this one went (a slow Apple): sent
+    # only if no other worker took the row since. No transaction is held while Apple answers.
+    failure: str | None = None
+    async with holding(database, AppleSigninToken, claim, lease) as still_ours:
+        if not still_ours:
+            return
         try:
-            await api.revoke(token, client_id=row.client_id)
+            await api.revoke(token, client_id=client_id)
         except EntitleError as exc:
-            row.last_error = exc.message[:500]
+            failure = exc.message
+    async with database.transaction() as db:
+        row = await db.get(AppleSigninToken, claim.id)
+        if row is None:
+            return
+        row.attempts += 1
+        if failure is not None:
+            row.last_error = failure[:500]
             delay: timedelta = FIRST_RETRY * (2 ** min(row.attempts - 1, 20))
             row.next_attempt_at = utcnow() + min(delay, MAX_RETRY)
-            log.warning("revoking Apple token %s failed (attempt %d): %s", row.id, row.attempts, exc.message)
+            log.warning("revoking Apple token %s failed (attempt %d): %s", row.id, row.attempts, failure)
             return
         row.revoked_at = utcnow()
         row.refresh_token_encrypted = None

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle.client_input import in_window
 from entitle.core.models.events import AccountEvent
 from entitle.db.types import utcnow
 from entitle.errors import InvalidRequest
@@ -42,8 +43,8 @@ class Cursor:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
             moment, _, event_id = raw.partition("|")
             created_at = datetime.fromisoformat(moment)
-            if created_at.tzinfo is None:
-                raise ValueError("naive time")
+            if created_at.tzinfo is None or not in_window(created_at):
+                raise ValueError("naive time, or one no event of this server has")
             return cls(created_at=created_at, event_id=uuid.UUID(event_id))
         except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
             raise InvalidRequest(

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle.client_input import check_window
 from entitle.core.entitlements import isoformat
 from entitle.core.models.accounts import Account
 from entitle.core.models.entitlements import PromotionalGrant
@@ -58,6 +59,7 @@ def _utc(value: datetime, name: str) -> datetime:
         raise InvalidRequest(
             f"{name} must include a time zone, for example 2030-01-31T00:00:00Z.", code="invalid_grant_dates"
         )
+    check_window(value, name, code="invalid_grant_dates")
     try:
         return value.astimezone(UTC)
     except (OverflowError, ValueError) as exc:

@@ -28,7 +28,7 @@ import aiosmtplib
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.models.mail import MailStatus, OutboundMail
-from entitle.db.claims import claim_due
+from entitle.db.claims import Claim, claim_leases, holding
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
 from entitle.email_addresses import InvalidEmailAddress, canonical_email
@@ -239,42 +239,59 @@ def build_mailer(settings: Settings) -> Mailer:
     return LogMailer()
 
 
-async def deliver_due_mail(database: Database, mailer: Mailer, settings: Settings, *, limit: int = 50) -> int:
-    """Send the outbox rows whose time has come; returns how many were attempted."""
+async def deliver_due_mail(
+    database: Database,
+    mailer: Mailer,
+    settings: Settings,
+    *,
+    limit: int = 50,
+    lease: timedelta = CLAIM_LEASE,
+) -> int:
+    """Send the outbox rows whose time has come; returns how many were claimed."""
     now = utcnow()
     async with database.transaction() as db:
         # Claimed with a lease, so a second worker (even on SQLite) never sends the same mail at once.
-        claimed = await claim_due(
+        claimed = await claim_leases(
             db,
             OutboundMail,
             (OutboundMail.status == MailStatus.PENDING) & (OutboundMail.next_attempt_at <= now),
             order_by=OutboundMail.created_at,
             limit=limit,
-            lease_until=now + CLAIM_LEASE,
+            lease=lease,
         )
-    for mail_id in claimed:
-        await _deliver(database, mailer, settings, mail_id)
+    for claim in claimed:
+        await _deliver(database, mailer, settings, claim, lease)
     return len(claimed)
 
 
-async def _deliver(database: Database, mailer: Mailer, settings: Settings, mail_id: uuid.UUID) -> None:
+async def _deliver(
+    database: Database, mailer: Mailer, settings: Settings, claim: Claim, lease: timedelta
+) -> None:
     async with database.transaction() as db:
-        mail = await db.get(OutboundMail, mail_id)
+        mail = await db.get(OutboundMail, claim.id)
         if mail is None or mail.status != MailStatus.PENDING:
             return
-        error: str | None = None
         permanent = False
         try:
-            await mailer.send(render(mail.template, mail.data, settings))
+            message: EmailMessage | None = render(mail.template, mail.data, settings)
+            error: str | None = None
         except UnbuildableMail as exc:
             # Retrying cannot help: it fails now, with the reason on the row.
-            error, permanent = str(exc)[:500], True
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            # Never the message itself: it may carry a token. The class and the server's words suffice.
-            error = f"{exc.__class__.__name__}: {exc}"[:500]
+            message, error, permanent = None, str(exc)[:500], True
         except Exception as exc:  # a row that cannot be rendered must not block the ones behind it
-            log.exception("mail %s could not be sent", mail.id)
-            error = f"{exc.__class__.__name__}"
+            log.exception("mail %s could not be rendered", mail.id)
+            message, error = None, f"{exc.__class__.__name__}"
+    if message is not None:
+        # The batch's lease may have run out while the mails before this one went (a slow relay): sent
+        # only if no other worker took the mail since. No transaction is held while the relay takes its time.
+        async with holding(database, OutboundMail, claim, lease) as still_ours:
+            if not still_ours:
+                return
+            error = await _send(mailer, message, claim.id)
+    async with database.transaction() as db:
+        mail = await db.get(OutboundMail, claim.id)
+        if mail is None:
+            return
         mail.attempts += 1
         if error is None:
             mail.status = MailStatus.SENT
@@ -286,6 +303,19 @@ async def _deliver(database: Database, mailer: Mailer, settings: Settings, mail_
         mail.last_error = error
         mail.status = MailStatus.FAILED if permanent or mail.attempts >= MAX_ATTEMPTS else MailStatus.PENDING
         mail.next_attempt_at = utcnow() + _backoff(mail.attempts)
+
+
+async def _send(mailer: Mailer, message: EmailMessage, mail_id: uuid.UUID) -> str | None:
+    """The error, or None once the relay took the mail."""
+    try:
+        await mailer.send(message)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        # Never the message itself: it may carry a token. The class and the server's words suffice.
+        return f"{exc.__class__.__name__}: {exc}"[:500]
+    except Exception as exc:
+        log.exception("mail %s could not be sent", mail_id)
+        return f"{exc.__class__.__name__}"
+    return None
 
 
 def _backoff(attempts: int) -> timedelta:

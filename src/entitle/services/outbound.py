@@ -35,6 +35,7 @@ from standardwebhooks import Webhook
 from entitle import metrics
 from entitle.core.events import WEBHOOK_TEST, message_body
 from entitle.core.models.events import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+from entitle.db.claims import Claim, claim_leases, holding
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, NotFound
@@ -103,44 +104,38 @@ _DUE = (
             )
         ),
     )
-    .order_by(WebhookDelivery.created_at)
 )
 
 
 async def deliver_due(
-    database: Database, http: httpx.AsyncClient, *, development: bool = False, limit: int = 50
+    database: Database,
+    http: httpx.AsyncClient,
+    *,
+    development: bool = False,
+    limit: int = 50,
+    lease: timedelta = CLAIM_LEASE,
 ) -> int:
-    """Send deliveries whose time has come; returns how many were attempted.
+    """Send deliveries whose time has come; returns how many were claimed.
 
     `development` allows http and loopback receivers (see `services.endpoint_urls`).
     """
     now = utcnow()
     async with database.transaction() as db:
         await _cancel_for_disabled_endpoints(db)
-        query = _DUE.where(WebhookDelivery.next_attempt_at <= now).limit(limit)
-        if db.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(of=WebhookDelivery, skip_locked=True)
-        candidates = list((await db.scalars(query)).all())
         # Claimed with a lease, and only rows still due at the moment of the claim, so a second worker
         # that read the same rows finds them taken (SQLite has no row locks).
-        claimed = (
-            await db.scalars(
-                update(WebhookDelivery)
-                .where(
-                    WebhookDelivery.id.in_(candidates),
-                    WebhookDelivery.status == DeliveryStatus.PENDING,
-                    WebhookDelivery.next_attempt_at <= now,
-                )
-                .values(next_attempt_at=now + CLAIM_LEASE)
-                .returning(WebhookDelivery.id)
-            )
-            if candidates
-            else None
+        claimed = await claim_leases(
+            db,
+            WebhookDelivery,
+            (WebhookDelivery.status == DeliveryStatus.PENDING) & (WebhookDelivery.next_attempt_at <= now),
+            pick=_DUE.where(WebhookDelivery.next_attempt_at <= now),
+            order_by=WebhookDelivery.created_at,
+            limit=limit,
+            lease=lease,
         )
-        ids = set(claimed.all()) if claimed is not None else set()
-    for delivery_id in (c for c in candidates if c in ids):
-        await send_delivery(database, http, delivery_id, development=development)
-    return len(ids)
+    for claim in claimed:
+        await send_delivery(database, http, claim.id, development=development, claim=claim, lease=lease)
+    return len(claimed)
 
 
 async def _cancel_for_disabled_endpoints(db: AsyncSession) -> None:
@@ -162,8 +157,12 @@ async def send_delivery(
     delivery_id: uuid.UUID,
     *,
     development: bool,
+    claim: Claim | None = None,
+    lease: timedelta = CLAIM_LEASE,
 ) -> WebhookDelivery | None:
-    """Send one delivery now (whatever its status) and record the outcome."""
+    """Send one delivery now (whatever its status) and record the outcome.
+
+    `claim`: the worker's claim on the delivery, held (`db.claims.holding`) while it is sent."""
     async with database.sessionmaker() as db:
         delivery = await db.get(WebhookDelivery, delivery_id)
         endpoint = await db.get(WebhookEndpoint, delivery.endpoint_id) if delivery else None
@@ -178,7 +177,15 @@ async def send_delivery(
             return delivery
         # No transaction (nor pooled connection) is held while the receiver takes its time.
         await db.commit()
-        error, code, outcome = await _post(http, endpoint, delivery, development=development)
+        if claim is None:
+            error, code, outcome = await _post(http, endpoint, delivery, development=development)
+        else:
+            # The batch's lease may have run out while the deliveries before this one went (a slow
+            # receiver): sent only if no other worker took the delivery since.
+            async with holding(database, WebhookDelivery, claim, lease) as still_ours:
+                if not still_ours:
+                    return None
+                error, code, outcome = await _post(http, endpoint, delivery, development=development)
         now = utcnow()
         delivery.attempts += 1
         delivery.last_attempt_at = now

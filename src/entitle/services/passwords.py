@@ -26,7 +26,6 @@ import base64
 import binascii
 import functools
 import hashlib
-import hmac
 import logging
 import re
 import secrets
@@ -36,6 +35,8 @@ from dataclasses import dataclass
 import bcrypt
 from argon2 import PasswordHasher, Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from entitle.constant_time import same_secret
 
 log = logging.getLogger(__name__)
 
@@ -171,15 +172,15 @@ def check_hash(password_hash: str, password: str) -> bool:
             salt, expected = password_hash.split("$")[-2:]
             digest = hashlib.pbkdf2_hmac("sha256", secret, salt.encode(), iterations)
             if password_hash.startswith("pbkdf2_sha256$"):
-                return hmac.compare_digest(base64.b64encode(digest).decode(), expected)
-            return hmac.compare_digest(digest.hex(), expected.lower())
+                return same_secret(base64.b64encode(digest), expected)
+            return same_secret(digest.hex(), expected.lower())
         if profile.format == "scrypt":
             n, r, p = profile.parameters
             salt, expected = password_hash.split("$")[-2:]
             digest = hashlib.scrypt(
                 secret, salt=salt.encode(), n=n, r=r, p=p, maxmem=MAX_SCRYPT_MEMORY * 2, dklen=64
             )
-            return hmac.compare_digest(digest.hex(), expected.lower())
+            return same_secret(digest.hex(), expected.lower())
     except (ValueError, VerifyMismatchError, VerificationError, InvalidHashError):
         return False
     return False

@@ -37,6 +37,7 @@ from sqlalchemy import BigInteger, Date, Select, and_, case, cast, func, literal
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from entitle.client_input import check_window
 from entitle.core import transitions
 from entitle.core.catalog import Catalog, Interval
 from entitle.core.currencies import minor_unit_digits
@@ -405,9 +406,10 @@ def _day(value: str | None, name: str) -> date | None:
     try:
         if not _ISO_DAY.match(value):
             raise ValueError(value)
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise EntitleError(f"`{name}` must be a date written YYYY-MM-DD.", code="invalid_date") from None
+    return check_window(day, name)
 
 
 def report_range(start_text: str | None, end_text: str | None, today: date) -> tuple[date, date]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle.constant_time import same_secret
 from entitle.context import AppContext
 from entitle.core.models.accounts import Account
 from entitle.errors import Forbidden, Unauthorized
@@ -104,7 +104,7 @@ async def require_admin(request: Request, settings: SettingsDep) -> None:
         raise Forbidden("No server key is configured on this server.", code="admin_api_disabled")
     presented = bearer_token(request)
     # Constant-time comparison, so the key cannot be guessed one character at a time.
-    if not hmac.compare_digest(presented.encode(), configured.get_secret_value().encode()):
+    if not same_secret(presented, configured.get_secret_value()):
         raise Unauthorized("The server key is not valid.", code="invalid_server_key")
 
 

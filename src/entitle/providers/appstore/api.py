@@ -31,6 +31,7 @@ from appstoreserverlibrary.models.LastTransactionsItem import LastTransactionsIt
 from appstoreserverlibrary.models.NotificationHistoryRequest import NotificationHistoryRequest
 from appstoreserverlibrary.models.UpdateAppAccountTokenRequest import UpdateAppAccountTokenRequest
 
+from entitle.client_input import ascii_int
 from entitle.pacing import Clock, Pacer, PacerStats, Sleep, retry_delay
 from entitle.providers.appstore.errors import AppStoreApiUnavailable, AppStoreMisconfigured
 from entitle.settings import Settings
@@ -123,7 +124,7 @@ class _PooledClient(AsyncAppStoreServerAPIClient):
                 raise
             retry_at = headers.get("retry-after", "")
             raise AppStoreRateLimited(
-                exc.raw_api_error, exc.error_message, int(retry_at) if retry_at.isdigit() else None
+                exc.raw_api_error, exc.error_message, ascii_int(retry_at)
             ) from None
 
     async def aclose(self) -> None:

@@ -17,6 +17,7 @@ from markupsafe import Markup
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle.client_input import ascii_int, check_window
 from entitle.core.models.accounts import Account
 from entitle.core.models.events import DeliveryStatus, InboxStatus, ProviderEvent, WebhookDelivery
 from entitle.core.subscriptions import Environment
@@ -90,7 +91,7 @@ def _criteria(query: str) -> dict[str, str]:
         return {"email": query}
     if query.startswith("cus_"):
         return {"stripe_customer_id": query}
-    if query.isdigit():
+    if ascii_int(query) is not None:
         return {"original_transaction_id": query}
     return {"external_id": query}
 
@@ -144,7 +145,7 @@ async def _account_page(
     status: int = 200,
 ) -> Response:
     raw_page = request.query_params.get("page", "1")
-    page = max(1, min(int(raw_page), 10_000)) if raw_page.isdigit() else 1
+    page = max(1, min(ascii_int(raw_page) or 1, 10_000))
     stripe_key = visit.context.settings.stripe_secret_key
     live = stripe_key is not None and stripe_key.get_secret_value().startswith(("sk_live_", "rk_live_"))
     found = await dossier(db, account_id, stripe_live=live)
@@ -195,13 +196,13 @@ def _grant_end(fields: dict[str, str]) -> datetime:
             day = date.fromisoformat(until)
         except ValueError as exc:
             raise InvalidRequest("Give the last day as a date.", code="invalid_grant_dates") from exc
-        return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
-    days = fields.get("days", "").strip()
-    if not days.isdigit() or not 1 <= int(days) <= 3660:
+        return datetime.combine(check_window(day, "until") + timedelta(days=1), time(), tzinfo=UTC)
+    days = ascii_int(fields.get("days", "").strip())
+    if days is None or not 1 <= days <= 3660:
         raise InvalidRequest(
             "Give a number of days between 1 and 3660, or a last day.", code="invalid_grant_dates"
         )
-    return utcnow() + timedelta(days=int(days))
+    return utcnow() + timedelta(days=days)
 
 
 @router.post("/accounts/{account_id}/grants")

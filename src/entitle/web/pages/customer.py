@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle.client_input import ascii_int
 from entitle.core.catalog import Catalog
 from entitle.core.models.accounts import Account
 from entitle.core.subscriptions import Store
@@ -571,7 +572,7 @@ async def change_plan(request: Request, visit: Visit, db: SessionDep) -> Respons
     account = visit.account
     try:
         raw_date = fields.get("proration_date", "")
-        proration_date = int(raw_date) if raw_date.isdigit() and len(raw_date) < 12 else None
+        proration_date = ascii_int(raw_date) if len(raw_date) < 12 else None
         stripe = stripe_provider(visit.context.providers)
         await billing_stripe.change_plan(
             db,

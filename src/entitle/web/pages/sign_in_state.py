@@ -34,6 +34,7 @@ from typing import Literal
 
 from fastapi import Request, Response
 
+from entitle.constant_time import same_secret
 from entitle.context import AppContext
 from entitle.errors import InvalidRequest
 from entitle.web.pages.visits import cookie_name_for
@@ -113,7 +114,7 @@ def read(context: AppContext, signed: str | None, provider: Provider) -> SignInS
     if not signed or len(signed) > MAX_STATE_LENGTH or signed.count(".") != 1:
         raise refused
     payload, mac = signed.split(".")
-    if not hmac.compare_digest(mac, _mac(context, payload)):
+    if not same_secret(mac, _mac(context, payload)):
         raise refused
     try:
         document = json.loads(_unb64(payload))
@@ -134,7 +135,7 @@ def read(context: AppContext, signed: str | None, provider: Provider) -> SignInS
 
 def check_browser(state: SignInState, cookie: str | None) -> None:
     """Refuse a state that was started in another browser (or whose cookie the browser dropped)."""
-    if not cookie or not hmac.compare_digest(_binding_hash(cookie), state.binding):
+    if not cookie or not same_secret(_binding_hash(cookie), state.binding):
         raise InvalidSignInState(
             "This sign-in was started in another browser window, or your browser did not keep our "
             "cookie; allow cookies for this site and try again."

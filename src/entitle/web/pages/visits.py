@@ -26,6 +26,7 @@ from fastapi import Depends, Request, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle.constant_time import same_secret
 from entitle.context import AppContext
 from entitle.core.models.accounts import Account, RefreshTokenFamily
 from entitle.db.types import utcnow
@@ -61,7 +62,7 @@ class PageVisit:
         return _csrf_token(self.context, self.csrf_seed, self.session_id)
 
     def check_csrf(self, presented: str | None) -> None:
-        if not presented or not hmac.compare_digest(presented, self.csrf_token):
+        if not presented or not same_secret(presented, self.csrf_token):
             raise Forbidden(
                 "This form has expired or did not come from this site; go back, reload it and try again.",
                 code="invalid_csrf_token",
@@ -118,7 +119,7 @@ def _session_from_cookie(context: AppContext, value: str | None) -> uuid.UUID | 
         session_id = uuid.UUID(raw_id)
     except ValueError:
         return None
-    if not hmac.compare_digest(value, _signed_session(context, session_id)):
+    if not same_secret(value, _signed_session(context, session_id)):
         return None
     return session_id
 
