@@ -136,3 +136,22 @@ async def test_each_card_on_the_account_page_acts_on_its_own_subscription(
     assert plan_at_stripe(standin, storage) == ("storage_monthly", True)
     across = await client.get(f"/account/change-plan?product=pro_yearly&subscription_id={storage}")
     assert across.status_code == 409 and plan_at_stripe(standin, storage) == ("storage_monthly", True)
+
+
+async def test_every_account_action_of_a_person_without_a_subscription_answers_the_account_page(
+    client: httpx.AsyncClient,
+) -> None:
+    """A failed action (nothing to cancel, no Stripe customer for the portal) rolls back and shows the
+    account page with the reason: never a 500 from reading the account the rollback expired."""
+    await sign_up(client, "nothing@example.com")
+    for path, fields in [
+        ("/account/billing", {}),
+        ("/account/subscription/cancel", {}),
+        ("/account/subscription/resume", {}),
+        ("/account/change-plan", {"product": "pro_yearly", "proration_date": "1"}),
+    ]:
+        page = await post_form(client, "/account", path, fields)
+        assert 400 <= page.status_code < 500, (path, page.status_code)
+        assert 'role="alert"' in page.text and "nothing@example.com" in page.text, path
+    preview = await client.get("/account/change-plan", params={"product": "pro_yearly"})
+    assert 400 <= preview.status_code < 500 and 'role="alert"' in preview.text
