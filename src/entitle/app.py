@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from entitle import __version__
@@ -19,6 +19,7 @@ from entitle.services.entitlements import refresh_due_entitlements
 from entitle.services.outbound import deliver_due
 from entitle.services.streams import forget_old_tickets
 from entitle.settings import Settings
+from entitle.web.deps import storable_parameters
 from entitle.web.docs import install_docs
 from entitle.web.errors import install_error_handlers
 from entitle.web.limits import BodyReadTimeout, BodySizeLimit
@@ -59,6 +60,8 @@ def create_app(
         # /docs is served by `install_docs` from local assets; FastAPI's own pages load from a CDN.
         docs_url=None,
         redoc_url=None,
+        # Query and path parameters with a NUL are a 422 naming the parameter (entitle.storable_text).
+        dependencies=[Depends(storable_parameters)],
     )
     app.state.context = context
     install_error_handlers(app)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
+from pydantic import ConfigDict, EmailStr, Field, ValidationError, field_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,11 +28,12 @@ from entitle.errors import EntitleError
 from entitle.providers.stripe.models import StripeCustomer
 from entitle.services import accounts, passwords
 from entitle.services.accounts import EMAIL_PROVIDER, normalize_email
+from entitle.storable_text import StorableTextModel
 
 ACCOUNT_IMPORTED = "account.imported"
 
 
-class ImportLine(BaseModel):
+class ImportLine(StorableTextModel):
     model_config = ConfigDict(extra="forbid")
 
     email: EmailStr = Field(max_length=320)
