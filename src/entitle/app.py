@@ -22,6 +22,7 @@ from entitle.services.page_links import forget_old_links
 from entitle.services.streams import forget_old_tickets
 from entitle.settings import Settings
 from entitle.web.bodies import refuse_unread_body
+from entitle.web.deps import storable_parameters
 from entitle.web.docs import install_docs
 from entitle.web.errors import install_error_handlers
 from entitle.web.limits import BodyReadTimeout, BodySizeLimit
@@ -62,6 +63,8 @@ def create_app(
         # /docs is served by `install_docs` from local assets; FastAPI's own pages load from a CDN.
         docs_url=None,
         redoc_url=None,
+        # Query and path parameters with a NUL are a 422 naming the parameter (entitle.storable_text).
+        dependencies=[Depends(storable_parameters)],
     )
     app.state.context = context
     install_error_handlers(app)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.context import AppContext
 from entitle.identity import VerifiedIdentity
 from entitle.services import identities
-from entitle.services.imports import LineOutcome, import_line
+from entitle.services.imports import LineOutcome, LineRefused, import_line
 
 
 async def test_imported_subjects_sign_into_the_imported_account(
@@ -52,3 +53,12 @@ async def test_a_later_line_adds_what_was_missing(context: AppContext) -> None:
     more = json.dumps({"email": "PAT@example.com", "external_id": "u-9", "google_sub": "g-9"})
     assert await import_line(context.database, more) is LineOutcome.UPDATED
     assert await import_line(context.database, more) is LineOutcome.UNCHANGED
+
+
+async def test_a_line_with_a_nul_is_refused_by_field_and_stores_nothing(context: AppContext) -> None:
+    # PostgreSQL cannot store NUL: the line is refused before the database, on both databases.
+    line = json.dumps({"email": "pat@example.com", "external_id": "u\x001", "name": "Pat"})
+    with pytest.raises(LineRefused, match="external_id"):
+        await import_line(context.database, line)
+    clean = json.dumps({"email": "pat@example.com"})
+    assert await import_line(context.database, clean) is LineOutcome.CREATED

@@ -6,8 +6,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, TypeDecorator, Uuid
+from sqlalchemy import JSON, DateTime, Dialect, String, Text, TypeDecorator, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeEngine
+
+from entitle.storable_text import require_storable, storable_json
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -30,8 +33,58 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-# JSONB on PostgreSQL (indexable, compact), plain JSON text on SQLite.
-JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+class CheckedString(TypeDecorator[str]):
+    """VARCHAR(n) that refuses, on both databases, what PostgreSQL would: NUL, lone surrogates, excess length.
+
+    The refusal is an `UnstorableText` (422) raised while binding, before anything reaches the database;
+    see entitle.storable_text for why the check lives at the column.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, length: int | None = None) -> None:
+        super().__init__(length)
+        self.max_length = length
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return require_storable(value, max_length=self.max_length)
+
+    def coerce_compared_value(self, op: Any, value: Any) -> TypeEngine[Any]:
+        # A lookup longer than the column matches nothing rather than failing; NUL is still refused.
+        return _COMPARED_STRING
+
+
+_COMPARED_STRING = CheckedString()
+
+
+class CheckedText(TypeDecorator[str]):
+    """TEXT that refuses NUL and lone surrogates on both databases (PostgreSQL cannot store them)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else require_storable(value)
+
+
+class JSONDocument(TypeDecorator[Any]):
+    """JSONB on PostgreSQL (indexable, compact), plain JSON text on SQLite.
+
+    JSONB refuses the escape \\u0000 and lone surrogates; these documents are kept copies, so such
+    characters become U+FFFD on both databases instead of failing the write (entitle.storable_text).
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(JSONB() if dialect.name == "postgresql" else JSON())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return storable_json(value)
 
 UUID = Uuid(as_uuid=True)
 

@@ -26,6 +26,7 @@ import jwt
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from entitle.identity.errors import IdentityProviderUnavailable, InvalidIdentityToken
+from entitle.storable_text import require_storable
 
 Clock = Callable[[], float]
 
@@ -107,6 +108,7 @@ class JwksVerifier:
         self._check_lifetime(claims, require_exp=require_exp)
         if require_subject and (not isinstance(claims.get("sub"), str) or not claims["sub"]):
             raise InvalidIdentityToken("The identity token has no subject.")
+        _require_storable_claims(claims)
         return claims
 
     def _check_issuer(self, claims: Mapping[str, Any]) -> None:
@@ -196,6 +198,19 @@ def parse_jwks(document: Any, algorithms: Sequence[str] = (ALGORITHM,)) -> dict[
         except (jwt.PyJWTError, ValueError, TypeError, KeyError):
             continue
     return keys
+
+
+# The claims the services store, with the most a column holds (an OIDC `sub` is at most 255 characters,
+# https://openid.net/specs/openid-connect-core-1_0.html#IDToken; a name is clipped where it is stored).
+_STORED_CLAIMS: dict[str, int | None] = {"sub": 255, "email": 320, "name": None}
+
+
+def _require_storable_claims(claims: Mapping[str, Any]) -> None:
+    """A signed token can still carry a NUL: refused (422) by the claim's name, before any lookup."""
+    for claim, max_length in _STORED_CLAIMS.items():
+        value = claims.get(claim)
+        if isinstance(value, str):
+            require_storable(value, field=f"the identity token's `{claim}` claim", max_length=max_length)
 
 
 def _unverified_header(token: str) -> dict[str, Any]:

@@ -47,7 +47,7 @@ async def sign_in_with_identity(
     db: AsyncSession, verified: VerifiedIdentity, *, name: str | None = None
 ) -> SignedIn:
     """The account this verified identity signs into, creating the account when no rule links it."""
-    name = _clean_name(name) or verified.name
+    name = _clean_name(name) or _clean_name(verified.name)
     identity = await find_identity(db, verified.provider, verified.subject)
     if identity is not None:
         account = await _live_account(db, identity.account_id)
@@ -112,7 +112,7 @@ async def link_identity(
     db: AsyncSession, account: Account, verified: VerifiedIdentity, *, name: str | None = None
 ) -> tuple[Identity, bool]:
     """Attach the identity to the signed-in account; returns (identity, newly_linked)."""
-    name = _clean_name(name) or verified.name
+    name = _clean_name(name) or _clean_name(verified.name)
     identity = await find_identity(db, verified.provider, verified.subject)
     if identity is not None:
         if identity.account_id != account.id:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
+from pydantic import ConfigDict, EmailStr, Field, ValidationError, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import DataError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,6 +30,7 @@ from entitle.errors import EntitleError
 from entitle.providers.stripe.models import StripeCustomer
 from entitle.services import accounts, hash_profiles, passwords
 from entitle.services.accounts import EMAIL_PROVIDER, normalize_email
+from entitle.storable_text import StorableTextModel
 
 ACCOUNT_IMPORTED = "account.imported"
 # Longer lines are refused unread (cli/imports.py): a real line is a few hundred bytes.
@@ -38,7 +39,7 @@ MAX_LINE_BYTES = 64 * 1024
 EARLIEST_CREATED_AT = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class ImportLine(BaseModel):
+class ImportLine(StorableTextModel):
     model_config = ConfigDict(extra="forbid")
 
     email: EmailStr = Field(max_length=320)

@@ -16,6 +16,7 @@ from entitle.services.accounts import check_session, load_account
 from entitle.services.external_accounts import claims_for_external_token
 from entitle.services.tokens import AccessClaims
 from entitle.settings import Settings
+from entitle.storable_text import require_storable
 
 
 # Dependencies are `async def` even when they never await: FastAPI runs plain `def` dependencies in a
@@ -57,6 +58,15 @@ async def get_session(request: Request, context: ContextDep) -> AsyncIterator[As
 # scope="function": commit before the response is sent, so a client that got 2xx can rely on the write
 # (and a failed commit becomes an error response instead of a lost write after a 200).
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def storable_parameters(request: Request) -> None:
+    """Every route's query and path parameters, refused by name when the database could not store them."""
+    for name, value in request.query_params.multi_items():
+        require_storable(value, field=f"The query parameter `{name}`")
+    for name, value in request.path_params.items():
+        if isinstance(value, str):
+            require_storable(value, field=f"The path parameter `{name}`")
 
 
 def bearer_token(request: Request) -> str:

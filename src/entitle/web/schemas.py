@@ -6,16 +6,18 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import ConfigDict, EmailStr, Field
 
 from entitle.core.models.accounts import Account
 from entitle.services.page_links import Page
 from entitle.services.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from entitle.services.tokens import TokenPair
+from entitle.storable_text import StorableTextModel
 
 
-class StrictBody(BaseModel):
-    # Unknown fields are refused so a typo in a client is a clear 422, not a silent no-op.
+class StrictBody(StorableTextModel):
+    # Unknown fields are refused so a typo in a client is a clear 422, not a silent no-op; text that
+    # the database cannot store (NUL, ...) is a 422 naming its field.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 

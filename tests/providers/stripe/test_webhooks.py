@@ -309,3 +309,25 @@ def test_recorded_fixtures_are_named_after_their_events() -> None:
     assert set(HANDLERS) <= names
     for path in folder.glob("*.json"):
         assert json.loads(path.read_text())["type"] == path.stem
+
+
+async def test_a_nul_in_stripe_metadata_is_kept_as_a_replacement_character_on_both_databases(
+    client: httpx.AsyncClient,
+    context: AppContext,
+    db: AsyncSession,
+    stripe_provider: StripeProvider,
+    standin: StripeStandin,
+) -> None:
+    # PostgreSQL's JSONB refuses \u0000; the stored copy of the vendor object gets U+FFFD instead, the
+    # subscription still entitles, and the inbox keeps the exact bytes Stripe sent.
+    account, sub_id = await paid_checkout(db, stripe_provider, standin, "nul@example.com")
+    standin.state.get(sub_id, "subscription")["metadata"]["note\x00"] = "a\x00b"
+    for event in standin.events.log:
+        assert (await deliver(client, standin, event)).status_code == 200
+    row = await _row(context, sub_id)
+    assert row is not None and row.status == "active", row
+    assert row.raw["metadata"]["note\ufffd"] == "a\ufffdb"
+    assert (await _answer(context, account.id))["entitlements"]["pro"]["active"] is True
+    async with context.database.sessionmaker() as session:
+        statuses = set((await session.scalars(select(ProviderEvent.status))).all())
+    assert statuses == {InboxStatus.PROCESSED}

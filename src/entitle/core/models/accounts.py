@@ -6,11 +6,11 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from entitle.db.base import Base
-from entitle.db.types import UUID, UTCDateTime, new_id, utcnow
+from entitle.db.types import UUID, CheckedString, CheckedText, UTCDateTime, new_id, utcnow
 
 
 class Account(Base):
@@ -21,10 +21,10 @@ class Account(Base):
     # transaction, which is how an App Store purchase finds its account.
     app_account_token: Mapped[uuid.UUID] = mapped_column(UUID, unique=True, default=new_id)
     # The primary address, lower-cased; may be None for an Apple identity that shared no email.
-    email: Mapped[str | None] = mapped_column(String(320), index=True)
-    name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(CheckedString(320), index=True)
+    name: Mapped[str | None] = mapped_column(CheckedString(200))
     # The id the app's own user table knows this person by (imports, external sign-in); unique when set.
-    external_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    external_id: Mapped[str | None] = mapped_column(CheckedString(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set when the person deleted the account; the row stays (anonymized) for accounting records.
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -47,14 +47,14 @@ class Identity(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     # `email`, `apple` or `google`.
-    provider: Mapped[str] = mapped_column(String(20))
+    provider: Mapped[str] = mapped_column(CheckedString(20))
     # The provider's stable user id; for `email` the lower-cased address.
-    subject: Mapped[str] = mapped_column(String(320))
-    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    subject: Mapped[str] = mapped_column(CheckedString(320))
+    email: Mapped[str | None] = mapped_column(CheckedString(320), index=True)
     # True only when the provider itself vouches for the address.
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     is_private_relay: Mapped[bool] = mapped_column(Boolean, default=False)
-    name: Mapped[str | None] = mapped_column(String(200))
+    name: Mapped[str | None] = mapped_column(CheckedString(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Set when the provider told us the person withdrew consent or the identity stopped working.
@@ -70,13 +70,13 @@ class PasswordCredential(Base):
         ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True
     )
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
-    password_hash: Mapped[str] = mapped_column(Text)
+    password_hash: Mapped[str] = mapped_column(CheckedText)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set when a verified provider proved the address belongs to someone else, so a password set
     # by whoever claimed the address first cannot be used to take over the real owner.
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    disabled_reason: Mapped[str | None] = mapped_column(String(100))
+    disabled_reason: Mapped[str | None] = mapped_column(CheckedString(100))
 
 
 class RefreshTokenFamily(Base):
@@ -89,8 +89,8 @@ class RefreshTokenFamily(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # `logout`, `reuse_detected`, `account_deleted`, `consent_revoked`, ...
-    revoked_reason: Mapped[str | None] = mapped_column(String(50))
-    user_agent: Mapped[str | None] = mapped_column(String(300))
+    revoked_reason: Mapped[str | None] = mapped_column(CheckedString(50))
+    user_agent: Mapped[str | None] = mapped_column(CheckedString(300))
 
 
 class RefreshToken(Base):
@@ -100,7 +100,7 @@ class RefreshToken(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
     family_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("refresh_token_families.id", ondelete="CASCADE"))
     # SHA-256 of the opaque token; the token itself is never stored.
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(CheckedString(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Set when the token was exchanged; presenting it again means it was stolen or replayed.
@@ -121,11 +121,11 @@ class AccountToken(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
-    purpose: Mapped[str] = mapped_column(String(30))
+    purpose: Mapped[str] = mapped_column(CheckedString(30))
     # SHA-256 of the token; the token itself exists only in the mail.
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(CheckedString(64), unique=True)
     # The address the mail went to: the token proves that address and no other.
-    email: Mapped[str] = mapped_column(String(320))
+    email: Mapped[str] = mapped_column(CheckedString(320))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -137,10 +137,10 @@ class PageLink(Base):
     __tablename__ = "page_links"
 
     # SHA-256 of the link's token: a leaked row opens nothing.
-    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(CheckedString(64), primary_key=True)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     # Which page it opens (a key of `services.page_links.PAGES`), never a free path.
-    page: Mapped[str] = mapped_column(String(30))
+    page: Mapped[str] = mapped_column(CheckedString(30))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     # Set on the first open, which exchanged it for a page session.
@@ -159,18 +159,18 @@ class AppleSigninToken(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
-    subject: Mapped[str] = mapped_column(String(320), index=True)
+    subject: Mapped[str] = mapped_column(CheckedString(320), index=True)
     # The bundle id or Services ID the authorization code was issued to; revocation must name it again.
-    client_id: Mapped[str] = mapped_column(String(255))
+    client_id: Mapped[str] = mapped_column(CheckedString(255))
     # Fernet ciphertext of the refresh token; erased once Apple confirmed the revocation.
-    refresh_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    refresh_token_encrypted: Mapped[str | None] = mapped_column(CheckedText)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set when the account was deleted or the identity unlinked; the worker revokes from then on.
     revoke_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(CheckedText)
 
 
 class Operator(Base):
@@ -183,4 +183,4 @@ class Operator(Base):
     )
     added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Who made them one: `cli:<os user>` or the operator's account id.
-    added_by: Mapped[str | None] = mapped_column(String(200))
+    added_by: Mapped[str | None] = mapped_column(CheckedString(200))

@@ -11,11 +11,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from entitle.db.base import Base
-from entitle.db.types import UUID, JSONDocument, UTCDateTime, new_id, utcnow
+from entitle.db.types import UUID, CheckedString, CheckedText, JSONDocument, UTCDateTime, new_id, utcnow
 
 
 class Subscription(Base):
@@ -29,23 +29,23 @@ class Subscription(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
     # `stripe` or `app_store` (core.subscriptions.Store).
-    store: Mapped[str] = mapped_column(String(20))
+    store: Mapped[str] = mapped_column(CheckedString(20))
     # Stripe `sub_...`; App Store originalTransactionId.
-    store_subscription_id: Mapped[str] = mapped_column(String(200))
+    store_subscription_id: Mapped[str] = mapped_column(CheckedString(200))
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     # Catalog product key; None when the store product is not in the catalog.
-    product: Mapped[str | None] = mapped_column(String(64))
-    store_product_id: Mapped[str] = mapped_column(String(255))
+    product: Mapped[str | None] = mapped_column(CheckedString(64))
+    store_product_id: Mapped[str] = mapped_column(CheckedString(255))
     # core.subscriptions.SubscriptionStatus value.
-    status: Mapped[str] = mapped_column(String(30))
+    status: Mapped[str] = mapped_column(CheckedString(30))
     current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
     grace_period_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Display-only summary of how the person pays (brand, last 4); see SubscriptionState.payment_method.
     payment_method: Mapped[dict[str, str] | None] = mapped_column(JSONDocument)
     will_renew: Mapped[bool] = mapped_column(Boolean, default=False)
     # `production` or `sandbox`.
-    environment: Mapped[str] = mapped_column(String(20))
-    store_customer_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    environment: Mapped[str] = mapped_column(CheckedString(20))
+    store_customer_id: Mapped[str | None] = mapped_column(CheckedString(200), index=True)
     # The vendor object the state was read from, kept for support and for re-mapping after a fix.
     raw: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
     # The vendor's timestamp for the stored state; a snapshot older than this is ignored.
@@ -67,11 +67,11 @@ class Trial(Base):
     account_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
     )
-    entitlement: Mapped[str] = mapped_column(String(64), primary_key=True)
+    entitlement: Mapped[str] = mapped_column(CheckedString(64), primary_key=True)
     # The subscription that had the trial: its store, store id and catalog product.
-    store: Mapped[str] = mapped_column(String(20))
-    store_subscription_id: Mapped[str] = mapped_column(String(200))
-    product: Mapped[str | None] = mapped_column(String(64))
+    store: Mapped[str] = mapped_column(CheckedString(20))
+    store_subscription_id: Mapped[str] = mapped_column(CheckedString(200))
+    product: Mapped[str | None] = mapped_column(CheckedString(64))
     # When the store says the trial began.
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -85,15 +85,15 @@ class PromotionalGrant(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
-    entitlement: Mapped[str] = mapped_column(String(64))
+    entitlement: Mapped[str] = mapped_column(CheckedString(64))
     # None: in force from creation.
     starts_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Set when revoked; the row stays so the account's history stays explainable.
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    reason: Mapped[str | None] = mapped_column(String(500))
+    reason: Mapped[str | None] = mapped_column(CheckedString(500))
     # Who gave it: `api` for the server key, `cli:<user>` for `entitle grant`.
-    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_by: Mapped[str | None] = mapped_column(CheckedString(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -107,12 +107,12 @@ class AccountEntitlement(Base):
     account_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
     )
-    entitlement: Mapped[str] = mapped_column(String(64), primary_key=True)
+    entitlement: Mapped[str] = mapped_column(CheckedString(64), primary_key=True)
     active: Mapped[bool] = mapped_column(Boolean)
     # `stripe`, `app_store` or `promotional`; None when inactive.
-    source: Mapped[str | None] = mapped_column(String(20))
+    source: Mapped[str | None] = mapped_column(CheckedString(20))
     # The store subscription id or grant id that the answer reports.
-    source_id: Mapped[str | None] = mapped_column(String(200))
+    source_id: Mapped[str | None] = mapped_column(CheckedString(200))
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The next moment time alone changes the answer; a read after it recomputes instead of trusting it.
     recheck_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -135,6 +135,6 @@ class AccountAnswer(Base):
         ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
     )
     # Compact JSON text, exactly the bytes a client receives.
-    body: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(CheckedText)
     recheck_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

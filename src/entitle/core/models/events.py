@@ -7,11 +7,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from entitle.db.base import Base
-from entitle.db.types import UUID, JSONDocument, UTCDateTime, new_id, utcnow
+from entitle.db.types import UUID, CheckedString, CheckedText, JSONDocument, UTCDateTime, new_id, utcnow
 
 
 class AccountEvent(Base):
@@ -29,7 +29,7 @@ class AccountEvent(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     # Dotted names: account.created, identity.linked, entitlement.granted, ...
-    type: Mapped[str] = mapped_column(String(80), index=True)
+    type: Mapped[str] = mapped_column(CheckedString(80), index=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -58,20 +58,20 @@ class ProviderEvent(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
     # `stripe`, `app_store`, `apple_signin`.
-    provider: Mapped[str] = mapped_column(String(30))
+    provider: Mapped[str] = mapped_column(CheckedString(30))
     # Stripe event id, App Store notificationUUID, Sign in with Apple event id.
-    event_id: Mapped[str] = mapped_column(String(200))
-    type: Mapped[str] = mapped_column(String(120))
+    event_id: Mapped[str] = mapped_column(CheckedString(200))
+    type: Mapped[str] = mapped_column(CheckedString(120))
     # The body exactly as received, so it can be re-verified or replayed.
     raw_body: Mapped[bytes] = mapped_column(LargeBinary)
     # Provider-specific key used to serialize work (Stripe customer, App Store originalTransactionId).
-    ordering_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    ordering_key: Mapped[str | None] = mapped_column(CheckedString(200), index=True)
     # The vendor's own timestamp for the event (Stripe `created`, App Store `signedDate`).
     occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    status: Mapped[str] = mapped_column(String(20), default=InboxStatus.PENDING)
+    status: Mapped[str] = mapped_column(CheckedString(20), default=InboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    outcome: Mapped[str | None] = mapped_column(String(300))
+    last_error: Mapped[str | None] = mapped_column(CheckedText)
+    outcome: Mapped[str | None] = mapped_column(CheckedString(300))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -84,13 +84,13 @@ class WebhookEndpoint(Base):
     __tablename__ = "webhook_endpoints"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
-    url: Mapped[str] = mapped_column(String(2000))
-    secret: Mapped[str] = mapped_column(String(200))
+    url: Mapped[str] = mapped_column(CheckedString(2000))
+    secret: Mapped[str] = mapped_column(CheckedString(200))
     event_types: Mapped[list[str]] = mapped_column(JSONDocument, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set when the operator deletes the endpoint, or when deliveries to it kept failing for good.
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    disabled_reason: Mapped[str | None] = mapped_column(String(300))
+    disabled_reason: Mapped[str | None] = mapped_column(CheckedString(300))
 
 
 class DeliveryStatus(StrEnum):
@@ -123,12 +123,12 @@ class WebhookDelivery(Base):
     account_event_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
     # None for `webhook.test`, which belongs to no account.
     account_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
-    event_type: Mapped[str] = mapped_column(String(80), default="")
+    event_type: Mapped[str] = mapped_column(CheckedString(80), default="")
     # The message body, `{"type", "timestamp", "data"}`, fixed when the event happened.
     payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
-    status: Mapped[str] = mapped_column(String(20), default=DeliveryStatus.PENDING)
+    status: Mapped[str] = mapped_column(CheckedString(20), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(CheckedText)
     # The HTTP status of the last answer; None when there was none (refused, timed out, blocked).
     response_code: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -144,7 +144,7 @@ class StreamTicket(Base):
     __tablename__ = "stream_tickets"
 
     # SHA-256 of the ticket: a leaked table row opens nothing.
-    ticket_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ticket_hash: Mapped[str] = mapped_column(CheckedString(64), primary_key=True)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     # The refresh-token family (session) the ticket was issued to; the stream ends when it does. None
     # for a token from the app's own identity provider.
@@ -159,7 +159,7 @@ class AlertSent(Base):
     __tablename__ = "alerts_sent"
 
     # e.g. `provider_event_failed:stripe`, `endpoint_disabled:<id>`, `sync_drift:stripe`.
-    cause: Mapped[str] = mapped_column(String(200), primary_key=True)
+    cause: Mapped[str] = mapped_column(CheckedString(200), primary_key=True)
     last_sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Alerts for this cause held back since the last one was sent.
     suppressed: Mapped[int] = mapped_column(Integer, default=0)

@@ -7,11 +7,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy import Index, Integer
 from sqlalchemy.orm import Mapped, mapped_column
 
 from entitle.db.base import Base
-from entitle.db.types import UUID, JSONDocument, UTCDateTime, new_id, utcnow
+from entitle.db.types import UUID, CheckedString, CheckedText, JSONDocument, UTCDateTime, new_id, utcnow
 
 
 class MailStatus(StrEnum):
@@ -29,14 +29,14 @@ class OutboundMail(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
     account_id: Mapped[uuid.UUID | None] = mapped_column(UUID, index=True)
-    to: Mapped[str] = mapped_column(String(320))
+    to: Mapped[str] = mapped_column(CheckedString(320))
     # A template name from services.mail.TEMPLATES; rendered at sending time with the current settings.
-    template: Mapped[str] = mapped_column(String(50))
+    template: Mapped[str] = mapped_column(CheckedString(50))
     # The template's values (a link's token among them); emptied once the mail is sent.
     data: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
-    status: Mapped[str] = mapped_column(String(20), default=MailStatus.PENDING)
+    status: Mapped[str] = mapped_column(CheckedString(20), default=MailStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(CheckedText)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index
 from sqlalchemy.orm import Mapped, mapped_column
 
 from entitle.db.base import Base
-from entitle.db.types import UUID, UTCDateTime, new_id, utcnow
+from entitle.db.types import UUID, CheckedString, UTCDateTime, new_id, utcnow
 
 
 class AppStoreOwnership(Base):
@@ -24,15 +24,15 @@ class AppStoreOwnership(Base):
 
     __tablename__ = "appstore_ownership"
 
-    original_transaction_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    original_transaction_id: Mapped[str] = mapped_column(CheckedString(64), primary_key=True)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     # `Production`, `Sandbox` (or `Xcode` in development): which Server API environment to ask about it.
-    environment: Mapped[str] = mapped_column(String(20))
-    product_id: Mapped[str] = mapped_column(String(255))
+    environment: Mapped[str] = mapped_column(CheckedString(20))
+    product_id: Mapped[str] = mapped_column(CheckedString(255))
     # The appAccountToken Apple last reported for it; None for a purchase made outside the app.
     app_account_token: Mapped[uuid.UUID | None] = mapped_column(UUID)
     # PURCHASED or FAMILY_SHARED.
-    ownership_type: Mapped[str] = mapped_column(String(20), default="PURCHASED")
+    ownership_type: Mapped[str] = mapped_column(CheckedString(20), default="PURCHASED")
     # When we told Apple the owner's token (Set App Account Token) for a purchase made outside the app.
     token_set_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -48,10 +48,10 @@ class AppStoreOwnershipChange(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
-    original_transaction_id: Mapped[str] = mapped_column(String(64))
+    original_transaction_id: Mapped[str] = mapped_column(CheckedString(64))
     # Plain ids, not foreign keys: the audit outlives the accounts it names.
     from_account_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
     to_account_id: Mapped[uuid.UUID] = mapped_column(UUID)
     # purchase, claimed_without_token, notification, restore_transfer, token_matches, owner_deleted
-    reason: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(CheckedString(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

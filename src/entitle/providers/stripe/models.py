@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String
+from sqlalchemy import Boolean, ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column
 
 from entitle.db.base import Base
-from entitle.db.types import UUID, UTCDateTime, utcnow
+from entitle.db.types import UUID, CheckedString, UTCDateTime, utcnow
 
 
 class StripeCustomer(Base):
@@ -22,7 +22,7 @@ class StripeCustomer(Base):
     account_id: Mapped[uuid.UUID] = mapped_column(
         UUID, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
     )
-    customer_id: Mapped[str] = mapped_column(String(64), unique=True)
+    customer_id: Mapped[str] = mapped_column(CheckedString(64), unique=True)
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set when the customer was deleted at Stripe; the next purchase creates a fresh customer.
