@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,35 @@ class EntitleProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def embedded_serve(folder: Path, **env: str) -> Iterator[int]:
+    """`entitle serve --no-worker` on its embedded SQLite default in `folder`, as a new user starts it,
+    with only `env` set among the ENTITLE_ settings; yields its port once it answers /healthz."""
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ENTITLE_")} | env
+    process = subprocess.Popen(
+        [sys.executable, "-m", "entitle", "serve", "--port", str(port), "--no-worker"],
+        cwd=folder,
+        env=clean,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    output = process.stdout.read().decode() if process.stdout else ""
+                    raise RuntimeError(f"entitle serve did not start:\n{output}") from None
+                time.sleep(0.2)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        if process.stdout:
+            process.stdout.close()

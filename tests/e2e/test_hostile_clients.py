@@ -7,16 +7,12 @@ does so because of the size limits, not because the connection timed out.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.test_cli import _clean_env, _free_port
+from tests.e2e.processes import embedded_serve
 
 # Every wait is bounded by this; none is asserted on.
 PATIENCE = 15.0
@@ -24,33 +20,12 @@ PATIENCE = 15.0
 
 @pytest.fixture(scope="module")
 def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    port = _free_port()
-    env = _clean_env(ENTITLE_HTTP_HEADER_TIMEOUT_SECONDS="120", ENTITLE_HTTP_KEEP_ALIVE_SECONDS="120")
-    folder: Path = tmp_path_factory.mktemp("serve")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "entitle", "serve", "--port", str(port), "--no-worker"],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    output = process.stdout.read().decode() if process.stdout else ""
-                    pytest.fail(f"entitle serve did not start:\n{output}")
-                time.sleep(0.2)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        if process.stdout:
-            process.stdout.close()
+    with embedded_serve(
+        tmp_path_factory.mktemp("serve"),
+        ENTITLE_HTTP_HEADER_TIMEOUT_SECONDS="120",
+        ENTITLE_HTTP_KEEP_ALIVE_SECONDS="120",
+    ) as served:
+        yield served
 
 
 def send_then_read_until_closed(port: int, sent: bytes) -> bytes:

@@ -7,16 +7,13 @@ within the configured time while other clients keep being served.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.test_cli import _clean_env, _free_port
+from tests.e2e.processes import embedded_serve
 
 LIMIT = 1.0
 # Generous slack over the limit: the machine is shared and slow at times.
@@ -25,37 +22,13 @@ CLOSED_WITHIN = LIMIT + 4.0
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
-    port = _free_port()
-    env = _clean_env(
+    with embedded_serve(
+        tmp_path_factory.mktemp("serve"),
         ENTITLE_HTTP_HEADER_TIMEOUT_SECONDS=str(LIMIT),
         ENTITLE_HTTP_BODY_TIMEOUT_SECONDS=str(LIMIT),
         ENTITLE_HTTP_KEEP_ALIVE_SECONDS=str(LIMIT),
-    )
-    folder: Path = tmp_path_factory.mktemp("serve")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "entitle", "serve", "--port", str(port), "--no-worker"],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    output = process.stdout.read().decode() if process.stdout else ""
-                    pytest.fail(f"entitle serve did not start:\n{output}")
-                time.sleep(0.2)
+    ) as port:
         yield port, f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        if process.stdout:
-            process.stdout.close()
 
 
 def closed_after(sock: socket.socket) -> tuple[float, bytes]:

@@ -343,17 +343,7 @@ async def _trial_waiting_for_card(
     db: AsyncSession, stripe: StripeProvider, account_id: uuid.UUID, price_id: str
 ) -> dict[str, Any] | None:
     """The account's trial on this price that started here and still waits for its card, if any."""
-    row = await db.scalar(
-        select(Subscription)
-        .where(
-            Subscription.account_id == account_id,
-            Subscription.store == Store.STRIPE.value,
-            Subscription.status == SubscriptionStatus.TRIALING.value,
-            Subscription.store_product_id == price_id,
-        )
-        .order_by(Subscription.created_at.desc())
-        .limit(1)
-    )
+    row = await _newest_on_price(db, account_id, price_id, SubscriptionStatus.TRIALING)
     # A stored card means the person finished; JSON null and SQL NULL both read back as None here.
     if row is None or row.payment_method is not None:
         return None
@@ -372,21 +362,28 @@ SETUP_WAITING = ("requires_payment_method", "requires_confirmation", "requires_a
 async def _incomplete_subscription(
     db: AsyncSession, stripe: StripeProvider, account_id: uuid.UUID, price_id: str
 ) -> dict[str, Any] | None:
-    row = await db.scalar(
+    row = await _newest_on_price(db, account_id, price_id, SubscriptionStatus.INCOMPLETE)
+    if row is None:
+        return None
+    sub = await stripe.gateway.retrieve_subscription(row.store_subscription_id, expand=SUBSCRIPTION_EXPAND)
+    return sub if sub.get("status") == "incomplete" else None
+
+
+async def _newest_on_price(
+    db: AsyncSession, account_id: uuid.UUID, price_id: str, status: SubscriptionStatus
+) -> Subscription | None:
+    """The account's most recent Stripe subscription on this price in this status, as last stored."""
+    return await db.scalar(
         select(Subscription)
         .where(
             Subscription.account_id == account_id,
             Subscription.store == Store.STRIPE.value,
-            Subscription.status == SubscriptionStatus.INCOMPLETE.value,
+            Subscription.status == status.value,
             Subscription.store_product_id == price_id,
         )
         .order_by(Subscription.created_at.desc())
         .limit(1)
     )
-    if row is None:
-        return None
-    sub = await stripe.gateway.retrieve_subscription(row.store_subscription_id, expand=SUBSCRIPTION_EXPAND)
-    return sub if sub.get("status") == "incomplete" else None
 
 
 # --- self-service -----------------------------------------------------------------------------------------
