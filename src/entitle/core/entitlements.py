@@ -8,9 +8,10 @@ An entitlement is active while any source grants it: a subscription in an entitl
 not been revoked. When several sources grant it, the answer reports one, chosen so that the client shows
 the thing the person manages: a renewing paid subscription, then a paid one that will lapse, then a
 promotional grant; among equals the one that lasts longest, then a fixed order on store and id so that
-the answer never depends on the order rows came back in. Paid subscriptions in two different stores for
-the same entitlement are reported as `duplicate_subscriptions`: Apple purchases cannot be refused, so the
-duplicate is surfaced instead.
+the answer never depends on the order rows came back in. Two or more paid subscriptions for the same
+entitlement, in one store or in two, are reported as `duplicate_subscriptions`: the person pays twice for
+one thing, and since Apple purchases cannot be refused (and a second web subscription can still be made
+outside entitle, in Stripe's dashboard or portal), the duplicate is surfaced instead.
 
 Each answer carries `recheck_at`, the next moment time alone can change it (an active source ends, a
 scheduled grant starts); a stored answer is good until then, so expiry needs no background job.
@@ -193,7 +194,7 @@ def _answer(
         return EntitlementAnswer(entitlement=key, active=False, recheck_at=recheck_at)
     best = min(sources, key=_Source.sort_key)
     duplicates: tuple[SubscriptionRef, ...] = ()
-    if len({ref.store for ref in paid}) > 1:
+    if len(set(paid)) > 1:
         duplicates = tuple(sorted(set(paid)))
     return EntitlementAnswer(
         entitlement=key,
