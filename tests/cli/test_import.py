@@ -218,7 +218,7 @@ async def test_bad_lines_are_reported_by_number_and_the_run_goes_on(
     assert "1 created, 0 updated, 0 unchanged, 4 failed" in result.output
     assert "line 1: not JSON: The JSON document nests deeper than 64 levels." in result.output
     assert "line 2: created_at: Value error, is out of range" in result.output
-    assert "line 3: a value contains a NUL character" in result.output
+    assert "line 3: name: Value error, contains a NUL character" in result.output
     assert "line 4: longer than 65536 bytes; not read" in result.output
     async with context.database.sessionmaker() as db:
         emails = (await db.scalars(select(Account.email))).all()

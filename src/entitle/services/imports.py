@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from pydantic import ConfigDict, EmailStr, Field, ValidationError, field_validator
 from sqlalchemy import select
@@ -110,9 +109,6 @@ def parse_line(text: str) -> ImportLine:
         raise LineRefused("not JSON") from exc
     if not isinstance(data, dict):
         raise LineRefused("not a JSON object")
-    if _holds_nul(data):
-        # No column can store it (PostgreSQL refuses NUL in text), and no real value has one.
-        raise LineRefused("a value contains a NUL character")
     try:
         return ImportLine.model_validate(data)
     except ValidationError as exc:
@@ -120,10 +116,6 @@ def parse_line(text: str) -> ImportLine:
             f"{'.'.join(str(p) for p in error['loc']) or 'line'}: {error['msg']}" for error in exc.errors()
         )
         raise LineRefused(problems) from exc
-
-
-def _holds_nul(data: dict[str, Any]) -> bool:
-    return any(isinstance(value, str) and "\x00" in value for value in (*data, *data.values()))
 
 
 async def import_line(database: Database, text: str) -> LineOutcome:
