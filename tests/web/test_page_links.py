@@ -143,16 +143,33 @@ async def test_opening_a_link_replaces_another_persons_page_session(
     assert bea_session.revoked_reason == "replaced_by_page_link"
 
 
-async def test_a_refused_link_signs_out_whoever_the_browser_had(
+async def test_a_spent_link_of_another_account_signs_out_whoever_the_browser_had(
     client: httpx.AsyncClient, context: AppContext
 ) -> None:
+    pat = await register(client, "pat@example.com")
+    link = await link_for(client, pat)
+    async with context.database.transaction() as db:
+        await db.execute(update(PageLink).values(expires_at=utcnow() - timedelta(seconds=1)))
+    await sign_up(client, "bea@example.com")
+    refused = await client.get(link)
+    assert refused.headers["location"].startswith("/account/sign-in?")
+    # The app meant Pat: the page must not go on showing Bea's account.
+    assert (await client.get("/account")).headers["location"].startswith("/account/sign-in")
+    bea_session = [family for family in await families(context) if family.revoked_reason]
+    assert [family.revoked_reason for family in bea_session] == ["replaced_by_page_link"]
+
+
+async def test_a_link_nobody_issued_leaves_the_browser_signed_in(
+    client: httpx.AsyncClient, context: AppContext
+) -> None:
+    # Any site can send a visitor to /account/open with a made-up token: that must not sign them out.
     await sign_up(client, "bea@example.com")
     refused = await client.get("/account/open?token=pl_" + "B" * 43)
     assert refused.headers["location"].startswith("/account/sign-in?")
-    # The app meant someone else: the page must not go on showing Bea's account.
-    assert (await client.get("/account")).headers["location"].startswith("/account/sign-in")
+    assert (await client.get(refused.headers["location"])).headers["location"] == "/account"
+    assert "bea@example.com" in (await client.get("/account")).text
     [bea_session] = await families(context)
-    assert bea_session.revoked_reason == "replaced_by_page_link"
+    assert bea_session.revoked_at is None
 
 
 async def test_the_pricing_and_billing_pages(

@@ -429,11 +429,14 @@ async def _refused_page_link(visit: PageVisit, refused: page_links.PageLinkRefus
     if visit.account is not None and visit.account.id == refused.account_id:
         # Opened again in the browser it already signed in (the app opened it twice): nothing to spend.
         return redirect(visit, destination)
-    # Whoever this browser was signed in as, it is not the person the app meant: sign-in page, signed out.
-    if visit.session_id is not None:
-        async with visit.context.database.transaction() as db:
-            await tokens.revoke_family(db, visit.session_id, reason="replaced_by_page_link")
-    visit.sign_out()
+    if refused.account_id is not None:
+        # A real link of another account: whoever this browser is signed in as, it is not the person the
+        # app meant, so the sign-in page, signed out. A link nobody issued proves nothing about anyone
+        # (any site could send a visitor one), so it leaves the browser's session alone.
+        if visit.session_id is not None:
+            async with visit.context.database.transaction() as db:
+                await tokens.revoke_family(db, visit.session_id, reason="replaced_by_page_link")
+        visit.sign_out()
     return redirect(visit, "/account/sign-in?" + urlencode({"next": destination, "notice": refused.code}))
 
 
