@@ -7,6 +7,7 @@ does so because of the size limits, not because the connection timed out.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -101,21 +102,41 @@ def test_after_a_413_the_connection_is_closed_while_the_body_trickles(port: int)
             assert chunk, answer
             answer += chunk
         assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer.lower()
-        # Keep trickling the body, as the attacker did: the server must have hung up.
+        # Keep trickling the body, as the attacker did: the server must hang up. It has said so (end of
+        # its stream) at once, reads and drops a little longer, then closes: a byte sent after that is
+        # refused by the kernel (reset), which is what shows the connection is really gone.
         closed = False
         sock.settimeout(0.5)
         for _ in range(int(PATIENCE / 0.5)):
             try:
                 sock.sendall(b"a")
-                if sock.recv(4096) == b"":
-                    closed = True
-                    break
+                sock.recv(4096)
             except TimeoutError:
                 continue
             except (ConnectionResetError, BrokenPipeError):
                 closed = True
                 break
+            time.sleep(0.5)
         assert closed, "the connection stayed open after the 413"
+
+
+def test_a_client_uploading_a_body_over_the_limit_reads_the_413(port: int) -> None:
+    """An HTTP client sends the whole body before it reads: the 413 must still reach it, not a reset."""
+    body = b"a" * (8 * 1024 * 1024)
+    with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as sock:
+        sock.sendall(
+            b"POST /v1/auth/register HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        sock.sendall(body)
+        answer = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"payload_too_large" in answer
 
 
 def test_an_error_answered_before_the_body_arrived_closes_the_connection(port: int) -> None:

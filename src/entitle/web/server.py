@@ -12,6 +12,10 @@ below enforces, where the bytes are read and before they are parsed:
 - after an answer given before the request's body has all arrived (a 413, a 401 on an upload), the
   connection is closed: the rest of the body is junk, and a client trickling it would otherwise keep
   the connection (and a file descriptor) forever, since the keep-alive timer restarts at every byte.
+  It is a lingering close, as nginx and Apache do: the answer is sent, the write side shut, and what the
+  client still sends is read and dropped for at most `LINGER_SECONDS` before the close. Closing at once
+  with the client's bytes unread makes the kernel reset the connection, and a client still uploading
+  (an HTTP client sends the whole body before it reads) then loses the 413 it was answered.
 
 A protocol layer rather than ASGI middleware, because middleware runs only once the headers are
 complete, after they have been read into memory. The body has its own time limit
@@ -36,8 +40,9 @@ from entitle.settings import Settings
 MAX_HEADER_BYTES = 32 * 1024
 MAX_URL_BYTES = 8 * 1024
 MAX_HEADER_COUNT = 100
-# After a refusal the connection stays open this long, reading nothing, before it is closed: closing at
-# once, with the client's bytes unread, resets the connection and may drop the answer on its way out.
+# After a refusal the connection stays open this long before it is closed (reading nothing after a
+# header refusal, reading and dropping after an answer to an unread body): closing at once, with the
+# client's bytes unread, resets the connection and may drop the answer on its way out.
 LINGER_SECONDS = 2.0
 
 
@@ -73,14 +78,17 @@ class GuardedProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._refusal: RequestRefused | None = None
         self._refused = False
+        # Set when the app answers before the body has all arrived; then closing means lingering.
+        self.linger_on_close = False
+        self._lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return  # what was read before reading paused
+        if self._refused or self._lingering:
+            return  # what was read before reading paused, or the unread body's rest while lingering
         while data:
             if not self._reading_headers:
                 super().data_received(data)
@@ -140,7 +148,23 @@ class GuardedProtocol(HttpToolsProtocol):
             self._refuse(refusal)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
-        super()._start_asgi_task(cycle, functools.partial(_closing_if_body_unread, app, cycle))
+        # The cycle closes the connection through its transport once a `connection: close` answer is
+        # sent: through this one, that close lingers when the body was not read.
+        cycle.transport = cast(asyncio.Transport, _LingeringClose(self.transport, self))
+        super()._start_asgi_task(cycle, functools.partial(_closing_if_body_unread, app, cycle, self))
+
+    def close_or_linger(self) -> None:
+        if not self.linger_on_close:
+            self.transport.close()
+            return
+        if self._lingering or self.transport.is_closing():
+            return
+        self._lingering = True
+        self._disarm()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the answer, then FIN: the client reads it once done sending
+        self.transport.resume_reading()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def _stop(self, refusal: RequestRefused) -> RequestRefused:
         self._refusal = refusal
@@ -185,9 +209,25 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+class _LingeringClose:
+    """A connection's transport as one response cycle sees it: `close()` asks the protocol, which
+    lingers when the request's body was left unread; everything else is the transport's own."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def close(self) -> None:
+        self._protocol.close_or_linger()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 async def _closing_if_body_unread(
     app: ASGI3Application,
     cycle: RequestResponseCycle,
+    protocol: GuardedProtocol,
     scope: Scope,
     receive: ASGIReceiveCallable,
     send: ASGISendCallable,
@@ -199,6 +239,7 @@ async def _closing_if_body_unread(
     async def send_closing(message: ASGISendEvent) -> None:
         if message["type"] == "http.response.start" and cycle.more_body:
             cycle.keep_alive = False  # uvicorn then says `connection: close` and closes after the answer
+            protocol.linger_on_close = True
         await send(message)
 
     await app(scope, receive, send_closing)
