@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import ROOT, entitle_env, free_port, print_table
+from bench.harness import ROOT, entitle_env, free_port, print_table, wait_until_healthy
 
 CLIENT_TIMEOUT = 10.0
 HEADER_FLOOD_CONNECTIONS = 40
@@ -48,15 +48,7 @@ def entitle_serve(workdir: Path) -> Iterator[tuple[str, int]]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(url + "/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("entitle serve did not start") from None
-                time.sleep(0.2)
+        wait_until_healthy(url, process, seconds=60, what="entitle serve")
         yield url, process.pid
     finally:
         process.terminate()

@@ -93,19 +93,24 @@ def uvicorn_server(app: str, *, env: dict[str, str] | None = None, factory: bool
     process = subprocess.Popen(command, env={**os.environ, **(env or {})}, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{app} did not start") from None
-                time.sleep(0.1)
+        wait_until_healthy(url, process, seconds=30, what=app)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes], *, seconds: float, what: str) -> None:
+    """Until `url`/healthz answers; raises when the process ends or `seconds` pass first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            httpx.get(url + "/healthz", timeout=1)
+            return
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.1)
 
 
 @dataclass(frozen=True)
