@@ -48,7 +48,7 @@ async def make_accounts(url: str, env: dict[str, str]) -> list[str]:
     """Register accounts over HTTP and give them a spread of entitlement sources; returns access tokens."""
     from entitle.context import build_context
     from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
-    from entitle.services.subscriptions import apply_subscription_state
+    from entitle.services.access.subscriptions import apply_subscription_state
     from entitle.settings import Settings
 
     tokens, account_ids = [], []

@@ -112,8 +112,8 @@ async def seed_in_process(
     from entitle.context import build_context
     from entitle.pacing import Pacer
     from entitle.providers.stripe.catalog_push import push_catalog
-    from entitle.services import accounts, billing_stripe
-
+    from entitle.services.billing import billing_stripe
+    from entitle.services.identity import accounts
     context = build_context(settings_for(env))
     provider: Any = context.providers["stripe"]
     if not paced:

@@ -24,7 +24,7 @@ from bench.harness import POSTGRES_URL, admin_sql, print_table  # noqa: E402
 from entitle.core.catalog import load_catalog  # noqa: E402
 from entitle.db.engine import Database  # noqa: E402
 from entitle.db.types import utcnow  # noqa: E402
-from entitle.services import reports  # noqa: E402
+from entitle.services.reporting import reports
 
 NAME = "entitle_bench_reports"
 

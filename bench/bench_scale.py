@@ -213,7 +213,7 @@ def session_id(i: int) -> uuid.UUID:
 
 
 def tokens_for(key_path: Path, picks: list[int]) -> list[str]:
-    from entitle.services.tokens import SigningKey, TokenIssuer
+    from entitle.services.identity.tokens import SigningKey, TokenIssuer
 
     issuer = TokenIssuer(
         SigningKey.load_or_create(key_path, create=True),
@@ -267,8 +267,7 @@ async def measure_http(name: str, accounts: int, seconds: float, workdir: Path) 
 async def measure_report(name: str) -> float:
     from entitle.core.catalog import load_catalog
     from entitle.db.engine import Database
-    from entitle.services import reports
-
+    from entitle.services.reporting import reports
     database = Database(db_url(name))
     today = datetime.now(UTC).date()
     try:
@@ -295,8 +294,7 @@ async def explain_all(name: str, i: int) -> list[str]:
     from sqlalchemy import text
 
     from entitle.db.engine import Database
-    from entitle.services import lookups, reports
-
+    from entitle.services.reporting import lookups, reports
     database = Database(db_url(name))
     out: list[str] = []
     try:

@@ -29,7 +29,7 @@ from entitle.context import AppContext, build_context
 from entitle.db.base import Base
 from entitle.db.engine import Database
 from entitle.db.migrate import run_upgrade
-from entitle.services.tokens import SigningKey
+from entitle.services.identity.tokens import SigningKey
 from entitle.settings import RunEnvironment, Settings
 from entitle.web.server import uvicorn_options
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.models.accounts import Account
 from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
 from entitle.db.types import utcnow
-from entitle.services import accounts
+from entitle.services.identity import accounts
 
 DEFAULT_PASSWORD = "correct horse battery staple"
 

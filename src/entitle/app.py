@@ -14,12 +14,12 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from entitle import __version__
 from entitle.context import AppContext, build_context
 from entitle.metrics import RequestMetrics
-from entitle.services.account_work import deliver_account_work
-from entitle.services.alerts import alerter
-from entitle.services.entitlements import refresh_due_entitlements
-from entitle.services.outbound import deliver_due
-from entitle.services.page_links import forget_old_links
-from entitle.services.streams import forget_old_tickets
+from entitle.services.access.entitlements import refresh_due_entitlements
+from entitle.services.delivery.account_work import deliver_account_work
+from entitle.services.delivery.alerts import alerter
+from entitle.services.delivery.outbound import deliver_due
+from entitle.services.delivery.streams import forget_old_tickets
+from entitle.services.identity.page_links import forget_old_links
 from entitle.settings import Settings
 from entitle.web.bodies import refuse_unread_body
 from entitle.web.deps import storable_parameters

@@ -25,17 +25,17 @@ from entitle.providers.appstore.verification import AppStoreVerifier
 from entitle.providers.base import Provider
 from entitle.providers.stripe.client import StripeGateway
 from entitle.providers.stripe.provider import StripeConfig, StripeProvider
-from entitle.services.account_setup import AccountServices, build_account_services
-from entitle.services.accounts import DeletionHook
-from entitle.services.apple_signin import AppleSigninNotifications
-from entitle.services.apple_tokens import revoke_on_deletion
-from entitle.services.billing_stripe import cancel_for_deleted_account
-from entitle.services.changes import ChangeBus
-from entitle.services.entitlements import bind_entitlement_rules
-from entitle.services.pipeline import DEFAULT_CONCURRENCY, EventPipeline
-from entitle.services.ratelimit import SignInRateLimiter
-from entitle.services.subscriptions import StoredSubscriptions
-from entitle.services.tokens import SigningKey, TokenIssuer
+from entitle.services.access.entitlements import bind_entitlement_rules
+from entitle.services.access.subscriptions import StoredSubscriptions
+from entitle.services.billing.billing_stripe import cancel_for_deleted_account
+from entitle.services.delivery.changes import ChangeBus
+from entitle.services.delivery.pipeline import DEFAULT_CONCURRENCY, EventPipeline
+from entitle.services.identity.account_setup import AccountServices, build_account_services
+from entitle.services.identity.accounts import DeletionHook
+from entitle.services.identity.apple_signin import AppleSigninNotifications
+from entitle.services.identity.apple_tokens import revoke_on_deletion
+from entitle.services.identity.ratelimit import SignInRateLimiter
+from entitle.services.identity.tokens import SigningKey, TokenIssuer
 from entitle.settings import Settings
 
 
@@ -52,13 +52,14 @@ class AppContext:
     bus: ChangeBus
     # Provider webhooks in, processing off the request.
     pipeline: EventPipeline
-    # Mail, encryption at rest, Sign in with Apple's API, external sign-in (services.account_setup).
+    # Mail, encryption at rest, Sign in with Apple's API, external sign-in (services.identity.account_setup).
     accounts: AccountServices
     # Providers by name ("stripe", "app_store", "apple_signin"), see `build_providers`.
     providers: dict[str, Provider] = field(default_factory=dict)
     # Identity verifiers by provider name ("apple", "google"), see entitle.identity.
     identity_verifiers: dict[str, Any] = field(default_factory=dict)
-    # Run by services.accounts.delete_account before an account is erased (e.g. cancel Stripe billing).
+    # Run by services.identity.accounts.delete_account before an account is erased
+    # (e.g. cancel Stripe billing).
     account_deletion_hooks: list[DeletionHook] = field(default_factory=list)
 
     async def aclose(self) -> None:

@@ -2,7 +2,7 @@
 
 Counters live in one registry per process (prometheus-client's default). What is cheaper to count at
 scrape time than to track (the depth and age of the provider-event queue) is read from the database
-when `/metrics` is asked (`services.metrics_queue`), so it is right across processes and restarts.
+when `/metrics` is asked (`services.delivery.metrics_queue`), so it is right across processes and restarts.
 """
 
 from __future__ import annotations

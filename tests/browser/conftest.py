@@ -30,7 +30,7 @@ from playwright.async_api import Browser, BrowserContext, Page, Request, async_p
 
 from entitle.context import build_context
 from entitle.providers.stripe.catalog_push import push_catalog
-from entitle.services.tokens import SigningKey
+from entitle.services.identity.tokens import SigningKey
 from tests.conftest import LiveServer, _empty_all_tables, make_settings
 from tests.factories import DEFAULT_PASSWORD, bearer
 from tests.providers.stripe.conftest import stripe_settings

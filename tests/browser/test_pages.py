@@ -14,7 +14,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from entitle.context import build_context
-from entitle.services import operators
+from entitle.services.identity import operators
 from tests.browser.conftest import (
     DESKTOP,
     PHONE,

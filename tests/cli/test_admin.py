@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from entitle.cli import app
 from entitle.context import build_context
 from entitle.core.models.events import AccountEvent
-from entitle.services.operators import OPERATOR_ACTION, is_operator
+from entitle.services.identity.operators import OPERATOR_ACTION, is_operator
 from tests.cli.test_grant import env  # noqa: F401  (the fixture: one account, support.me@example.com)
 from tests.conftest import make_settings
 

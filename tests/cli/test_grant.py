@@ -14,7 +14,7 @@ from entitle.cli import app
 from entitle.context import build_context
 from entitle.core.models.accounts import Account
 from entitle.core.models.entitlements import PromotionalGrant
-from entitle.services.entitlements import read_entitlements
+from entitle.services.access.entitlements import read_entitlements
 from tests.conftest import _empty_all_tables, make_settings
 from tests.factories import make_account
 

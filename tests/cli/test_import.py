@@ -23,7 +23,7 @@ from entitle.cli.imports import read_lines
 from entitle.context import AppContext
 from entitle.core.models.accounts import Account, Identity, PasswordCredential
 from entitle.providers.stripe.models import StripeCustomer
-from entitle.services.passwords import hash_format, verify_legacy
+from entitle.services.identity.passwords import hash_format, verify_legacy
 from tests.conftest import ADMIN_KEY
 
 runner = CliRunner()

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from entitle.services.tokens import SigningKey
+from entitle.services.identity.tokens import SigningKey
 from tests.conftest import ADMIN_KEY
 
 # Tests that need Redis use this database of the local server (or ENTITLE_TEST_REDIS_URL).

@@ -15,7 +15,7 @@ from entitle.context import AppContext
 from entitle.core.models.accounts import AccountToken
 from entitle.core.models.mail import OutboundMail
 from entitle.db.types import utcnow
-from entitle.services.account_work import deliver_account_work
+from entitle.services.delivery.account_work import deliver_account_work
 from tests.factories import DEFAULT_PASSWORD, bearer, register
 from tests.standins.smtp import SmtpSink
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from entitle.context import AppContext
-from entitle.services.account_work import deliver_account_work
-from entitle.services.subscriptions import apply_subscription_state
+from entitle.services.access.subscriptions import apply_subscription_state
+from entitle.services.delivery.account_work import deliver_account_work
 from tests.conftest import ADMIN_KEY
 from tests.factories import DEFAULT_PASSWORD, app_store_subscription, bearer, register
 from tests.standins.jwks_server import GOOGLE_WEB_CLIENT_ID, JwksStandin

@@ -14,7 +14,7 @@ from entitle.context import AppContext
 from entitle.core.models.accounts import Identity
 from entitle.core.models.events import ProviderEvent
 from entitle.identity import AppleNotificationType
-from entitle.services.apple_signin import HANDLERS
+from entitle.services.identity.apple_signin import HANDLERS
 from tests.factories import bearer, inbox_row, register
 from tests.standins.jwks_server import JwksStandin, make_key
 

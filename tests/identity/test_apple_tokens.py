@@ -14,8 +14,8 @@ from sqlalchemy import select, update
 from entitle.context import AppContext
 from entitle.core.models.accounts import AppleSigninToken
 from entitle.db.types import utcnow
-from entitle.services import apple_tokens
-from entitle.services.account_work import deliver_account_work
+from entitle.services.delivery.account_work import deliver_account_work
+from entitle.services.identity import apple_tokens
 from tests.factories import SHORT_LEASE, bearer, make_account, run_two_workers
 from tests.standins.apple_signin_api import AppleSigninApiStandin
 from tests.standins.jwks_server import APPLE_BUNDLE_ID, APPLE_SERVICES_ID, GOOGLE_WEB_CLIENT_ID, JwksStandin

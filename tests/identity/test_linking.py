@@ -17,7 +17,7 @@ from entitle.core.models.events import AccountEvent
 from entitle.core.models.mail import OutboundMail
 from entitle.errors import Conflict, NotFound, Unauthorized
 from entitle.identity import VerifiedIdentity
-from entitle.services import accounts, identities, tokens
+from entitle.services.identity import accounts, identities, tokens
 from tests.factories import DEFAULT_PASSWORD, make_account
 
 

@@ -15,7 +15,7 @@ from entitle.app import run_background_work
 from entitle.context import AppContext
 from entitle.core.models.events import InboxStatus, ProviderEvent, WebhookEndpoint
 from entitle.db.types import utcnow
-from entitle.services.alerts import ALERT_AFTER_FAILURES, Alerter
+from entitle.services.delivery.alerts import ALERT_AFTER_FAILURES, Alerter
 from tests.services.test_outbound import Receiver
 
 

@@ -12,7 +12,7 @@ from entitle.app import run_background_work
 from entitle.context import AppContext
 from entitle.core.models.events import AccountEvent
 from entitle.db.types import utcnow
-from entitle.services import grants
+from entitle.services.access import grants
 from tests.factories import make_account
 
 

@@ -10,7 +10,7 @@ from entitle.core.models.accounts import AccountToken, Identity
 from entitle.core.models.mail import OutboundMail
 from entitle.errors import Conflict
 from entitle.identity import VerifiedIdentity
-from entitle.services import accounts, credentials, identities
+from entitle.services.identity import accounts, credentials, identities
 from tests.factories import make_account
 
 

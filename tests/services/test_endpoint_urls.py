@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from entitle.services.endpoint_urls import BlockedURL, check_url
+from entitle.services.delivery.endpoint_urls import BlockedURL, check_url
 
 
 @pytest.mark.parametrize(

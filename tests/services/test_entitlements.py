@@ -16,9 +16,17 @@ from entitle.core.models.entitlements import AccountEntitlement, PromotionalGran
 from entitle.core.models.events import AccountEvent
 from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
 from entitle.errors import InvalidRequest, NotFound
-from entitle.services import grants
-from entitle.services.entitlements import read_entitlements, refresh_due_entitlements, refresh_entitlements
-from entitle.services.subscriptions import apply_subscription_state, find_subscription, list_subscriptions
+from entitle.services.access import grants
+from entitle.services.access.entitlements import (
+    read_entitlements,
+    refresh_due_entitlements,
+    refresh_entitlements,
+)
+from entitle.services.access.subscriptions import (
+    apply_subscription_state,
+    find_subscription,
+    list_subscriptions,
+)
 from tests.factories import make_account
 
 NOW = datetime(2030, 3, 1, 12, 0, tzinfo=UTC)

@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.context import AppContext
 from entitle.identity import VerifiedIdentity
-from entitle.services import identities
-from entitle.services.imports import LineOutcome, LineRefused, import_line
+from entitle.services.identity import identities
+from entitle.services.identity.imports import LineOutcome, LineRefused, import_line
 
 
 async def test_imported_subjects_sign_into_the_imported_account(

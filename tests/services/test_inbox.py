@@ -20,8 +20,8 @@ from entitle.db.engine import Database
 from entitle.db.types import utcnow
 from entitle.errors import ProviderUnavailable
 from entitle.providers.base import IncomingEvent, ParkEvent, Provider
-from entitle.services.inbox import CLAIM_LEASE, Inbox, StorageUnavailable, WorkItem, store_event
-from entitle.services.pipeline import EventPipeline
+from entitle.services.delivery.inbox import CLAIM_LEASE, Inbox, StorageUnavailable, WorkItem, store_event
+from entitle.services.delivery.pipeline import EventPipeline
 
 Processor = Callable[[AsyncSession, ProviderEvent], Awaitable[str]]
 

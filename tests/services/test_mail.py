@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from entitle.context import AppContext
 from entitle.core.models.mail import MailStatus, OutboundMail
-from entitle.services.mail import LogMailer, SmtpMailer, deliver_due_mail, queue_mail, render
+from entitle.services.delivery.mail import LogMailer, SmtpMailer, deliver_due_mail, queue_mail, render
 from entitle.settings import Settings
 from tests.factories import SHORT_LEASE, run_two_workers
 from tests.standins.smtp import SmtpSink
@@ -65,7 +65,7 @@ async def test_development_without_smtp_writes_mails_to_the_log(caplog: pytest.L
     message = render(
         "reset_password", {"to": "pat@example.com", "email": "pat@example.com", "token": "x"}, Settings()
     )
-    with caplog.at_level(logging.INFO, logger="entitle.services.mail"):
+    with caplog.at_level(logging.INFO, logger="entitle.services.delivery.mail"):
         await LogMailer().send(message)
     assert "mail to pat@example.com: Reset your entitle password" in caplog.text
     assert "/account/reset-password?token=x" in caplog.text

@@ -20,9 +20,9 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from entitle.context import AppContext
 from entitle.core.models.events import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from entitle.db.types import utcnow
-from entitle.services import outbound
-from entitle.services.endpoint_urls import BlockedURL, check_url
-from entitle.services.outbound import MAX_ATTEMPTS, deliver_due
+from entitle.services.delivery import outbound
+from entitle.services.delivery.endpoint_urls import BlockedURL, check_url
+from entitle.services.delivery.outbound import MAX_ATTEMPTS, deliver_due
 from tests.conftest import ADMIN_KEY
 from tests.factories import SHORT_LEASE, register, run_two_workers
 
@@ -299,7 +299,7 @@ async def test_the_url_is_checked_again_at_delivery_after_resolving(
 
 
 async def test_production_refuses_a_name_that_resolves_to_loopback_at_creation() -> None:
-    from entitle.services.endpoint_urls import check_new_url
+    from entitle.services.delivery.endpoint_urls import check_new_url
 
     with pytest.raises(BlockedURL, match="not a public address"):
         await check_new_url("https://localhost/hooks", development=False)

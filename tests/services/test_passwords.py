@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.models.accounts import Identity, PasswordCredential
 from entitle.errors import Unauthorized
-from entitle.services import accounts, passwords
-from entitle.services.passwords import HashProfile, hash_problem
+from entitle.services.identity import accounts, passwords
+from entitle.services.identity.passwords import HashProfile, hash_problem
 
 PASSWORD = "imported passphrase 1"
 B64 = "c2FsdHNhbHRzYWx0c2FsdA"
@@ -129,7 +129,7 @@ async def test_a_stored_hash_over_the_bounds_is_never_verified(
 ) -> None:
     # Imported before the bounds existed: cost 18 took 27 s per wrong password.
     await store_password(db, "slow@example.com", "$2b$18$" + BCRYPT_TAIL)
-    with caplog.at_level(logging.WARNING, logger="entitle.services.passwords"):
+    with caplog.at_level(logging.WARNING, logger="entitle.services.identity.passwords"):
         assert not await attempt(db, "slow@example.com", PASSWORD)
     # Only what an unknown address costs: our own argon2id dummy, never the cost-18 hash.
     assert verifications == [HashProfile("argon2", (2, 65536, 3, 4))]

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from entitle.errors import RateLimited
-from entitle.services.ratelimit import SignInRateLimiter
+from entitle.services.identity.ratelimit import SignInRateLimiter
 
 REDIS_URL = os.environ.get("ENTITLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 

@@ -16,9 +16,9 @@ from entitle.core.events import record_event
 from entitle.core.models.events import AccountEvent
 from entitle.core.subscriptions import Environment, SubscriptionState, SubscriptionStatus
 from entitle.db.types import utcnow
-from entitle.services import reports
-from entitle.services.grants import create_grant
-from entitle.services.subscriptions import apply_subscription_state
+from entitle.services.access.grants import create_grant
+from entitle.services.access.subscriptions import apply_subscription_state
+from entitle.services.reporting import reports
 from tests.factories import app_store_subscription, make_account, stripe_subscription
 
 TODAY = utcnow().date()

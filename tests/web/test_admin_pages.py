@@ -20,9 +20,9 @@ from entitle.core.models.events import (
     WebhookDelivery,
 )
 from entitle.providers.stripe.catalog_push import push_catalog
-from entitle.services import operators
-from entitle.services.outbound import deliver_due
-from entitle.services.subscriptions import apply_subscription_state
+from entitle.services.access.subscriptions import apply_subscription_state
+from entitle.services.delivery.outbound import deliver_due
+from entitle.services.identity import operators
 from tests.factories import DEFAULT_PASSWORD, app_store_subscription, bearer, make_account, register
 from tests.providers.stripe.conftest import paid_checkout, stripe_settings
 from tests.services.test_outbound import Receiver, create_endpoint

@@ -67,7 +67,7 @@ async def test_me_requires_a_valid_token(client: httpx.AsyncClient, context: App
     )
     assert (await client.get("/v1/me", headers=bearer(tampered))).json()["error"]["code"] == "invalid_token"
     # A token signed by some other key, even with the right claims, is refused.
-    from entitle.services.tokens import SigningKey, TokenIssuer
+    from entitle.services.identity.tokens import SigningKey, TokenIssuer
 
     other = TokenIssuer(
         SigningKey.generate(),

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from entitle.context import AppContext
 from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
 from entitle.providers.appstore.models import AppStoreOwnership, AppStoreOwnershipChange
-from entitle.services.subscriptions import apply_subscription_state
+from entitle.services.access.subscriptions import apply_subscription_state
 from tests.factories import bearer, inbox_row, register
 from tests.standins.appstore import STATUS_ACTIVE, AppStoreSigner, ms
 from tests.standins.appstore import fixtures as appstore_fixtures

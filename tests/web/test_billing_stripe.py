@@ -12,7 +12,7 @@ import pytest
 
 from entitle.context import AppContext
 from entitle.providers.stripe.catalog_push import push_catalog
-from entitle.services.subscriptions import apply_subscription_state
+from entitle.services.access.subscriptions import apply_subscription_state
 from tests.conftest import LiveServer
 from tests.factories import app_store_subscription, bearer, eventually, register
 from tests.providers.stripe.conftest import deliver, stripe_settings

@@ -9,7 +9,7 @@ import pytest
 
 from entitle.context import AppContext
 from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
-from entitle.services.subscriptions import apply_subscription_state
+from entitle.services.access.subscriptions import apply_subscription_state
 from tests.conftest import ADMIN_KEY
 from tests.factories import bearer, register
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from entitle.context import AppContext
 from entitle.core.models.events import AccountEvent
-from entitle.services.events_feed import Cursor
+from entitle.services.delivery.events_feed import Cursor
 from tests.conftest import ADMIN_KEY
 from tests.factories import register
 

@@ -12,7 +12,7 @@ from entitle.context import AppContext
 from entitle.core.models.events import InboxStatus, ProviderEvent
 from entitle.db.types import utcnow
 from entitle.providers.base import IncomingEvent
-from entitle.services.inbox import WorkItem
+from entitle.services.delivery.inbox import WorkItem
 from tests.conftest import ADMIN_KEY
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}

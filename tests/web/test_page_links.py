@@ -16,7 +16,7 @@ from entitle.context import AppContext
 from entitle.core.models.accounts import PageLink, RefreshTokenFamily
 from entitle.db.types import utcnow
 from entitle.providers.stripe.catalog_push import push_catalog
-from entitle.services.page_links import forget_old_links
+from entitle.services.identity.page_links import forget_old_links
 from tests.factories import DEFAULT_PASSWORD, bearer, register
 from tests.providers.stripe.conftest import stripe_settings
 from tests.standins.stripe import StripeStandin

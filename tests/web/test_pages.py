@@ -18,7 +18,7 @@ from entitle.context import AppContext
 from entitle.core.models.accounts import RefreshTokenFamily
 from entitle.core.models.mail import OutboundMail
 from entitle.providers.stripe.catalog_push import push_catalog
-from entitle.services.subscriptions import apply_subscription_state
+from entitle.services.access.subscriptions import apply_subscription_state
 from entitle.web.pages.rendering import _channels, brand_css, contrast
 from tests.factories import DEFAULT_PASSWORD, app_store_subscription, bearer, register
 from tests.providers.stripe.conftest import deliver, stripe_settings

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from entitle.context import AppContext
-from entitle.services.subscriptions import apply_subscription_state
+from entitle.services.access.subscriptions import apply_subscription_state
 from tests.factories import DEFAULT_PASSWORD, register, stripe_subscription
 
 PAYMENTS_OFF = "Subscriptions can't be bought on the web right now."

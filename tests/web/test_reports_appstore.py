@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from entitle.context import AppContext
-from entitle.services import operators
+from entitle.services.identity import operators
 from tests.conftest import ADMIN_KEY
 from tests.factories import DEFAULT_PASSWORD, bearer, make_account, register
 from tests.standins.appstore import AppStoreSigner, SigningChain, ms

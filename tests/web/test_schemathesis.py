@@ -28,7 +28,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from entitle.services.tokens import SigningKey
+from entitle.services.identity.tokens import SigningKey
 from entitle.web.bodies import reads_raw_body
 from tests.conftest import ADMIN_KEY, LiveServer, make_settings
 from tests.providers.stripe.conftest import stripe_settings

@@ -8,7 +8,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.providers.stripe.models import StripeCustomer
-from entitle.services.subscriptions import apply_subscription_state
+from entitle.services.access.subscriptions import apply_subscription_state
 from tests.conftest import ADMIN_KEY
 from tests.factories import DEFAULT_PASSWORD, app_store_subscription, bearer, register
 

@@ -17,8 +17,8 @@ from entitle.core.models.accounts import Account
 from entitle.core.subscriptions import Environment, SubscriptionStatus
 from entitle.db.types import utcnow
 from entitle.providers.stripe.catalog_push import push_catalog
-from entitle.services import reports
-from entitle.services.subscriptions import apply_subscription_state
+from entitle.services.access.subscriptions import apply_subscription_state
+from entitle.services.reporting import reports
 from tests.factories import bearer, register, stripe_subscription
 from tests.providers.stripe.conftest import deliver, stripe_settings
 from tests.standins.appstore import AppStoreSigner

@@ -7,7 +7,7 @@ import typer
 from entitle.cli import admin_app
 from entitle.cli.common import os_user, run_job
 from entitle.context import AppContext
-from entitle.services import operators
+from entitle.services.identity import operators
 
 
 @admin_app.command("add")

@@ -9,7 +9,7 @@ from rich.table import Table
 from entitle.cli import sync_app
 from entitle.cli.common import console, fail, load_context, load_settings, run_job
 from entitle.context import AppContext
-from entitle.services.alerts import alerter
+from entitle.services.delivery.alerts import alerter
 
 
 @sync_app.command(name="appstore")

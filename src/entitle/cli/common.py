@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from entitle.context import AppContext, build_context
 from entitle.errors import EntitleError
-from entitle.services.pipeline import DEFAULT_CONCURRENCY
+from entitle.services.delivery.pipeline import DEFAULT_CONCURRENCY
 from entitle.settings import Settings
 
 console = Console(stderr=True)

@@ -16,8 +16,9 @@ from entitle.core.models.accounts import Identity
 from entitle.core.models.events import AccountEvent
 from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
 from entitle.db.types import utcnow
-from entitle.services import accounts, grants, operators
-from entitle.services.subscriptions import apply_subscription_state
+from entitle.services.access import grants
+from entitle.services.access.subscriptions import apply_subscription_state
+from entitle.services.identity import accounts, operators
 from entitle.settings import Settings
 
 DEMO_EMAIL = "demo@example.com"

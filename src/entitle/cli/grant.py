@@ -13,7 +13,7 @@ from entitle.cli.common import fail, os_user, run_job
 from entitle.client_input import WINDOW_TEXT, in_window
 from entitle.context import AppContext
 from entitle.db.types import utcnow
-from entitle.services import grants
+from entitle.services.access import grants
 
 
 def parse_until(value: str) -> datetime:

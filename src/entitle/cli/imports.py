@@ -13,7 +13,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from entitle.cli import app
 from entitle.cli.common import console, fail, run_job
 from entitle.context import AppContext
-from entitle.services.imports import MAX_LINE_BYTES, ImportSummary, LineOutcome, LineRefused, import_line
+from entitle.services.identity.imports import (
+    MAX_LINE_BYTES,
+    ImportSummary,
+    LineOutcome,
+    LineRefused,
+    import_line,
+)
 
 import_app = typer.Typer(help="Bring in data from an existing app.", no_args_is_help=True)
 app.add_typer(import_app, name="import")

@@ -14,7 +14,7 @@ from entitle.cli.common import console, fail, load_context, load_settings
 from entitle.db.engine import Database
 from entitle.db.migrate import is_up_to_date, run_upgrade
 from entitle.providers.stripe.client import stripe_limits
-from entitle.services.pipeline import DEFAULT_CONCURRENCY
+from entitle.services.delivery.pipeline import DEFAULT_CONCURRENCY
 from entitle.settings import Settings
 from entitle.web.server import uvicorn_options
 

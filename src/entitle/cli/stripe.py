@@ -19,7 +19,7 @@ from entitle.core.subscriptions import Store
 from entitle.errors import EntitleError
 from entitle.providers.stripe.catalog_push import PushResult, push_catalog
 from entitle.providers.stripe.provider import stripe_provider
-from entitle.services.alerts import alerter
+from entitle.services.delivery.alerts import alerter
 
 
 @catalog_app.command("push")

@@ -2,7 +2,7 @@
 
 Writers call `record_event` inside the transaction that made the change, so the log and the state
 can never disagree; the same transaction queues the event for every outbound webhook endpoint that
-subscribed to it (`services.outbound` sends them later). Types are dotted names; the ones below are
+subscribed to it (`services.delivery.outbound` sends them later). Types are dotted names; the ones below are
 the vocabulary clients can filter on; the subscription lifecycle types live with the rules that
 derive them (`core.transitions`).
 

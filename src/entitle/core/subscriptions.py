@@ -97,14 +97,14 @@ class SubscriptionState:
     # When this subscription's trial began: a Stripe trial, or an App Store introductory offer (free or
     # paid, either uses up the person's one introductory period). None when this snapshot shows none; a
     # later snapshot (an App Store renewal) may no longer show it, which is why it is kept apart
-    # (`services.trials`) rather than read back from the stored row.
+    # (`services.access.trials`) rather than read back from the stored row.
     trial_started_at: datetime | None = None
 
 
 class SubscriptionSink(Protocol):
     """Where a provider records what its store said, and reads back what it recorded before.
 
-    Declared here so providers depend on the core alone; `services.subscriptions.StoredSubscriptions`
+    Declared here so providers depend on the core alone; `services.access.subscriptions.StoredSubscriptions`
     implements it (keyed upsert guarded by `vendor_updated_at`, answers recomputed in the same transaction).
     """
 

@@ -1,6 +1,6 @@
 """What happened to a subscription, derived from what the store said before and what it says now.
 
-Both stores end in the same place, `services.subscriptions.apply_subscription_state`, with the stored
+Both stores end in the same place, `services.access.subscriptions.apply_subscription_state`, with the stored
 state (or nothing, for a subscription seen for the first time) and the new one. `transitions` turns
 that pair into the subscription lifecycle events the app's backend hears about. It is a pure function
 of the two states, so a snapshot applied twice, or one older than the stored state (never applied),

@@ -3,7 +3,7 @@
 - `stripe/`: web payments (Checkout, Payment Element, Billing Portal) and Stripe webhooks.
 - `appstore/`: StoreKit 2 purchases, App Store Server Notifications V2 and the Server API.
 
-Sign in with Apple's server notifications are a provider too (`services.apple_signin`), because what
+Sign in with Apple's server notifications are a provider too (`services.identity.apple_signin`), because what
 they do is account business. The registry, a `dict[str, Provider]`, is built where the app is assembled
 (`entitle.context.build_providers`); adding a store is one new package here and one entry there.
 """

@@ -1,7 +1,7 @@
 """The one interface every provider offers the core and the services: what a store plugs into.
 
 A provider speaks one vendor's protocol. It verifies the vendor's signed webhooks and names what each
-one is about (`verify_webhook` -> `IncomingEvent`); the generic ingestion path (`services.pipeline`)
+one is about (`verify_webhook` -> `IncomingEvent`); the generic ingestion path (`services.delivery.pipeline`)
 stores that event in the inbox and answers the vendor, and processing follows at once, off the request,
 in this process or any worker. Processing hands the provider every unprocessed event of one ordering key
 at once (`process_events`), so a provider that re-reads from its vendor settles them all with one read;

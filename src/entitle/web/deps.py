@@ -12,9 +12,9 @@ from entitle.constant_time import same_secret
 from entitle.context import AppContext
 from entitle.core.models.accounts import Account
 from entitle.errors import Forbidden, Unauthorized
-from entitle.services.accounts import check_session, load_account
-from entitle.services.external_accounts import claims_for_external_token
-from entitle.services.tokens import AccessClaims
+from entitle.services.identity.accounts import check_session, load_account
+from entitle.services.identity.external_accounts import claims_for_external_token
+from entitle.services.identity.tokens import AccessClaims
 from entitle.settings import Settings
 from entitle.storable_text import require_storable
 

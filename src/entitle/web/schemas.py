@@ -9,9 +9,9 @@ from typing import Any
 from pydantic import ConfigDict, EmailStr, Field
 
 from entitle.core.models.accounts import Account
-from entitle.services.page_links import Page
-from entitle.services.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-from entitle.services.tokens import TokenPair
+from entitle.services.identity.page_links import Page
+from entitle.services.identity.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from entitle.services.identity.tokens import TokenPair
 from entitle.storable_text import StorableTextModel
 
 

@@ -25,7 +25,7 @@ from entitle.providers.appstore.ledger import set_owner
 from entitle.providers.appstore.notifications import NotificationContext
 from entitle.providers.appstore.provider import AppStoreProvider
 from entitle.providers.appstore.verification import VerifiedNotification
-from entitle.services.subscriptions import StoredSubscriptions
+from entitle.services.access.subscriptions import StoredSubscriptions
 from tests.factories import make_account
 from tests.providers.appstore.constants import MONTHLY
 from tests.standins.appstore import AppStoreSigner, Notification, SubscriptionSimulator

@@ -15,8 +15,8 @@ from entitle.context import AppContext
 from entitle.core.models.events import ProviderEvent
 from entitle.db.engine import Database
 from entitle.providers.appstore.provider import AppStoreProvider
-from entitle.services.inbox import StorageUnavailable
-from entitle.services.pipeline import EventPipeline
+from entitle.services.delivery.inbox import StorageUnavailable
+from entitle.services.delivery.pipeline import EventPipeline
 from tests.conftest import LiveServer
 from tests.factories import bearer, eventually, register
 from tests.standins.appstore import AppStoreSigner, Notification, SubscriptionSimulator

@@ -17,7 +17,7 @@ from entitle.core.models.entitlements import Subscription
 from entitle.db.types import utcnow
 from entitle.providers.stripe.mapping import subscription_state
 from entitle.providers.stripe.provider import StripeProvider
-from entitle.services import billing_stripe
+from entitle.services.billing import billing_stripe
 from tests.factories import make_account
 from tests.providers.stripe.conftest import deliver
 from tests.standins.stripe import StripeStandin

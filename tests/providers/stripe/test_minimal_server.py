@@ -16,7 +16,7 @@ from entitle.context import AppContext
 from entitle.core.models.entitlements import Subscription
 from entitle.core.models.events import InboxStatus, ProviderEvent
 from entitle.providers.stripe.provider import StripeProvider
-from entitle.services.entitlements import read_entitlements
+from entitle.services.access.entitlements import read_entitlements
 from tests.providers.stripe.conftest import deliver, paid_checkout
 from tests.standins.stripe import StripeStandin
 

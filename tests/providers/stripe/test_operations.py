@@ -12,7 +12,7 @@ from entitle.core.catalog import Catalog
 from entitle.core.models.entitlements import Subscription
 from entitle.providers.stripe.catalog_push import push_catalog
 from entitle.providers.stripe.provider import StripeProvider
-from entitle.services import billing_stripe
+from entitle.services.billing import billing_stripe
 from tests.factories import make_account
 from tests.standins.stripe import StripeStandin
 

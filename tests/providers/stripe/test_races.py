@@ -21,7 +21,7 @@ from entitle.context import AppContext
 from entitle.core.models.entitlements import Subscription
 from entitle.providers.stripe.client import StripeDict, StripeGateway
 from entitle.providers.stripe.provider import StripeProvider
-from entitle.services import billing_stripe
+from entitle.services.billing import billing_stripe
 from tests.factories import make_account
 from tests.standins.stripe import StripeStandin
 

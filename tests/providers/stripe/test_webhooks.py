@@ -19,7 +19,7 @@ from entitle.core.models.events import AccountEvent, InboxStatus, ProviderEvent
 from entitle.db.types import utcnow
 from entitle.providers.stripe.models import StripeCustomer
 from entitle.providers.stripe.provider import StripeProvider
-from entitle.services.entitlements import read_entitlements
+from entitle.services.access.entitlements import read_entitlements
 from tests.providers.stripe.conftest import ROTATED_SECRET, deliver, paid_checkout
 from tests.standins.stripe import StripeStandin
 

@@ -139,7 +139,7 @@ class PageLink(Base):
     # SHA-256 of the link's token: a leaked row opens nothing.
     token_hash: Mapped[str] = mapped_column(CheckedString(64), primary_key=True)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
-    # Which page it opens (a key of `services.page_links.PAGES`), never a free path.
+    # Which page it opens (a key of `services.identity.page_links.PAGES`), never a free path.
     page: Mapped[str] = mapped_column(CheckedString(30))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

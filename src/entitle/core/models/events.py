@@ -22,7 +22,7 @@ class AccountEvent(Base):
         Index("ix_account_events_account_created", "account_id", "created_at"),
         # The order of `GET /v1/events`, every account's events.
         Index("ix_account_events_created_id", "created_at", "id"),
-        # Reports count one type's events per day over a date range (`services.reports`).
+        # Reports count one type's events per day over a date range (`services.reporting.reports`).
         Index("ix_account_events_type_created", "type", "created_at"),
     )
 

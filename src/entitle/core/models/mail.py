@@ -30,7 +30,8 @@ class OutboundMail(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=new_id)
     account_id: Mapped[uuid.UUID | None] = mapped_column(UUID, index=True)
     to: Mapped[str] = mapped_column(CheckedString(320))
-    # A template name from services.mail.TEMPLATES; rendered at sending time with the current settings.
+    # A template name from services.delivery.mail.TEMPLATES; rendered at sending time with the current
+    # settings.
     template: Mapped[str] = mapped_column(CheckedString(50))
     # The template's values (a link's token among them); emptied once the mail is sent.
     data: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)

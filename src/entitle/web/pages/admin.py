@@ -23,8 +23,11 @@ from entitle.core.models.events import DeliveryStatus, InboxStatus, ProviderEven
 from entitle.core.subscriptions import Environment
 from entitle.db.types import utcnow
 from entitle.errors import EntitleError, Forbidden, InvalidRequest, NotFound
-from entitle.services import grants, lookups, operators, outbound, reports
-from entitle.services.dossier import dossier
+from entitle.services.access import grants
+from entitle.services.delivery import outbound
+from entitle.services.identity import operators
+from entitle.services.reporting import lookups, reports
+from entitle.services.reporting.dossier import dossier
 from entitle.web import charts
 from entitle.web.deps import SessionDep
 from entitle.web.pages.forms import read_form

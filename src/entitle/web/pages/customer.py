@@ -22,8 +22,11 @@ from entitle.core.subscriptions import Store
 from entitle.errors import EntitleError, InvalidRequest, RateLimited
 from entitle.providers.stripe.errors import StripeNotConfigured
 from entitle.providers.stripe.provider import stripe_provider
-from entitle.services import accounts, billing_stripe, credentials, page_links, streams, tokens, trials
-from entitle.services.entitlements import read_entitlements
+from entitle.services.access import trials
+from entitle.services.access.entitlements import read_entitlements
+from entitle.services.billing import billing_stripe
+from entitle.services.delivery import streams
+from entitle.services.identity import accounts, credentials, page_links, tokens
 from entitle.web.deps import SessionDep, client_ip
 from entitle.web.pages import plans
 from entitle.web.pages.forms import checked, local_path, read_form

@@ -9,7 +9,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from entitle.errors import InvalidRequest
-from entitle.services.passwords import MIN_PASSWORD_LENGTH
+from entitle.services.identity.passwords import MIN_PASSWORD_LENGTH
 from entitle.web.pages.visits import CSRF_FIELD, PageVisit
 
 Model = TypeVar("Model", bound=BaseModel)

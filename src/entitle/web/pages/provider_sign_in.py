@@ -23,7 +23,7 @@ from entitle.context import AppContext
 from entitle.core.models.accounts import Account
 from entitle.errors import EntitleError, ProviderUnavailable
 from entitle.identity import AppleIdentityVerifier, GoogleIdentityVerifier, InvalidIdentityToken
-from entitle.services import identities
+from entitle.services.identity import identities
 from entitle.web.deps import SessionDep, client_ip
 from entitle.web.pages import sign_in_state
 from entitle.web.pages.customer import after_sign_in, sign_in_form

@@ -31,8 +31,8 @@ from entitle.context import AppContext
 from entitle.core.models.accounts import Account, RefreshTokenFamily
 from entitle.db.types import utcnow
 from entitle.errors import Forbidden
-from entitle.services import tokens
-from entitle.services.accounts import get_account
+from entitle.services.identity import tokens
+from entitle.services.identity.accounts import get_account
 from entitle.web.deps import ContextDep, SessionDep
 
 SESSION_COOKIE = "entitle_session"

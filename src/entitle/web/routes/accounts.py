@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from entitle.core.models.accounts import Account
 from entitle.errors import NotFound
-from entitle.services import lookups
+from entitle.services.reporting import lookups
 from entitle.web.deps import AdminDep, SessionDep
 from entitle.web.routes.me import EventLimit, EventOffset, EventType
 from entitle.web.schemas import account_json, parse_uuid

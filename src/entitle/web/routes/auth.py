@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from entitle.errors import Unauthorized
-from entitle.services import accounts, credentials, tokens
+from entitle.services.identity import accounts, credentials, tokens
 from entitle.web.deps import ContextDep, SessionDep, SignedIn, client_ip
 from entitle.web.schemas import (
     Credentials,

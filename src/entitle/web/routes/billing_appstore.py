@@ -10,7 +10,7 @@ from pydantic import Field
 from entitle.db.types import utcnow
 from entitle.providers.appstore import purchases
 from entitle.providers.appstore.provider import PROVIDER, appstore_provider
-from entitle.services.entitlements import read_entitlements
+from entitle.services.access.entitlements import read_entitlements
 from entitle.web.deps import ContextDep, CurrentAccount, SessionDep
 from entitle.web.schemas import StrictBody
 

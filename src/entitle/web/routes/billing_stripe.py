@@ -10,8 +10,8 @@ from pydantic import Field
 
 from entitle.errors import Unauthorized
 from entitle.providers.stripe.provider import StripeProvider, stripe_provider
-from entitle.services import billing_stripe
-from entitle.services.accounts import load_account
+from entitle.services.billing import billing_stripe
+from entitle.services.identity.accounts import load_account
 from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, get_signed_in
 from entitle.web.schemas import StrictBody
 

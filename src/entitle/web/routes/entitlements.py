@@ -13,7 +13,7 @@ from pydantic import Field
 
 from entitle.core.catalog import Catalog
 from entitle.errors import NotFound
-from entitle.services import entitlements, grants
+from entitle.services.access import entitlements, grants
 from entitle.web.deps import AdminDep, ContextDep, SessionDep, verified_claims
 from entitle.web.schemas import StrictBody, parse_uuid
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from entitle.services import events_feed, metrics_queue
+from entitle.services.delivery import events_feed, metrics_queue
 from entitle.web.deps import AdminDep, SessionDep
 
 router = APIRouter(tags=["your backend"])

@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from entitle.identity import AppleIdentityVerifier, GoogleIdentityVerifier
-from entitle.services import apple_tokens, identities, tokens
-from entitle.services.accounts import SignedIn
+from entitle.services.identity import apple_tokens, identities, tokens
+from entitle.services.identity.accounts import SignedIn
 from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, client_ip
 from entitle.web.schemas import StrictBody, account_json, identity_json, session_json
 

@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from entitle.services import accounts, credentials, lookups, page_links
+from entitle.services.identity import accounts, credentials, page_links
+from entitle.services.reporting import lookups
 from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, SignedIn, client_ip
 from entitle.web.schemas import PageLinkBody, SetPasswordBody, account_json
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from entitle.core.subscriptions import Environment
-from entitle.services import reports
+from entitle.services.reporting import reports
 from entitle.web.deps import AdminDep, ContextDep, SessionDep
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from entitle import metrics
-from entitle.services import streams
-from entitle.services.entitlements import read_answer_for_session
+from entitle.services.access.entitlements import read_answer_for_session
+from entitle.services.delivery import streams
 from entitle.web.deps import ContextDep, SessionDep, SignedIn, verified_claims
 
 router = APIRouter(tags=["entitlements"])

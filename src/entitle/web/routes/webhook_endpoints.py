@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from entitle.core.models.events import DeliveryStatus, WebhookEndpoint
 from entitle.db.types import utcnow
-from entitle.services import outbound
-from entitle.services.endpoint_urls import check_new_url
+from entitle.services.delivery import outbound
+from entitle.services.delivery.endpoint_urls import check_new_url
 from entitle.web.deps import AdminDep, ContextDep, SessionDep, SettingsDep
 from entitle.web.schemas import StrictBody, parse_uuid
 

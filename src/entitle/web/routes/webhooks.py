@@ -1,5 +1,5 @@
 """Provider webhooks: one generic path for every provider. Verify, store, answer; processing follows
-at once, off the request (`services.pipeline`).
+at once, off the request (`services.delivery.pipeline`).
 
 Verification errors answer 4xx, a storage failure 503 (every vendor retries a 5xx, so the event comes
 back), an unconfigured provider 503 naming the setting. Once stored, a failure to process is on the

@@ -1,6 +1,6 @@
 """The provider event inbox: store first, process idempotently, forget nothing.
 
-This module owns the rows; `services.pipeline` decides when they are worked on. A webhook's event is
+This module owns the rows; `services.delivery.pipeline` decides when they are worked on. A webhook's event is
 committed (unique on provider + event id, so a redelivery finds the row it already has) before anything
 acts on it. Work is claimed with a short lease (`next_attempt_at` in the future): the process that
 stored an event and processes it itself stores it already claimed; a process that crashed lets its lease
@@ -35,7 +35,7 @@ from entitle.db.locks import advisory_key
 from entitle.db.types import utcnow
 from entitle.errors import NotFound, ProviderUnavailable
 from entitle.providers.base import IncomingEvent
-from entitle.services.changes import ChangeBus
+from entitle.services.delivery.changes import ChangeBus
 
 log = logging.getLogger(__name__)
 

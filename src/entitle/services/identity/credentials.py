@@ -22,9 +22,10 @@ from entitle.core.models.accounts import (
 )
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, Unauthorized
-from entitle.services import account_tokens, accounts, mail, passwords
-from entitle.services.accounts import EMAIL_PROVIDER, normalize_email
-from entitle.services.tokens import revoke_all_sessions, revoke_family
+from entitle.services.delivery import mail
+from entitle.services.identity import account_tokens, accounts, passwords
+from entitle.services.identity.accounts import EMAIL_PROVIDER, normalize_email
+from entitle.services.identity.tokens import revoke_all_sessions, revoke_family
 
 EMAIL_VERIFIED = "email.verified"
 PASSWORD_CHANGED = "credential.password_changed"

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.models.accounts import RefreshToken, RefreshTokenFamily
 from entitle.db.types import utcnow
 from entitle.errors import Unauthorized
-from entitle.services.changes import change_bus
+from entitle.services.delivery.changes import change_bus
 
 ACCESS_TOKEN_ALGORITHM = "ES256"
 # Verified access tokens remembered per process (oldest dropped first).

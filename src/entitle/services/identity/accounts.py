@@ -1,6 +1,6 @@
 """Accounts: registration and password sign-in, the signed-in account, and deletion.
 
-Sign-in with Apple and Google, and the rules for linking identities, live in `services.identities`.
+Sign-in with Apple and Google, and the rules for linking identities, live in `services.identity.identities`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from entitle.core.models.accounts import (
 )
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, Unauthorized
-from entitle.services import account_tokens, hash_profiles, mail, passwords
-from entitle.services.entitlements import refresh_entitlements
-from entitle.services.tokens import AccessClaims, revoke_all_sessions
+from entitle.services.access.entitlements import refresh_entitlements
+from entitle.services.delivery import mail
+from entitle.services.identity import account_tokens, hash_profiles, passwords
+from entitle.services.identity.tokens import AccessClaims, revoke_all_sessions
 
 EMAIL_PROVIDER = "email"
 # Identity providers whose verified addresses can be trusted to link accounts; a password identity

@@ -29,10 +29,11 @@ from entitle.db.types import utcnow
 from entitle.errors import Conflict, NotFound, Unauthorized
 from entitle.identity import VerifiedIdentity, is_private_relay_address
 from entitle.identity.apple_api import AppleSigninApi
-from entitle.services import accounts, apple_tokens, mail
-from entitle.services.accounts import EMAIL_PROVIDER, SignedIn, normalize_email
-from entitle.services.encryption import SecretBox
-from entitle.services.tokens import revoke_all_sessions
+from entitle.services.delivery import mail
+from entitle.services.identity import accounts, apple_tokens
+from entitle.services.identity.accounts import EMAIL_PROVIDER, SignedIn, normalize_email
+from entitle.services.identity.encryption import SecretBox
+from entitle.services.identity.tokens import revoke_all_sessions
 
 IDENTITY_REVOKED = "identity.revoked"
 # An unverified password account was secured as a provider-proven owner landed in it.
@@ -318,7 +319,7 @@ def _refresh_identity(identity: Identity, verified: VerifiedIdentity, name: str 
         email = _stored_email(verified)
         relay = verified.is_private_relay or is_private_relay_address(verified.email)
         # For an unchanged relay address the flag tracks Hide My Email forwarding, which only Apple's
-        # email-disabled / email-enabled notifications report (services.apple_signin); tokens do not.
+        # email-disabled / email-enabled notifications report (services.identity.apple_signin); tokens do not.
         if not (relay and identity.is_private_relay and identity.email == email):
             identity.email_verified = verified.email_verified
         identity.email = email

@@ -2,7 +2,7 @@
 
 Apple requires apps that offer account deletion to revoke the person's Sign in with Apple tokens
 (App Store Review Guideline 5.1.1(v)). The refresh token from the authorization code is the handle
-that revocation needs, so it is kept, encrypted (`services.encryption`). Deleting the account or
+that revocation needs, so it is kept, encrypted (`services.identity.encryption`). Deleting the account or
 unlinking the Apple identity marks its tokens in the same transaction; the worker (`revoke_due`)
 calls Apple's revoke endpoint and retries with backoff until Apple confirms, then erases the ciphertext.
 """
@@ -23,7 +23,7 @@ from entitle.db.types import utcnow
 from entitle.errors import EntitleError, ProviderUnavailable
 from entitle.identity import VerifiedIdentity
 from entitle.identity.apple_api import AppleSigninApi, AppleTokens, InvalidAuthorizationCode
-from entitle.services.encryption import SecretBox
+from entitle.services.identity.encryption import SecretBox
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from entitle.db.engine import Database
 from entitle.email_addresses import canonical_email_or_none
 from entitle.errors import Unauthorized
 from entitle.identity.external import ExternalTokenVerifier
-from entitle.services import accounts
-from entitle.services.tokens import AccessClaims
+from entitle.services.identity import accounts
+from entitle.services.identity.tokens import AccessClaims
 
 MAX_EXTERNAL_ID_LENGTH = 255
 

@@ -15,10 +15,10 @@ from entitle.core.models.entitlements import PromotionalGrant, Subscription
 from entitle.core.models.events import AccountEvent
 from entitle.db.types import utcnow
 from entitle.models import AppStoreOwnershipChange, StripeCustomer
-from entitle.services.entitlements import compute_body
-from entitle.services.grants import is_in_force
-from entitle.services.lookups import require_account
-from entitle.services.operators import is_operator
+from entitle.services.access.entitlements import compute_body
+from entitle.services.access.grants import is_in_force
+from entitle.services.identity.operators import is_operator
+from entitle.services.reporting.lookups import require_account
 
 # The history shown under each subscription: its newest transitions.
 HISTORY_LIMIT = 500

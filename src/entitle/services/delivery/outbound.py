@@ -39,7 +39,7 @@ from entitle.db.claims import Claim, claim_leases, holding
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, NotFound
-from entitle.services.endpoint_urls import BlockedURL, pinned_url, resolve_target
+from entitle.services.delivery.endpoint_urls import BlockedURL, pinned_url, resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ async def deliver_due(
 ) -> int:
     """Send deliveries whose time has come; returns how many were claimed.
 
-    `development` allows http and loopback receivers (see `services.endpoint_urls`).
+    `development` allows http and loopback receivers (see `services.delivery.endpoint_urls`).
     """
     now = utcnow()
     async with database.transaction() as db:

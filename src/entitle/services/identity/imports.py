@@ -7,7 +7,7 @@ a person is found again by external id or address, and only what is missing is a
 would contradict what is stored (a subject or customer that belongs to someone else) fails the line.
 
 Password hashes are stored as they are (bcrypt, argon2, Django and Werkzeug formats) and replaced by
-argon2id at the person's first sign-in (services.accounts.authenticate_password).
+argon2id at the person's first sign-in (services.identity.accounts.authenticate_password).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from entitle.core.models.accounts import Account, Identity, PasswordCredential
 from entitle.db.engine import Database
 from entitle.errors import EntitleError
 from entitle.providers.stripe.models import StripeCustomer
-from entitle.services import accounts, hash_profiles, passwords
-from entitle.services.accounts import EMAIL_PROVIDER, normalize_email
+from entitle.services.identity import accounts, hash_profiles, passwords
+from entitle.services.identity.accounts import EMAIL_PROVIDER, normalize_email
 from entitle.storable_text import StorableTextModel
 
 ACCOUNT_IMPORTED = "account.imported"

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from entitle.core.models.accounts import PasswordCredential
-from entitle.services import passwords
+from entitle.services.identity import passwords
 
 REFRESH_SECONDS = 600.0
 # Our own hashes, left out of the scan: their profile is always paid for.

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.events import record_event
 from entitle.core.models.accounts import Account, Operator
 from entitle.errors import NotFound
-from entitle.services.grants import find_account
+from entitle.services.access.grants import find_account
 
 # The type of every dashboard action in the account's event log; `data.action` says which.
 OPERATOR_ACTION = "operator.action"

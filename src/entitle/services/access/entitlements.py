@@ -49,7 +49,7 @@ from entitle.core.subscriptions import Environment, Store, SubscriptionState, Su
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
 from entitle.errors import Unauthorized
-from entitle.services.changes import change_bus
+from entitle.services.delivery.changes import change_bus
 
 RULES_KEY = "entitle.entitlement_rules"
 

@@ -8,8 +8,8 @@ import httpx
 
 from entitle.identity.apple_api import AppleSigninApi
 from entitle.identity.external import ExternalTokenVerifier
-from entitle.services.encryption import SecretBox, secret_box_for
-from entitle.services.mail import Mailer, build_mailer
+from entitle.services.delivery.mail import Mailer, build_mailer
+from entitle.services.identity.encryption import SecretBox, secret_box_for
 from entitle.settings import Settings
 
 

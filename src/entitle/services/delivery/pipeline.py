@@ -5,7 +5,7 @@ event, the inbox commits it, and the webhook is answered. Processing starts imme
 (`submit`) and never inside the request. Every process that runs `run()` (an `entitle worker`, or
 `entitle serve` doing the worker's job) also claims what nobody is working on: events stored by a
 process that does not process (`serve --no-worker`), leases left by a process that died, failures whose
-retry time came. Those processes are woken at once through `services.changes` (LISTEN/NOTIFY on
+retry time came. Those processes are woken at once through `services.delivery.changes` (LISTEN/NOTIFY on
 PostgreSQL) and poll every few seconds besides, so a crash between store and process costs seconds.
 
 Work is done per `WorkItem`: every unprocessed event of one provider's ordering key (a Stripe customer,
@@ -32,8 +32,8 @@ from entitle.core.models.events import InboxStatus, ProviderEvent
 from entitle.db.engine import Database
 from entitle.errors import EntitleError, ProviderUnavailable
 from entitle.providers.base import ParkEvent, Provider
-from entitle.services.changes import ChangeBus
-from entitle.services.inbox import Inbox, WorkItem
+from entitle.services.delivery.changes import ChangeBus
+from entitle.services.delivery.inbox import Inbox, WorkItem
 
 log = logging.getLogger(__name__)
 

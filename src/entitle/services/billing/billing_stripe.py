@@ -42,8 +42,8 @@ from entitle.providers.stripe.mapping import product_key as product_of_price
 from entitle.providers.stripe.models import StripeCustomer
 from entitle.providers.stripe.provider import StripeConfig, StripeProvider
 from entitle.providers.stripe.reconcile import live_subscriptions
-from entitle.services.entitlements import read_entitlements
-from entitle.services.trials import trial_days_for
+from entitle.services.access.entitlements import read_entitlements
+from entitle.services.access.trials import trial_days_for
 
 STORE_NAMES = {"stripe": "Stripe (on the web)", "app_store": "the App Store"}
 PAID_STORES = frozenset({Store.STRIPE.value, Store.APP_STORE.value})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from entitle.services.apple_tokens import revoke_due
-from entitle.services.mail import deliver_due_mail
+from entitle.services.delivery.mail import deliver_due_mail
+from entitle.services.identity.apple_tokens import revoke_due
 
 if TYPE_CHECKING:
     from entitle.context import AppContext

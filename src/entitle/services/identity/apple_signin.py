@@ -30,9 +30,9 @@ from entitle.identity.apple import (
     read_verified_notification,
 )
 from entitle.providers.base import IncomingEvent, no_slot
-from entitle.services import accounts
-from entitle.services.identities import IDENTITY_REVOKED, find_identity, ways_in
-from entitle.services.tokens import revoke_all_sessions
+from entitle.services.identity import accounts
+from entitle.services.identity.identities import IDENTITY_REVOKED, find_identity, ways_in
+from entitle.services.identity.tokens import revoke_all_sessions
 
 PROVIDER = "apple_signin"
 EMAIL_FORWARDING_DISABLED = "identity.email_forwarding_disabled"

@@ -16,7 +16,7 @@ from entitle.email_addresses import InvalidEmailAddress, canonical_email
 from entitle.errors import InvalidRequest, NotFound
 from entitle.providers.appstore.models import AppStoreOwnership
 from entitle.providers.stripe.models import StripeCustomer
-from entitle.services.accounts import normalize_email
+from entitle.services.identity.accounts import normalize_email
 
 MAX_RESULTS = 50
 

@@ -14,7 +14,7 @@ accounts:
   `mrr_unpriced` instead of being given a price nobody set.
 - History, from the account event log, bucketed by UTC day over the range: `subscription.started` is a
   new subscription, `subscription.expired` and `subscription.refunded` are churn, and the latter is a
-  refund too. Trials come from the `trials` record (`services.trials`), so each counts once per account
+  refund too. Trials come from the `trials` record (`services.access.trials`), so each counts once per account
   and entitlement, on the day the store says it began, whichever store gave it and however often it was
   reported; a trial converted is a `subscription.renewed` out of `trialing` into a paid status (not a
   trial moved later) of a subscription that is such a recorded trial. Refund amounts are known only for

@@ -20,8 +20,8 @@ from entitle.core.models.accounts import Account
 from entitle.core.models.entitlements import PromotionalGrant
 from entitle.db.types import utcnow
 from entitle.errors import InvalidRequest, NotFound
-from entitle.services.accounts import get_account, normalize_email
-from entitle.services.entitlements import entitlement_rules, refresh_entitlements
+from entitle.services.access.entitlements import entitlement_rules, refresh_entitlements
+from entitle.services.identity.accounts import get_account, normalize_email
 
 # Long enough for "lifetime" offers, short enough that no date arithmetic can overflow.
 MAX_GRANT_YEARS = 100

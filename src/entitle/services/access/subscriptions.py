@@ -41,8 +41,8 @@ from entitle.core.models.entitlements import Subscription
 from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
 from entitle.core.transitions import transitions
 from entitle.db.types import json_safe, new_id, utcnow
-from entitle.services.entitlements import entitlement_rules, refresh_entitlements, subscription_state
-from entitle.services.trials import record_trial
+from entitle.services.access.entitlements import entitlement_rules, refresh_entitlements, subscription_state
+from entitle.services.access.trials import record_trial
 
 _TABLE = cast(Table, Subscription.__table__)
 

@@ -28,8 +28,8 @@ from entitle.core.models.events import StreamTicket
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
 from entitle.errors import Unauthorized
-from entitle.services.changes import ChangeBus
-from entitle.services.entitlements import SessionAnswer, read_answer_for_session
+from entitle.services.access.entitlements import SessionAnswer, read_answer_for_session
+from entitle.services.delivery.changes import ChangeBus
 
 TICKET_TTL = timedelta(seconds=60)
 TICKET_PREFIX = "st_"

@@ -1,0 +1,1 @@
+"""Who a person is: accounts, sign-in, tokens, passwords, Apple and Google identities, imports."""

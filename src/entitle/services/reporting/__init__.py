@@ -1,0 +1,1 @@
+"""Looking back: reports, support lookups and the account dossier."""
