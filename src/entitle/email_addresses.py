@@ -4,8 +4,8 @@ Registration and sign-in take an address through pydantic's `EmailStr` (email-va
 checked and the domain IDNA-normalised, so `bob@ｅｘａｍｐｌｅ．ｃｏｍ` is `bob@example.com`), then
 lower-case it (services.identity.accounts.normalize_email). Every other address that comes in (an Apple,
 Google or external sign-in token's, a support lookup's, a mail's recipient) goes through
-`canonical_email`, which does exactly that: a token's `"a@example.com, b@example.com"` is no address at all, and a lookup finds
-what sign-in stored.
+`canonical_email`, which does exactly that: a token's `"a@example.com, b@example.com"` is no address
+at all, and a lookup finds what sign-in stored.
 """
 
 from __future__ import annotations
