@@ -32,6 +32,21 @@ class CatalogError(EntitleError):
     default_code = "invalid_catalog"
 
 
+class ProductType(StrEnum):
+    # Renews every period until cancelled; in Stripe a price with an `interval`.
+    SUBSCRIPTION = "subscription"
+    # Bought once, grants its entitlements for good (a lifetime unlock).
+    NON_CONSUMABLE = "non_consumable"
+    # Bought as often as wanted; each purchase credits an amount of a currency (`grants`).
+    CONSUMABLE = "consumable"
+    # Bought once per use, grants its entitlements for `duration_days` from the purchase (a pass).
+    NON_RENEWING = "non_renewing"
+
+
+# Everything but a subscription is paid once: a one-time Stripe price, an App Store one-time product.
+ONE_TIME_TYPES = frozenset({ProductType.NON_CONSUMABLE, ProductType.CONSUMABLE, ProductType.NON_RENEWING})
+
+
 class Interval(StrEnum):
     # Stripe's recurring intervals; the App Store's durations are set in App Store Connect, not here.
     DAY = "day"
@@ -44,6 +59,12 @@ class Interval(StrEnum):
 MAX_INTERVAL_COUNT = {Interval.DAY: 365, Interval.WEEK: 52, Interval.MONTH: 12, Interval.YEAR: 1}
 # Stripe's limit on subscription trials.
 MAX_TRIAL_DAYS = 730
+# Stripe Checkout's own ceiling on an adjustable quantity is 999,999; a pack of a thousand is plenty.
+MAX_QUANTITY = 1000
+# A pass longer than ten years is a lifetime unlock; say so with `non_consumable` instead.
+MAX_DURATION_DAYS = 3650
+# Per purchase or period; keeps every balance comfortably inside a 64-bit integer.
+MAX_GRANT = 1_000_000_000
 # Stores whose catalog entry is just `{ product_id = "..." }`.
 PRODUCT_ID_STORES = tuple(store.value for store in Store if store not in (Store.STRIPE, Store.PROMOTIONAL))
 
@@ -59,6 +80,14 @@ class Entitlement:
 
 
 @dataclass(frozen=True)
+class Currency:
+    """An in-app currency (credits, coins, minutes) that products grant and the app's backend spends."""
+
+    key: str
+    name: str
+
+
+@dataclass(frozen=True)
 class StripePrice:
     """How the product is sold on the web; `entitle catalog push` creates the price by `lookup_key`."""
 
@@ -66,9 +95,14 @@ class StripePrice:
     # In the currency's smallest unit (cents), as Stripe counts it.
     unit_amount: int
     currency: str
-    interval: Interval
+    # None for a one-time price (every product type but `subscription`).
+    interval: Interval | None
     interval_count: int = 1
     trial_days: int | None = None
+
+    @property
+    def is_recurring(self) -> bool:
+        return self.interval is not None
 
 
 @dataclass(frozen=True)
@@ -79,6 +113,18 @@ class Product:
     stripe: StripePrice | None = None
     # Store name ("app_store") -> that store's product id.
     store_product_ids: Mapping[str, str] = field(default_factory=dict)
+    type: ProductType = ProductType.SUBSCRIPTION
+    # Currency key -> amount credited per purchase (per unit of quantity), or per paid period of a
+    # subscription.
+    grants: Mapping[str, int] = field(default_factory=dict)
+    # How many may be bought at once (packs); 1 for everything but consumables.
+    max_quantity: int = 1
+    # How long a `non_renewing` purchase grants its entitlements.
+    duration_days: int | None = None
+
+    @property
+    def is_one_time(self) -> bool:
+        return self.type in ONE_TIME_TYPES
 
     @property
     def app_store_product_id(self) -> str | None:
@@ -92,6 +138,7 @@ class Catalog:
     entitlements: Mapping[str, Entitlement]
     products: Mapping[str, Product]
     _by_store_id: Mapping[tuple[str, str], Product] = field(repr=False, compare=False, default_factory=dict)
+    currencies: Mapping[str, Currency] = field(default_factory=dict)
 
     def product(self, key: str) -> Product | None:
         return self.products.get(key)
@@ -153,7 +200,7 @@ def parse_catalog(text: str, *, source: str = "<catalog>") -> Catalog:
 
 
 def _build(document: dict[str, Any], source: str) -> Catalog:
-    _check_fields(document, "the catalog", required=("entitlements", "products"), optional=())
+    _check_fields(document, "the catalog", required=("entitlements", "products"), optional=("currencies",))
     entitlements_table = _table(document["entitlements"], "[entitlements]")
     if not entitlements_table:
         raise _Invalid("[entitlements] defines no entitlement")
@@ -166,10 +213,20 @@ def _build(document: dict[str, Any], source: str) -> Catalog:
         description = _string(table, "description", where) if "description" in table else ""
         entitlements[key] = Entitlement(key=key, description=description)
 
+    currencies: dict[str, Currency] = {}
+    for key, value in _table(document.get("currencies", {}), "[currencies]").items():
+        where = f"[currencies.{key}]"
+        _check_key(key, where)
+        if key in entitlements:
+            raise _Invalid(f"{where} has the name of an entitlement; give the currency its own name")
+        table = _table(value, where)
+        _check_fields(table, where, required=("name",), optional=())
+        currencies[key] = Currency(key=key, name=_string(table, "name", where))
+
     products: dict[str, Product] = {}
     by_store_id: dict[tuple[str, str], Product] = {}
     for key, value in _table(document["products"], "[products]").items():
-        product = _product(key, value, entitlements)
+        product = _product(key, value, entitlements, currencies)
         for store_id in _store_ids(product):
             other = by_store_id.get(store_id)
             if other is not None:
@@ -177,7 +234,13 @@ def _build(document: dict[str, Any], source: str) -> Catalog:
                 raise _Invalid(f'products "{other.key}" and "{key}" share the {label} "{store_id[1]}"')
             by_store_id[store_id] = product
         products[key] = product
-    return Catalog(source=source, entitlements=entitlements, products=products, _by_store_id=by_store_id)
+    return Catalog(
+        source=source,
+        entitlements=entitlements,
+        products=products,
+        _by_store_id=by_store_id,
+        currencies=currencies,
+    )
 
 
 def _store_ids(product: Product) -> list[tuple[str, str]]:
@@ -187,20 +250,69 @@ def _store_ids(product: Product) -> list[tuple[str, str]]:
     return ids
 
 
-def _product(key: str, value: Any, entitlements: Mapping[str, Entitlement]) -> Product:
+def _product(
+    key: str, value: Any, entitlements: Mapping[str, Entitlement], currencies: Mapping[str, Currency]
+) -> Product:
     where = f"[products.{key}]"
     _check_key(key, where)
     table = _table(value, where)
-    _check_fields(table, where, required=("name", "entitlements"), optional=("stripe", *PRODUCT_ID_STORES))
-    granted = table["entitlements"]
-    if not isinstance(granted, list) or not granted or not all(isinstance(e, str) for e in granted):
-        raise _Invalid(f'{where} "entitlements" must be a non-empty list of entitlement names')
+    _check_fields(
+        table,
+        where,
+        required=("name",),
+        optional=(
+            "entitlements",
+            "type",
+            "grants",
+            "max_quantity",
+            "duration_days",
+            "stripe",
+            *PRODUCT_ID_STORES,
+        ),
+    )
+    raw_type = _string(table, "type", where) if "type" in table else ProductType.SUBSCRIPTION.value
+    if raw_type not in ProductType.__members__.values():
+        names = ", ".join(t.value for t in ProductType)
+        raise _Invalid(f'{where} type "{raw_type}" is not one of {names}')
+    product_type = ProductType(raw_type)
+    granted = table.get("entitlements", [])
+    if not isinstance(granted, list) or not all(isinstance(e, str) for e in granted):
+        raise _Invalid(f'{where} "entitlements" must be a list of entitlement names')
     for name in granted:
         if name not in entitlements:
             raise _Invalid(f'product "{key}" grants unknown entitlement "{name}"')
     if len(set(granted)) != len(granted):
         raise _Invalid(f'product "{key}" lists an entitlement twice')
-    stripe = _stripe_price(table["stripe"], f"{where} stripe") if "stripe" in table else None
+    grants = _grants(table.get("grants", {}), f"{where} grants", currencies)
+    if product_type is ProductType.CONSUMABLE:
+        if granted:
+            raise _Invalid(
+                f"{where} is a consumable, which is used up: it grants currency (grants), not entitlements"
+            )
+        if not grants:
+            raise _Invalid(
+                f"{where} is a consumable and must grant an amount of a currency (grants = {{...}})"
+            )
+    elif not granted:
+        raise _Invalid(f'{where} "entitlements" must name at least one entitlement')
+    max_quantity = _integer(table, "max_quantity", where) if "max_quantity" in table else 1
+    if not 1 <= max_quantity <= MAX_QUANTITY:
+        raise _Invalid(f"{where} max_quantity must be between 1 and {MAX_QUANTITY}, not {max_quantity}")
+    if max_quantity > 1 and product_type is not ProductType.CONSUMABLE:
+        raise _Invalid(
+            f"{where} max_quantity above 1 is for consumables (packs); a {raw_type} is bought once"
+        )
+    duration_days = _integer(table, "duration_days", where) if "duration_days" in table else None
+    if product_type is ProductType.NON_RENEWING:
+        if duration_days is None:
+            raise _Invalid(f'{where} is non_renewing and must say how long it lasts ("duration_days")')
+        if not 1 <= duration_days <= MAX_DURATION_DAYS:
+            raise _Invalid(
+                f"{where} duration_days must be between 1 and {MAX_DURATION_DAYS}, not {duration_days}"
+            )
+    elif duration_days is not None:
+        raise _Invalid(f'{where} "duration_days" is only for non_renewing products')
+    stripe = _stripe_price(table["stripe"], f"{where} stripe", product_type) if "stripe" in table else None
     store_ids: dict[str, str] = {}
     for store in PRODUCT_ID_STORES:
         if store in table:
@@ -211,16 +323,35 @@ def _product(key: str, value: Any, entitlements: Mapping[str, Entitlement]) -> P
         entitlements=tuple(granted),
         stripe=stripe,
         store_product_ids=store_ids,
+        type=product_type,
+        grants=grants,
+        max_quantity=max_quantity,
+        duration_days=duration_days,
     )
 
 
-def _stripe_price(value: Any, where: str) -> StripePrice:
+def _grants(value: Any, where: str, currencies: Mapping[str, Currency]) -> dict[str, int]:
     table = _table(value, where)
+    grants: dict[str, int] = {}
+    for currency, amount in table.items():
+        if currency not in currencies:
+            raise _Invalid(f'{where} names currency "{currency}", which [currencies] does not define')
+        if not isinstance(amount, int) or isinstance(amount, bool) or not 1 <= amount <= MAX_GRANT:
+            raise _Invalid(
+                f'{where} "{currency}" must be a whole number from 1 to {MAX_GRANT:,}, not {amount!r}'
+            )
+        grants[currency] = amount
+    return grants
+
+
+def _stripe_price(value: Any, where: str, product_type: ProductType) -> StripePrice:
+    table = _table(value, where)
+    recurring = product_type is ProductType.SUBSCRIPTION
     _check_fields(
         table,
         where,
-        required=("lookup_key", "unit_amount", "currency", "interval"),
-        optional=("interval_count", "trial_days"),
+        required=("lookup_key", "unit_amount", "currency", *(("interval",) if recurring else ())),
+        optional=("interval_count", "trial_days") if recurring else (),
     )
     lookup_key = _string(table, "lookup_key", where)
     if len(lookup_key) > 200:
@@ -234,6 +365,8 @@ def _stripe_price(value: Any, where: str) -> StripePrice:
     if not is_currency(currency):
         hint = f' (write "{currency.lower()}")' if is_currency(currency.lower()) else ""
         raise _Invalid(f'{where} currency "{currency}" is not a lowercase ISO 4217 currency code{hint}')
+    if not recurring:
+        return StripePrice(lookup_key, unit_amount, currency, None)
     raw_interval = _string(table, "interval", where)
     if raw_interval not in Interval.__members__.values():
         raise _Invalid(f'{where} interval "{raw_interval}" is not one of day, week, month, year')

@@ -1,17 +1,20 @@
-"""The entitlement engine: (subscriptions, promotional grants, catalog, now) -> one answer per entitlement.
+"""The entitlement engine: (subscriptions, purchases, grants, catalog, now) -> one answer per entitlement.
 
 This is the decision every client relies on, so it is a pure function with no clock, database or vendor:
 the services feed it stored rows and keep what it returns.
 
 An entitlement is active while any source grants it: a subscription in an entitling status whose period
-(or store grace period) has not ended, or a promotional grant that has started, has not expired and has
+(or store grace period) has not ended, a one-time purchase that stands (a lifetime unlock, or a pass
+within its days; `core.purchases`), or a promotional grant that has started, has not expired and has
 not been revoked. When several sources grant it, the answer reports one, chosen so that the client shows
-the thing the person manages: a renewing paid subscription, then a paid one that will lapse, then a
-promotional grant; among equals the one that lasts longest, then a fixed order on store and id so that
-the answer never depends on the order rows came back in. Two or more paid subscriptions for the same
-entitlement, in one store or in two, are reported as `duplicate_subscriptions`: the person pays twice for
-one thing, and since Apple purchases cannot be refused (and a second web subscription can still be made
-outside entitle, in Stripe's dashboard or portal), the duplicate is surfaced instead.
+what the person owns and manages: a lifetime purchase (nothing outlasts it), then a renewing paid
+subscription, then a paid one that will lapse or a pass, then a promotional grant; among equals the one
+that lasts longest, then a fixed order on store and id so that the answer never depends on the order rows
+came back in. Two or more paid subscriptions for the same entitlement, in one store or in two, are
+reported as `duplicate_subscriptions`, and so is any paid subscription beside a purchase that grants the
+same entitlement: the person pays twice for one thing, and since Apple purchases cannot be refused (and a
+second web subscription can still be made outside entitle, in Stripe's dashboard or portal), the
+duplicate is surfaced instead.
 
 Each answer carries `recheck_at`, the next moment time alone can change it (an active source ends, a
 scheduled grant starts); a stored answer is good until then, so expiry needs no background job.
@@ -25,15 +28,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from entitle.core.catalog import Catalog
+from entitle.core.purchases import PurchaseState, purchase_ends_at, purchase_entitles
 from entitle.core.subscriptions import ENTITLING_STATUSES, Store, SubscriptionState, SubscriptionStatus
 
 APP_STORE_MANAGEMENT_URL = "https://apps.apple.com/account/subscriptions"
 STRIPE_PORTAL_PATH = "/v1/billing/stripe/portal"
 
 # Preference among sources that grant the same entitlement; lower wins.
-_RENEWING_PAID = 0
-_LAPSING_PAID = 1
-_PROMOTIONAL = 2
+_LIFETIME = 0
+_RENEWING_PAID = 1
+_LAPSING_PAID = 2
+_PROMOTIONAL = 3
+
+# What kind of source an answer reports (`source` in the answer).
+SOURCE_SUBSCRIPTION = "subscription"
+SOURCE_PURCHASE = "purchase"
+SOURCE_GRANT = "grant"
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,9 @@ class EntitlementAnswer:
     expires_at: datetime | None = None
     will_renew: bool = False
     management_url: str | None = None
-    # The store subscription id or grant id of the reported source.
+    # `subscription`, `purchase` or `grant`; None when inactive.
+    source: str | None = None
+    # The store subscription id, store purchase id or grant id of the reported source.
     source_id: str | None = None
     duplicate_subscriptions: tuple[SubscriptionRef, ...] = ()
     # The next moment time alone can change this answer; None when only new data can.
@@ -80,6 +92,7 @@ class EntitlementAnswer:
         """The answer as `GET /v1/me/entitlements` shows it for this entitlement."""
         return {
             "active": self.active,
+            "source": self.source,
             "store": self.store.value if self.store is not None else None,
             "product": self.product,
             "expires_at": isoformat(self.expires_at),
@@ -127,6 +140,7 @@ class _Source:
     product: str | None
     expires_at: datetime | None
     will_renew: bool
+    kind: str = SOURCE_SUBSCRIPTION
 
     def sort_key(self) -> tuple[int, int, float, str, str]:
         # Longest-lasting first; a source with no end outlasts every dated one.
@@ -141,6 +155,7 @@ def compute_entitlements(
     now: datetime,
     *,
     public_url: str,
+    purchases: Iterable[PurchaseState] = (),
 ) -> dict[str, EntitlementAnswer]:
     """One answer for every entitlement in the catalog, in catalog order."""
     if now.tzinfo is None:
@@ -164,18 +179,48 @@ def compute_entitlements(
             sources[key].append(source)
             paid[key].append(SubscriptionRef(state.store, state.store_subscription_id))
 
+    bought: set[str] = set()
+    for purchase in purchases:
+        if not purchase_entitles(purchase, catalog, now):
+            if purchase.revoked_at is None and now < purchase.purchased_at:
+                for key in catalog.entitlements_of(purchase.product):
+                    upcoming[key].append(purchase.purchased_at)
+            continue
+        ends_at = purchase_ends_at(purchase, catalog)
+        source = _Source(
+            rank=_LIFETIME if ends_at is None else _LAPSING_PAID,
+            store=purchase.store,
+            source_id=purchase.store_purchase_id,
+            product=purchase.product,
+            expires_at=ends_at,
+            will_renew=False,
+            kind=SOURCE_PURCHASE,
+        )
+        for key in catalog.entitlements_of(purchase.product):
+            sources[key].append(source)
+            bought.add(key)
+
     for grant in grants:
         if grant.entitlement not in sources:
             continue  # The entitlement was removed from the catalog; it entitles nothing now.
         if grant.is_in_force(now):
             sources[grant.entitlement].append(
-                _Source(_PROMOTIONAL, Store.PROMOTIONAL, grant.id, None, _grant_ends_at(grant), False)
+                _Source(
+                    _PROMOTIONAL,
+                    Store.PROMOTIONAL,
+                    grant.id,
+                    None,
+                    _grant_ends_at(grant),
+                    False,
+                    SOURCE_GRANT,
+                )
             )
         elif grant.starts_at is not None and now < grant.starts_at and grant.is_in_force(grant.starts_at):
             upcoming[grant.entitlement].append(grant.starts_at)
 
     return {
-        key: _answer(key, sources[key], paid[key], upcoming[key], public_url) for key in catalog.entitlements
+        key: _answer(key, sources[key], paid[key], upcoming[key], public_url, bought=key in bought)
+        for key in catalog.entitlements
     }
 
 
@@ -186,7 +231,13 @@ def _grant_ends_at(grant: Grant) -> datetime:
 
 
 def _answer(
-    key: str, sources: list[_Source], paid: list[SubscriptionRef], upcoming: list[datetime], public_url: str
+    key: str,
+    sources: list[_Source],
+    paid: list[SubscriptionRef],
+    upcoming: list[datetime],
+    public_url: str,
+    *,
+    bought: bool,
 ) -> EntitlementAnswer:
     changes = [s.expires_at for s in sources if s.expires_at is not None] + upcoming
     recheck_at = min(changes) if changes else None
@@ -194,7 +245,8 @@ def _answer(
         return EntitlementAnswer(entitlement=key, active=False, recheck_at=recheck_at)
     best = min(sources, key=_Source.sort_key)
     duplicates: tuple[SubscriptionRef, ...] = ()
-    if len(set(paid)) > 1:
+    # Beside a purchase, even one subscription pays a second time for what is already owned.
+    if len(set(paid)) > 1 or (bought and paid):
         duplicates = tuple(sorted(set(paid)))
     return EntitlementAnswer(
         entitlement=key,
@@ -203,7 +255,9 @@ def _answer(
         product=best.product,
         expires_at=best.expires_at,
         will_renew=best.will_renew,
-        management_url=management_url(best.store, public_url),
+        # A purchase has nothing to manage; the app shows a receipt, not a portal.
+        management_url=management_url(best.store, public_url) if best.kind == SOURCE_SUBSCRIPTION else None,
+        source=best.kind,
         source_id=best.source_id,
         duplicate_subscriptions=duplicates,
         recheck_at=recheck_at,

@@ -30,6 +30,7 @@ from entitle.core.models.events import (
     WebhookEndpoint,
 )
 from entitle.core.models.mail import OutboundMail
+from entitle.core.models.purchases import Balance, BalanceTransaction, Purchase
 
 __all__ = [
     "Account",
@@ -39,6 +40,8 @@ __all__ = [
     "AccountToken",
     "AppleSigninToken",
     "AlertSent",
+    "Balance",
+    "BalanceTransaction",
     "DeliveryStatus",
     "Identity",
     "InboxStatus",
@@ -46,6 +49,7 @@ __all__ = [
     "PageLink",
     "PasswordCredential",
     "PromotionalGrant",
+    "Purchase",
     "ProviderEvent",
     "RefreshToken",
     "RefreshTokenFamily",

@@ -28,22 +28,30 @@ class PushResult:
 
 
 def _price_params(product: Product, price: StripePrice, stripe_product: str) -> dict[str, Any]:
-    return {
+    params: dict[str, Any] = {
         "product": stripe_product,
         "unit_amount": price.unit_amount,
         "currency": price.currency,
-        "recurring": {"interval": price.interval.value, "interval_count": price.interval_count},
         "lookup_key": price.lookup_key,
         "nickname": product.name,
         "metadata": {"entitle_product": product.key},
     }
+    # A price without `recurring` is a one-time price: what payment-mode Checkout sells.
+    if price.interval is not None:
+        params["recurring"] = {"interval": price.interval.value, "interval_count": price.interval_count}
+    return params
 
 
 def _same_terms(existing: dict[str, Any], price: StripePrice) -> bool:
     recurring = existing.get("recurring") or {}
-    return (
+    same_amount = (
         existing.get("unit_amount") == price.unit_amount
         and str(existing.get("currency", "")).lower() == price.currency.lower()
+    )
+    if price.interval is None:
+        return same_amount and not recurring
+    return (
+        same_amount
         and recurring.get("interval") == price.interval.value
         and int(recurring.get("interval_count") or 1) == price.interval_count
     )

@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from entitle.core import events
-from entitle.core.catalog import Catalog
+from entitle.core.catalog import Catalog, ProductType
 from entitle.core.entitlements import (
     EntitlementAnswer,
     Grant,
@@ -45,6 +45,8 @@ from entitle.core.models.entitlements import (
     PromotionalGrant,
     Subscription,
 )
+from entitle.core.models.purchases import Balance, Purchase
+from entitle.core.purchases import PurchaseState, purchase_expires_at
 from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
@@ -173,6 +175,17 @@ _UPDATE_ANSWER = update(_ANSWERS).where(
     _ANSWERS.c.entitlement == bindparam("key_entitlement"),
 )
 _BODIES = cast(Table, AccountAnswer.__table__)
+_PURCHASES = cast(Table, Purchase.__table__)
+_BALANCES = cast(Table, Balance.__table__)
+# Everything the engine and the body read of a purchase; newest first, as the body lists them.
+_READ_PURCHASES = (
+    select(*(column for column in _PURCHASES.c if column.key != "raw"))
+    .where(_PURCHASES.c.account_id == bindparam("account_id"))
+    .order_by(_PURCHASES.c.purchased_at.desc(), _PURCHASES.c.store, _PURCHASES.c.store_purchase_id)
+)
+_READ_BALANCES = select(_BALANCES.c.currency, _BALANCES.c.amount).where(
+    _BALANCES.c.account_id == bindparam("account_id")
+)
 
 
 def _upsert_body(insert_for: Any) -> Any:
@@ -197,31 +210,88 @@ _DELETE_ANSWER = delete(_ANSWERS).where(
 )
 
 
+@dataclass(frozen=True)
+class _Sources:
+    """What an account's answer is made of, as read in one go."""
+
+    subscriptions: list[Any]
+    purchases: list[PurchaseState]
+    balances: dict[str, int]
+
+
+def purchase_state(row: Any) -> PurchaseState:
+    """The core view of a stored purchase: a `Purchase` or a row of `_READ_PURCHASES`."""
+    return PurchaseState(
+        store=Store(row.store),
+        store_purchase_id=row.store_purchase_id,
+        account_id=row.account_id,
+        product=row.product,
+        store_product_id=row.store_product_id,
+        type=ProductType(row.type),
+        quantity=row.quantity,
+        purchased_at=row.purchased_at,
+        environment=Environment(row.environment),
+        vendor_updated_at=row.vendor_updated_at,
+        amount=row.amount,
+        currency=row.currency,
+        refunded_amount=row.refunded_amount,
+        revoked_at=row.revoked_at,
+        revocation_reason=row.revocation_reason,
+        store_expires_at=row.store_expires_at,
+        store_customer_id=row.store_customer_id,
+        family_shared=row.family_shared,
+    )
+
+
 async def _compute(
     connection: AsyncConnection, rules: EntitlementRules, account_id: uuid.UUID, now: datetime
-) -> tuple[dict[str, EntitlementAnswer], list[Any]]:
-    """The engine's answers and the subscription rows they came from (newest first)."""
-    subscription_rows = list((await connection.execute(_READ_STATES, {"account_id": account_id})).all())
+) -> tuple[dict[str, EntitlementAnswer], _Sources]:
+    """The engine's answers and the sources they came from (subscriptions and purchases newest first)."""
+    params = {"account_id": account_id}
+    subscription_rows = list((await connection.execute(_READ_STATES, params)).all())
     grant_rows = await connection.execute(_READ_GRANTS, {"account_id": account_id, "now": now})
+    purchases = [purchase_state(row) for row in await connection.execute(_READ_PURCHASES, params)]
+    balances = {row.currency: int(row.amount) for row in await connection.execute(_READ_BALANCES, params)}
     answers = compute_entitlements(
         [subscription_state(row) for row in subscription_rows],
         [_grant(row) for row in grant_rows],
         rules.catalog,
         now,
         public_url=rules.public_url,
+        purchases=purchases,
     )
-    return answers, subscription_rows
+    return answers, _Sources(subscription_rows, purchases, balances)
 
 
 def _answer_body(
-    rules: EntitlementRules, answers: dict[str, EntitlementAnswer], subscription_rows: list[Any]
+    rules: EntitlementRules, answers: dict[str, EntitlementAnswer], sources: _Sources
 ) -> dict[str, Any]:
+    catalog = rules.catalog
     return {
         "entitlements": {
             key: answers.get(key, EntitlementAnswer(entitlement=key, active=False)).to_json()
-            for key in rules.catalog.entitlements
+            for key in catalog.entitlements
         },
-        "subscriptions": [_subscription_json(row, rules.public_url) for row in subscription_rows],
+        "subscriptions": [_subscription_json(row, rules.public_url) for row in sources.subscriptions],
+        "purchases": [_purchase_json(p, purchase_expires_at(p, catalog)) for p in sources.purchases],
+        # Every currency of the catalog, at 0 until something credits it; and any other with a balance.
+        "balances": {
+            **{currency: 0 for currency in catalog.currencies},
+            **dict(sorted(sources.balances.items())),
+        },
+    }
+
+
+def _purchase_json(purchase: PurchaseState, expires_at: datetime | None) -> dict[str, Any]:
+    return {
+        "store": purchase.store.value,
+        "id": purchase.store_purchase_id,
+        "product": purchase.product,
+        "type": purchase.type.value,
+        "quantity": purchase.quantity,
+        "purchased_at": isoformat(purchase.purchased_at),
+        "expires_at": isoformat(expires_at),
+        "refunded_at": isoformat(purchase.revoked_at),
     }
 
 
@@ -249,7 +319,7 @@ async def refresh_entitlements(
     # waited for a lock still reads the other tables as they were when it started.
     if connection.dialect.name == "postgresql":  # SQLite has no row locks; its writers take turns anyway
         await connection.execute(_LOCK_ACCOUNT, {"account_id": account_id})
-    answers, subscription_rows = await _compute(connection, rules, account_id, now)
+    answers, sources = await _compute(connection, rules, account_id, now)
     stored = {
         row.entitlement: row for row in await connection.execute(_READ_STORED, {"account_id": account_id})
     }
@@ -258,7 +328,7 @@ async def refresh_entitlements(
         await _store_answer(db, connection, account_id, answer, stored.get(key), change, now)
     for key in stored.keys() - answers.keys():  # removed from the catalog
         await connection.execute(_DELETE_ANSWER, {"account_id": account_id, "entitlement": key})
-    body = encode_body(_answer_body(rules, answers, subscription_rows)).decode()
+    body = encode_body(_answer_body(rules, answers, sources)).decode()
     recheck = _next_recheck(answers)
     written = await connection.scalar(
         _UPSERT_BODY[connection.dialect.name],
@@ -387,8 +457,8 @@ async def compute_body(
     """The body from the account's sources and when time next changes it, without storing anything
     (time overtook the stored body, or none was ever stored: an account whose sources never changed)."""
     rules = entitlement_rules(db)
-    answers, subscription_rows = await _compute(await db.connection(), rules, account_id, now)
-    return _answer_body(rules, answers, subscription_rows), _next_recheck(answers)
+    answers, sources = await _compute(await db.connection(), rules, account_id, now)
+    return _answer_body(rules, answers, sources), _next_recheck(answers)
 
 
 def _next_recheck(answers: dict[str, EntitlementAnswer]) -> datetime | None:

@@ -41,8 +41,12 @@ from entitle.core.models.entitlements import Subscription
 from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
 from entitle.core.transitions import transitions
 from entitle.db.types import json_safe, new_id, utcnow
+from entitle.services.access.balances import SUBSCRIPTION_PERIOD, credit_once
 from entitle.services.access.entitlements import entitlement_rules, refresh_entitlements, subscription_state
 from entitle.services.access.trials import record_trial
+
+# Statuses in which the current period has been paid for (a trial has not; a failed renewal has not).
+_PAID_STATUSES = frozenset({SubscriptionStatus.ACTIVE, SubscriptionStatus.CANCELED_AT_PERIOD_END})
 
 _TABLE = cast(Table, Subscription.__table__)
 
@@ -121,6 +125,7 @@ async def apply_subscription_state(
         )
         if inserted is not None:
             await record_transitions(db, transitions(None, state))
+            await _credit_period(db, state, now)
             await refresh_entitlements(db, state.account_id, now=now)
             return True
         row = (await connection.execute(_LOCK_ROW, key)).first()
@@ -135,11 +140,32 @@ async def apply_subscription_state(
     _sync_loaded(db, row.id, changes)
     # Same transaction as the write: the lifecycle events and the state can never disagree.
     await record_transitions(db, transitions(_stored_state(row, state), state))
+    await _credit_period(db, state, now)
     await refresh_entitlements(db, state.account_id, now=now)
     if row.account_id != state.account_id:
         # The purchase moved accounts (an App Store restore under another account): the old one loses it.
         await refresh_entitlements(db, row.account_id, now=now)
     return True
+
+
+async def _credit_period(db: AsyncSession, state: SubscriptionState, now: datetime) -> None:
+    """Credit the product's `grants` for the paid period `state` shows, once per period: the period is
+    named by its end, which every renewal moves and nothing else does."""
+    product = entitlement_rules(db).catalog.product(state.product) if state.product is not None else None
+    if product is None or not product.grants or state.current_period_end is None:
+        return
+    if state.status not in _PAID_STATUSES or now >= state.current_period_end:
+        return
+    source = f"subscription:{state.store.value}:{state.store_subscription_id}"
+    period = state.current_period_end.isoformat()
+    await credit_once(
+        db,
+        state.account_id,
+        dict(product.grants),
+        reason=SUBSCRIPTION_PERIOD,
+        source=source,
+        key=f"{source}:{period}",
+    )
 
 
 def _stored_state(row: Any, incoming: SubscriptionState) -> SubscriptionState:

@@ -236,6 +236,8 @@ def _monthly_price(catalog: Catalog, store: str, product_key: str | None) -> tup
     if store != Store.STRIPE.value or product is None or product.stripe is None:
         return None
     price = product.stripe
+    if price.interval is None:
+        return None
     per_month = Fraction(price.unit_amount) / (_MONTHS_PER_INTERVAL[price.interval] * price.interval_count)
     return price.currency, per_month
 

@@ -51,12 +51,13 @@ class Plan:
 
 def _per(product: Product) -> str:
     assert product.stripe is not None
+    assert product.stripe.interval is not None
     unit, count = _PER[product.stripe.interval], product.stripe.interval_count
     return unit if count == 1 else f"{count} {unit}s"
 
 
 def _monthly(product: Product) -> float:
-    assert product.stripe is not None
+    assert product.stripe is not None and product.stripe.interval is not None
     return product.stripe.unit_amount / (_MONTHS_IN[product.stripe.interval] * product.stripe.interval_count)
 
 
@@ -76,6 +77,8 @@ def plans(
                 entitlements=key,
             )
         plan = grouped[key]
+        if product.is_one_time:
+            continue  # not sold on these pages yet
         if product.stripe is None:
             plan.app_only.append(product)
             continue
@@ -89,7 +92,7 @@ def plans(
             )
         )
     for plan in grouped.values():
-        plan.options.sort(key=lambda o: (_ORDER[o.product.stripe.interval], o.product.stripe.interval_count))  # type: ignore[union-attr]
+        plan.options.sort(key=lambda o: (_ORDER[o.product.stripe.interval], o.product.stripe.interval_count))  # type: ignore[union-attr,index]
         if len(plan.options) > 1:
             base = plan.options[0]
             for option in plan.options[1:]:

@@ -29,14 +29,18 @@ def catalog_json(catalog: Catalog) -> dict[str, Any]:
             {
                 "key": product.key,
                 "name": product.name,
+                "type": product.type.value,
                 "entitlements": list(product.entitlements),
+                "grants": dict(product.grants),
+                "max_quantity": product.max_quantity,
+                "duration_days": product.duration_days,
                 "stripe": None
                 if stripe is None
                 else {
                     "lookup_key": stripe.lookup_key,
                     "unit_amount": stripe.unit_amount,
                     "currency": stripe.currency,
-                    "interval": stripe.interval.value,
+                    "interval": stripe.interval.value if stripe.interval is not None else None,
                     "interval_count": stripe.interval_count,
                     "trial_days": stripe.trial_days,
                 },
@@ -46,6 +50,7 @@ def catalog_json(catalog: Catalog) -> dict[str, Any]:
     return {
         "entitlements": [{"key": e.key, "description": e.description} for e in catalog.entitlements.values()],
         "products": products,
+        "currencies": [{"key": c.key, "name": c.name} for c in catalog.currencies.values()],
     }
 
 

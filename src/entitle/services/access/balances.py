@@ -1,0 +1,299 @@
+"""Balances: the currency ledger, and the one function that writes it.
+
+Every credit and debit is a row of `balance_transactions` with its reason and source, and `balances`
+holds the sum, changed by the same transaction that wrote the row (nothing else writes either table, so
+the sum never drifts from the ledger). `post` is that one writer:
+
+- A spend is one conditional UPDATE (`amount + delta >= 0`), so two racing spends can never take a
+  balance below zero, on PostgreSQL (the row lock) or SQLite (one writer at a time); a refused spend
+  raises 409 `insufficient_balance` and writes nothing.
+- An `idempotency_key` makes a post happen once per (account, currency, key): the key is unique in the
+  ledger, a repeat answers the first row, and two racing repeats are settled by that unique index (the
+  loser's savepoint rolls back its balance change too).
+- Credits from stores (purchases, refunds, subscription periods) may take a balance below zero
+  (`allow_negative`): a refunded pack takes back what it gave even when it was spent, and a negative
+  balance refuses spends until it is paid back.
+
+The account's answer carries its balances, so every post ends with the answer recomputed and pushed on
+open streams, and `balance.changed` logged (and sent to the app's backend) in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from entitle.core import events
+from entitle.core.entitlements import isoformat
+from entitle.core.models.purchases import Balance, BalanceTransaction
+from entitle.db.types import new_id, utcnow
+from entitle.errors import Conflict
+
+BALANCE_CHANGED = "balance.changed"
+
+# Reasons the ledger gives, besides the free text an operator or the app's backend writes.
+PURCHASE = "purchase"
+REFUND = "refund"
+REFUND_REVERSED = "refund_reversed"
+SUBSCRIPTION_PERIOD = "subscription_period"
+
+_BALANCES = cast(Table, Balance.__table__)
+_LEDGER = cast(Table, BalanceTransaction.__table__)
+
+
+class InsufficientBalance(Conflict):
+    default_code = "insufficient_balance"
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A ledger row and the balance right after it; `replayed` when an idempotency key found it."""
+
+    transaction: BalanceTransaction
+    balance: int
+    replayed: bool = False
+
+
+def transaction_json(row: BalanceTransaction) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "currency": row.currency,
+        "amount": row.amount,
+        "balance_after": row.balance_after,
+        "reason": row.reason,
+        "source": row.source,
+        "idempotency_key": row.idempotency_key,
+        "created_at": isoformat(row.created_at),
+    }
+
+
+async def post(
+    db: AsyncSession,
+    account_id: uuid.UUID,
+    currency: str,
+    amount: int,
+    *,
+    reason: str,
+    source: str,
+    idempotency_key: str | None = None,
+    allow_negative: bool = False,
+    refresh: bool = True,
+    now: datetime | None = None,
+) -> Posted:
+    """Credit (positive) or debit (negative) `amount`; see the module docstring for the guarantees."""
+    now = now or utcnow()
+    if idempotency_key is not None:
+        earlier = await _find_by_key(db, account_id, currency, idempotency_key)
+        if earlier is not None:
+            return Posted(earlier, await balance_of(db, account_id, currency), replayed=True)
+    await db.flush()
+    try:
+        async with db.begin_nested():
+            balance = await _change_balance(db, account_id, currency, amount, allow_negative, now)
+            row = BalanceTransaction(
+                id=new_id(),
+                account_id=account_id,
+                currency=currency,
+                amount=amount,
+                balance_after=balance,
+                reason=reason,
+                source=source,
+                idempotency_key=idempotency_key,
+                # The clock, not `now`: two rows of one transaction keep their order in the ledger.
+                created_at=utcnow(),
+            )
+            db.add(row)
+            await db.flush()
+    except IntegrityError:
+        # Another request with the same key committed first: answer its result, apply nothing.
+        if idempotency_key is None:
+            raise
+        earlier = await _find_by_key(db, account_id, currency, idempotency_key)
+        if earlier is None:
+            raise
+        return Posted(earlier, await balance_of(db, account_id, currency), replayed=True)
+    await events.record_event(
+        db,
+        account_id,
+        BALANCE_CHANGED,
+        {
+            "currency": currency,
+            "amount": amount,
+            "balance": balance,
+            "reason": reason,
+            "source": source,
+            "transaction_id": str(row.id),
+        },
+    )
+    if refresh:
+        # Imported here: the answer reads balances, so entitlements imports this module's tables.
+        from entitle.services.access.entitlements import refresh_entitlements
+
+        await refresh_entitlements(db, account_id, now=now)
+    return Posted(row, balance)
+
+
+async def _change_balance(
+    db: AsyncSession, account_id: uuid.UUID, currency: str, amount: int, allow_negative: bool, now: datetime
+) -> int:
+    insert = postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
+    await db.execute(
+        insert(_BALANCES)
+        .values(account_id=account_id, currency=currency, amount=0, updated_at=now)
+        .on_conflict_do_nothing()
+    )
+    where = and_(_BALANCES.c.account_id == account_id, _BALANCES.c.currency == currency)
+    if amount < 0 and not allow_negative:
+        # The check and the change in one statement: no window between them for a second spend.
+        where = and_(where, _BALANCES.c.amount + amount >= 0)
+    changed = await db.scalar(
+        update(_BALANCES)
+        .where(where)
+        .values(amount=_BALANCES.c.amount + amount, updated_at=now)
+        .returning(_BALANCES.c.amount)
+    )
+    if changed is None:
+        current = await balance_of(db, account_id, currency)
+        raise InsufficientBalance(
+            f"The {currency} balance is {current}; spending {-amount} would take it below zero.",
+            details={"currency": currency, "balance": current, "amount": amount},
+        )
+    return int(changed)
+
+
+async def _find_by_key(
+    db: AsyncSession, account_id: uuid.UUID, currency: str, key: str
+) -> BalanceTransaction | None:
+    return cast(
+        BalanceTransaction | None,
+        await db.scalar(
+            select(BalanceTransaction).where(
+                BalanceTransaction.account_id == account_id,
+                BalanceTransaction.currency == currency,
+                BalanceTransaction.idempotency_key == key,
+            )
+        ),
+    )
+
+
+async def balance_of(db: AsyncSession, account_id: uuid.UUID, currency: str) -> int:
+    value = await db.scalar(
+        select(Balance.amount).where(Balance.account_id == account_id, Balance.currency == currency)
+    )
+    return int(value or 0)
+
+
+async def balances_of(db: AsyncSession, account_id: uuid.UUID) -> dict[str, int]:
+    rows = await db.execute(select(Balance.currency, Balance.amount).where(Balance.account_id == account_id))
+    return {currency: int(amount) for currency, amount in rows.all()}
+
+
+async def credited_by(db: AsyncSession, account_id: uuid.UUID, source: str) -> dict[str, int]:
+    """What one source (a purchase, a subscription) has credited so far, per currency."""
+    rows = await db.execute(
+        select(BalanceTransaction.currency, func.sum(BalanceTransaction.amount))
+        .where(BalanceTransaction.account_id == account_id, BalanceTransaction.source == source)
+        .group_by(BalanceTransaction.currency)
+    )
+    return {currency: int(total or 0) for currency, total in rows.all()}
+
+
+async def settle_source(
+    db: AsyncSession,
+    account_id: uuid.UUID,
+    source: str,
+    worth: dict[str, int],
+    *,
+    now: datetime | None = None,
+) -> list[Posted]:
+    """Post whatever brings `source`'s credits to `worth` in each currency (a purchase's current worth).
+
+    The caller holds the source's row lock, so two settlements of one source never interleave."""
+    posted = []
+    already = await credited_by(db, account_id, source)
+    for currency in sorted(worth.keys() | already.keys()):
+        difference = worth.get(currency, 0) - already.get(currency, 0)
+        if difference == 0:
+            continue
+        if difference > 0:
+            reason = PURCHASE if already.get(currency, 0) == 0 else REFUND_REVERSED
+        else:
+            reason = REFUND
+        posted.append(
+            await post(
+                db,
+                account_id,
+                currency,
+                difference,
+                reason=reason,
+                source=source,
+                allow_negative=True,
+                refresh=False,
+                now=now,
+            )
+        )
+    return posted
+
+
+async def credit_once(
+    db: AsyncSession,
+    account_id: uuid.UUID,
+    grants: dict[str, int],
+    *,
+    reason: str,
+    source: str,
+    key: str,
+    now: datetime | None = None,
+) -> list[Posted]:
+    """Credit `grants` once for `key` (a subscription's paid period): a repeat finds the first rows."""
+    return [
+        await post(
+            db,
+            account_id,
+            currency,
+            amount,
+            reason=reason,
+            source=source,
+            idempotency_key=key,
+            allow_negative=True,
+            refresh=False,
+            now=now,
+        )
+        for currency, amount in sorted(grants.items())
+    ]
+
+
+async def ledger(
+    db: AsyncSession, account_id: uuid.UUID, currency: str, *, limit: int = 50, after: uuid.UUID | None = None
+) -> tuple[list[BalanceTransaction], uuid.UUID | None]:
+    """The ledger newest first, `limit` rows after the row `after`; and the cursor of the next page."""
+    query = select(BalanceTransaction).where(
+        BalanceTransaction.account_id == account_id, BalanceTransaction.currency == currency
+    )
+    if after is not None:
+        anchor = await db.get(BalanceTransaction, after)
+        if anchor is None or anchor.account_id != account_id or anchor.currency != currency:
+            return [], None
+        query = query.where(
+            (BalanceTransaction.created_at < anchor.created_at)
+            | ((BalanceTransaction.created_at == anchor.created_at) & (BalanceTransaction.id < anchor.id))
+        )
+    rows = list(
+        (
+            await db.scalars(
+                query.order_by(BalanceTransaction.created_at.desc(), BalanceTransaction.id.desc()).limit(
+                    limit + 1
+                )
+            )
+        ).all()
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)
