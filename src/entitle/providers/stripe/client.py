@@ -377,10 +377,14 @@ class StripeGateway:
             PAYMENT_INTENT_EXPAND,
         )
 
-    async def list_payment_intents(self, *, customer: str, created_since: int) -> list[StripeDict]:
-        """The customer's PaymentIntents created since `created_since` (Unix time), newest first."""
+    async def list_payment_intents(
+        self, *, created_since: int, customer: str | None = None
+    ) -> list[StripeDict]:
+        """PaymentIntents created since `created_since` (Unix time), the customer's or all, newest first."""
         found: list[StripeDict] = []
-        params: dict[str, Any] = {"customer": customer, "limit": 100, "created": {"gte": created_since}}
+        params: dict[str, Any] = {"limit": 100, "created": {"gte": created_since}}
+        if customer:
+            params["customer"] = customer
         while True:
             page = await self._expanding(
                 "GET /v1/payment_intents",
