@@ -309,10 +309,11 @@ async def _waiting_intents(stripe: StripeProvider, customer_id: str) -> list[dic
     return [i for i in intents if i.get("status") in _WAITING]
 
 
-async def checkout_status(
+async def own_checkout_session(
     db: AsyncSession, stripe: StripeProvider, account: Account, session_id: str
 ) -> dict[str, Any]:
-    """A Checkout Session of this account's and whether what it sold is in the account's answer yet."""
+    """The Checkout Session, read from Stripe, if this account started it; 404 for anyone else's (the
+    same answer as for an id that never existed)."""
     try:
         session = await stripe.gateway.retrieve_checkout_session(session_id)
     except StripeObjectMissing:
@@ -326,6 +327,15 @@ async def checkout_status(
     )
     if session is None or not mine:
         raise NotFound("This account has no such Checkout Session.", code="checkout_session_not_found")
+    return session
+
+
+async def checkout_status(
+    db: AsyncSession, stripe: StripeProvider, account: Account, session_id: str
+) -> dict[str, Any]:
+    """A Checkout Session of this account's and whether what it sold is in the account's answer yet."""
+    session = await own_checkout_session(db, stripe, account, session_id)
+    metadata = session.get("metadata") or {}
     fulfilled = False
     if intent_id := object_id(session.get("payment_intent")):
         fulfilled = await find_purchase(db, Store.STRIPE, intent_id) is not None
