@@ -316,3 +316,52 @@ def test_the_webhook_endpoint_listens_to_purchase_events() -> None:
         "charge.dispute.closed",
         "charge.refunded",
     } <= types
+
+
+PASS_CATALOG = """
+[products.pass_30]
+name = "30-day pass"
+type = "non_renewing"
+duration_days = 30
+entitlements = ["pro"]
+stripe = { lookup_key = "pass_30", unit_amount = 999, currency = "usd" }
+"""
+
+
+class TestNonRenewing:
+    """A non-renewing product (a 30-day pass), in a catalog of its own."""
+
+    @pytest.fixture
+    def settings_overrides(
+        self, standin: StripeStandin, tmp_path_factory: pytest.TempPathFactory
+    ) -> dict[str, Any]:
+        from entitle.core.catalog import packaged_catalog_text
+        from tests.providers.stripe.conftest import stripe_settings
+
+        path = tmp_path_factory.mktemp("catalog") / "catalog.toml"
+        path.write_text(packaged_catalog_text() + PASS_CATALOG)
+        return stripe_settings(standin) | {"catalog": str(path)}
+
+    @pytest.mark.parametrize("how", ["checkout", "payment_intent"])
+    async def test_a_pass_entitles_for_its_days_and_ends_with_a_refund(
+        self,
+        how: str,
+        client: httpx.AsyncClient,
+        context: AppContext,
+        db: AsyncSession,
+        stripe_provider: StripeProvider,
+        standin: StripeStandin,
+    ) -> None:
+        buy = _checkout if how == "checkout" else _payment
+        account, intent_id = await buy(db, stripe_provider, standin, f"pass-{how}@example.com", "pass_30")
+        await _deliver_all(client, standin, _scrambled(list(standin.events.log), seed=9))
+        answer = await _answer(context, account.id)
+        pro = answer["entitlements"]["pro"]
+        assert pro["active"] is True and pro["source"] == "purchase" and pro["expires_at"] is not None
+        (purchase,) = answer["purchases"]
+        assert purchase["id"] == intent_id and purchase["type"] == "non_renewing"
+        assert purchase["expires_at"] == pro["expires_at"]
+        seen = len(standin.events.log)
+        standin.refund_payment(intent_id)
+        await _deliver_all(client, standin, standin.events.log[seen:] * 2)
+        assert (await _answer(context, account.id))["entitlements"]["pro"]["active"] is False
