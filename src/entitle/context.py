@@ -26,6 +26,7 @@ from entitle.providers.base import Provider
 from entitle.providers.stripe.client import StripeGateway
 from entitle.providers.stripe.provider import StripeConfig, StripeProvider
 from entitle.services.access.entitlements import bind_entitlement_rules
+from entitle.services.access.purchases import StoredPurchases
 from entitle.services.access.subscriptions import StoredSubscriptions
 from entitle.services.billing.billing_stripe import cancel_for_deleted_account
 from entitle.services.delivery.changes import ChangeBus
@@ -95,6 +96,7 @@ def build_providers(
         catalog=catalog,
         sink=sink,
         gateway=partial(StripeGateway.from_settings, settings),
+        purchases=StoredPurchases(),
     )
     if stripe.configured:
         deletion_hooks.append(partial(cancel_for_deleted_account, stripe=stripe))

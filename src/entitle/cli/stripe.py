@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
@@ -15,10 +15,13 @@ from entitle.cli import catalog_app, sync_app
 from entitle.cli.common import console, fail, run_job
 from entitle.context import AppContext
 from entitle.core.models.entitlements import Subscription
+from entitle.core.models.purchases import Purchase
 from entitle.core.subscriptions import Store
+from entitle.db.types import utcnow
 from entitle.errors import EntitleError
 from entitle.providers.stripe.catalog_push import PushResult, push_catalog
 from entitle.providers.stripe.provider import stripe_provider
+from entitle.providers.stripe.purchases import is_entitle_purchase
 from entitle.services.delivery.alerts import alerter
 
 
@@ -42,6 +45,8 @@ class SyncSummary:
     changed: Counter[str] = field(default_factory=Counter)
     unchanged: int = 0
     ignored: int = 0
+    # One-time purchases re-read (see `_sync_purchases`).
+    purchases: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -64,7 +69,56 @@ async def sync_stripe(context: AppContext, progress: Progress | None = None) -> 
                 await _sync_one(context, sub, read_at, summary)
         if progress is not None and task is not None:
             progress.update(task, advance=len(page))
+    await _sync_purchases(context, summary)
     return summary
+
+
+# How far back `sync stripe` re-reads one-time purchases: Stripe accepts refunds of card payments for
+# 180 days, and a dispute may come later still, but by then its own event has long been retried.
+PURCHASE_SYNC_DAYS = 180
+
+
+async def _sync_purchases(context: AppContext, summary: SyncSummary) -> None:
+    """Re-read recent one-time purchases (payments and refunds missed while entitle was down)."""
+    provider = stripe_provider(context.providers)
+    reconciler = provider.purchase_reconciler
+    if reconciler is None:
+        return
+    read_at = utcnow()
+    since = int((read_at - timedelta(days=PURCHASE_SYNC_DAYS)).timestamp())
+    try:
+        intents = await provider.gateway.list_payment_intents(created_since=since)
+    except EntitleError as exc:
+        summary.errors.append(f"one-time purchases: {exc.message}")
+        return
+    for intent in intents:
+        if not is_entitle_purchase(intent) or intent.get("status") != "succeeded":
+            continue
+        summary.purchases += 1
+        try:
+            async with context.database.transaction() as db:
+                before = (await db.execute(_STORED_PURCHASE, {"id": intent["id"]})).first()
+                outcome = await reconciler.payment_intent(db, intent["id"], fresh=intent, read_at=read_at)
+                after = (await db.execute(_STORED_PURCHASE, {"id": intent["id"]})).first()
+        except EntitleError as exc:
+            summary.errors.append(f"{intent['id']}: {exc.message}")
+            continue
+        if outcome.startswith("ignored"):
+            summary.ignored += 1
+        elif before != after:
+            summary.changed[f"purchase {_purchase_label(before)} -> {_purchase_label(after)}"] += 1
+
+
+def _purchase_label(row: Any) -> str:
+    if row is None:
+        return "new"
+    refunded, revoked_at = row
+    return "revoked" if revoked_at is not None else "partly refunded" if refunded else "paid"
+
+
+_STORED_PURCHASE = select(Purchase.refunded_amount, Purchase.revoked_at).where(
+    Purchase.store == Store.STRIPE.value, Purchase.store_purchase_id == bindparam("id")
+)
 
 
 async def _sync_one(
@@ -95,7 +149,8 @@ _STORED_STATUS = select(Subscription.status).where(
 
 @sync_app.command("stripe")
 def sync_stripe_command() -> None:
-    """Re-read every Stripe subscription (auto-paginated, backing off on 429) and store Stripe's truth."""
+    """Re-read every Stripe subscription and recent one-time purchase (auto-paginated, backing off on 429)
+    and store Stripe's truth."""
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
 
     async def _sync(context: AppContext) -> SyncSummary:
@@ -110,8 +165,9 @@ def sync_stripe_command() -> None:
 
     summary = run_job(_sync)
     console.print(
-        f"{summary.seen} subscription(s): {sum(summary.changed.values())} changed, "
-        f"{summary.unchanged} unchanged, {summary.ignored} not ours, {len(summary.errors)} failed"
+        f"{summary.seen} subscription(s) and {summary.purchases} one-time purchase(s): "
+        f"{sum(summary.changed.values())} changed, {summary.unchanged} unchanged, "
+        f"{summary.ignored} not ours, {len(summary.errors)} failed"
     )
     for change, count in sorted(summary.changed.items()):
         console.print(f"  {change}: {count}")

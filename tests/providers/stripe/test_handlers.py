@@ -43,8 +43,14 @@ async def test_handlers_take_ids_from_the_payload_and_ask_stripe(
     # right object and acknowledge that it is unknown rather than trust the snapshot.
     event = recorded(event_type)
     obj = event["data"]["object"]
-    outcome = await handle(HandlerContext(db=db, reconciler=stripe_provider.reconciler), event)
+    context = HandlerContext(
+        db=db, reconciler=stripe_provider.reconciler, purchases=stripe_provider.purchase_reconciler
+    )
+    outcome = await handle(context, event)
     expected = {
+        "checkout.session.async_payment_succeeded": obj.get("payment_intent"),
+        "charge.dispute.created": obj.get("payment_intent"),
+        "charge.dispute.closed": obj.get("payment_intent"),
         "checkout.session.completed": obj.get("subscription"),
         "invoice.paid": invoice_subscription_id(obj),
         "invoice.payment_failed": invoice_subscription_id(obj),

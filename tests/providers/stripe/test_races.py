@@ -101,7 +101,11 @@ async def _cancel_and_reread(
 def with_gateway(provider: StripeProvider, gateway: StripeGateway) -> StripeProvider:
     """The same provider over another gateway."""
     return StripeProvider(
-        config=provider.config, catalog=provider.catalog, sink=provider.sink, gateway=gateway
+        config=provider.config,
+        catalog=provider.catalog,
+        sink=provider.sink,
+        gateway=gateway,
+        purchases=provider.purchases,
     )
 
 

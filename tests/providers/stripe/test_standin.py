@@ -414,3 +414,100 @@ def test_a_trial_card_added_through_the_setup_intent_pays_when_the_trial_ends(
     standin.end_trial(sub["id"])
     assert standin.subscription(sub["id"])["status"] == "active"
     assert [c["amount"] for c in standin.state.all("charge") if c["paid"]] == [999]
+
+
+def _one_time_price(http: httpx.Client, amount: int = 499) -> tuple[str, str]:
+    product = http.post("/v1/products", data={"name": "100 credits"}).json()
+    price = http.post(
+        "/v1/prices", data={"product": product["id"], "unit_amount": str(amount), "currency": "usd"}
+    ).json()
+    assert price["type"] == "one_time" and price["recurring"] is None
+    customer = http.post("/v1/customers", data={"email": "once@example.com"}).json()
+    return price["id"], customer["id"]
+
+
+def test_payment_mode_checkout_charges_once_with_a_receipt(
+    standin: StripeStandin, http: httpx.Client
+) -> None:
+    price, customer = _one_time_price(http)
+    recurring = http.post(
+        "/v1/prices",
+        data={
+            "product": standin.state.objects[price]["product"],
+            "unit_amount": "999",
+            "currency": "usd",
+            "recurring[interval]": "month",
+        },
+    ).json()
+    base = {"mode": "payment", "customer": customer, "success_url": "https://app.example.com/ok"}
+    refused = http.post("/v1/checkout/sessions", data={**base, "line_items[0][price]": recurring["id"]})
+    assert refused.status_code == 400 and "recurring price" in refused.json()["error"]["message"]
+    session = http.post(
+        "/v1/checkout/sessions",
+        data={
+            **base,
+            "line_items[0][price]": price,
+            "line_items[0][quantity]": "3",
+            "invoice_creation[enabled]": "true",
+            "payment_intent_data[metadata][entitle_product]": "credits_100",
+        },
+    ).json()
+    assert session["amount_total"] == 1497 and session["payment_status"] == "unpaid"
+    start = len(standin.events.log)
+    paid = standin.complete_checkout(session["id"])
+    assert paid["status"] == "complete" and paid["payment_status"] == "paid" and paid["invoice"]
+    assert [t for t in standin.events.types()[start:] if not t.startswith(("payment_method", "invoice"))] == [
+        "payment_intent.created",
+        "charge.succeeded",
+        "payment_intent.succeeded",
+        "checkout.session.completed",
+    ]
+    intent = http.get(
+        f"/v1/payment_intents/{paid['payment_intent']}", params={"expand[]": "latest_charge"}
+    ).json()
+    assert intent["status"] == "succeeded" and intent["amount_received"] == 1497
+    assert intent["metadata"] == {"entitle_product": "credits_100"}
+    assert intent["latest_charge"]["amount"] == 1497 and intent["latest_charge"]["paid"] is True
+    assert http.get(f"/v1/invoices/{paid['invoice']}").json()["status"] == "paid"
+
+
+def test_payment_intents_refunds_and_disputes(standin: StripeStandin, http: httpx.Client) -> None:
+    _, customer = _one_time_price(http)
+    intent = http.post(
+        "/v1/payment_intents",
+        data={
+            "amount": "1000",
+            "currency": "usd",
+            "customer": customer,
+            "metadata[entitle_product]": "pro_lifetime",
+            "automatic_payment_methods[enabled]": "true",
+        },
+    ).json()
+    assert intent["status"] == "requires_payment_method" and intent["client_secret"].startswith(intent["id"])
+    assert intent["automatic_payment_methods"] == {"enabled": True}
+    assert standin.confirm_payment_intent(intent["id"], card="0341") is False
+    assert standin.payment_intent(intent["id"])["status"] == "requires_payment_method"
+    assert standin.confirm_payment_intent(intent["id"]) is True
+    assert standin.events.types()[-2:] == ["charge.succeeded", "payment_intent.succeeded"]
+
+    partial = http.post("/v1/refunds", data={"payment_intent": intent["id"], "amount": "300"}).json()
+    assert partial["amount"] == 300 and standin.events.types()[-2] == "charge.refunded"
+    charge = standin.payment_intent(intent["id"])["latest_charge"]
+    assert charge["amount_refunded"] == 300 and charge["refunded"] is False
+    rest = http.post("/v1/refunds", data={"charge": charge["id"]}).json()
+    assert rest["amount"] == 700 and standin.payment_intent(intent["id"])["latest_charge"]["refunded"] is True
+    again = http.post("/v1/refunds", data={"charge": charge["id"]})
+    assert again.status_code == 400 and again.json()["error"]["code"] == "charge_already_refunded"
+
+    other = http.post(
+        "/v1/payment_intents", data={"amount": "1000", "currency": "usd", "customer": customer}
+    ).json()
+    standin.confirm_payment_intent(other["id"])
+    dispute = standin.open_dispute(other["id"])
+    assert standin.events.types()[-2] == "charge.dispute.created" and dispute["status"] == "needs_response"
+    assert standin.payment_intent(other["id"])["latest_charge"]["disputed"] is True
+    listed = http.get("/v1/disputes", params={"payment_intent": other["id"]}).json()["data"]
+    assert [d["id"] for d in listed] == [dispute["id"]]
+    standin.close_dispute(dispute["id"], "won")
+    assert standin.events.of_type("charge.dispute.closed")[-1]["data"]["object"]["status"] == "won"
+    assert http.get(f"/v1/disputes/{dispute['id']}").json()["status"] == "won"

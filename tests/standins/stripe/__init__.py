@@ -5,6 +5,9 @@
     ... the code under test calls Stripe ...
     standin.complete_checkout(session_id)     # a person pays (or a browser, at the session's `url`)
     standin.renew(sub_id)                     # a month passes
+    standin.confirm_payment_intent(pi_id)     # the Payment Element pays a one-time PaymentIntent
+    standin.refund_payment(pi_id, amount=100) # the dashboard refunds part of it
+    standin.open_dispute(pi_id); standin.close_dispute(du_id, "won")
     for event in standin.events.log: ...      # deliver them in any order, twice, late
     standin.stop()
 
@@ -14,9 +17,9 @@
 
 Modules, one per area: `wire` (form decoding, errors, lists), `state` (objects, expansion, clock,
 event emission), `events` (signing, delivery, webhook endpoints), `customers`, `catalog`,
-`subscriptions`, `billing` (invoices, charges, refunds), `checkout`, `hosted` (the Checkout page a
-browser pays on), `simulate` (what happens at Stripe without an API call), `server` (HTTP plumbing and
-the uvicorn thread).
+`subscriptions`, `billing` (invoices, charges, refunds), `payments` (one-time PaymentIntents and
+disputes), `checkout` (subscription and payment mode), `hosted` (the Checkout page a browser pays on),
+`simulate` (what happens at Stripe without an API call), `server` (HTTP plumbing and the uvicorn thread).
 """
 
 from __future__ import annotations

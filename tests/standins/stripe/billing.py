@@ -241,7 +241,7 @@ def refund_charge(state: State, charge: dict[str, Any], amount: int | None = Non
             "object": "refund",
             "amount": amount,
             "charge": charge["id"],
-            "currency": "usd",
+            "currency": charge["currency"],
             "metadata": {},
             "payment_intent": charge["payment_intent"],
             "reason": None,
@@ -268,7 +268,11 @@ def list_invoices(state: State, params: dict[str, Any]) -> dict[str, Any]:
     if customer := params.get("customer"):
         invoices = [i for i in invoices if i["customer"] == customer]
     if sub := params.get("subscription"):
-        invoices = [i for i in invoices if i["parent"]["subscription_details"]["subscription"] == sub]
+        invoices = [
+            i
+            for i in invoices
+            if ((i["parent"] or {}).get("subscription_details") or {}).get("subscription") == sub
+        ]
     if status := params.get("status"):
         invoices = [i for i in invoices if i["status"] == status]
     return list_page(invoices, params, "/v1/invoices", state.render)

@@ -1,10 +1,14 @@
-"""Checkout Sessions in subscription mode, and the test helper that pays one like a person would."""
+"""Checkout Sessions in subscription and payment mode, and the test helper that pays one like a person
+would. Payment mode sells one-time prices: paying creates a PaymentIntent (carrying
+`payment_intent_data.metadata`) with its charge, and, with `invoice_creation[enabled]`, a paid invoice as
+the receipt."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from .customers import create_customer, live_customer, make_card
+from .payments import charge_intent, new_payment_intent
 from .subscriptions import settle, start_subscription
 from .wire import StandinError, as_bool, as_int, as_list, list_page, new_id, require
 
@@ -16,14 +20,33 @@ SESSION_LIFETIME = 24 * 3600
 
 def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
     mode = require(params, "mode")
-    if mode != "subscription":
-        raise StandinError(400, "The stand-in only implements mode=subscription.", param="mode")
+    if mode not in ("subscription", "payment"):
+        raise StandinError(
+            400, "The stand-in only implements mode=subscription and mode=payment.", param="mode"
+        )
     line_items = as_list(require(params, "line_items"))
     price = state.get(require(line_items[0], "price"), "price")
-    if not price["recurring"]:
+    if mode == "subscription" and not price["recurring"]:
         raise StandinError(
             400, "You must specify at least one recurring price in `subscription` mode.", param="line_items"
         )
+    if mode == "payment" and price["recurring"]:
+        raise StandinError(
+            400,
+            "You specified `payment` mode but passed a recurring price. Either switch to `subscription` mode "
+            "or use only one-time prices.",
+            param="line_items",
+        )
+    if mode == "subscription" and ("payment_intent_data" in params or "invoice_creation" in params):
+        raise StandinError(
+            400,
+            "`payment_intent_data` and `invoice_creation` can only be used in `payment` mode.",
+            param="mode",
+        )
+    quantity = as_int(line_items[0].get("quantity", 1), "line_items[0][quantity]")
+    if quantity < 1:
+        raise StandinError(400, "Quantity must be at least 1.", param="line_items[0][quantity]")
+    total = price["unit_amount"] * quantity
     customer_id = params.get("customer")
     if customer_id:
         live_customer(state, customer_id)
@@ -38,8 +61,8 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
             "allow_promotion_codes": as_bool(params["allow_promotion_codes"], "allow_promotion_codes")
             if "allow_promotion_codes" in params
             else None,
-            "amount_subtotal": price["unit_amount"],
-            "amount_total": price["unit_amount"],
+            "amount_subtotal": total,
+            "amount_total": total,
             "cancel_url": params.get("cancel_url"),
             "client_reference_id": params.get("client_reference_id"),
             "currency": price["currency"],
@@ -62,6 +85,10 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
             "ui_mode": ui_mode,
             "url": None,
             "_subscription_data": params.get("subscription_data") or {},
+            "_payment_intent_data": params.get("payment_intent_data") or {},
+            "_invoice_creation": as_bool(
+                (params.get("invoice_creation") or {}).get("enabled", "false"), "invoice_creation[enabled]"
+            ),
             "_hidden": {
                 "line_items": {
                     "object": "list",
@@ -71,12 +98,12 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
                         {
                             "id": new_id("li", 24),
                             "object": "item",
-                            "amount_subtotal": price["unit_amount"],
-                            "amount_total": price["unit_amount"],
+                            "amount_subtotal": total,
+                            "amount_total": total,
                             "currency": price["currency"],
                             "description": price.get("nickname") or price["id"],
                             "price": price["id"],
-                            "quantity": as_int(line_items[0].get("quantity", 1), "line_items[0][quantity]"),
+                            "quantity": quantity,
                         }
                     ],
                 }
@@ -130,6 +157,8 @@ def complete_session(state: State, session: dict[str, Any], last4: str = "4242")
             decline_code="generic_decline",
         )
     state.emit("payment_method.attached", pm)
+    if session["mode"] == "payment":
+        return _complete_payment(state, session, customer, pm["id"])
     item = session["_hidden"]["line_items"]["data"][0]
     data = session["_subscription_data"]
     trial = data.get("trial_period_days")
@@ -171,6 +200,116 @@ def complete_session(state: State, session: dict[str, Any], last4: str = "4242")
     )
     state.emit("checkout.session.completed", session)
     return session
+
+
+def _customer_details(customer: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "email": customer["email"],
+        "name": customer["name"],
+        "address": None,
+        "phone": None,
+        "tax_exempt": "none",
+        "tax_ids": [],
+    }
+
+
+def _complete_payment(
+    state: State, session: dict[str, Any], customer: dict[str, Any], pm_id: str
+) -> dict[str, Any]:
+    """Payment mode: one PaymentIntent for the session's total, charged now; a paid invoice as the receipt
+    when `invoice_creation` asked for one. Stripe's order: charge, payment intent, then the session."""
+    item = session["_hidden"]["line_items"]["data"][0]
+    data = session["_payment_intent_data"]
+    intent = new_payment_intent(
+        state,
+        amount=session["amount_total"],
+        currency=session["currency"],
+        customer=customer["id"],
+        metadata=data.get("metadata") or {},
+        description=data.get("description"),
+    )
+    if not charge_intent(state, intent, pm_id):
+        raise StandinError(402, "Your card was declined.", type="card_error", code="card_declined")
+    invoice_id = (
+        _receipt_invoice(state, session, customer["id"], intent, item)
+        if session["_invoice_creation"]
+        else None
+    )
+    session.update(
+        customer=customer["id"],
+        customer_details=_customer_details(customer),
+        invoice=invoice_id,
+        payment_intent=intent["id"],
+        payment_status="paid",
+        status="complete",
+        url=None,
+    )
+    state.emit("checkout.session.completed", session)
+    return session
+
+
+def _receipt_invoice(
+    state: State, session: dict[str, Any], customer_id: str, intent: dict[str, Any], item: dict[str, Any]
+) -> str:
+    now = state.now()
+    invoice = state.add(
+        {
+            "object": "invoice",
+            "account_country": "US",
+            "amount_due": intent["amount"],
+            "amount_paid": intent["amount"],
+            "amount_remaining": 0,
+            "attempt_count": 0,
+            "attempted": True,
+            "auto_advance": False,
+            "billing_reason": "manual",
+            "collection_method": "charge_automatically",
+            "currency": intent["currency"],
+            "customer": customer_id,
+            "default_payment_method": None,
+            "hosted_invoice_url": None,
+            "lines": {"object": "list", "data": [], "has_more": False, "url": ""},
+            "next_payment_attempt": None,
+            "number": None,
+            "parent": None,
+            "period_end": now,
+            "period_start": now,
+            "status": "paid",
+            "status_transitions": {
+                "finalized_at": now,
+                "marked_uncollectible_at": None,
+                "paid_at": now,
+                "voided_at": None,
+            },
+            "subtotal": intent["amount"],
+            "total": intent["amount"],
+        },
+        "in",
+    )
+    invoice["number"] = f"STANDIN-{invoice['_seq']:04d}"
+    invoice["hosted_invoice_url"] = f"https://invoice.stripe.com/i/{invoice['id']}"
+    invoice["lines"]["url"] = f"/v1/invoices/{invoice['id']}/lines"
+    invoice["lines"]["data"] = [
+        {
+            "id": new_id("il"),
+            "object": "line_item",
+            "amount": intent["amount"],
+            "currency": intent["currency"],
+            "description": item["description"],
+            "invoice": invoice["id"],
+            "livemode": False,
+            "metadata": {},
+            "period": {"start": now, "end": now},
+            "pricing": {"type": "price_details", "price_details": {"price": item["price"], "product": None}},
+            "quantity": item["quantity"],
+            "subscription": None,
+        }
+    ]
+    # Paid out of band by the session's PaymentIntent; nothing is left to confirm.
+    invoice["_hidden"] = {"confirmation_secret": None}
+    state.emit("invoice.finalized", invoice)
+    state.emit("invoice.paid", invoice)
+    return str(invoice["id"])
 
 
 def expire_session(state: State, session: dict[str, Any]) -> None:

@@ -2,10 +2,11 @@
 
 Stripe serves it at checkout.stripe.com; the stand-in serves a small plain page at `{base_url}/c/pay/{id}`
 with the line item, the amount, a card number (4242 4242 4242 4242 unless changed) and a Subscribe
-button. Paying completes the session exactly as `complete_session` does (the events Stripe would emit,
-delivered to the registered webhook endpoints) and sends the browser to `success_url`, with
-`{CHECKOUT_SESSION_ID}` filled in as Stripe fills it in; the back link goes to `cancel_url`. Card
-numbers ending 0341 decline, and the person stays on the page with Stripe's message.
+button (Pay, for a payment-mode session). Paying completes the session exactly as `complete_session`
+does (the events Stripe would emit, delivered to the registered webhook endpoints) and sends the
+browser to `success_url`, with `{CHECKOUT_SESSION_ID}` filled in as Stripe fills it in; the back link
+goes to `cancel_url`. Card numbers ending 0341 decline, and the person stays on the page with Stripe's
+message.
 """
 
 from __future__ import annotations
@@ -74,14 +75,22 @@ def _page(
         price = state.objects[item["price"]]
         product = state.objects.get(price["product"], {})
         name = product.get("name") or item["description"]
-        interval = price["recurring"]["interval"]
-        price_text = f"{amount(price['unit_amount'], price['currency'])} per {interval}"
+        one_time = session["mode"] == "payment"
+        if one_time:
+            quantity = item["quantity"]
+            price_text = amount(price["unit_amount"] * quantity, price["currency"])
+            if quantity > 1:
+                price_text = f"{quantity} × {amount(price['unit_amount'], price['currency'])} = {price_text}"
+        else:
+            interval = price["recurring"]["interval"]
+            price_text = f"{amount(price['unit_amount'], price['currency'])} per {interval}"
         trial = session["_subscription_data"].get("trial_period_days")
         email = session["customer_email"] or (
             state.objects[session["customer"]].get("email") if session["customer"] else None
         )
         cancel_url = session["cancel_url"]
-    today = amount(0 if trial else price["unit_amount"], price["currency"])
+    today = amount(0 if trial else session["amount_total"], price["currency"])
+    verb = "Pay for" if one_time else "Subscribe to"
     due = f"{trial} days free, then {price_text}. Due today: {today}" if trial else f"Due today: {today}"
     back = f'<a class="back" href="{escape(cancel_url)}">&larr; Back</a>' if cancel_url else ""
     email_row = f'<p class="email">Paying as <strong>{escape(email)}</strong></p>' if email else ""
@@ -92,7 +101,7 @@ def _page(
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
-<title>Subscribe to {escape(name)}</title>
+<title>{verb} {escape(name)}</title>
 <style>
   * {{ box-sizing: border-box; }}
   body {{ margin: 0; font: 16px/1.5 system-ui, sans-serif; color: #1a1f36; background: #f6f9fc; }}
@@ -113,7 +122,7 @@ def _page(
 <body>
 <main>
   {back}
-  <h1>Subscribe to {escape(name)}</h1>
+  <h1>{verb} {escape(name)}</h1>
   <p class="price" data-testid="amount">{escape(price_text)}</p>
   <p class="due">{escape(due)}</p>
   {email_row}
@@ -122,7 +131,7 @@ def _page(
     <input id="card_number" name="card_number" inputmode="numeric" autocomplete="cc-number"
            value="{escape(card)}">
     {alert}
-    <button type="submit">Subscribe</button>
+    <button type="submit">{"Pay" if one_time else "Subscribe"}</button>
   </form>
   <p class="note">Stripe stand-in: test mode, no card is charged.</p>
 </main>

@@ -11,6 +11,7 @@ from typing import Any
 from .billing import latest_charge, refund_charge, require_action
 from .checkout import complete_session
 from .customers import delete_customer, make_card
+from .payments import charge_intent, close_dispute, open_dispute
 from .state import State
 from .subscriptions import confirm_setup_intent, end_subscription, item_of, pause, renew, settle
 from .wire import StandinError
@@ -175,3 +176,40 @@ class Simulations:
         """The stand-in's truth for one subscription, as the API would return it."""
         with self.state.lock:
             return self.state.render(self._sub(sub_id))
+
+    # --- one-time payments ---------------------------------------------------------------------------
+    def confirm_payment_intent(self, intent_id: str, card: str = "4242") -> bool:
+        """Stripe.js confirms a PaymentIntent with the Payment Element; True when the payment succeeded."""
+        with self.state.lock:
+            intent = self.state.get(intent_id, "payment_intent")
+            pm = make_card(self.state, intent["customer"], card)
+            if card == "0341":
+                self.state.declining_payment_methods.add(pm["id"])
+            return charge_intent(self.state, intent, pm["id"])
+
+    def _charge_of(self, intent_or_charge: str) -> dict[str, Any]:
+        obj = self.state.objects.get(intent_or_charge) or {}
+        if obj.get("object") == "payment_intent":
+            obj = self.state.objects.get(obj.get("latest_charge") or "") or {}
+        if obj.get("object") != "charge":
+            raise StandinError(400, f"no charge for {intent_or_charge}")
+        return obj
+
+    def refund_payment(self, intent_or_charge: str, amount: int | None = None) -> dict[str, Any]:
+        """Refund (all that is left of, or `amount` of) a PaymentIntent's charge, as the dashboard does."""
+        with self.state.lock:
+            return self.state.render(refund_charge(self.state, self._charge_of(intent_or_charge), amount))
+
+    def open_dispute(self, intent_or_charge: str, reason: str = "fraudulent") -> dict[str, Any]:
+        """The cardholder disputes the payment with their bank (`charge.dispute.created`)."""
+        with self.state.lock:
+            return self.state.render(open_dispute(self.state, self._charge_of(intent_or_charge), reason))
+
+    def close_dispute(self, dispute_id: str, status: str) -> dict[str, Any]:
+        """The bank decides the dispute, `won` or `lost` (`charge.dispute.closed`)."""
+        with self.state.lock:
+            return self.state.render(close_dispute(self.state, self.state.get(dispute_id, "dispute"), status))
+
+    def payment_intent(self, intent_id: str) -> dict[str, Any]:
+        with self.state.lock:
+            return self.state.render(self.state.get(intent_id, "payment_intent"), ["latest_charge"])

@@ -33,6 +33,7 @@ import stripe
 from stripe.params import (
     CustomerCreateParams,
     InvoiceCreatePreviewParams,
+    PaymentIntentCreateParams,
     PriceCreateParams,
     PriceUpdateParams,
     ProductCreateParams,
@@ -69,6 +70,9 @@ RATE_LIMIT_BACKOFF_CAP_SECONDS = 2.0
 # The webhook path's re-reads, named for `pacer.reserved(...)`.
 RETRIEVE_SUBSCRIPTION = "GET /v1/subscriptions/{id}"
 LIST_SUBSCRIPTIONS = "GET /v1/subscriptions"
+RETRIEVE_PAYMENT_INTENT = "GET /v1/payment_intents/{id}"
+# What a one-time purchase is read with: its charge, and the charge's refunds (when each happened).
+PAYMENT_INTENT_EXPAND = ["latest_charge", "latest_charge.refunds"]
 
 
 def stripe_limits(secret_key: str, override: float | None = None) -> tuple[float, float]:
@@ -352,6 +356,64 @@ class StripeGateway:
             if isinstance(charge, dict) and charge.get("refunded"):
                 return True
         return False
+
+    # --- one-time payments -------------------------------------------------------------------------
+    async def create_payment_intent(
+        self, params: PaymentIntentCreateParams, *, idempotency_key: str
+    ) -> StripeDict:
+        return await self._call(
+            "POST /v1/payment_intents",
+            lambda: self._client.v1.payment_intents.create_async(
+                params, {"idempotency_key": idempotency_key}
+            ),
+        )
+
+    async def retrieve_payment_intent(self, intent_id: str) -> StripeDict:
+        """The PaymentIntent with its latest charge (amount refunded, refunds, disputed) expanded."""
+        path = f"/v1/payment_intents/{quote(intent_id, safe='')}"
+        return await self._expanding(
+            RETRIEVE_PAYMENT_INTENT,
+            lambda expand: self._client.raw_request_async("get", path, **expand),
+            PAYMENT_INTENT_EXPAND,
+        )
+
+    async def list_payment_intents(
+        self, *, created_since: int, customer: str | None = None
+    ) -> list[StripeDict]:
+        """PaymentIntents created since `created_since` (Unix time), the customer's or all, newest first."""
+        found: list[StripeDict] = []
+        params: dict[str, Any] = {"limit": 100, "created": {"gte": created_since}}
+        if customer:
+            params["customer"] = customer
+        while True:
+            page = await self._expanding(
+                "GET /v1/payment_intents",
+                lambda expand, params=params: self._client.raw_request_async(  # type: ignore[misc]
+                    "get", "/v1/payment_intents", **params, **expand
+                ),
+                [f"data.{path}" for path in PAYMENT_INTENT_EXPAND],
+            )
+            data: list[StripeDict] = page.get("data") or []
+            found.extend(data)
+            if not page.get("has_more") or not data:
+                return found
+            params = {**params, "starting_after": data[-1]["id"]}
+
+    async def disputes_of(self, intent_id: str) -> list[StripeDict]:
+        """Every dispute of the PaymentIntent's charges, newest first."""
+        page = await self._call(
+            "GET /v1/disputes",
+            lambda: self._client.raw_request_async(
+                "get", "/v1/disputes", payment_intent=intent_id, limit=100
+            ),
+        )
+        return list(page.get("data") or [])
+
+    async def retrieve_checkout_session(self, session_id: str) -> StripeDict:
+        path = f"/v1/checkout/sessions/{quote(session_id, safe='')}"
+        return await self._call(
+            "GET /v1/checkout/sessions/{id}", lambda: self._client.raw_request_async("get", path)
+        )
 
     async def open_checkout_sessions(self, customer_id: str) -> list[StripeDict]:
         """The customer's Checkout Sessions a person could still pay (newest first, up to 100)."""

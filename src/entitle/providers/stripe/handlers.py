@@ -1,7 +1,8 @@
 """One handler per Stripe event type, in one table.
 
 Each handler treats its event as a nudge: it takes only ids from the payload and says what must be
-re-read from Stripe (`Settle`): a subscription, or every subscription of the customer. The payload's
+re-read from Stripe (`Settle`): a subscription, every subscription of the customer, or a one-time
+purchase's PaymentIntent (see `purchases.py`). The payload's
 snapshot, however stale, never decides anything. `settle` runs a batch of events of one customer (the
 inbox's ordering key) through their handlers and then makes each read once, after all of them were
 stored: a renewal's `invoice.paid` and `customer.subscription.updated`, delivered within a second, cost
@@ -22,18 +23,23 @@ from entitle.core import events
 from entitle.core.subscriptions import Environment
 from entitle.db.types import utcnow
 from entitle.providers.stripe.mapping import object_id
+from entitle.providers.stripe.purchases import PurchaseReconciler, is_entitle_purchase
 from entitle.providers.stripe.reconcile import Reconciler, mark_customer_deleted
 
 PAYMENT_FAILED = "billing.payment_failed"
 PAYMENT_ACTION_REQUIRED = "billing.payment_action_required"
 TRIAL_WILL_END = "billing.trial_will_end"
 REFUNDED = "billing.refunded"
+# Money in for a subscription (one-time purchases record theirs when the purchase is stored).
+PAYMENT_SUCCEEDED = "payment.succeeded"
 
 
 @dataclass(frozen=True)
 class HandlerContext:
     db: AsyncSession
     reconciler: Reconciler
+    # None where one-time purchases are not recorded (a provider built without a purchase sink).
+    purchases: PurchaseReconciler | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,8 @@ class Settle:
     subscription: str | None = None
     # Every subscription of this customer (what a customer-level event may have changed).
     customer: str | None = None
+    # A one-time purchase's PaymentIntent.
+    payment_intent: str | None = None
     # The outcome when nothing needs reading.
     note: str | None = None
 
@@ -69,10 +77,39 @@ async def _account_event(ctx: HandlerContext, obj: dict[str, Any], type: str, da
 
 async def checkout_session_completed(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
     session = _object(event)
+    if session.get("mode") == "payment":
+        return await checkout_session_paid(ctx, event)
     subscription_id = object_id(session.get("subscription"))
     if session.get("mode") != "subscription" or subscription_id is None:
         return Settle(note="ignored: not a subscription checkout")
     return Settle(subscription=subscription_id)
+
+
+async def checkout_session_paid(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
+    """A payment-mode session: its PaymentIntent is the purchase, once paid (a delayed payment method,
+    a bank debit, completes the session unpaid and pays later with `async_payment_succeeded`)."""
+    session = _object(event)
+    intent_id = object_id(session.get("payment_intent"))
+    if session.get("mode") != "payment" or intent_id is None:
+        return Settle(note="ignored: not a one-time checkout")
+    if session.get("payment_status") != "paid":
+        return Settle(note=f"{intent_id}: not paid yet")
+    return Settle(payment_intent=intent_id)
+
+
+async def payment_intent_succeeded(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
+    intent = _object(event)
+    # A subscription invoice's payment carries no product of ours: the invoice's events settle it.
+    if not is_entitle_purchase(intent):
+        return Settle(note="ignored: not a one-time purchase made through entitle")
+    return Settle(payment_intent=str(intent["id"]))
+
+
+async def dispute_changed(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
+    intent_id = object_id(_object(event).get("payment_intent"))
+    if intent_id is None:
+        return Settle(note="ignored: a dispute without a payment intent")
+    return Settle(payment_intent=intent_id)
 
 
 async def subscription_changed(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
@@ -88,9 +125,26 @@ async def subscription_trial_will_end(ctx: HandlerContext, event: dict[str, Any]
 
 
 async def invoice_paid(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
-    subscription_id = invoice_subscription_id(_object(event))
+    invoice = _object(event)
+    subscription_id = invoice_subscription_id(invoice)
     if subscription_id is None:
         return Settle(note="ignored: invoice without a subscription")
+    if (invoice.get("amount_paid") or 0) > 0:
+        # The money, for reports and outbound webhooks; a trial's $0 invoice moved none.
+        await _account_event(
+            ctx,
+            invoice,
+            PAYMENT_SUCCEEDED,
+            {
+                "amount": invoice.get("amount_paid"),
+                "currency": invoice.get("currency"),
+                "subscription": subscription_id,
+                "invoice": invoice["id"],
+                "environment": (
+                    Environment.PRODUCTION if invoice.get("livemode") else Environment.SANDBOX
+                ).value,
+            },
+        )
     return Settle(subscription=subscription_id)
 
 
@@ -139,7 +193,8 @@ async def charge_refunded(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
             "environment": (Environment.PRODUCTION if charge.get("livemode") else Environment.SANDBOX).value,
         },
     )
-    return Settle(customer=customer_id)
+    # A one-time purchase's refund (full or partial) changes what the purchase is worth.
+    return Settle(customer=customer_id, payment_intent=object_id(charge.get("payment_intent")))
 
 
 HANDLERS: dict[str, Handler] = {
@@ -165,8 +220,17 @@ HANDLERS: dict[str, Handler] = {
     "invoice.payment_action_required": invoice_payment_action_required,
     # The customer is gone (and its subscriptions canceled): forget it so the next purchase makes a new one.
     "customer.deleted": customer_deleted,
-    # Money went back: a refunded ended subscription is revoked rather than expired.
+    # Money went back: a refunded ended subscription is revoked rather than expired; a one-time
+    # purchase takes back its credits (in proportion), and a full refund ends what it granted.
     "charge.refunded": charge_refunded,
+    # A one-time purchase paid on hosted Checkout (payment mode, once `payment_status` is paid).
+    "checkout.session.async_payment_succeeded": checkout_session_paid,
+    # A one-time purchase paid (Checkout or the Payment Element): it is stored and credited once.
+    "payment_intent.succeeded": payment_intent_succeeded,
+    # The cardholder disputed the payment: the money is gone meanwhile, so the purchase is revoked.
+    "charge.dispute.created": dispute_changed,
+    # The bank decided: a won dispute restores the purchase, a lost one keeps it revoked.
+    "charge.dispute.closed": dispute_changed,
 }
 
 
@@ -179,6 +243,15 @@ def webhook_event_types() -> list[str]:
 REFLECTABLE = frozenset({"invoice.paid", "customer.subscription.updated"})
 # Types whose handler reads the customer's subscription list rather than one subscription.
 CUSTOMER_LEVEL = frozenset({"customer.deleted", "charge.refunded"})
+# Types whose handler reads a PaymentIntent (and nothing else).
+PURCHASE_LEVEL = frozenset(
+    {
+        "payment_intent.succeeded",
+        "checkout.session.async_payment_succeeded",
+        "charge.dispute.created",
+        "charge.dispute.closed",
+    }
+)
 
 
 async def settle(ctx: HandlerContext, events: Sequence[dict[str, Any]]) -> list[str]:
@@ -218,12 +291,25 @@ async def settle(ctx: HandlerContext, events: Sequence[dict[str, Any]]) -> list[
             else:
                 read[ask.subscription] = f"{ask.subscription}: already stored, not read again"
     settled_by_customer = "; ".join(read[c] for c in customers)
-    return [
-        ask.note
-        if ask.note is not None
-        else read.get(ask.customer or "") or settled_by_customer or read[ask.subscription or ""]
-        for ask in asks
-    ]
+    purchases: dict[str, str] = {}
+    for intent_id in dict.fromkeys(ask.payment_intent for ask in asks if ask.payment_intent):
+        purchases[intent_id] = (
+            await ctx.purchases.payment_intent(ctx.db, intent_id)
+            if ctx.purchases is not None
+            else f"ignored: {intent_id}: one-time purchases are not recorded here"
+        )
+
+    def outcome(ask: Settle) -> str:
+        if ask.note is not None:
+            return ask.note
+        parts = []
+        if ask.customer or ask.subscription:
+            parts.append(read.get(ask.customer or "") or settled_by_customer or read[ask.subscription or ""])
+        if ask.payment_intent:
+            parts.append(purchases[ask.payment_intent])
+        return "; ".join(parts)
+
+    return [outcome(ask) for ask in asks]
 
 
 async def handle(ctx: HandlerContext, event: dict[str, Any]) -> str:

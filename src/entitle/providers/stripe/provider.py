@@ -25,13 +25,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle import untrusted_json
 from entitle.core.catalog import Catalog
 from entitle.core.models.events import ProviderEvent
+from entitle.core.purchases import PurchaseSink
 from entitle.core.subscriptions import SubscriptionSink
 from entitle.errors import EntitleError, ProviderUnavailable
 from entitle.providers.base import IncomingEvent
-from entitle.providers.stripe.client import LIST_SUBSCRIPTIONS, RETRIEVE_SUBSCRIPTION, StripeGateway
+from entitle.providers.stripe.client import (
+    LIST_SUBSCRIPTIONS,
+    RETRIEVE_PAYMENT_INTENT,
+    RETRIEVE_SUBSCRIPTION,
+    StripeGateway,
+)
 from entitle.providers.stripe.errors import StripeNotConfigured
-from entitle.providers.stripe.handlers import CUSTOMER_LEVEL, HANDLERS, HandlerContext, settle
+from entitle.providers.stripe.handlers import CUSTOMER_LEVEL, HANDLERS, PURCHASE_LEVEL, HandlerContext, settle
 from entitle.providers.stripe.mapping import object_id
+from entitle.providers.stripe.purchases import PurchaseReconciler
 from entitle.providers.stripe.reconcile import Reconciler
 from entitle.settings import Settings
 
@@ -78,10 +85,14 @@ class StripeProvider:
         catalog: Catalog,
         sink: SubscriptionSink,
         gateway: StripeGateway | Callable[[], StripeGateway] | None,
+        purchases: PurchaseSink | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
         self.sink = sink
+        # Where one-time purchases (payment-mode Checkout, PaymentIntents) are stored; without one they
+        # are acknowledged and ignored.
+        self.purchases = purchases
         # A factory: the gateway is built on first use, inside the event loop that will use its HTTP
         # connections (the app is often assembled before its loop runs).
         self._gateway = gateway if isinstance(gateway, StripeGateway) else None
@@ -102,6 +113,12 @@ class StripeProvider:
     @property
     def reconciler(self) -> Reconciler:
         return Reconciler(self.gateway, self.catalog, self.config.grace_days, self.sink)
+
+    @property
+    def purchase_reconciler(self) -> PurchaseReconciler | None:
+        if self.purchases is None:
+            return None
+        return PurchaseReconciler(self.gateway, self.catalog, self.purchases, self.reconciler)
 
     async def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> IncomingEvent:
         """Check `Stripe-Signature` against every configured secret, then parse the event."""
@@ -142,7 +159,13 @@ class StripeProvider:
         if not types or not self.configured:
             yield False
             return
-        endpoint = LIST_SUBSCRIPTIONS if types & CUSTOMER_LEVEL else RETRIEVE_SUBSCRIPTION
+        endpoint = (
+            LIST_SUBSCRIPTIONS
+            if types & CUSTOMER_LEVEL
+            else RETRIEVE_PAYMENT_INTENT
+            if types <= PURCHASE_LEVEL
+            else RETRIEVE_SUBSCRIPTION
+        )
         async with self.gateway.pacer.reserved(endpoint):
             yield True
 
@@ -151,7 +174,8 @@ class StripeProvider:
         payloads: list[dict[str, Any]] = [json.loads(event.raw_body) for event in events]
         if not any(str(p.get("type")) in HANDLERS for p in payloads):
             return [f"acknowledged: entitle does not act on {p.get('type')}" for p in payloads]
-        return await settle(HandlerContext(db=db, reconciler=self.reconciler), payloads)
+        context = HandlerContext(db=db, reconciler=self.reconciler, purchases=self.purchase_reconciler)
+        return await settle(context, payloads)
 
     async def aclose(self) -> None:
         if self._gateway is not None:

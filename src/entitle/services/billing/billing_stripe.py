@@ -9,6 +9,7 @@ converges on the same truth).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,19 +20,21 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from entitle.core.catalog import Product
+from entitle.core.catalog import Product, ProductType
 from entitle.core.entitlements import isoformat, management_url
 from entitle.core.models.accounts import Account
 from entitle.core.models.entitlements import Subscription
+from entitle.core.models.purchases import Purchase
 from entitle.core.subscriptions import Store, SubscriptionStatus
 from entitle.db.types import utcnow
-from entitle.errors import Conflict, InvalidRequest, NotFound, ProviderUnavailable
+from entitle.errors import Conflict, EntitleError, InvalidRequest, NotFound, ProviderUnavailable
 from entitle.providers.stripe.attempts import (
     close_other_attempts,
     open_sessions,
     purchase_lock,
     reusable_session,
 )
+from entitle.providers.stripe.errors import StripeObjectMissing
 from entitle.providers.stripe.mapping import (
     catalog_item,
     object_id,
@@ -41,9 +44,13 @@ from entitle.providers.stripe.mapping import (
 from entitle.providers.stripe.mapping import product_key as product_of_price
 from entitle.providers.stripe.models import StripeCustomer
 from entitle.providers.stripe.provider import StripeConfig, StripeProvider
+from entitle.providers.stripe.purchases import PRODUCT_KEY, QUANTITY_KEY, purchase_metadata
 from entitle.providers.stripe.reconcile import live_subscriptions
 from entitle.services.access.entitlements import read_entitlements
+from entitle.services.access.purchases import find_purchase
 from entitle.services.access.trials import trial_days_for
+
+log = logging.getLogger(__name__)
 
 STORE_NAMES = {"stripe": "Stripe (on the web)", "app_store": "the App Store"}
 PAID_STORES = frozenset({Store.STRIPE.value, Store.APP_STORE.value})
@@ -133,12 +140,19 @@ async def refuse_if_stalled(
             )
 
 
-async def price_id_for(stripe: StripeProvider, product_key: str) -> tuple[Product, str]:
+def catalog_product(stripe: StripeProvider, product_key: str) -> Product:
     product = stripe.catalog.product(product_key)
     if product is None:
         raise InvalidRequest(f"There is no product '{product_key}' in the catalog.", code="unknown_product")
     if product.stripe is None:
         raise InvalidRequest(f"'{product_key}' is not sold on the web.", code="not_sold_on_web")
+    return product
+
+
+async def price_for(stripe: StripeProvider, product_key: str) -> tuple[Product, dict[str, Any]]:
+    """The catalog product and the active Stripe price holding its lookup key."""
+    product = catalog_product(stripe, product_key)
+    assert product.stripe is not None
     prices = await stripe.gateway.prices_by_lookup_keys([product.stripe.lookup_key])
     live = [p for p in prices if p.get("active") and p.get("lookup_key") == product.stripe.lookup_key]
     if not live:
@@ -146,7 +160,203 @@ async def price_id_for(stripe: StripeProvider, product_key: str) -> tuple[Produc
             f"Stripe has no price with lookup key '{product.stripe.lookup_key}'; run `entitle catalog push`.",
             code="stripe_price_missing",
         )
-    return product, str(live[0]["id"])
+    return product, live[0]
+
+
+async def price_id_for(stripe: StripeProvider, product_key: str) -> tuple[Product, str]:
+    product, price = await price_for(stripe, product_key)
+    return product, str(price["id"])
+
+
+def checked_quantity(product: Product, quantity: int | None) -> int:
+    """How many to buy: 1 unless asked, at most the product's `max_quantity` (1 for a subscription)."""
+    count = 1 if quantity is None else quantity
+    if not 1 <= count <= product.max_quantity:
+        raise InvalidRequest(
+            f"'{product.key}' can be bought 1"
+            + (f" to {product.max_quantity}" if product.max_quantity > 1 else "")
+            + " at a time.",
+            code="invalid_quantity",
+            details={"product": product.key, "max_quantity": product.max_quantity},
+        )
+    return count
+
+
+async def refuse_if_owned(db: AsyncSession, account: Account, product: Product) -> None:
+    """A non-consumable is bought once: a second purchase would charge for what the account has for good.
+    (A live subscription to the same entitlement does not stop it: a lifetime unlock is how people leave
+    a subscription, and /pricing tells them to cancel it.)"""
+    if product.type is not ProductType.NON_CONSUMABLE:
+        return
+    owned = await db.scalar(
+        select(Purchase.store_purchase_id)
+        .where(
+            Purchase.account_id == account.id,
+            Purchase.product == product.key,
+            Purchase.revoked_at.is_(None),
+        )
+        .limit(1)
+    )
+    if owned is not None:
+        raise Conflict(
+            f"This account already owns '{product.key}'.",
+            code="already_purchased",
+            details={"product": product.key, "purchase_id": owned},
+        )
+
+
+async def _start_one_time_checkout(
+    db: AsyncSession,
+    stripe: StripeProvider,
+    account: Account,
+    product: Product,
+    quantity: int,
+    success: str,
+    cancel: str,
+) -> dict[str, Any]:
+    product, price = await price_for(stripe, product.key)
+    async with purchase_lock(db, account.id):
+        await refuse_if_owned(db, account, product)
+        customer_id = await customer_id_for(db, stripe, account)
+        metadata = purchase_metadata(str(account.id), product.key, quantity)
+        same_product = [
+            s
+            for s in await open_sessions(stripe, customer_id)
+            if (s.get("metadata") or {}).get(PRODUCT_KEY) == product.key
+        ]
+        for session in same_product:
+            # A double click gets the page it already has.
+            if (
+                (session.get("metadata") or {}).get(QUANTITY_KEY) == str(quantity)
+                and session.get("success_url") == success
+                and session.get("cancel_url") == cancel
+                and session.get("url")
+            ):
+                return {"id": session["id"], "url": session["url"]}
+        # Another page for the same product (another quantity, another tab) could be paid too: close it.
+        for session in same_product:
+            try:
+                await stripe.gateway.expire_checkout_session(str(session["id"]))
+            except EntitleError as exc:  # paid or expired meanwhile: nothing left to pay there
+                log.warning("could not expire Checkout Session %s: %s", session.get("id"), exc.code)
+        session = await stripe.gateway.create_checkout_session(
+            {
+                "mode": "payment",
+                "customer": customer_id,
+                "client_reference_id": str(account.id),
+                "line_items": [{"price": str(price["id"]), "quantity": quantity}],
+                "payment_intent_data": {"metadata": metadata},
+                # A paid invoice is the receipt, and lists the purchase beside subscription invoices.
+                "invoice_creation": {"enabled": True, "invoice_data": {"metadata": metadata}},
+                "metadata": metadata,
+                "allow_promotion_codes": True,
+                "success_url": success,
+                "cancel_url": cancel,
+            }
+        )
+    return {"id": session["id"], "url": session["url"]}
+
+
+async def start_payment(
+    db: AsyncSession, stripe: StripeProvider, account: Account, product_key: str, quantity: int | None
+) -> dict[str, Any]:
+    """A PaymentIntent for a one-time product, confirmed in the app by the Payment Element."""
+    product = catalog_product(stripe, product_key)
+    if not product.is_one_time:
+        raise InvalidRequest(
+            f"'{product_key}' is a subscription; start it with /v1/billing/stripe/subscription.",
+            code="not_one_time",
+        )
+    count = checked_quantity(product, quantity)
+    product, price = await price_for(stripe, product_key)
+    async with purchase_lock(db, account.id):
+        await refuse_if_owned(db, account, product)
+        customer_id = await customer_id_for(db, stripe, account)
+        metadata = purchase_metadata(str(account.id), product.key, count)
+        amount = int(price["unit_amount"]) * count
+        # A double click (or a retried request) confirms the same payment, not a second one.
+        for intent in await _waiting_intents(stripe, customer_id):
+            if intent.get("metadata") == metadata and intent.get("amount") == amount:
+                return {"payment_intent_id": intent["id"], "client_secret": intent.get("client_secret")}
+        intent = await stripe.gateway.create_payment_intent(
+            {
+                "amount": amount,
+                "currency": str(price["currency"]),
+                "customer": customer_id,
+                "metadata": metadata,
+                "description": f"{count} × {product.name}" if count > 1 else product.name,
+                "automatic_payment_methods": {"enabled": True},
+            },
+            idempotency_key=f"entitle-payment-{account.id}-{uuid.uuid4()}",
+        )
+    return {"payment_intent_id": intent["id"], "client_secret": intent.get("client_secret")}
+
+
+# PaymentIntent statuses in which nobody has paid yet and the Payment Element can still confirm it.
+_WAITING = ("requires_payment_method", "requires_confirmation", "requires_action")
+# How far back an unpaid PaymentIntent is worth reusing.
+_REUSE_SECONDS = 3600
+
+
+async def _waiting_intents(stripe: StripeProvider, customer_id: str) -> list[dict[str, Any]]:
+    since = int(utcnow().timestamp()) - _REUSE_SECONDS
+    try:
+        intents = await stripe.gateway.list_payment_intents(customer=customer_id, created_since=since)
+    except EntitleError as exc:
+        # Reuse spares a second PaymentIntent; a server that cannot list them must not stop a purchase.
+        log.warning("could not list the PaymentIntents of %s: %s", customer_id, exc.code)
+        return []
+    return [i for i in intents if i.get("status") in _WAITING]
+
+
+async def own_checkout_session(
+    db: AsyncSession, stripe: StripeProvider, account: Account, session_id: str
+) -> dict[str, Any]:
+    """The Checkout Session, read from Stripe, if this account started it; 404 for anyone else's (the
+    same answer as for an id that never existed)."""
+    try:
+        session = await stripe.gateway.retrieve_checkout_session(session_id)
+    except StripeObjectMissing:
+        session = None
+    row = await db.get(StripeCustomer, account.id)
+    metadata = (session or {}).get("metadata") or {}
+    mine = session is not None and (
+        (row is not None and object_id(session.get("customer")) == row.customer_id)
+        or session.get("client_reference_id") == str(account.id)
+        or metadata.get("account_id") == str(account.id)
+    )
+    if session is None or not mine:
+        raise NotFound("This account has no such Checkout Session.", code="checkout_session_not_found")
+    return session
+
+
+async def checkout_status(
+    db: AsyncSession, stripe: StripeProvider, account: Account, session_id: str
+) -> dict[str, Any]:
+    """A Checkout Session of this account's and whether what it sold is in the account's answer yet."""
+    session = await own_checkout_session(db, stripe, account, session_id)
+    metadata = session.get("metadata") or {}
+    fulfilled = False
+    if intent_id := object_id(session.get("payment_intent")):
+        fulfilled = await find_purchase(db, Store.STRIPE, intent_id) is not None
+    elif subscription_id := object_id(session.get("subscription")):
+        fulfilled = (
+            await db.scalar(
+                select(Subscription.id).where(
+                    Subscription.store == Store.STRIPE.value,
+                    Subscription.store_subscription_id == subscription_id,
+                    Subscription.status != SubscriptionStatus.INCOMPLETE.value,
+                )
+            )
+            is not None
+        )
+    return {
+        "id": session["id"],
+        "status": session.get("status"),
+        "payment_status": session.get("payment_status"),
+        "product": metadata.get(PRODUCT_KEY),
+        "fulfilled": fulfilled,
+    }
 
 
 def redirect_url(config: StripeConfig, given: str | None, default_path: str) -> str:
@@ -196,9 +406,15 @@ async def start_checkout(
     *,
     success_url: str | None,
     cancel_url: str | None,
+    quantity: int | None = None,
 ) -> dict[str, Any]:
+    """Hosted Checkout: subscription mode for a subscription, payment mode for a one-time product."""
     success = redirect_url(stripe.config, success_url, _default_paths(stripe.config).success)
     cancel = redirect_url(stripe.config, cancel_url, _default_paths(stripe.config).cancel)
+    product = catalog_product(stripe, product_key)
+    count = checked_quantity(product, quantity)
+    if product.is_one_time:
+        return await _start_one_time_checkout(db, stripe, account, product, count, success, cancel)
     product, price_id = await price_id_for(stripe, product_key)
     async with purchase_lock(db, account.id):
         await refuse_if_subscribed(db, account, product)

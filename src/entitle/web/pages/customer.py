@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.client_input import ascii_int
-from entitle.core.catalog import Catalog
+from entitle.core.catalog import Catalog, Product
 from entitle.core.models.accounts import Account
 from entitle.core.subscriptions import Store
 from entitle.errors import EntitleError, InvalidRequest, RateLimited
@@ -97,10 +97,14 @@ async def _pricing_page(
         notice=_notice(request),
         error=error,
         plans=plans.with_subscriptions(
-            plans.plans(
+            plans.with_purchases(
+                plans.plans(
+                    catalog,
+                    plans.paying_products(answer),
+                    await trials.entitlements_trialed(db, visit.account.id) if visit.account else frozenset(),
+                ),
                 catalog,
-                plans.paying_products(answer),
-                await trials.entitlements_trialed(db, visit.account.id) if visit.account else frozenset(),
+                answer,
             ),
             catalog,
             answer,
@@ -144,7 +148,28 @@ async def subscribe(request: Request, visit: Visit, db: SessionDep) -> Response:
         return await _pricing_page(request, visit, db, error=error, status=exc.status_code)
 
 
-async def _to_checkout(visit: PageVisit, db: AsyncSession, account: Account, product: str) -> Response:
+@router.post("/pricing/buy")
+async def buy(request: Request, visit: Visit, db: SessionDep) -> Response:
+    """A one-time product (with the quantity picked for a pack): straight to payment-mode Checkout."""
+    fields = await read_form(request, visit)
+    product = fields.get("product", "")
+    if not _payments_on(visit):
+        return await _pricing_page(request, visit, db, error=PAYMENTS_OFF, status=503)
+    if visit.account is None:
+        return redirect(visit, _sign_in_url("/pricing", product))
+    try:
+        quantity = ascii_int(fields.get("quantity") or "1")
+        if quantity is None:
+            raise InvalidRequest("Choose how many to buy.", code="invalid_quantity")
+        return await _to_checkout(visit, db, visit.account, product, quantity)
+    except EntitleError as exc:
+        error = customer_sentence(exc, unavailable=PAYMENTS_OFF)
+        return await _pricing_page(request, visit, db, error=error, status=exc.status_code)
+
+
+async def _to_checkout(
+    visit: PageVisit, db: AsyncSession, account: Account, product: str, quantity: int | None = None
+) -> Response:
     """Straight to Stripe Checkout, which shows Apple Pay and Google Pay on capable phones.
 
     The service refuses a second payment for a plan the person already has (App Store included)."""
@@ -161,6 +186,7 @@ async def _to_checkout(visit: PageVisit, db: AsyncSession, account: Account, pro
         success_url=f"{public}/checkout/success?{urlencode({'product': product})}"
         "&session_id={CHECKOUT_SESSION_ID}",
         cancel_url=f"{public}/pricing?notice=checkout_canceled",
+        quantity=quantity,
     )
     return redirect(visit, session["url"])
 
@@ -174,6 +200,8 @@ async def checkout_success(request: Request, visit: Visit, db: SessionDep) -> Re
     answer = await _answer(db, visit.account)
     cards = plans.subscription_cards(visit.context.catalog, answer)
     bought = visit.context.catalog.product(request.query_params.get("product", ""))
+    if bought is not None and bought.is_one_time:
+        return await _one_time_success(request, visit, db, visit.account, answer, bought)
     landed = [
         card
         for card in cards
@@ -186,6 +214,39 @@ async def checkout_success(request: Request, visit: Visit, db: SessionDep) -> Re
         signed_in=True,
         awaited=" ".join(bought.entitlements) if bought else "",
         awaited_name=bought.name if bought else None,
+    )
+
+
+async def _one_time_success(
+    request: Request,
+    visit: PageVisit,
+    db: AsyncSession,
+    account: Account,
+    answer: dict[str, Any],
+    bought: Product,
+) -> Response:
+    """A one-time purchase has landed once its PaymentIntent is among the account's purchases; the page
+    waits for exactly that one (a second pack of credits must not look done because of the first)."""
+    intent_id = ""
+    session_id = request.query_params.get("session_id", "")
+    if session_id and _payments_on(visit):
+        try:
+            session = await billing_stripe.own_checkout_session(
+                db, stripe_provider(visit.context.providers), account, session_id
+            )
+            intent_id = str(session.get("payment_intent") or "")
+        except EntitleError:
+            intent_id = ""  # not this person's session, or Stripe is away: wait for nothing specific
+    landed = bool(intent_id) and any(p.get("id") == intent_id for p in answer.get("purchases", []))
+    return render(
+        visit,
+        "checkout_success.html",
+        landed=None,
+        one_time_landed=landed,
+        purchase=intent_id,
+        signed_in=True,
+        awaited="",
+        awaited_name=bought.name,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from entitle.core.catalog import Catalog, Interval, Product
+from entitle.core.catalog import Catalog, Interval, Product, ProductType
 from entitle.core.currencies import display_amount
 from entitle.core.subscriptions import ENTITLING_STATUSES, Store, SubscriptionStatus
 from entitle.core.transitions import LIVE_STATUSES
@@ -33,6 +33,27 @@ class PlanOption:
 
 
 @dataclass
+class OneTimeOption:
+    """A product bought once (a lifetime unlock, a pack of credits), shown beside the plans."""
+
+    product: Product
+    price: str  # "$4.99", per unit
+    # What one unit credits: "100 Credits".
+    grants: list[str] = field(default_factory=list)
+    # How many may be bought at once: 1..max_quantity (a picker when more than one).
+    quantities: list[int] = field(default_factory=lambda: [1])
+    # The person already owns it (a non-consumable is bought once).
+    owned: bool = False
+    # Live subscriptions granting what this lifetime product grants: the person should cancel them after
+    # buying, and the page says so rather than let them pay twice.
+    cancel_after: list[str] = field(default_factory=list)
+
+    @property
+    def lifetime(self) -> bool:
+        return self.product.type is ProductType.NON_CONSUMABLE
+
+
+@dataclass
 class Plan:
     """Products that grant the same entitlements, shown side by side (monthly beside yearly)."""
 
@@ -41,6 +62,8 @@ class Plan:
     options: list[PlanOption] = field(default_factory=list)
     # Products of this plan with no web price (sold in the app only).
     app_only: list[Product] = field(default_factory=list)
+    # One-time products granting the same (a lifetime unlock beside monthly and yearly, a credit pack).
+    one_time: list[OneTimeOption] = field(default_factory=list)
     # What every product of this plan grants; a plan change stays within one such group.
     entitlements: tuple[str, ...] = ()
     # The person's Stripe subscription in this plan, which "Switch to this plan" changes.
@@ -77,10 +100,11 @@ def plans(
                 entitlements=key,
             )
         plan = grouped[key]
-        if product.is_one_time:
-            continue  # not sold on these pages yet
         if product.stripe is None:
             plan.app_only.append(product)
+            continue
+        if product.is_one_time:
+            plan.one_time.append(_one_time_option(catalog, product))
             continue
         plan.options.append(
             PlanOption(
@@ -101,6 +125,45 @@ def plans(
                 if same_currency and saved >= 0.01:
                     option.saving = f"Save {round(saved * 100)}%"
     return list(grouped.values())
+
+
+def _one_time_option(catalog: Catalog, product: Product) -> OneTimeOption:
+    assert product.stripe is not None
+    grants = []
+    for key, amount in product.grants.items():
+        currency = catalog.currencies.get(key)
+        grants.append(f"{amount:,} {currency.name if currency else key}")
+    return OneTimeOption(
+        product=product,
+        price=display_amount(product.stripe.unit_amount, product.stripe.currency),
+        grants=grants,
+        quantities=list(range(1, max(1, product.max_quantity) + 1)),
+    )
+
+
+def with_purchases(shown: list[Plan], catalog: Catalog, answer: dict[str, Any]) -> list[Plan]:
+    """Marks lifetime products the person owns, and those a live subscription of theirs already grants
+    (buying one then means cancelling the subscription, which the page says)."""
+    owned = {
+        purchase["product"]
+        for purchase in answer.get("purchases", [])
+        if purchase.get("product") and not purchase.get("refunded_at")
+    }
+    subscribed = [
+        sub
+        for sub in answer.get("subscriptions", [])
+        if sub["product"] and SubscriptionStatus(sub["status"]) in LIVE_STATUSES
+    ]
+    for plan in shown:
+        for option in plan.one_time:
+            if not option.lifetime:
+                continue
+            option.owned = option.product.key in owned
+            for sub in subscribed:
+                if set(catalog.entitlements_of(sub["product"])) & set(option.product.entitlements):
+                    product = catalog.product(sub["product"])
+                    option.cancel_after.append(product.name if product else sub["product"])
+    return shown
 
 
 def with_subscriptions(shown: list[Plan], catalog: Catalog, answer: dict[str, Any]) -> list[Plan]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import RedirectResponse
 from pydantic import Field
 
@@ -30,10 +30,25 @@ _PRODUCT = Field(min_length=1, max_length=64)
 _URL = Field(default=None, max_length=2000)
 
 
+_QUANTITY = Field(
+    default=None,
+    ge=1,
+    le=10_000,
+    description="How many to buy (a one-time product, up to its `max_quantity`; 422 `invalid_quantity` "
+    "beyond it). A subscription is bought one at a time.",
+)
+
+
 class CheckoutBody(StrictBody):
     product: str = _PRODUCT
+    quantity: int | None = _QUANTITY
     success_url: str | None = _URL
     cancel_url: str | None = _URL
+
+
+class PaymentBody(StrictBody):
+    product: str = _PRODUCT
+    quantity: int | None = _QUANTITY
 
 
 class ProductBody(StrictBody):
@@ -74,6 +89,7 @@ class PortalBody(StrictBody):
 async def checkout(
     body: CheckoutBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
 ) -> dict[str, Any]:
+    """Hosted Checkout: subscription mode for a subscription, payment mode for a one-time product."""
     return await billing_stripe.start_checkout(
         db,
         stripe,
@@ -81,7 +97,28 @@ async def checkout(
         body.product,
         success_url=body.success_url,
         cancel_url=body.cancel_url,
+        quantity=body.quantity,
     )
+
+
+@router.get("/checkout/{session_id}")
+async def checkout_status(
+    session_id: Annotated[str, Path(min_length=1, max_length=255)],
+    account: CurrentAccount,
+    stripe: StripeDep,
+    db: SessionDep,
+) -> dict[str, Any]:
+    """`{id, status, payment_status, product, fulfilled}` of one of this account's Checkout Sessions;
+    `fulfilled` once what it sold is in the account's answer."""
+    return await billing_stripe.checkout_status(db, stripe, account, session_id)
+
+
+@router.post("/payment")
+async def payment(
+    body: PaymentBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
+) -> dict[str, Any]:
+    """`{payment_intent_id, client_secret}` for the Payment Element, for a one-time product only."""
+    return await billing_stripe.start_payment(db, stripe, account, body.product, body.quantity)
 
 
 @router.post("/subscription")

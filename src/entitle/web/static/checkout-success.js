@@ -10,7 +10,15 @@
   // The entitlements the purchase grants, when the page knows the product; else any web plan will do.
   var awaited = (panel.dataset.entitlements || "").split(" ").filter(Boolean);
 
+  // A one-time purchase: its PaymentIntent, which lands among the answer's purchases.
+  var purchase = panel.dataset.purchase || "";
+
   function landed(answer) {
+    if (purchase) {
+      return (answer.purchases || []).some(function (p) {
+        return p.id === purchase;
+      });
+    }
     var entitlements = answer.entitlements || {};
     function paidOnWeb(key) {
       return Boolean(entitlements[key] && entitlements[key].active && entitlements[key].store === "stripe");
