@@ -50,15 +50,18 @@ async def test_the_account_page_shows_a_lifetime_purchase_and_a_credits_balance(
     await visit(page, live, "/account", "account-purchases")
 
 
-async def test_the_operator_sees_the_ledger_and_adjusts_a_balance(live: Live, page_at: PageAt) -> None:
-    email = "ledger-customer@example.com"
+@pytest.mark.parametrize("width", [PHONE, DESKTOP])
+async def test_the_operator_sees_the_ledger_and_adjusts_a_balance(
+    live: Live, page_at: PageAt, width: int
+) -> None:
+    email = f"ledger-customer-{width}@example.com"
     session = await live.sign_up(email)
     account_id = session["account"]["id"]
     await bought(live, uuid.UUID(account_id))
-    await make_operator(live, "ledger-ops@example.com")
+    await make_operator(live, f"ledger-ops-{width}@example.com")
 
-    ops = await page_at(PHONE)
-    await sign_in(ops, live, "ledger-ops@example.com", "/admin")
+    ops = await page_at(width)
+    await sign_in(ops, live, f"ledger-ops-{width}@example.com", "/admin")
     await ops.goto(f"{live.url}/admin/accounts/{account_id}")
     await ops.get_by_label("Amount").fill("-500")
     await ops.get_by_label("Reason", exact=True).fill("typo in a goodwill credit")
