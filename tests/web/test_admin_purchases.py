@@ -15,9 +15,11 @@ from entitle.core.catalog import ProductType
 from entitle.core.models.events import AccountEvent
 from entitle.core.models.purchases import BalanceTransaction
 from entitle.core.subscriptions import Environment
+from entitle.db.types import utcnow
 from entitle.services.access import balances
 from entitle.services.access.purchases import apply_purchase_state
 from entitle.services.identity import operators
+from tests.conftest import ADMIN_KEY
 from tests.factories import bearer, credits_purchase, make_account, one_time_purchase, register
 from tests.web.test_admin_pages import sign_in
 from tests.web.test_pages import csrf_of
@@ -213,3 +215,23 @@ async def test_a_pass_in_the_sandbox_is_marked_so(
     row = page.text[page.text.index('id="purchase-pi_pass"') :]
     row = row[: row.index("</tr>")]
     assert "sandbox" in row and "until January 31, 2030" in row
+
+
+async def test_one_time_revenue_is_reported_beside_mrr_on_the_page_and_over_the_api(
+    client: httpx.AsyncClient, operator: uuid.UUID, customer: dict[str, object]
+) -> None:
+    today = utcnow().date().isoformat()
+    summary = await client.get("/v1/reports/summary", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    body = summary.json()
+    # The lifetime unlock fell before the range; the pack of credits was bought today.
+    assert body["one_time_revenue"] == {"usd": 499} and body["one_time_purchases"] == 1
+    assert body["one_time_daily"][-1] == {"date": today, "purchases": 1, "revenue": {"usd": 499}}
+    assert body["mrr"] == {"usd": 0}
+
+    page = await client.get("/admin/reports")
+    assert page.status_code == 200
+    assert re.search(r'id="one-time-usd">\$4\.99<', page.text)
+    assert re.search(r'id="mrr-usd">\$0\.00<', page.text)
+    assert "1 purchase of lifetime unlocks" in page.text
+    assert re.search(rf"<td>{today}</td><td class=\"num\">1</td><td class=\"num\">\$4\.99</td>", page.text)
+    assert 'id="chart-one-time-title"' in page.text

@@ -368,6 +368,7 @@ async def reports_page(request: Request, visit: Visit, db: SessionDep) -> Respon
         key: [(date.fromisoformat(str(day["date"])), day[key]) for day in summary["daily"]]
         for key, _ in DAILY_SERIES
     }
+    one_time = [(date.fromisoformat(str(day["date"])), day["purchases"]) for day in summary["one_time_daily"]]
     return render(
         visit,
         "admin/reports.html",
@@ -380,6 +381,9 @@ async def reports_page(request: Request, visit: Visit, db: SessionDep) -> Respon
             charts.stacked_bars(
                 summary["active"]["by_product"], title="Active subscriptions by store and product"
             )
+        ),
+        one_time_chart=Markup(
+            charts.daily_bars(one_time, title="One-time purchases", chart_id="chart-one-time")
         ),
         daily=[
             (key, label, Markup(charts.daily_bars(series[key], title=label, chart_id=f"chart-{key}")))
