@@ -18,14 +18,16 @@ import pytest
 from sqlalchemy import select
 
 from entitle.context import AppContext
-from entitle.core.catalog import ProductType
+from entitle.core.catalog import ProductType, parse_catalog
 from entitle.core.models.accounts import Account
 from entitle.core.models.entitlements import Subscription
 from entitle.db.types import utcnow
 from entitle.providers.stripe.catalog_push import push_catalog
 from entitle.services.access import balances
 from entitle.services.access.purchases import apply_purchase_state
-from tests.factories import credits_purchase, one_time_purchase
+from entitle.services.access.subscriptions import apply_subscription_state
+from entitle.web.pages import bought, plans
+from tests.factories import app_store_subscription, credits_purchase, one_time_purchase
 from tests.providers.stripe.conftest import stripe_settings
 from tests.standins.stripe import StripeStandin
 from tests.web.test_pages import csrf_of, sign_up, subscribed
@@ -174,3 +176,93 @@ async def test_a_subscription_beside_a_lifetime_purchase_is_pointed_out_with_its
     # It no longer renews: nothing left to point out, and Pro stays (the lifetime purchase grants it).
     assert 'id="redundant-1"' not in after.text and "will not renew" in after.text
     assert "For good (lifetime)" in after.text
+
+
+async def test_an_app_store_subscription_beside_a_lifetime_purchase_links_to_its_cancellation(
+    client: httpx.AsyncClient, context: AppContext
+) -> None:
+    await sign_up(client)
+    account_id = await account_id_of(context)
+    async with context.database.transaction() as db:
+        await apply_subscription_state(db, app_store_subscription(account_id))
+        await apply_purchase_state(db, one_time_purchase(account_id))
+    page = await client.get("/account")
+    notice = page.text[page.text.index('id="redundant-1"') :]
+    notice = notice[: notice.index("</div>")]
+    assert "You own Pro, lifetime" in notice
+    assert re.search(
+        r'<a class="button" href="https://apps\.apple\.com/[^"]+">Cancel in the App Store</a>', notice
+    )
+
+
+def test_only_a_lifetime_purchase_granting_everything_a_subscription_grants_makes_it_redundant() -> None:
+    catalog = parse_catalog(PLAN_AND_ADD_ON_LIFETIME)
+    now = utcnow()
+    cards = plans.subscription_cards(
+        catalog,
+        {
+            "subscriptions": [
+                subscription_json("sub_both", "both_monthly"),
+                subscription_json("sub_pro", "pro_monthly"),
+                subscription_json("sub_pro_ending", "pro_monthly", will_renew=False),
+            ]
+        },
+    )
+    purchases = bought.purchase_lines(
+        catalog,
+        {
+            "purchases": [
+                {
+                    "store": "stripe",
+                    "id": "pi_1",
+                    "product": "pro_lifetime",
+                    "type": "non_consumable",
+                    "quantity": 1,
+                    "purchased_at": now.isoformat(),
+                    "expires_at": None,
+                    "refunded_at": None,
+                }
+            ]
+        },
+        now,
+    )
+    redundant = bought.redundant_subscriptions(catalog, cards, purchases)
+    # Pro + Storage is not covered by Pro alone; one that already ends needs nothing done.
+    assert set(redundant) == {"sub_pro"} and redundant["sub_pro"].product == "pro_lifetime"
+    refunded = [replace(purchases[0], refunded_at=now.isoformat(), entitles=False)]
+    assert bought.redundant_subscriptions(catalog, cards, refunded) == {}
+
+
+PLAN_AND_ADD_ON_LIFETIME = """
+[entitlements.pro]
+[entitlements.storage]
+
+[products.pro_monthly]
+name = "Pro, monthly"
+entitlements = ["pro"]
+stripe = { lookup_key = "pro_monthly", unit_amount = 999, currency = "usd", interval = "month" }
+
+[products.both_monthly]
+name = "Pro and Storage, monthly"
+entitlements = ["pro", "storage"]
+stripe = { lookup_key = "both_monthly", unit_amount = 1499, currency = "usd", interval = "month" }
+
+[products.pro_lifetime]
+name = "Pro, lifetime"
+type = "non_consumable"
+entitlements = ["pro"]
+stripe = { lookup_key = "pro_lifetime", unit_amount = 19999, currency = "usd" }
+"""
+
+
+def subscription_json(id: str, product: str, *, will_renew: bool = True) -> dict[str, Any]:
+    """A live Stripe subscription as the answer body carries it."""
+    return {
+        "store": "stripe",
+        "id": id,
+        "product": product,
+        "status": "active",
+        "will_renew": will_renew,
+        "current_period_end": (utcnow() + timedelta(days=30)).isoformat(),
+        "grace_period_ends_at": None,
+    }
