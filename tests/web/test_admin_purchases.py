@@ -72,6 +72,7 @@ async def test_the_account_view_lists_purchases_and_each_ledger_newest_first(
     lifetime = page.text[page.text.index('id="purchase-pi_lifetime_1"') :]
     lifetime = lifetime[: lifetime.index("</tr>")]
     assert "pro_lifetime" in lifetime and "$199.99" in lifetime and "2026-03-14 09:30:00 UTC" in lifetime
+    assert "for good" in lifetime
     assert 'id="purchase-3000000000000001"' in page.text and "$4.99" in page.text
     # Newest first: the spend, then the pack's credit; each with its balance after, reason and source.
     rows = ledger_rows(page.text, "credits")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -17,10 +18,11 @@ from entitle.core.models.accounts import Account, Identity
 from entitle.core.models.entitlements import PromotionalGrant, Subscription
 from entitle.core.models.events import AccountEvent
 from entitle.core.models.purchases import BalanceTransaction, Purchase
+from entitle.core.purchases import purchase_expires_at
 from entitle.db.types import utcnow
 from entitle.models import AppStoreOwnershipChange, StripeCustomer
 from entitle.services.access import balances
-from entitle.services.access.entitlements import compute_body, entitlement_rules
+from entitle.services.access.entitlements import compute_body, entitlement_rules, purchase_state
 from entitle.services.access.grants import is_in_force
 from entitle.services.access.purchases import list_purchases
 from entitle.services.identity.operators import is_operator
@@ -38,6 +40,13 @@ class SubscriptionView:
     history: list[AccountEvent] = field(default_factory=list)
     # Where the store's own dashboard shows it (Stripe); None for stores without one per subscription.
     vendor_url: str | None = None
+
+
+@dataclass
+class PurchaseView:
+    row: Purchase
+    # When it stops granting its entitlements by itself (a pass); None for good or for a consumable.
+    expires_at: datetime | None = None
 
 
 @dataclass
@@ -63,7 +72,7 @@ class Dossier:
     stripe_customer_id: str | None
     stripe_customer_url: str | None
     # Newest first, every store and environment (support sees sandbox purchases too).
-    purchases: list[Purchase] = field(default_factory=list)
+    purchases: list[PurchaseView] = field(default_factory=list)
     # Every currency of the catalog and any other the account holds.
     ledgers: list[Ledger] = field(default_factory=list)
 
@@ -151,9 +160,13 @@ async def dossier(db: AsyncSession, account_id: uuid.UUID, *, stripe_live: bool)
     customer_id = await db.scalar(
         select(StripeCustomer.customer_id).where(StripeCustomer.account_id == account_id)
     )
+    catalog = entitlement_rules(db).catalog
     return Dossier(
-        purchases=await list_purchases(db, account_id),
-        ledgers=await ledgers(db, entitlement_rules(db).catalog, account_id),
+        purchases=[
+            PurchaseView(row, purchase_expires_at(purchase_state(row), catalog))
+            for row in await list_purchases(db, account_id)
+        ],
+        ledgers=await ledgers(db, catalog, account_id),
         account=account,
         identities=identities,
         operator=await is_operator(db, account_id),

@@ -432,7 +432,7 @@ def one_time_query(
     dialect: str, since: datetime, until: datetime, environment: Environment = Environment.PRODUCTION
 ) -> Select[Any, str | None, int, int | None, int]:
     """One-time purchases from `since` to `until`, per UTC day and currency: how many, what they brought
-    in net of refunds, and how many carried no price (benchmarks print its plan)."""
+    in net of refunds, and how many carried no price."""
     day = utc_day(dialect, Purchase.purchased_at)
     currency = func.lower(Purchase.currency)
     priced = and_(Purchase.amount.is_not(None), Purchase.currency.is_not(None))

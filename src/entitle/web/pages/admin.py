@@ -180,6 +180,7 @@ async def _account_page(
         pages=max(1, -(-int(log["total"]) // EVENTS_PER_PAGE)),
         entitlements=list(visit.context.catalog.entitlements),
         today=utcnow().date(),
+        now=utcnow(),
         # A fresh key per page shown: the same form sent twice (a double click, a reload) adjusts once.
         adjustment_key=secrets.token_urlsafe(16),
         currencies=visit.context.catalog.currencies,
