@@ -132,6 +132,27 @@ async def test_a_refund_is_said_and_a_negative_balance_is_explained(
     assert "You have no plan yet" in page.text
 
 
+async def test_the_newest_fifty_purchases_are_listed_and_the_rest_counted(
+    client: httpx.AsyncClient, context: AppContext
+) -> None:
+    await sign_up(client)
+    account_id = await account_id_of(context)
+    first = utcnow() - timedelta(days=60)
+    async with context.database.transaction() as db:
+        for n in range(52):
+            await apply_purchase_state(
+                db,
+                credits_purchase(
+                    account_id, store_purchase_id=f"tx-{n}", purchased_at=first + timedelta(days=n)
+                ),
+            )
+    page = await client.get("/account")
+    assert page.text.count('class="panel purchase"') == 50
+    assert 'data-purchase-id="tx-51"' in page.text and 'data-purchase-id="tx-1"' not in page.text
+    assert text_of(page.text, "older-purchases") == "And 2 older purchases, not shown here."
+    assert text_of(page.text, "balance-credits") == "Credits 5,200"
+
+
 async def test_a_pass_shows_until_when_it_lasts(client: httpx.AsyncClient, context: AppContext) -> None:
     await sign_up(client)
     account_id = await account_id_of(context)
