@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle.core.catalog import ProductType
 from entitle.core.models.accounts import Account
+from entitle.core.purchases import PurchaseState
 from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
 from entitle.db.types import utcnow
 from entitle.services.identity import accounts
@@ -76,6 +78,40 @@ def stripe_subscription(account_id: uuid.UUID, **overrides: Any) -> Subscription
         "store_customer_id": "cus_1",
     }
     return SubscriptionState(**(values | overrides))
+
+
+def one_time_purchase(account_id: uuid.UUID, **overrides: Any) -> PurchaseState:
+    """A paid Stripe purchase of `pro_lifetime` ($199.99, production), as the provider would report it."""
+    values: dict[str, Any] = {
+        "store": Store.STRIPE,
+        "store_purchase_id": "pi_lifetime_1",
+        "account_id": account_id,
+        "product": "pro_lifetime",
+        "store_product_id": "pro_lifetime",
+        "type": ProductType.NON_CONSUMABLE,
+        "quantity": 1,
+        "purchased_at": utcnow(),
+        "environment": Environment.PRODUCTION,
+        "vendor_updated_at": utcnow(),
+        "amount": 19999,
+        "currency": "usd",
+        "store_customer_id": "cus_1",
+    }
+    return PurchaseState(**(values | overrides))
+
+
+def credits_purchase(account_id: uuid.UUID, **overrides: Any) -> PurchaseState:
+    """A paid App Store purchase of `credits_100` ($4.99 a pack), as the provider would report it."""
+    values: dict[str, Any] = {
+        "store": Store.APP_STORE,
+        "store_purchase_id": "3000000000000001",
+        "product": "credits_100",
+        "store_product_id": "com.example.app.credits.100",
+        "type": ProductType.CONSUMABLE,
+        "amount": 499,
+        "store_customer_id": None,
+    }
+    return one_time_purchase(account_id, **(values | overrides))
 
 
 async def eventually(

@@ -12,14 +12,23 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.context import AppContext
+from entitle.core.catalog import ProductType
 from entitle.core.events import record_event
 from entitle.core.models.events import AccountEvent
+from entitle.core.purchases import PurchaseState
 from entitle.core.subscriptions import Environment, SubscriptionState, SubscriptionStatus
 from entitle.db.types import utcnow
 from entitle.services.access.grants import create_grant
+from entitle.services.access.purchases import apply_purchase_state
 from entitle.services.access.subscriptions import apply_subscription_state
 from entitle.services.reporting import reports
-from tests.factories import app_store_subscription, make_account, stripe_subscription
+from tests.factories import (
+    app_store_subscription,
+    credits_purchase,
+    make_account,
+    one_time_purchase,
+    stripe_subscription,
+)
 
 TODAY = utcnow().date()
 START = TODAY - timedelta(days=9)
@@ -227,3 +236,81 @@ async def test_an_empty_database_gives_zeros_for_every_day(context: AppContext, 
     assert report["mrr"] == {"usd": 0}
     assert report["refunded"] == {}
     assert report["active"]["by_store"] == {"stripe": 0, "app_store": 0}
+    assert report["one_time_revenue"] == {"usd": 0}
+    assert report["one_time_purchases"] == 0 and report["one_time_unpriced"] == 0
+    assert report["one_time_daily"] == [{"date": TODAY.isoformat(), "purchases": 0, "revenue": {}}]
+
+
+async def test_one_time_revenue_is_net_of_refunds_per_day_and_currency_and_keeps_the_sandbox_apart(
+    context: AppContext, db: AsyncSession
+) -> None:
+    buyer = await make_account(db, email="buyer@example.com")
+    day_2, day_5 = START + timedelta(days=2), START + timedelta(days=5)
+
+    def bought(purchase_id: str, **changes: Any) -> PurchaseState:
+        return one_time_purchase(buyer.id, store_purchase_id=purchase_id, **changes)
+
+    pack = {"product": "credits_100", "type": ProductType.CONSUMABLE, "amount": 499}
+    for state in [
+        bought("pi_lifetime", purchased_at=on(day_2, 0, 5)),
+        # Two packs in one purchase, late in the same UTC day.
+        bought("pi_packs", purchased_at=on(day_2, 23, 59), **pack | {"quantity": 2, "amount": 998}),
+        # Paid in euros: never added to dollars.
+        bought("pi_euro", purchased_at=on(day_5), **pack | {"currency": "eur"}),
+        # Partly refunded: counts what was kept.
+        bought("pi_partly", purchased_at=on(day_5), **pack | {"refunded_amount": 200}),
+        # Refunded by Apple, which says it was refunded but not how much: counts nothing.
+        replace(
+            credits_purchase(buyer.id, store_purchase_id="3000000000000009", purchased_at=on(day_5)),
+            revoked_at=on(day_5, 13),
+            revocation_reason="refunded",
+        ),
+        # No price from the store: counted apart, not as zero revenue.
+        bought("pi_unpriced", purchased_at=on(day_5), amount=None, currency=None),
+        # A family member's copy pays nothing; a purchase before the range is not in it.
+        bought("pi_family", purchased_at=on(day_5), family_shared=True),
+        bought("pi_before", purchased_at=on(START - timedelta(days=1))),
+        # The sandbox is reported apart.
+        bought("pi_sandbox", purchased_at=on(day_5), environment=Environment.SANDBOX),
+    ]:
+        assert await apply_purchase_state(db, state)
+    await db.commit()
+
+    report = await reports.summary(db, context.catalog, START, TODAY)
+    assert report["one_time_revenue"] == {"eur": 499, "usd": 19999 + 998 + 299}
+    assert report["one_time_purchases"] == 6 and report["one_time_unpriced"] == 1
+    by_day = {day["date"]: day for day in report["one_time_daily"]}
+    assert len(by_day) == 10
+    assert by_day[day_2.isoformat()] == {"date": day_2.isoformat(), "purchases": 2, "revenue": {"usd": 20997}}
+    assert by_day[day_5.isoformat()]["revenue"] == {"eur": 499, "usd": 299}
+    assert by_day[day_5.isoformat()]["purchases"] == 4
+    assert by_day[START.isoformat()] == {"date": START.isoformat(), "purchases": 0, "revenue": {}}
+    # Beside MRR, never in it; and the report keeps every key it had.
+    assert report["mrr"] == {"usd": 0}
+    assert {"active", "mrr", "mrr_unpriced", "totals", "refunded", "daily"} <= set(report)
+
+    sandbox = await reports.summary(db, context.catalog, START, TODAY, Environment.SANDBOX)
+    assert sandbox["one_time_revenue"] == {"usd": 19999} and sandbox["one_time_purchases"] == 1
+
+
+async def test_a_refund_after_the_day_lowers_that_days_revenue(context: AppContext, db: AsyncSession) -> None:
+    buyer = await make_account(db, email="buyer@example.com")
+    state = one_time_purchase(buyer.id, purchased_at=on(START))
+    assert await apply_purchase_state(db, state)
+    await db.commit()
+    before = await reports.summary(db, context.catalog, START, TODAY)
+    assert before["one_time_revenue"] == {"usd": 19999}
+    assert await apply_purchase_state(
+        db,
+        replace(
+            state,
+            vendor_updated_at=state.vendor_updated_at + timedelta(seconds=1),
+            refunded_amount=19999,
+            revoked_at=utcnow(),
+            revocation_reason="refunded",
+        ),
+    )
+    await db.commit()
+    after = await reports.summary(db, context.catalog, START, TODAY)
+    assert after["one_time_revenue"] == {"usd": 0} and after["one_time_purchases"] == 1
+    assert after["one_time_daily"][0]["revenue"] == {"usd": 0}

@@ -44,6 +44,10 @@ async def test_the_default_range_is_the_last_30_days_today_included(client: http
         "totals",
         "refunded",
         "daily",
+        "one_time_revenue",
+        "one_time_purchases",
+        "one_time_unpriced",
+        "one_time_daily",
     }
     assert body["daily"][0] == {
         "date": body["from"],
@@ -55,6 +59,8 @@ async def test_the_default_range_is_the_last_30_days_today_included(client: http
     }
     assert body["mrr"] == {"usd": 0}
     assert body["active"]["by_store"] == {"stripe": 0, "app_store": 0}
+    assert body["one_time_revenue"] == {"usd": 0} and len(body["one_time_daily"]) == 30
+    assert body["one_time_daily"][-1] == {"date": body["to"], "purchases": 0, "revenue": {}}
 
 
 async def test_a_given_range_is_reported_day_by_day(client: httpx.AsyncClient) -> None:

@@ -1,4 +1,5 @@
-"""Support lookups with the server key: by email, external id, Stripe customer, App Store transaction."""
+"""Support lookups with the server key: by email, external id, Stripe customer, App Store transaction,
+purchase id."""
 
 from __future__ import annotations
 
@@ -8,9 +9,17 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.providers.stripe.models import StripeCustomer
+from entitle.services.access.purchases import apply_purchase_state
 from entitle.services.access.subscriptions import apply_subscription_state
 from tests.conftest import ADMIN_KEY
-from tests.factories import DEFAULT_PASSWORD, app_store_subscription, bearer, register
+from tests.factories import (
+    DEFAULT_PASSWORD,
+    app_store_subscription,
+    bearer,
+    credits_purchase,
+    one_time_purchase,
+    register,
+)
 
 SERVER = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -34,6 +43,19 @@ async def test_find_by_what_support_holds(client: httpx.AsyncClient, db: AsyncSe
     assert await find(client, original_transaction_id="2000000000000777") == [sam]
     assert await find(client, email="nobody@example.com") == []
     assert await find(client, external_id="nobody") == []
+
+
+async def test_find_by_a_purchase_id_from_either_store(client: httpx.AsyncClient, db: AsyncSession) -> None:
+    pat = (await register(client, "pat@example.com"))["account"]["id"]
+    sam = (await register(client, "sam@example.com"))["account"]["id"]
+    await apply_purchase_state(db, one_time_purchase(uuid.UUID(pat), store_purchase_id="pi_PAT"))
+    await apply_purchase_state(db, credits_purchase(uuid.UUID(sam), store_purchase_id="3000000000000042"))
+    await db.commit()
+    assert await find(client, purchase_id="pi_PAT") == [pat]
+    assert await find(client, purchase_id="3000000000000042") == [sam]
+    assert await find(client, purchase_id="pi_nobody") == []
+    # With another criterion, both must match.
+    assert await find(client, purchase_id="pi_PAT", email="sam@example.com") == []
 
 
 async def test_read_an_account_and_its_log(client: httpx.AsyncClient) -> None:

@@ -1,5 +1,5 @@
 """Support lookups: find accounts by what support staff hold (an address, an id from the app, a
-Stripe customer, an App Store transaction), and read an account's event log."""
+Stripe customer, an App Store transaction, a one-time purchase's id), and read an account's event log."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.models.accounts import Account, Identity
 from entitle.core.models.entitlements import Subscription
 from entitle.core.models.events import AccountEvent
+from entitle.core.models.purchases import Purchase
+from entitle.core.subscriptions import Store
 from entitle.email_addresses import InvalidEmailAddress, canonical_email
 from entitle.errors import InvalidRequest, NotFound
 from entitle.providers.appstore.models import AppStoreOwnership
@@ -19,6 +21,8 @@ from entitle.providers.stripe.models import StripeCustomer
 from entitle.services.identity.accounts import normalize_email
 
 MAX_RESULTS = 50
+# Stores a one-time purchase can come from (a promotional grant is no purchase).
+PURCHASE_STORES = tuple(store.value for store in Store if store is not Store.PROMOTIONAL)
 
 
 async def find_accounts(
@@ -28,11 +32,12 @@ async def find_accounts(
     external_id: str | None = None,
     stripe_customer_id: str | None = None,
     original_transaction_id: str | None = None,
+    purchase_id: str | None = None,
 ) -> list[Account]:
     """Accounts matching every given criterion (at least one), oldest first, deleted ones included."""
-    if not any((email, external_id, stripe_customer_id, original_transaction_id)):
+    if not any((email, external_id, stripe_customer_id, original_transaction_id, purchase_id)):
         raise InvalidRequest(
-            "Give one of email, external_id, stripe_customer_id or original_transaction_id.",
+            "Give one of email, external_id, stripe_customer_id, original_transaction_id or purchase_id.",
             code="missing_lookup",
         )
     query = lookup_query(
@@ -40,6 +45,7 @@ async def find_accounts(
         external_id=external_id,
         stripe_customer_id=stripe_customer_id,
         original_transaction_id=original_transaction_id,
+        purchase_id=purchase_id,
     )
     rows = await db.scalars(query)
     return list(rows.all())
@@ -51,6 +57,7 @@ def lookup_query(
     external_id: str | None = None,
     stripe_customer_id: str | None = None,
     original_transaction_id: str | None = None,
+    purchase_id: str | None = None,
 ) -> Select[Account]:
     """The statement `find_accounts` runs (benchmarks print its plan).
 
@@ -100,6 +107,21 @@ def lookup_query(
                         Subscription.store == "app_store",
                         Subscription.store_subscription_id == original_transaction_id,
                     ),
+                )
+            )
+        )
+    if purchase_id:
+        # One probe per store on the (store, store_purchase_id) unique index: a Stripe `pi_...` or an
+        # App Store transaction id, whichever store it is from.
+        query = query.where(
+            Account.id.in_(
+                union(
+                    *(
+                        select(Purchase.account_id).where(
+                            Purchase.store == store, Purchase.store_purchase_id == purchase_id
+                        )
+                        for store in PURCHASE_STORES
+                    )
                 )
             )
         )

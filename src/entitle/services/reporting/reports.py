@@ -20,6 +20,11 @@ accounts:
   trial moved later) of a subscription that is such a recorded trial. Refund amounts are known only for
   Stripe charges (`billing.refunded`); the App Store does not say how much it gave back.
 
+- One-time revenue, from the `purchases` table, bucketed by the UTC day of the purchase: what each
+  purchase paid less what was refunded of it since (so a day's figure drops when a refund comes later),
+  nothing for one refunded or lost to a dispute in full; a Family Sharing member's copy pays nothing. A
+  purchase whose store gave no price is counted in `one_time_unpriced`. It sits beside MRR, never in it.
+
 Production and sandbox (Stripe test mode, the App Store's Sandbox) are never added together: a summary
 covers one environment, production unless asked, and says which. An event written before events named
 their environment counts as production; a trial is of its subscription's environment.
@@ -44,6 +49,7 @@ from entitle.core.currencies import minor_unit_digits
 from entitle.core.entitlements import isoformat
 from entitle.core.models.entitlements import PromotionalGrant, Subscription, Trial
 from entitle.core.models.events import AccountEvent
+from entitle.core.models.purchases import Purchase
 from entitle.core.subscriptions import ENTITLING_STATUSES, Environment, Store, SubscriptionStatus
 from entitle.db.types import utcnow
 from entitle.errors import EntitleError
@@ -86,6 +92,8 @@ _APPLE_SANDBOX_PERIODS = {
     Fraction(60): Fraction(12),
 }
 _MINUTES_PER_DAY = 24 * 60
+# Revocations that gave the money back in full, whatever `refunded_amount` says (Apple never says it).
+MONEY_BACK_REVOCATIONS = ("refunded", "disputed")
 
 
 def utc_day(dialect: str, moment: Any) -> ColumnElement[Any]:
@@ -111,6 +119,7 @@ async def summary(
     active = await _active_now(db, catalog, now, environment)
     days, refunded = await _history(db, dialect, start, end, environment)
     daily = [{"date": day.isoformat(), **days[day]} for day in _each_day(start, end)]
+    one_time = await _one_time(db, dialect, catalog, start, end, environment)
     return {
         "from": start.isoformat(),
         "to": end.isoformat(),
@@ -120,6 +129,7 @@ async def summary(
         "totals": {name: sum(day[name] for day in daily) for name in _COUNTED},
         "refunded": refunded,
         "daily": daily,
+        **one_time,
     }
 
 
@@ -383,6 +393,61 @@ async def _refunded_amounts(db: AsyncSession, in_range: ColumnElement[bool]) -> 
         .group_by(per_charge.c.currency)
     )
     return {str(code): int(total or 0) for code, total in sorted(rows.all())}
+
+
+async def _one_time(
+    db: AsyncSession, dialect: str, catalog: Catalog, start: date, end: date, environment: Environment
+) -> dict[str, Any]:
+    """One-time revenue per currency over the range and per day, with the purchases counted."""
+    since = datetime.combine(start, time(), UTC)
+    until = datetime.combine(end + timedelta(days=1), time(), UTC)
+    # Every currency a one-time product is priced in shows, at 0 when nothing sold.
+    revenue: dict[str, int] = {
+        p.stripe.currency: 0 for p in catalog.products.values() if p.is_one_time and p.stripe is not None
+    }
+    counts: defaultdict[date, int] = defaultdict(int)
+    per_day: defaultdict[date, dict[str, int]] = defaultdict(dict)
+    unpriced = 0
+    for bucket, currency, count, net, without_price in (
+        await db.execute(one_time_query(dialect, since, until, environment))
+    ).all():
+        day = _as_date(bucket)
+        counts[day] += count
+        unpriced += int(without_price or 0)
+        if currency is not None and net is not None:
+            per_day[day][currency] = per_day[day].get(currency, 0) + int(net)
+            revenue[currency] = revenue.get(currency, 0) + int(net)
+    return {
+        "one_time_revenue": dict(sorted(revenue.items())),
+        "one_time_purchases": sum(counts.values()),
+        "one_time_unpriced": unpriced,
+        "one_time_daily": [
+            {"date": day.isoformat(), "purchases": counts[day], "revenue": dict(sorted(per_day[day].items()))}
+            for day in _each_day(start, end)
+        ],
+    }
+
+
+def one_time_query(
+    dialect: str, since: datetime, until: datetime, environment: Environment = Environment.PRODUCTION
+) -> Select[Any, str | None, int, int | None, int]:
+    """One-time purchases from `since` to `until`, per UTC day and currency: how many, what they brought
+    in net of refunds, and how many carried no price."""
+    day = utc_day(dialect, Purchase.purchased_at)
+    currency = func.lower(Purchase.currency)
+    priced = and_(Purchase.amount.is_not(None), Purchase.currency.is_not(None))
+    lost = and_(Purchase.revoked_at.is_not(None), Purchase.revocation_reason.in_(MONEY_BACK_REVOCATIONS))
+    net = case((lost, 0), else_=Purchase.amount - Purchase.refunded_amount)
+    return (
+        select(day, currency, func.count(), func.sum(net), func.sum(case((priced, 0), else_=1)))
+        .where(
+            Purchase.purchased_at >= since,
+            Purchase.purchased_at < until,
+            Purchase.environment == environment.value,
+            Purchase.family_shared.is_(False),
+        )
+        .group_by(day, currency)
+    )
 
 
 def _as_date(value: Any) -> date:

@@ -6,6 +6,7 @@ past /admin. Every action is written to the affected account's event log with th
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
@@ -18,12 +19,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.client_input import ascii_int, check_window
+from entitle.core.catalog import MAX_GRANT
 from entitle.core.models.accounts import Account
 from entitle.core.models.events import DeliveryStatus, InboxStatus, ProviderEvent, WebhookDelivery
 from entitle.core.subscriptions import Environment
 from entitle.db.types import utcnow
 from entitle.errors import EntitleError, Forbidden, InvalidRequest, NotFound
-from entitle.services.access import grants
+from entitle.services.access import balances, grants
 from entitle.services.delivery import outbound
 from entitle.services.identity import operators
 from entitle.services.reporting import lookups, reports
@@ -43,7 +45,11 @@ NOTICES = {
     "revoked": "The grant is revoked.",
     "retried": "The event was tried again.",
     "resent": "The delivery was sent again.",
+    "adjusted": "The balance is adjusted; the customer's apps hear about it at once.",
+    "already_adjusted": "That adjustment was already made (the form was sent twice); nothing changed again.",
 }
+# The largest adjustment one form makes either way: the catalog's ceiling on a single grant.
+MAX_ADJUSTMENT = MAX_GRANT
 
 
 async def _operator(visit: PageVisit, db: AsyncSession, request: Request) -> Account | Response:
@@ -89,11 +95,14 @@ async def home(request: Request, visit: Visit, db: SessionDep) -> Response:
 
 # --- finding an account ------------------------------------------------------------------------------------
 def _criteria(query: str) -> dict[str, str]:
-    """What a support person pasted: an email, a Stripe customer, an App Store transaction, an external id."""
+    """What a support person pasted: an email, a Stripe customer or payment, an App Store transaction, an
+    external id."""
     if "@" in query:
         return {"email": query}
     if query.startswith("cus_"):
         return {"stripe_customer_id": query}
+    if query.startswith("pi_"):
+        return {"purchase_id": query}
     if ascii_int(query) is not None:
         return {"original_transaction_id": query}
     return {"external_id": query}
@@ -109,7 +118,11 @@ async def search(request: Request, visit: Visit, db: SessionDep) -> Response:
         return redirect(visit, "/admin")
     account_id = parse_uuid(query)
     if account_id is None:
-        found = await lookups.find_accounts(db, **_criteria(query))
+        criteria = _criteria(query)
+        found = await lookups.find_accounts(db, **criteria)
+        if not found and "original_transaction_id" in criteria:
+            # App Store ids are all digits: not a subscription's, so perhaps a one-time purchase's.
+            found = await lookups.find_accounts(db, purchase_id=query)
     else:
         match = await db.get(Account, account_id)
         found = [match] if match is not None else []
@@ -167,6 +180,10 @@ async def _account_page(
         pages=max(1, -(-int(log["total"]) // EVENTS_PER_PAGE)),
         entitlements=list(visit.context.catalog.entitlements),
         today=utcnow().date(),
+        now=utcnow(),
+        # A fresh key per page shown: the same form sent twice (a double click, a reload) adjusts once.
+        adjustment_key=secrets.token_urlsafe(16),
+        currencies=visit.context.catalog.currencies,
     )
 
 
@@ -249,6 +266,78 @@ async def revoke(account_id: str, grant_id: str, request: Request, visit: Visit,
     return await _act(request, visit, db, account_id, action)
 
 
+@router.post("/accounts/{account_id}/balances")
+async def adjust_balance(account_id: str, request: Request, visit: Visit, db: SessionDep) -> Response:
+    async def action(operator: Account, target: uuid.UUID, fields: dict[str, str]) -> str:
+        currency, amount, reason = _adjustment(visit, fields)
+        if (await lookups.require_account(db, target)).is_deleted:
+            raise InvalidRequest(
+                "This account was deleted; its balances stay as they were.", code="account_deleted"
+            )
+        key = fields.get("idempotency_key", "").strip()[:100]
+        try:
+            posted = await balances.post(
+                db,
+                target,
+                currency,
+                amount,
+                reason=reason,
+                source=f"operator:{operator.id}",
+                idempotency_key=f"operator:{key}" if key else None,
+            )
+        except balances.InsufficientBalance as exc:
+            name = _currency_name(visit, currency)
+            held = exc.details.get("balance", 0) if exc.details else 0
+            raise balances.InsufficientBalance(
+                f"Nothing changed: {name} is at {held:,}, and taking {-amount:,} would put it below zero. "
+                f"Take at most {max(held, 0):,}."
+            ) from None
+        if posted.replayed:
+            return "already_adjusted"
+        await operators.record_action(
+            db,
+            target,
+            operator,
+            "balance.adjusted",
+            {
+                "currency": currency,
+                "amount": amount,
+                "balance": posted.balance,
+                "reason": reason,
+                "transaction_id": str(posted.transaction.id),
+            },
+        )
+        return "adjusted"
+
+    return await _act(request, visit, db, account_id, action)
+
+
+def _currency_name(visit: PageVisit, currency: str) -> str:
+    known = visit.context.catalog.currencies.get(currency)
+    return known.name if known is not None else currency
+
+
+def _adjustment(visit: PageVisit, fields: dict[str, str]) -> tuple[str, int, str]:
+    """The currency, signed amount and reason of an adjustment form, or the sentence saying what is wrong."""
+    currency = fields.get("currency", "")
+    if currency not in visit.context.catalog.currencies:
+        raise InvalidRequest("Choose one of the catalog's currencies.", code="unknown_currency")
+    raw = fields.get("amount", "").strip()
+    negative = raw.startswith("-")
+    magnitude = ascii_int(raw.removeprefix("-").removeprefix("+")) if len(raw) <= 12 else None
+    if magnitude is None or not 1 <= magnitude <= MAX_ADJUSTMENT:
+        raise InvalidRequest(
+            f"Give a whole number from 1 to {MAX_ADJUSTMENT:,} to add, or with a minus sign to take away.",
+            code="invalid_amount",
+        )
+    reason = " ".join(fields.get("reason", "").split())[:500]
+    if not reason:
+        raise InvalidRequest(
+            "Say why (a ticket, a goodwill credit): the reason is kept in the ledger.", code="reason_required"
+        )
+    return currency, -magnitude if negative else magnitude, reason
+
+
 # --- how the business is doing -----------------------------------------------------------------------------
 DAILY_SERIES = (
     ("new", "New subscriptions"),
@@ -280,6 +369,7 @@ async def reports_page(request: Request, visit: Visit, db: SessionDep) -> Respon
         key: [(date.fromisoformat(str(day["date"])), day[key]) for day in summary["daily"]]
         for key, _ in DAILY_SERIES
     }
+    one_time = [(date.fromisoformat(str(day["date"])), day["purchases"]) for day in summary["one_time_daily"]]
     return render(
         visit,
         "admin/reports.html",
@@ -292,6 +382,9 @@ async def reports_page(request: Request, visit: Visit, db: SessionDep) -> Respon
             charts.stacked_bars(
                 summary["active"]["by_product"], title="Active subscriptions by store and product"
             )
+        ),
+        one_time_chart=Markup(
+            charts.daily_bars(one_time, title="One-time purchases", chart_id="chart-one-time")
         ),
         daily=[
             (key, label, Markup(charts.daily_bars(series[key], title=label, chart_id=f"chart-{key}")))

@@ -19,6 +19,7 @@ from entitle.client_input import ascii_int
 from entitle.core.catalog import Catalog, Product
 from entitle.core.models.accounts import Account
 from entitle.core.subscriptions import Store
+from entitle.db.types import utcnow
 from entitle.errors import EntitleError, InvalidRequest, RateLimited
 from entitle.providers.stripe.errors import StripeNotConfigured
 from entitle.providers.stripe.provider import stripe_provider
@@ -28,7 +29,7 @@ from entitle.services.billing import billing_stripe
 from entitle.services.delivery import streams
 from entitle.services.identity import accounts, credentials, page_links, tokens
 from entitle.web.deps import SessionDep, client_ip
-from entitle.web.pages import plans
+from entitle.web.pages import bought, plans
 from entitle.web.pages.forms import checked, local_path, read_form
 from entitle.web.pages.rendering import redirect, render
 from entitle.web.pages.sentences import BILLING_UNAVAILABLE, PAYMENTS_OFF, customer_sentence
@@ -535,6 +536,7 @@ async def _account_page(
     switch_options = {
         card.id: plans.switch_options(catalog, card.product) for card in cards if card.store is Store.STRIPE
     }
+    purchases = bought.purchase_lines(catalog, answer, utcnow())
     return render(
         visit,
         "account.html",
@@ -545,6 +547,9 @@ async def _account_page(
         gifts=plans.gifts(answer),
         entitlements=catalog.entitlements,
         switch_options=switch_options,
+        purchases=purchases,
+        balances=bought.balance_lines(catalog, answer),
+        redundant=bought.redundant_subscriptions(catalog, cards, purchases),
         email_verified=await _email_verified(db, visit.account),
     )
 

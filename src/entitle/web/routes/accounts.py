@@ -32,14 +32,17 @@ async def find_accounts(
     external_id: LookupValue = None,
     stripe_customer_id: LookupValue = None,
     original_transaction_id: LookupValue = None,
+    purchase_id: LookupValue = None,
 ) -> dict[str, Any]:
-    """Accounts by email, external id, Stripe customer or App Store original transaction id."""
+    """Accounts by email, external id, Stripe customer, App Store original transaction id, or the id of a
+    one-time purchase (a Stripe PaymentIntent `pi_...`, an App Store transaction id)."""
     found = await lookups.find_accounts(
         db,
         email=email,
         external_id=external_id,
         stripe_customer_id=stripe_customer_id,
         original_transaction_id=original_transaction_id,
+        purchase_id=purchase_id,
     )
     return {"accounts": [support_json(account) for account in found]}
 

@@ -32,6 +32,14 @@ class Day(BaseModel):
     refunds: int
 
 
+class OneTimeDay(BaseModel):
+    date: date
+    purchases: int = Field(description="One-time purchases made that day (Family Sharing copies aside).")
+    revenue: dict[str, int] = Field(
+        description="What that day's purchases brought in per currency, in minor units, net of refunds."
+    )
+
+
 class Active(BaseModel):
     total: int = Field(description="Store subscriptions that grant access now, trials included.")
     trialing: int
@@ -65,6 +73,14 @@ class Summary(BaseModel):
     totals: Counts
     refunded: dict[str, int] = Field(description="Refunded on Stripe charges per currency, in minor units.")
     daily: list[Day] = Field(description="Every day of the range, oldest first, zeros included.")
+    one_time_revenue: dict[str, int] = Field(
+        description="One-time purchases (lifetime unlocks, packs, passes) made in the range, per currency in"
+        " minor units: what each paid less what was refunded of it since; nothing for one refunded or lost"
+        " to a dispute in full. Beside `mrr`, never in it."
+    )
+    one_time_purchases: int = Field(description="One-time purchases made in the range.")
+    one_time_unpriced: int = Field(description="Of those, purchases whose store gave no price to count.")
+    one_time_daily: list[OneTimeDay] = Field(description="Every day of the range, oldest first.")
 
 
 # Plain text, parsed here: a malformed date is a 400 with its own code, not a generic 422.
@@ -91,6 +107,6 @@ async def report_summary(
     environment: InEnvironment = Environment.PRODUCTION,
 ) -> dict[str, Any]:
     """Actives by store and product and MRR now; new, churned, trials and refunds per day (at most 366);
-    of production, or of the sandbox with `environment=sandbox`."""
+    one-time revenue per day; of production, or of the sandbox with `environment=sandbox`."""
     first, last = reports.report_range(start, end, datetime.now(UTC).date())
     return await reports.summary(db, context.catalog, first, last, environment)
