@@ -26,6 +26,7 @@ from entitle.providers.base import Provider
 from entitle.providers.stripe.client import StripeGateway
 from entitle.providers.stripe.provider import StripeConfig, StripeProvider
 from entitle.services.access.entitlements import bind_entitlement_rules
+from entitle.services.access.purchases import StoredPurchases
 from entitle.services.access.subscriptions import StoredSubscriptions
 from entitle.services.billing.billing_stripe import cancel_for_deleted_account
 from entitle.services.delivery.changes import ChangeBus
@@ -105,6 +106,7 @@ def build_providers(
         sink=sink,
         verifier=AppStoreVerifier.from_settings(settings) if settings.apple_bundle_id else None,
         api=AppStoreApi.from_settings(settings, http),
+        purchases=StoredPurchases(),
     )
     apple_signin = AppleSigninNotifications(apple_identity, deletion_hooks)
     return {provider.name: provider for provider in (stripe, app_store, apple_signin)}
