@@ -4,6 +4,8 @@ Each handler gets a `NotificationContext` (the verified notification, the sessio
 a short outcome for the inbox row. Most types change the subscription, and for those the handler applies
 the snapshot the notification carries: the status rules live in `mapping.decide_status`, and the
 subscription service ignores a snapshot older than what is stored, so handlers stay small and order-free.
+A one-time transaction (ONE_TIME_CHARGE, and REFUND, REFUND_REVERSED or REVOKE of one) applies its
+purchase's state the same way (`ctx.apply` tells the two apart; `mapping.purchase_state`).
 A type missing from the table is stored, acknowledged and left alone (`process_notification`).
 Reference: https://developer.apple.com/documentation/appstoreservernotifications/notificationtype
 """
@@ -14,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from entitle.core.subscriptions import Environment
 from entitle.providers.appstore.consumption import answer_consumption_request
-from entitle.providers.appstore.mapping import core_environment, is_one_time, minor_units
+from entitle.providers.appstore.mapping import core_environment, is_free_trial, is_one_time, minor_units
 from entitle.providers.appstore.notifications import NotificationContext, is_family_shared
 
 Handler = Callable[[NotificationContext], Awaitable[str]]
@@ -34,11 +36,12 @@ PAYMENT_SUCCEEDED = "payment.succeeded"
 async def _record_payment(ctx: NotificationContext) -> None:
     """A subscription period was charged: `payment.succeeded` with what Apple says was paid.
 
-    Nothing is recorded for a free period (a free trial's price is 0), a transaction without a price, or a
-    family member's transaction (the purchaser paid, on their own transaction). Each notification is
-    processed once (the inbox is unique on its notificationUUID), so each payment is recorded once."""
+    Nothing is recorded for a free trial (whatever price the transaction names), a transaction without a
+    price or at 0, or a family member's transaction (the purchaser paid, on their own transaction). Each
+    notification is processed once (the inbox is unique on its notificationUUID), so each payment is
+    recorded once."""
     transaction = ctx.note.transaction
-    if transaction is None or is_family_shared(transaction):
+    if transaction is None or is_family_shared(transaction) or is_free_trial(transaction):
         return
     currency = str(transaction.raw.get("currency") or "").lower()
     amount = minor_units(transaction.raw.get("price"), currency) if currency else None

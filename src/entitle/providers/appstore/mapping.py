@@ -1,4 +1,6 @@
-"""App Store transaction + renewal info (+ notification type) -> the core `SubscriptionState`.
+"""App Store transaction + renewal info (+ notification type) -> the core `SubscriptionState`; and a
+one-time transaction (non-consumable, consumable, non-renewing subscription) -> the core `PurchaseState`
+(`purchase_state`, at the end of this module).
 
 The status decision, in order:
 1. A revocation date (refund, Family Sharing ended) -> REVOKED, whatever else the data says.
