@@ -754,3 +754,29 @@ async def test_consent_given_later_is_the_one_kept(
     [(_, sent, _)] = appstore_api.state.consumption_sent
     # Nothing measures the use of a lifetime unlock: no percentage is claimed.
     assert "consumptionPercentage" not in sent and sent["deliveryStatus"] == "DELIVERED"
+
+
+async def test_consumption_answer_refused_by_apple_is_recorded_not_retried(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner, appstore_api: StandIn, context: AppContext
+) -> None:
+    headers, _, token = await _account(client, "consent-refused@example.com")
+    bought = _one_time(appstore_signer, token, "2960", LIFETIME, NON_CONSUMABLE)
+    body = {"signed_transaction": bought.signed_transaction(), "consented": True}
+    assert (await client.post(PATH, json=body, headers=headers)).status_code == 200
+    # The stand-in never heard of this transaction: Apple answers 404 (errorCode 4040010).
+    await _notify(client, bought.consumption_request())
+    [event] = await _events(client, headers, "appstore.consumption_requested")
+    assert (event["data"]["sent"], event["data"]["not_sent_because"]) == (False, "refused_by_apple")
+    assert (await inbox_row(context, provider="app_store")).status == "processed"
+
+
+async def test_consumption_request_without_the_server_api_is_recorded(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+) -> None:
+    headers, _, token = await _account(client, "consent-no-api@example.com")
+    bought = _one_time(appstore_signer, token, "2970", LIFETIME, NON_CONSUMABLE)
+    body = {"signed_transaction": bought.signed_transaction(), "consented": True}
+    assert (await client.post(PATH, json=body, headers=headers)).status_code == 200
+    await _notify(client, bought.consumption_request())
+    [event] = await _events(client, headers, "appstore.consumption_requested")
+    assert (event["data"]["sent"], event["data"]["not_sent_because"]) == (False, "no_server_api")
