@@ -490,6 +490,22 @@ type = "non_renewing"
 duration_days = 30
 entitlements = ["pro"]
 app_store = { product_id = "com.example.app.pro.pass30" }
+
+[products.pro_lifetime]
+name = "Pro, lifetime"
+type = "non_consumable"
+entitlements = ["pro"]
+app_store = { product_id = "com.example.app.pro.lifetime" }
+
+[currencies.credits]
+name = "Credits"
+
+[products.credits_100]
+name = "100 credits"
+type = "consumable"
+grants = { credits = 100 }
+max_quantity = 10
+app_store = { product_id = "com.example.app.credits.100" }
 """
 
 
@@ -780,3 +796,58 @@ async def test_consumption_request_without_the_server_api_is_recorded(
     await _notify(client, bought.consumption_request())
     [event] = await _events(client, headers, "appstore.consumption_requested")
     assert (event["data"]["sent"], event["data"]["not_sent_because"]) == (False, "no_server_api")
+
+
+@pytest.mark.parametrize(
+    ("product", "kind", "grants"),
+    [(LIFETIME, NON_CONSUMABLE, False), (CREDITS, CONSUMABLE, True), (PASS_30, NON_RENEWING, False)],
+    ids=["non_consumable", "consumable", "non_renewing"],
+)
+async def test_each_one_time_type_through_its_life(
+    pass_catalog: None,
+    client: httpx.AsyncClient,
+    appstore_signer: AppStoreSigner,
+    product: str,
+    kind: str,
+    grants: bool,
+) -> None:
+    headers, _, token = await _account(client, f"life-{product}@example.com")
+    bought = _one_time(appstore_signer, token, "3000", product, kind, price=2990)
+
+    def standing(me: dict[str, Any]) -> tuple[bool, int]:
+        return me["entitlements"]["pro"]["active"], me["balances"]["credits"]
+
+    on = (False, 100) if grants else (True, 0)
+    off = (False, 0)
+    await _notify(client, bought.buy())
+    assert standing(await _me(client, headers)) == on
+    for _ in range(2):
+        posted = await _post(client, headers, bought.signed_transaction())
+        assert posted.status_code == 200, posted.text
+        assert standing(posted.json()) == on
+    await _notify(client, bought.refund())
+    assert standing(await _me(client, headers)) == off
+    await _notify(client, bought.refund_reversed())
+    me = await _me(client, headers)
+    assert standing(me) == on
+    [listed] = me["purchases"]
+    assert (listed["id"], listed["quantity"], listed["refunded_at"]) == ("3000", 1, None)
+    assert len(await _events(client, headers, "purchase.completed")) == 1
+    [paid] = await _events(client, headers, "payment.succeeded")
+    assert (paid["data"]["amount"], paid["data"]["currency"]) == (299, "usd")
+    assert len(await _events(client, headers, "purchase.refunded")) == 1
+    assert len(await _events(client, headers, "purchase.refund_reversed")) == 1
+
+
+async def test_consumption_of_a_pass_is_the_share_of_its_days_gone(
+    pass_catalog: None, client: httpx.AsyncClient, appstore_signer: AppStoreSigner, appstore_api: StandIn
+) -> None:
+    headers, _, token = await _account(client, "pass-consumption@example.com")
+    bought = _one_time(appstore_signer, token, "3100", PASS_30, NON_RENEWING, days_ago=3)
+    appstore_api.state.record_one_time(bought.buy())
+    body = {"signed_transaction": bought.signed_transaction(), "consented": True}
+    assert (await client.post(PATH, json=body, headers=headers)).status_code == 200
+    await _notify(client, bought.consumption_request())
+    [(_, sent, _)] = appstore_api.state.consumption_sent
+    # Three of its thirty days: a tenth, in Apple's milli-units (a few seconds more while the test runs).
+    assert 10_000 <= sent["consumptionPercentage"] <= 10_010
