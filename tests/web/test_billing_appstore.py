@@ -851,3 +851,22 @@ async def test_consumption_of_a_pass_is_the_share_of_its_days_gone(
     [(_, sent, _)] = appstore_api.state.consumption_sent
     # Three of its thirty days: a tenth, in Apple's milli-units (a few seconds more while the test runs).
     assert 10_000 <= sent["consumptionPercentage"] <= 10_010
+
+
+@pytest.mark.parametrize("settings_overrides", [{"appstore_restore_policy": "transfer"}], indirect=True)
+async def test_lifetime_restore_moves_it_when_configured(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+) -> None:
+    headers_a, _, _ = await _account(client, "lifetime-a@example.com")
+    headers_b, _, _ = await _account(client, "lifetime-b@example.com")
+    bought = _one_time(appstore_signer, None, "3200", LIFETIME, NON_CONSUMABLE)
+    assert (await _post(client, headers_a, bought.signed_transaction())).json()["entitlements"]["pro"][
+        "active"
+    ]
+    # B restores with the same device copy (same signedDate): the purchase moves all the same.
+    moved = await _post(client, headers_b, bought.signed_transaction())
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["entitlements"]["pro"]["active"] is True
+    assert [p["id"] for p in moved.json()["purchases"]] == ["3200"]
+    me_a = await _me(client, headers_a)
+    assert me_a["entitlements"]["pro"]["active"] is False and me_a["purchases"] == []

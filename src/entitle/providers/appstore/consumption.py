@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from appstoreserverlibrary.api_client import APIException
@@ -116,7 +117,7 @@ async def consumption_request(
 def fifo_remaining(rows: list[tuple[int, str]], source: str) -> tuple[int, int]:
     """(net credit, still unspent) of `source`, replaying one currency's ledger (amount, source), oldest
     first."""
-    lots: deque[list[Any]] = deque()  # [source, remaining]
+    lots: deque[_Lot] = deque()
     debt = 0
     credited = 0
     for amount, row_source in rows:
@@ -126,24 +127,25 @@ def fifo_remaining(rows: list[tuple[int, str]], source: str) -> tuple[int, int]:
             paid_back = min(debt, amount)
             debt -= paid_back
             if amount > paid_back:
-                lots.append([row_source, amount - paid_back])
+                lots.append(_Lot(row_source, amount - paid_back))
             continue
         taking = -amount
-        if row_source != "" and any(lot[0] == row_source for lot in lots):
-            # A source taking back its own credits (a refund): from its own lots first.
-            for lot in lots:
-                if lot[0] == row_source and taking:
-                    taken = min(lot[1], taking)
-                    lot[1] -= taken
-                    taking -= taken
-        while taking and lots:
-            taken = min(lots[0][1], taking)
-            lots[0][1] -= taken
+        # A source taking back its own credits (a refund) takes them from its own lots first.
+        for lot in [lot for lot in lots if lot.source == row_source] + list(lots):
+            taken = min(lot.remaining, taking)
+            lot.remaining -= taken
             taking -= taken
-            if lots[0][1] == 0:
-                lots.popleft()
+        lots = deque(lot for lot in lots if lot.remaining > 0)
         debt += taking
-    return credited, sum(lot[1] for lot in lots if lot[0] == source)
+    return credited, sum(lot.remaining for lot in lots if lot.source == source)
+
+
+@dataclass
+class _Lot:
+    """Credits of one ledger row not yet spent."""
+
+    source: str
+    remaining: int
 
 
 async def answer_consumption_request(
