@@ -14,6 +14,10 @@ What entitle knows, read from the core's tables (providers never call the servic
 - a non-consumable: no measure of use, so no percentage is sent.
 Delivery is DELIVERED (entitle applied the purchase: it is in the answer), and no refund preference is
 stated: that is the business's call, not the service's.
+
+The answer is sent while the notification is processed, inside its transaction: Apple unreachable fails
+the notification, which the inbox retries (Apple waits 12 hours), and a transaction that fails after the
+answer went out sends it again on the retry, which Apple takes as the same answer once more.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ the inbox, unique on notificationUUID, so Apple's retries find the row they alre
 takes every unprocessed notification of one originalTransactionId at once, in signedDate order, through
 `HANDLERS`. The notification verified at the webhook is handed to processing in memory; a worker, which
 only has the stored body, verifies it again. Notifications carry Apple's signed state, so processing
-reads nothing from Apple and needs no read slot.
+reads nothing from Apple and needs no read slot; the one call it makes, answering a CONSUMPTION_REQUEST
+(`consumption`), is a write the API client paces on its own.
 """
 
 from __future__ import annotations
