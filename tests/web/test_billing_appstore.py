@@ -469,6 +469,8 @@ async def test_refund_request_for_an_unknown_owner_waits_for_the_purchase(
     assert (await _post(client, headers, appstore_signer.sign(bought))).status_code == 200
     [event] = await _events(client, headers, "appstore.consumption_requested")
     assert event["data"]["reason"] == "UNINTENDED_PURCHASE"
+    # A subscription's request is for support: nothing is sent to Apple about it.
+    assert (event["data"]["sent"], event["data"]["not_sent_because"]) == (False, "subscription")
 
 
 # -- one-time purchases: non-consumables, consumables, non-renewing subscriptions -------------------

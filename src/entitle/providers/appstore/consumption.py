@@ -39,6 +39,7 @@ from entitle.core.purchases import purchase_ref
 from entitle.core.subscriptions import Store
 from entitle.providers.appstore.api import AppStoreApi
 from entitle.providers.appstore.errors import AppStoreApiUnavailable
+from entitle.providers.appstore.mapping import is_one_time
 from entitle.providers.appstore.sync import API_ENVIRONMENTS
 from entitle.providers.appstore.verification import VerifiedTransaction
 
@@ -163,6 +164,9 @@ async def answer_consumption_request(
     """Send Apple what entitle knows about the transaction when the person consented; say what happened
     (for the account's event log). Apple refusing the answer is recorded; Apple unreachable is raised, so
     the notification is retried (Apple waits 12 hours for it)."""
+    if not is_one_time(transaction):
+        # Consent is asked and kept with one-time purchases; a subscription's request is support's.
+        return {"sent": False, "not_sent_because": "subscription"}
     transaction_id = str(transaction.payload.transactionId)
     request, why = await consumption_request(db, transaction_id, catalog, now)
     if request is None:
