@@ -107,6 +107,7 @@ def build_providers(
         sink=sink,
         verifier=AppStoreVerifier.from_settings(settings) if settings.apple_bundle_id else None,
         api=AppStoreApi.from_settings(settings, http),
+        purchases=StoredPurchases(),
     )
     apple_signin = AppleSigninNotifications(apple_identity, deletion_hooks)
     return {provider.name: provider for provider in (stripe, app_store, apple_signin)}

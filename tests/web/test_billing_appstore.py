@@ -13,11 +13,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
 from entitle.context import AppContext
+from entitle.core.models.purchases import BalanceTransaction
 from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
 from entitle.providers.appstore.models import AppStoreOwnership, AppStoreOwnershipChange
+from entitle.services.access import balances
 from entitle.services.access.subscriptions import apply_subscription_state
 from tests.factories import bearer, inbox_row, register
-from tests.standins.appstore import STATUS_ACTIVE, AppStoreSigner, ms
+from tests.standins.appstore import (
+    CONSUMABLE,
+    NON_CONSUMABLE,
+    NON_RENEWING,
+    STATUS_ACTIVE,
+    AppStoreSigner,
+    OneTimePurchase,
+    ms,
+)
 from tests.standins.appstore import fixtures as appstore_fixtures
 from tests.standins.appstore.fixtures import StandIn, appstore_settings, purchase
 
@@ -123,15 +133,6 @@ async def test_unverifiable_purchases_are_refused(
 
 async def test_posting_requires_sign_in(client: httpx.AsyncClient) -> None:
     assert (await client.post(PATH, json={"signed_transaction": "x"})).status_code == 401
-
-
-async def test_non_subscription_is_refused(
-    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
-) -> None:
-    headers, _, token = await _account(client, "d@example.com")
-    payload = purchase(appstore_signer, original="301", token=token, type="Consumable")
-    response = await _post(client, headers, appstore_signer.sign(payload))
-    assert response.status_code == 422 and response.json()["error"]["code"] == "not_a_subscription"
 
 
 async def test_restore_without_token_keeps_the_first_owner(
@@ -468,3 +469,406 @@ async def test_refund_request_for_an_unknown_owner_waits_for_the_purchase(
     assert (await _post(client, headers, appstore_signer.sign(bought))).status_code == 200
     [event] = await _events(client, headers, "appstore.consumption_requested")
     assert event["data"]["reason"] == "UNINTENDED_PURCHASE"
+    # A subscription's request is for support: nothing is sent to Apple about it.
+    assert (event["data"]["sent"], event["data"]["not_sent_because"]) == (False, "subscription")
+
+
+# -- one-time purchases: non-consumables, consumables, non-renewing subscriptions -------------------
+LIFETIME = "com.example.app.pro.lifetime"
+CREDITS = "com.example.app.credits.100"
+PASS_30 = "com.example.app.pro.pass30"
+NON_RENEWING_CATALOG = """
+[entitlements.pro]
+description = "Everything in the app"
+
+[products.pro_monthly]
+name = "Pro, monthly"
+entitlements = ["pro"]
+app_store = { product_id = "com.example.app.pro.monthly" }
+
+[products.pro_pass_30]
+name = "Pro for 30 days"
+type = "non_renewing"
+duration_days = 30
+entitlements = ["pro"]
+app_store = { product_id = "com.example.app.pro.pass30" }
+
+[products.pro_lifetime]
+name = "Pro, lifetime"
+type = "non_consumable"
+entitlements = ["pro"]
+app_store = { product_id = "com.example.app.pro.lifetime" }
+
+[currencies.credits]
+name = "Credits"
+
+[products.credits_100]
+name = "100 credits"
+type = "consumable"
+grants = { credits = 100 }
+max_quantity = 10
+app_store = { product_id = "com.example.app.credits.100" }
+"""
+
+
+def _one_time(
+    signer: AppStoreSigner,
+    token: uuid.UUID | None,
+    transaction_id: str,
+    product: str,
+    kind: str,
+    *,
+    days_ago: float = 1,
+    **kwargs: Any,
+) -> OneTimePurchase:
+    return OneTimePurchase(
+        signer=signer,
+        transaction_id=transaction_id,
+        product_id=product,
+        type=kind,
+        app_account_token=str(token) if token is not None else None,
+        bought_at=(dt.datetime.now(dt.UTC) - dt.timedelta(days=days_ago)).replace(microsecond=0),
+        **kwargs,
+    )
+
+
+async def _me(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
+    response = await client.get("/v1/me/entitlements", headers=headers)
+    assert response.status_code == 200
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _ledger(context: AppContext, account_id: uuid.UUID) -> list[tuple[int, str, str]]:
+    async with context.database.sessionmaker() as db:
+        rows = await db.execute(
+            select(BalanceTransaction.amount, BalanceTransaction.reason, BalanceTransaction.source)
+            .where(BalanceTransaction.account_id == account_id)
+            .order_by(BalanceTransaction.created_at, BalanceTransaction.balance_after)
+        )
+        return [(int(amount), str(reason), str(source)) for amount, reason, source in rows]
+
+
+async def test_lifetime_purchase_grants_pro_for_good(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+) -> None:
+    headers, _, token = await _account(client, "lifetime@example.com")
+    bought = _one_time(appstore_signer, token, "2000", LIFETIME, NON_CONSUMABLE, price=199990)
+    response = await _post(client, headers, bought.signed_transaction())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    pro = body["entitlements"]["pro"]
+    assert (pro["active"], pro["source"], pro["expires_at"]) == (True, "purchase", None)
+    [listed] = body["purchases"]
+    assert (listed["store"], listed["id"], listed["product"], listed["type"]) == (
+        "app_store",
+        "2000",
+        "pro_lifetime",
+        "non_consumable",
+    )
+    assert listed["expires_at"] is None and listed["refunded_at"] is None
+    # StoreKit delivers the same transaction again (a restore, a relaunch): nothing is recorded twice.
+    again = await _post(client, headers, bought.signed_transaction())
+    assert again.status_code == 200 and again.json()["purchases"] == body["purchases"]
+    [completed] = await _events(client, headers, "purchase.completed")
+    assert completed["data"]["purchase_id"] == "2000"
+    [paid] = await _events(client, headers, "payment.succeeded")
+    assert (paid["data"]["amount"], paid["data"]["currency"]) == (19999, "usd")
+
+
+async def test_consumable_credits_once_per_transaction(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner, context: AppContext
+) -> None:
+    headers, account_id, token = await _account(client, "credits@example.com")
+    pack = _one_time(appstore_signer, token, "2100", CREDITS, CONSUMABLE, quantity=3)
+    # Apple tells the server first; the app then posts the same transaction, twice.
+    await _notify(client, pack.buy())
+    for _ in range(2):
+        response = await _post(client, headers, pack.signed_transaction())
+        assert response.status_code == 200, response.text
+        assert response.json()["balances"] == {"credits": 300}
+    # A second pack is its own transaction: it credits again.
+    second = _one_time(appstore_signer, token, "2101", CREDITS, CONSUMABLE)
+    assert (await _post(client, headers, second.signed_transaction())).json()["balances"] == {"credits": 400}
+    assert await _ledger(context, account_id) == [
+        (300, "purchase", "purchase:app_store:2100"),
+        (100, "purchase", "purchase:app_store:2101"),
+    ]
+    assert len(await _events(client, headers, "purchase.completed")) == 2
+
+
+async def test_consumable_refund_takes_back_its_credits_and_a_reversal_gives_them_back(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner, context: AppContext
+) -> None:
+    headers, account_id, token = await _account(client, "refund-credits@example.com")
+    pack = _one_time(appstore_signer, token, "2200", CREDITS, CONSUMABLE)
+    assert (await _post(client, headers, pack.signed_transaction())).status_code == 200
+    async with context.database.transaction() as db:
+        await balances.post(db, account_id, "credits", -60, reason="spend", source="api")
+    await _notify(client, pack.refund())
+    me = await _me(client, headers)
+    # What was spent is not given back by Apple's refund: the balance goes below zero.
+    assert me["balances"] == {"credits": -60}
+    assert me["purchases"][0]["refunded_at"] is not None
+    [refunded] = await _events(client, headers, "purchase.refunded")
+    assert refunded["data"]["reason"] == "refunded"
+    [money_back] = await _events(client, headers, "payment.refunded")
+    assert (money_back["data"]["amount_refunded"], money_back["data"]["currency"]) == (499, "usd")
+    await _notify(client, pack.refund_reversed())
+    me = await _me(client, headers)
+    assert me["balances"] == {"credits": 40} and me["purchases"][0]["refunded_at"] is None
+
+
+async def test_lifetime_refund_ends_access_and_a_reversal_restores_it(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+) -> None:
+    headers, _, token = await _account(client, "refund-lifetime@example.com")
+    bought = _one_time(appstore_signer, token, "2300", LIFETIME, NON_CONSUMABLE)
+    await _notify(client, bought.buy())
+    assert (await _me(client, headers))["entitlements"]["pro"]["active"] is True
+    await _notify(client, bought.refund())
+    me = await _me(client, headers)
+    assert me["entitlements"]["pro"]["active"] is False
+    assert me["purchases"][0]["refunded_at"] is not None
+    # The device still holds the pre-refund copy: posting it does not bring access back.
+    stale = await _post(client, headers, bought.signed_transaction(signedDate=ms(bought.bought_at)))
+    assert stale.json()["entitlements"]["pro"]["active"] is False
+    await _notify(client, bought.refund_reversed())
+    assert (await _me(client, headers))["entitlements"]["pro"]["active"] is True
+
+
+async def test_one_time_purchase_notified_before_the_app_posts_waits_for_its_owner(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner, context: AppContext
+) -> None:
+    headers, _, _ = await _account(client, "no-token@example.com")
+    bought = _one_time(appstore_signer, None, "2400", LIFETIME, NON_CONSUMABLE)
+    parked = await client.post("/webhooks/appstore", json=bought.buy().body)
+    assert parked.status_code == 200
+    assert (await inbox_row(context, provider="app_store")).status == "parked"
+    response = await _post(client, headers, bought.signed_transaction())
+    assert response.json()["entitlements"]["pro"]["active"] is True
+    assert (await inbox_row(context, provider="app_store")).status == "processed"
+    assert len(await _events(client, headers, "purchase.completed")) == 1
+
+
+async def test_family_shared_lifetime_grants_like_a_purchase_until_revoked(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+) -> None:
+    _, _, purchaser_token = await _account(client, "family-parent@example.com")
+    headers, _, _ = await _account(client, "family-child@example.com")
+    shared = _one_time(
+        appstore_signer, purchaser_token, "2500", LIFETIME, NON_CONSUMABLE, ownership="FAMILY_SHARED"
+    )
+    response = await _post(client, headers, shared.signed_transaction())
+    assert response.status_code == 200, response.text
+    pro = response.json()["entitlements"]["pro"]
+    assert (pro["active"], pro["source"]) == (True, "purchase")
+    # The purchaser paid, not the family member: no payment in the member's log.
+    assert await _events(client, headers, "payment.succeeded") == []
+    await _notify(client, shared.family_revoke())
+    assert (await _me(client, headers))["entitlements"]["pro"]["active"] is False
+    [revoked] = await _events(client, headers, "purchase.refunded")
+    assert revoked["data"]["reason"] == "revoked"
+    assert await _events(client, headers, "payment.refunded") == []
+
+
+@pytest.mark.parametrize("settings_overrides", [{"appstore_restore_policy": "transfer"}], indirect=True)
+async def test_consumable_never_moves_to_another_account(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+) -> None:
+    headers_a, _, _ = await _account(client, "pack-a@example.com")
+    headers_b, _, _ = await _account(client, "pack-b@example.com")
+    pack = _one_time(appstore_signer, None, "2600", CREDITS, CONSUMABLE)
+    assert (await _post(client, headers_a, pack.signed_transaction())).json()["balances"] == {"credits": 100}
+    refused = await _post(client, headers_b, pack.signed_transaction())
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "purchase_belongs_to_another_account"
+    assert (await _me(client, headers_b))["balances"] == {"credits": 0}
+    assert (await _me(client, headers_a))["balances"] == {"credits": 100}
+
+
+@pytest.fixture
+def pass_catalog(tmp_path: Path, settings_overrides: dict[str, Any]) -> None:
+    # Requested before `client`, so the app is built with this catalog.
+    path = tmp_path / "catalog.toml"
+    path.write_text(NON_RENEWING_CATALOG)
+    settings_overrides["catalog"] = path
+
+
+@pytest.mark.parametrize("days_ago", [2, 31])
+async def test_non_renewing_subscription_lasts_the_catalog_duration(
+    pass_catalog: None, client: httpx.AsyncClient, appstore_signer: AppStoreSigner, days_ago: int
+) -> None:
+    headers, _, token = await _account(client, f"pass-{days_ago}@example.com")
+    bought = _one_time(appstore_signer, token, f"27{days_ago}", PASS_30, NON_RENEWING, days_ago=days_ago)
+    response = await _post(client, headers, bought.signed_transaction())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    [listed] = body["purchases"]
+    ends = bought.bought_at + dt.timedelta(days=30)
+    assert (listed["type"], dt.datetime.fromisoformat(listed["expires_at"])) == ("non_renewing", ends)
+    pro = body["entitlements"]["pro"]
+    assert pro["active"] is (days_ago < 30)
+    if pro["active"]:
+        assert (pro["source"], dt.datetime.fromisoformat(pro["expires_at"])) == ("purchase", ends)
+
+
+async def test_unknown_transaction_type_is_refused(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+) -> None:
+    headers, _, token = await _account(client, "odd-type@example.com")
+    odd = _one_time(appstore_signer, token, "2800", LIFETIME, "Rental")
+    response = await _post(client, headers, odd.signed_transaction())
+    assert response.status_code == 422 and response.json()["error"]["code"] == "not_a_subscription"
+
+
+# -- CONSUMPTION_REQUEST: Apple hears what entitle knows only with the person's consent -------------
+
+
+@pytest.mark.parametrize("consented", [True, False, None])
+async def test_consumption_request_is_answered_only_with_consent(
+    client: httpx.AsyncClient,
+    appstore_signer: AppStoreSigner,
+    appstore_api: StandIn,
+    context: AppContext,
+    consented: bool | None,
+) -> None:
+    headers, account_id, token = await _account(client, f"consent-{consented}@example.com")
+    pack = _one_time(appstore_signer, token, "2900", CREDITS, CONSUMABLE, quantity=2)
+    appstore_api.state.record_one_time(pack.buy())
+    body: dict[str, Any] = {"signed_transaction": pack.signed_transaction()}
+    if consented is not None:
+        body["consented"] = consented
+    assert (await client.post(PATH, json=body, headers=headers)).status_code == 200
+    async with context.database.transaction() as db:
+        # A quarter of the 200 credits spent.
+        await balances.post(db, account_id, "credits", -50, reason="spend", source="api")
+    await _notify(client, pack.consumption_request())
+    [event] = await _events(client, headers, "appstore.consumption_requested")
+    assert event["data"]["reason"] == "UNINTENDED_PURCHASE"
+    if consented:
+        [(transaction_id, sent, version)] = appstore_api.state.consumption_sent
+        assert (transaction_id, version) == ("2900", "v2")
+        assert sent["customerConsented"] is True
+        assert sent["consumptionPercentage"] == 25_000
+        assert sent["deliveryStatus"] == "DELIVERED"
+        assert event["data"]["sent"] is True
+    else:
+        assert appstore_api.state.consumption_sent == []
+        assert (event["data"]["sent"], event["data"]["not_sent_because"]) == (False, "no_consent")
+
+
+async def test_consent_given_later_is_the_one_kept(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner, appstore_api: StandIn
+) -> None:
+    headers, _, token = await _account(client, "consent-later@example.com")
+    bought = _one_time(appstore_signer, token, "2950", LIFETIME, NON_CONSUMABLE)
+    appstore_api.state.record_one_time(bought.buy())
+    signed = bought.signed_transaction()
+    for answer in (False, True):
+        body = {"signed_transaction": signed, "consented": answer}
+        assert (await client.post(PATH, json=body, headers=headers)).status_code == 200
+    await _notify(client, bought.consumption_request())
+    [(_, sent, _)] = appstore_api.state.consumption_sent
+    # Nothing measures the use of a lifetime unlock: no percentage is claimed.
+    assert "consumptionPercentage" not in sent and sent["deliveryStatus"] == "DELIVERED"
+
+
+async def test_consumption_answer_refused_by_apple_is_recorded_not_retried(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner, appstore_api: StandIn, context: AppContext
+) -> None:
+    headers, _, token = await _account(client, "consent-refused@example.com")
+    bought = _one_time(appstore_signer, token, "2960", LIFETIME, NON_CONSUMABLE)
+    body = {"signed_transaction": bought.signed_transaction(), "consented": True}
+    assert (await client.post(PATH, json=body, headers=headers)).status_code == 200
+    # The stand-in never heard of this transaction: Apple answers 404 (errorCode 4040010).
+    await _notify(client, bought.consumption_request())
+    [event] = await _events(client, headers, "appstore.consumption_requested")
+    assert (event["data"]["sent"], event["data"]["not_sent_because"]) == (False, "refused_by_apple")
+    assert (await inbox_row(context, provider="app_store")).status == "processed"
+
+
+async def test_consumption_request_without_the_server_api_is_recorded(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+) -> None:
+    headers, _, token = await _account(client, "consent-no-api@example.com")
+    bought = _one_time(appstore_signer, token, "2970", LIFETIME, NON_CONSUMABLE)
+    body = {"signed_transaction": bought.signed_transaction(), "consented": True}
+    assert (await client.post(PATH, json=body, headers=headers)).status_code == 200
+    await _notify(client, bought.consumption_request())
+    [event] = await _events(client, headers, "appstore.consumption_requested")
+    assert (event["data"]["sent"], event["data"]["not_sent_because"]) == (False, "no_server_api")
+
+
+@pytest.mark.parametrize(
+    ("product", "kind", "grants"),
+    [(LIFETIME, NON_CONSUMABLE, False), (CREDITS, CONSUMABLE, True), (PASS_30, NON_RENEWING, False)],
+    ids=["non_consumable", "consumable", "non_renewing"],
+)
+async def test_each_one_time_type_through_its_life(
+    pass_catalog: None,
+    client: httpx.AsyncClient,
+    appstore_signer: AppStoreSigner,
+    product: str,
+    kind: str,
+    grants: bool,
+) -> None:
+    headers, _, token = await _account(client, f"life-{product}@example.com")
+    bought = _one_time(appstore_signer, token, "3000", product, kind, price=2990)
+
+    def standing(me: dict[str, Any]) -> tuple[bool, int]:
+        return me["entitlements"]["pro"]["active"], me["balances"]["credits"]
+
+    on = (False, 100) if grants else (True, 0)
+    off = (False, 0)
+    await _notify(client, bought.buy())
+    assert standing(await _me(client, headers)) == on
+    for _ in range(2):
+        posted = await _post(client, headers, bought.signed_transaction())
+        assert posted.status_code == 200, posted.text
+        assert standing(posted.json()) == on
+    await _notify(client, bought.refund())
+    assert standing(await _me(client, headers)) == off
+    await _notify(client, bought.refund_reversed())
+    me = await _me(client, headers)
+    assert standing(me) == on
+    [listed] = me["purchases"]
+    assert (listed["id"], listed["quantity"], listed["refunded_at"]) == ("3000", 1, None)
+    assert len(await _events(client, headers, "purchase.completed")) == 1
+    [paid] = await _events(client, headers, "payment.succeeded")
+    assert (paid["data"]["amount"], paid["data"]["currency"]) == (299, "usd")
+    assert len(await _events(client, headers, "purchase.refunded")) == 1
+    assert len(await _events(client, headers, "purchase.refund_reversed")) == 1
+
+
+async def test_consumption_of_a_pass_is_the_share_of_its_days_gone(
+    pass_catalog: None, client: httpx.AsyncClient, appstore_signer: AppStoreSigner, appstore_api: StandIn
+) -> None:
+    headers, _, token = await _account(client, "pass-consumption@example.com")
+    bought = _one_time(appstore_signer, token, "3100", PASS_30, NON_RENEWING, days_ago=3)
+    appstore_api.state.record_one_time(bought.buy())
+    body = {"signed_transaction": bought.signed_transaction(), "consented": True}
+    assert (await client.post(PATH, json=body, headers=headers)).status_code == 200
+    await _notify(client, bought.consumption_request())
+    [(_, sent, _)] = appstore_api.state.consumption_sent
+    # Three of its thirty days: a tenth, in Apple's milli-units (a few seconds more while the test runs).
+    assert 10_000 <= sent["consumptionPercentage"] <= 10_010
+
+
+@pytest.mark.parametrize("settings_overrides", [{"appstore_restore_policy": "transfer"}], indirect=True)
+async def test_lifetime_restore_moves_it_when_configured(
+    client: httpx.AsyncClient, appstore_signer: AppStoreSigner
+) -> None:
+    headers_a, _, _ = await _account(client, "lifetime-a@example.com")
+    headers_b, _, _ = await _account(client, "lifetime-b@example.com")
+    bought = _one_time(appstore_signer, None, "3200", LIFETIME, NON_CONSUMABLE)
+    assert (await _post(client, headers_a, bought.signed_transaction())).json()["entitlements"]["pro"][
+        "active"
+    ]
+    # B restores with the same device copy (same signedDate): the purchase moves all the same.
+    moved = await _post(client, headers_b, bought.signed_transaction())
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["entitlements"]["pro"]["active"] is True
+    assert [p["id"] for p in moved.json()["purchases"]] == ["3200"]
+    me_a = await _me(client, headers_a)
+    assert me_a["entitlements"]["pro"]["active"] is False and me_a["purchases"] == []

@@ -49,7 +49,10 @@ def sync_appstore(
 
             def on_progress(stage: str, done: int, total: int) -> None:
                 if stage not in tasks:
-                    label = "refreshing subscriptions" if stage == "refresh" else "back-filling notifications"
+                    label = {
+                        "refresh": "refreshing subscriptions",
+                        "purchases": "refreshing one-time purchases",
+                    }.get(stage, "back-filling notifications")
                     tasks[stage] = progress.add_task(label, total=total)
                 progress.update(tasks[stage], completed=done, total=total)
 
@@ -57,10 +60,11 @@ def sync_appstore(
                 provider, ingest=ingest, history_days=history_days, on_progress=on_progress
             )
             await context.pipeline.wait_idle()
-        if summary.changed or summary.notifications_new:
+        if summary.changed or summary.purchases_changed or summary.notifications_new:
             # Notifications should have told us already: what the sync found is what was missed.
             detail = (
                 f"{summary.changed} subscription(s) changed, "
+                f"{summary.purchases_changed} one-time purchase(s) changed, "
                 f"{summary.notifications_new} missed notification(s)"
             )
             await alerter(_context).sync_drift("app_store", detail)
@@ -70,6 +74,10 @@ def sync_appstore(
     table = Table(title="App Store sync", show_header=False)
     table.add_row("subscriptions refreshed", str(summary.refreshed))
     table.add_row("subscriptions changed", str(summary.changed))
+    table.add_row(
+        "one-time purchases refreshed / changed",
+        f"{summary.purchases_refreshed} / {summary.purchases_changed}",
+    )
     table.add_row("notifications seen / new", f"{summary.notifications_seen} / {summary.notifications_new}")
     table.add_row("notifications refused", str(summary.notifications_invalid))
     table.add_row("app account tokens set", str(summary.tokens_set))

@@ -25,10 +25,17 @@ from entitle.providers.appstore.ledger import set_owner
 from entitle.providers.appstore.notifications import NotificationContext
 from entitle.providers.appstore.provider import AppStoreProvider
 from entitle.providers.appstore.verification import VerifiedNotification
+from entitle.services.access.purchases import PURCHASE_COMPLETED, StoredPurchases
 from entitle.services.access.subscriptions import StoredSubscriptions
 from tests.factories import make_account
 from tests.providers.appstore.constants import MONTHLY
-from tests.standins.appstore import AppStoreSigner, Notification, SubscriptionSimulator
+from tests.standins.appstore import (
+    NON_CONSUMABLE,
+    AppStoreSigner,
+    Notification,
+    OneTimePurchase,
+    SubscriptionSimulator,
+)
 
 Sim = SubscriptionSimulator
 
@@ -65,6 +72,18 @@ def _record_only(kind: str, **data: Any) -> Callable[[Sim], Notification]:
         return _as_notification(sim, payload, kind)
 
     return make
+
+
+def _one_time_charge(sim: Sim) -> Notification:
+    # The same customer buys the lifetime unlock: a transaction of its own, not the subscription's.
+    return OneTimePurchase(
+        signer=sim.signer,
+        transaction_id="7000000000000099",
+        product_id="com.example.app.pro.lifetime",
+        type=NON_CONSUMABLE,
+        app_account_token=sim.app_account_token,
+        bought_at=sim.start,
+    ).buy()
 
 
 def _test(sim: Sim) -> Notification:
@@ -149,6 +168,12 @@ CASES: dict[str, tuple[Callable[[Sim], list[Notification]], str, str | None, str
         handlers_module.CONSUMPTION_REQUESTED,
     ),
     "TEST": (lambda sim: [_test(sim)], "acknowledged TEST", None, None),
+    "ONE_TIME_CHARGE": (
+        lambda sim: [_one_time_charge(sim)],
+        "applied purchase standing",
+        None,
+        PURCHASE_COMPLETED,
+    ),
 }
 
 
@@ -191,7 +216,12 @@ class Harness:
         verified = self.verify(note)
         async with self.context.database.transaction() as db:
             ctx = NotificationContext(
-                db=db, note=verified, catalog=self.context.catalog, sink=StoredSubscriptions(), now=utcnow()
+                db=db,
+                note=verified,
+                catalog=self.context.catalog,
+                sink=StoredSubscriptions(),
+                now=utcnow(),
+                purchases=StoredPurchases(),
             )
             return await HANDLERS[verified.notification_type](ctx)
 

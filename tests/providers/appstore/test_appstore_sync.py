@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,16 @@ from entitle.providers.appstore import sync
 from entitle.providers.appstore.errors import AppStoreApiUnavailable
 from entitle.providers.appstore.ledger import PurchaseBelongsToAnotherAccount, decide_owner, set_owner
 from entitle.providers.appstore.provider import AppStoreProvider
+from entitle.services.access.entitlements import read_entitlements
 from entitle.settings import RestorePolicy
 from tests.factories import make_account
-from tests.standins.appstore import AppStoreSigner, SubscriptionSimulator
+from tests.standins.appstore import (
+    CONSUMABLE,
+    NON_CONSUMABLE,
+    AppStoreSigner,
+    OneTimePurchase,
+    SubscriptionSimulator,
+)
 from tests.standins.appstore.fixtures import StandIn
 
 A, B = uuid.uuid4(), uuid.uuid4()
@@ -211,3 +219,59 @@ async def _run_cli(args: list[str]) -> Any:
 
     # The command runs its own event loop; keep it off this test's loop.
     return await asyncio.to_thread(CliRunner().invoke, cli, args)
+
+
+# -- one-time purchases missed while entitle was down -------------------------------------------------
+
+
+@pytest.mark.usefixtures("_api_settings")
+async def test_sync_finds_one_time_purchases_and_refunds_missed_while_down(
+    context: AppContext, appstore_api: StandIn, signer: AppStoreSigner
+) -> None:
+    provider: AppStoreProvider = context.providers["app_store"]
+    async with context.database.sessionmaker() as db:
+        owner = await make_account(db, email="sync-one-time@example.com")
+        owner_id, token = owner.id, str(owner.app_account_token)
+    bought_at = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
+    lifetime = OneTimePurchase(
+        signer=signer,
+        transaction_id="5100000000000001",
+        product_id="com.example.app.pro.lifetime",
+        type=NON_CONSUMABLE,
+        app_account_token=token,
+        bought_at=bought_at,
+    )
+    pack = OneTimePurchase(
+        signer=signer,
+        transaction_id="5100000000000002",
+        product_id="com.example.app.credits.100",
+        type=CONSUMABLE,
+        app_account_token=token,
+        bought_at=bought_at,
+    )
+    # The lifetime unlock was bought and recorded; then entitle was down while Apple refunded it and
+    # while a credit pack was bought.
+    appstore_api.state.record_one_time(lifetime.buy())
+    await _own(context, "5100000000000001", owner_id, owner.app_account_token)
+    await ingest_with(context)(json.dumps(lifetime.history[0].body).encode())
+    await context.pipeline.wait_idle()
+    appstore_api.state.record_one_time(lifetime.refund(), delivered=False)
+    appstore_api.state.record_one_time(pack.buy(), delivered=False)
+
+    summary = await sync.sync_all(provider, ingest=ingest_with(context), history_days=30)
+    await context.pipeline.wait_idle()
+
+    assert summary.failed == []
+    assert (summary.refreshed, summary.purchases_refreshed, summary.purchases_changed) == (0, 1, 1)
+    # Nothing asked Get All Subscription Statuses or Set App Account Token about one-time purchases.
+    assert not [path for _, path in appstore_api.state.requests if "/subscriptions/" in path]
+    assert appstore_api.state.tokens_set == []
+    async with context.database.sessionmaker() as db:
+        answer = await read_entitlements(db, owner_id)
+    assert answer["entitlements"]["pro"]["active"] is False
+    assert answer["balances"] == {"credits": 100}
+    refunded = {p["id"]: p["refunded_at"] is not None for p in answer["purchases"]}
+    assert refunded == {"5100000000000001": True, "5100000000000002": False}
+    # A second run finds nothing more.
+    again = await sync.sync_all(provider, ingest=ingest_with(context), history_days=30)
+    assert (again.purchases_changed, again.notifications_new) == (0, 0)

@@ -2,6 +2,7 @@
 
 from .chain import SigningChain, mint_chain
 from .history import Notification, SubscriptionSimulator, random_history
+from .one_time import CONSUMABLE, NON_CONSUMABLE, NON_RENEWING, OneTimePurchase
 from .server import AppStoreServerState, create_app, new_state, serve
 from .signing import (
     STATUS_ACTIVE,
@@ -14,6 +15,10 @@ from .signing import (
 )
 
 __all__ = [
+    "CONSUMABLE",
+    "NON_CONSUMABLE",
+    "NON_RENEWING",
+    "OneTimePurchase",
     "STATUS_ACTIVE",
     "STATUS_BILLING_RETRY",
     "STATUS_EXPIRED",

@@ -1,4 +1,7 @@
-"""A local App Store Server API: the four endpoints entitle calls, speaking Apple's wire format.
+"""A local App Store Server API: the endpoints entitle calls, speaking Apple's wire format.
+
+Send Consumption Information (v2, and the deprecated v1) is accepted with 202 as Apple does and what was
+sent is kept in `state.consumption_sent` for assertions.
 
 It checks the ES256 bearer token the official client library sends (key id in the header; issuer,
 audience `appstoreconnect-v1`, bundle id `bid`, expiry in the claims), answers 401 with no body when it
@@ -71,6 +74,8 @@ class AppStoreServerState:
     rate_limit_next: int = 0
     requests: list[tuple[str, str]] = field(default_factory=list)
     tokens_set: list[tuple[str, str]] = field(default_factory=list)
+    # (transactionId, JSON body, path version "v1"/"v2") of every Send Consumption Information accepted.
+    consumption_sent: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)
     # Latency and rate limits, by endpoint ("GET /inApps/v1/subscriptions/{transactionId}").
     limits: VendorLimits = field(default_factory=VendorLimits)
 
@@ -84,6 +89,20 @@ class AppStoreServerState:
     def record(self, note: Notification, *, delivered: bool = True) -> None:
         """Take in a simulated notification: it becomes current truth and part of the notification history."""
         self.put_subscription(note.status, note.transaction, note.renewal_info)
+        self.notifications.append(
+            HistoryEntry(
+                signed_payload=note.signed_payload,
+                signed_date=note.signed_date,
+                original_transaction_id=str(note.transaction["originalTransactionId"]),
+                notification_type=note.notification_type,
+                delivered=delivered,
+            )
+        )
+
+    def record_one_time(self, note: Notification, *, delivered: bool = True) -> None:
+        """Take in a one-time purchase's notification: its transaction becomes what Get Transaction Info
+        answers, and the notification part of the history."""
+        self.transactions[str(note.transaction["transactionId"])] = dict(note.transaction)
         self.notifications.append(
             HistoryEntry(
                 signed_payload=note.signed_payload,
@@ -231,6 +250,25 @@ def create_app(state: AppStoreServerState) -> Starlette:
         state.tokens_set.append((original, token))
         return Response(status_code=200)
 
+    def consumption(version: str) -> Callable[[Request], Awaitable[Response]]:
+        async def send(request: Request) -> Response:
+            if (denied := authorize(request)) is not None:
+                return denied
+            transaction_id = request.path_params["transaction_id"]
+            if transaction_id not in state.transactions:
+                return JSONResponse(TRANSACTION_NOT_FOUND, status_code=404)
+            try:
+                body = await request.json()
+            except ValueError:
+                return JSONResponse(BAD_REQUEST, status_code=400)
+            required = ("customerConsented", "sampleContentProvided", "deliveryStatus")
+            if not isinstance(body, dict) or any(key not in body for key in required):
+                return JSONResponse(BAD_REQUEST, status_code=400)
+            state.consumption_sent.append((transaction_id, body, version))
+            return Response(status_code=202)
+
+        return send
+
     def limited(method: str, path: str, handler: Callable[[Request], Awaitable[Response]]) -> Route:
         # Apple's documented path templates name the endpoints; Starlette's parameters are snake_case.
         name = f"{method} {path}"
@@ -261,6 +299,8 @@ def create_app(state: AppStoreServerState) -> Starlette:
                 "/inApps/v1/transactions/{originalTransactionId}/appAccountToken",
                 set_app_account_token,
             ),
+            limited("PUT", "/inApps/v2/transactions/consumption/{transactionId}", consumption("v2")),
+            limited("PUT", "/inApps/v1/transactions/consumption/{transactionId}", consumption("v1")),
         ]
     )
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import httpx
 from appstoreserverlibrary.api_client import APIException, AsyncAppStoreServerAPIClient
+from appstoreserverlibrary.models.ConsumptionRequest import ConsumptionRequest
 from appstoreserverlibrary.models.Environment import Environment as AppleEnvironment
 from appstoreserverlibrary.models.LastTransactionsItem import LastTransactionsItem
 from appstoreserverlibrary.models.NotificationHistoryRequest import NotificationHistoryRequest
@@ -46,6 +47,10 @@ TRANSACTION_NOT_FOUND = 4040010
 GET_ALL_SUBSCRIPTION_STATUSES = "GET /inApps/v1/subscriptions/{transactionId}"
 SET_APP_ACCOUNT_TOKEN = "PUT /inApps/v1/transactions/{originalTransactionId}/appAccountToken"
 GET_NOTIFICATION_HISTORY = "POST /inApps/v1/notifications/history"
+GET_TRANSACTION_INFO = "GET /inApps/v1/transactions/{transactionId}"
+# Send Consumption Information: the current version (v2) of the endpoint; v1 is deprecated by Apple and
+# by its library, and v2's consumptionPercentage is what entitle knows (how much of the credit is spent).
+SEND_CONSUMPTION_INFORMATION = "PUT /inApps/v2/transactions/consumption/{transactionId}"
 # Apple's limits per app and endpoint, requests per second in Production; the sandbox allows 10% of
 # them. Apple counts them over an hour, so pacing at the per-second rate is on the safe side
 # (https://developer.apple.com/documentation/appstoreserverapi/identifying-rate-limits).
@@ -53,6 +58,8 @@ PRODUCTION_LIMITS = {
     GET_ALL_SUBSCRIPTION_STATUSES: 50.0,
     SET_APP_ACCOUNT_TOKEN: 20.0,
     GET_NOTIFICATION_HISTORY: 50.0,
+    GET_TRANSACTION_INFO: 50.0,
+    SEND_CONSUMPTION_INFORMATION: 50.0,
 }
 SANDBOX_SHARE = 0.10
 # A 429 is retried after 0.25 s, doubling up to 2 s (with jitter), for about 20 s in all.
@@ -123,9 +130,7 @@ class _PooledClient(AsyncAppStoreServerAPIClient):
             if status_code != 429:
                 raise
             retry_at = headers.get("retry-after", "")
-            raise AppStoreRateLimited(
-                exc.raw_api_error, exc.error_message, ascii_int(retry_at)
-            ) from None
+            raise AppStoreRateLimited(exc.raw_api_error, exc.error_message, ascii_int(retry_at)) from None
 
     async def aclose(self) -> None:
         await self._own_client.aclose()
@@ -274,6 +279,29 @@ class AppStoreApi:
             client.environment,
             SET_APP_ACCOUNT_TOKEN,
             lambda: client.set_app_account_token(original_transaction_id, request),
+        )
+
+    async def transaction_info(self, environment: str, transaction_id: str) -> str | None:
+        """The transaction's current signed form (Get Transaction Info): refunds show as a revocationDate."""
+        client = self._client(environment)
+        response = await self._call(
+            "Get Transaction Info",
+            client.environment,
+            GET_TRANSACTION_INFO,
+            lambda: client.get_transaction_info(transaction_id),
+        )
+        return response.signedTransactionInfo
+
+    async def send_consumption_information(
+        self, environment: str, transaction_id: str, request: ConsumptionRequest
+    ) -> None:
+        """Answer a CONSUMPTION_REQUEST (Send Consumption Information), within Apple's 12 hours."""
+        client = self._client(environment)
+        await self._call(
+            "Send Consumption Information",
+            client.environment,
+            SEND_CONSUMPTION_INFORMATION,
+            lambda: client.send_consumption_information(transaction_id, request),
         )
 
     async def notification_history(

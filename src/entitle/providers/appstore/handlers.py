@@ -4,6 +4,8 @@ Each handler gets a `NotificationContext` (the verified notification, the sessio
 a short outcome for the inbox row. Most types change the subscription, and for those the handler applies
 the snapshot the notification carries: the status rules live in `mapping.decide_status`, and the
 subscription service ignores a snapshot older than what is stored, so handlers stay small and order-free.
+A one-time transaction (ONE_TIME_CHARGE, and REFUND, REFUND_REVERSED or REVOKE of one) applies its
+purchase's state the same way (`ctx.apply` tells the two apart; `mapping.purchase_state`).
 A type missing from the table is stored, acknowledged and left alone (`process_notification`).
 Reference: https://developer.apple.com/documentation/appstoreservernotifications/notificationtype
 """
@@ -12,7 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from entitle.providers.appstore.notifications import NotificationContext
+from entitle.core.subscriptions import Environment
+from entitle.providers.appstore.consumption import answer_consumption_request
+from entitle.providers.appstore.mapping import core_environment, is_free_trial, is_one_time, minor_units
+from entitle.providers.appstore.notifications import NotificationContext, is_family_shared
 
 Handler = Callable[[NotificationContext], Awaitable[str]]
 
@@ -23,13 +28,59 @@ FAMILY_SHARING_REVOKED = "appstore.family_sharing_revoked"
 CONSUMPTION_REQUESTED = "appstore.consumption_requested"
 PRICE_INCREASE = "appstore.price_increase"
 RENEWAL_PREFERENCE_CHANGED = "appstore.renewal_preference_changed"
+# The name the services give every payment in the event log (services.access.purchases), with the amount
+# in the currency's minor units; written here for each paid App Store subscription period.
+PAYMENT_SUCCEEDED = "payment.succeeded"
+
+
+async def _record_payment(ctx: NotificationContext) -> None:
+    """A subscription period was charged: `payment.succeeded` with what Apple says was paid.
+
+    Nothing is recorded for a free trial (whatever price the transaction names), a transaction without a
+    price or at 0, or a family member's transaction (the purchaser paid, on their own transaction). Each
+    notification is processed once (the inbox is unique on its notificationUUID), so each payment is
+    recorded once."""
+    transaction = ctx.note.transaction
+    if transaction is None or is_family_shared(transaction) or is_free_trial(transaction):
+        return
+    currency = str(transaction.raw.get("currency") or "").lower()
+    amount = minor_units(transaction.raw.get("price"), currency) if currency else None
+    if not amount:
+        return
+    product = ctx.catalog.product_by_app_store_id(transaction.payload.productId or "")
+    environment: Environment = core_environment(transaction.environment)
+    await ctx.record(
+        PAYMENT_SUCCEEDED,
+        {
+            "store": "app_store",
+            "subscription_id": str(transaction.payload.originalTransactionId),
+            "transaction_id": str(transaction.payload.transactionId),
+            "product": product.key if product is not None else None,
+            "amount": amount,
+            "currency": currency,
+            "environment": environment.value,
+        },
+    )
 
 
 async def subscribed(ctx: NotificationContext) -> str:
-    return await ctx.apply()
+    outcome = await ctx.apply()
+    await _record_payment(ctx)
+    return outcome
 
 
 async def did_renew(ctx: NotificationContext) -> str:
+    outcome = await ctx.apply()
+    await _record_payment(ctx)
+    return outcome
+
+
+async def one_time_charge(ctx: NotificationContext) -> str:
+    # A non-consumable, consumable or non-renewing subscription was bought (perhaps before the app posts
+    # it): the purchase's state, keyed by its transactionId, so the app's post later changes nothing.
+    transaction = ctx.note.transaction
+    if transaction is not None and not is_one_time(transaction):
+        return f"ignored: {transaction.raw.get('type')} in ONE_TIME_CHARGE"
     return await ctx.apply()
 
 
@@ -105,11 +156,18 @@ async def renewal_extended(ctx: NotificationContext) -> str:
 
 
 async def consumption_request(ctx: NotificationContext) -> str:
-    # Apple asks for consumption data about a refund request; support answers it, we only keep the record.
-    await ctx.record(
-        CONSUMPTION_REQUESTED, {"reason": ctx.note.raw.get("data", {}).get("consumptionRequestReason")}
-    )
-    return "recorded"
+    # Apple asks what we know about a purchase whose refund was requested: answered only with the
+    # person's consent (the app posted `consented: true`), and recorded for support either way.
+    details = {"reason": ctx.note.raw.get("data", {}).get("consumptionRequestReason")}
+    transaction = ctx.note.transaction
+    if transaction is not None and await ctx.find_owner() is not None:
+        details.update(
+            await answer_consumption_request(
+                ctx.db, transaction, api=ctx.api, catalog=ctx.catalog, now=ctx.now
+            )
+        )
+    await ctx.record(CONSUMPTION_REQUESTED, details)
+    return "sent" if details.get("sent") else "recorded"
 
 
 async def acknowledge(ctx: NotificationContext) -> str:
@@ -135,20 +193,24 @@ HANDLERS: dict[str, Handler] = {
     "OFFER_REDEEMED": offer_redeemed,
     # A price increase needs (PENDING) or got (ACCEPTED) consent: renewal may change.
     "PRICE_INCREASE": price_increase,
-    # Apple refunded the purchase: revocationDate is set and access ends now.
+    # Apple refunded the purchase: revocationDate is set and access ends now; a one-time purchase's
+    # credits are taken back (handlers below apply either kind through `ctx.apply`).
     "REFUND": refund,
-    # Apple reversed an earlier refund: access is restored.
+    # Apple reversed an earlier refund: access (and a consumable's credits) is restored.
     "REFUND_REVERSED": refund_reversed,
     # Apple declined a refund request: nothing changes, but support wants to know.
     "REFUND_DECLINED": refund_declined,
-    # Family Sharing ended for a family member (or the purchaser refunded): that member loses access.
+    # Family Sharing ended for a family member (or the purchaser refunded): that member loses access, to
+    # a subscription or a shared non-consumable alike.
     "REVOKE": revoke,
     # The renewal date moved out (customer-service extension): the period ends later.
     "RENEWAL_EXTENDED": renewal_extended,
     # A mass renewal extension finished (a summary, no single subscription): nothing to apply.
     "RENEWAL_EXTENSION": acknowledge,
-    # Apple asks for consumption information about a refund request: record it for support.
+    # Apple asks for consumption information about a refund request: answered with consent, recorded.
     "CONSUMPTION_REQUEST": consumption_request,
+    # A one-time product was bought (non-consumable, consumable, non-renewing subscription).
+    "ONE_TIME_CHARGE": one_time_charge,
     # Sent from App Store Connect or the API to check the endpoint works.
     "TEST": acknowledge,
 }

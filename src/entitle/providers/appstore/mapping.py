@@ -1,4 +1,6 @@
-"""App Store transaction + renewal info (+ notification type) -> the core `SubscriptionState`.
+"""App Store transaction + renewal info (+ notification type) -> the core `SubscriptionState`; and a
+one-time transaction (non-consumable, consumable, non-renewing subscription) -> the core `PurchaseState`
+(`purchase_state`, at the end of this module).
 
 The status decision, in order:
 1. A revocation date (refund, Family Sharing ended) -> REVOKED, whatever else the data says.
@@ -33,7 +35,9 @@ from appstoreserverlibrary.models.AutoRenewStatus import AutoRenewStatus
 from appstoreserverlibrary.models.Environment import Environment as AppleEnvironment
 from appstoreserverlibrary.models.OfferType import OfferType
 
-from entitle.core.catalog import Catalog
+from entitle.core.catalog import Catalog, ProductType
+from entitle.core.currencies import minor_unit_digits
+from entitle.core.purchases import PurchaseState
 from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
 from entitle.providers.appstore.verification import (
     VerifiedNotification,
@@ -191,3 +195,93 @@ def is_introductory_offer(transaction: VerifiedTransaction) -> bool:
     """A transaction in an introductory offer, free or paid: Apple gives one per subscription group, and
     it is the App Store's trial (https://developer.apple.com/documentation/appstoreserverapi/offertype)."""
     return transaction.payload.offerType == OfferType.INTRODUCTORY_OFFER
+
+
+# StoreKit 2 `type` values of what is paid once, and the catalog type each stands for.
+# https://developer.apple.com/documentation/appstoreserverapi/type
+ONE_TIME_TYPES = {
+    "Non-Consumable": ProductType.NON_CONSUMABLE,
+    "Consumable": ProductType.CONSUMABLE,
+    "Non-Renewing Subscription": ProductType.NON_RENEWING,
+}
+# `revocationType` of a Family Sharing revocation (the purchaser refunded, or the member left the family).
+FAMILY_REVOKE = "FAMILY_REVOKE"
+
+
+def is_one_time(transaction: VerifiedTransaction) -> bool:
+    """A non-consumable, consumable or non-renewing subscription transaction (keyed by its transactionId)."""
+    return transaction.raw.get("type") in ONE_TIME_TYPES
+
+
+def minor_units(milli: Any, currency: str) -> int | None:
+    """Apple's `price` (milli-units of `currency`) in the currency's minor units: 9990 USD is 999 cents,
+    1200000 JPY is 1200 yen; half a minor unit rounds up. None when there is no price to read."""
+    if not isinstance(milli, int) or isinstance(milli, bool) or milli < 0:
+        return None
+    scale: int = 10 ** (3 - minor_unit_digits(currency))
+    return (int(milli) + scale // 2) // scale
+
+
+def purchase_state(
+    transaction: VerifiedTransaction,
+    *,
+    account_id: uuid.UUID,
+    catalog: Catalog,
+    notification: VerifiedNotification | None = None,
+) -> PurchaseState:
+    """The core state of one App Store one-time purchase, keyed by its `transactionId`.
+
+    A revocation is a refund (the money went back: `refunded_amount` is all of it) unless it is Family
+    Sharing's (the purchaser refunded or left the family: the member paid nothing, so nothing is refunded
+    to them). A family member's transaction says what the purchaser paid; it is not this account's money,
+    so the state carries no amount (`payment.succeeded` is the purchaser's, from their own transaction).
+    """
+    tx = transaction.payload
+    raw_type = str(transaction.raw.get("type") or "")
+    product_id = tx.productId or ""
+    product = catalog.product_by_app_store_id(product_id)
+    kind = product.type if product is not None and product.is_one_time else ONE_TIME_TYPES[raw_type]
+    family = transaction.raw.get("inAppOwnershipType") == "FAMILY_SHARED"
+    currency = str(transaction.raw.get("currency") or "").lower() or None
+    amount = minor_units(transaction.raw.get("price"), currency) if currency and not family else None
+    revoked_at = from_millis(tx.revocationDate)
+    reason = None
+    if revoked_at is not None:
+        family_revoke = transaction.raw.get("revocationType") == FAMILY_REVOKE or (
+            family and (notification is None or notification.notification_type == "REVOKE")
+        )
+        reason = "revoked" if family_revoke else "refunded"
+    quantity = transaction.raw.get("quantity")
+    if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
+        quantity = 1
+    signed = from_millis(notification.raw.get("signedDate")) if notification is not None else None
+    raw: dict[str, Any] = {"transaction": transaction.raw}
+    if notification is not None:
+        raw["notification"] = {
+            "type": notification.notification_type,
+            "subtype": notification.subtype,
+            "uuid": notification.notification_uuid,
+            "signed_date": notification.raw.get("signedDate"),
+        }
+    purchased_at = from_millis(tx.purchaseDate) or from_millis(tx.signedDate) or dt.datetime.now(dt.UTC)
+    return PurchaseState(
+        store=Store.APP_STORE,
+        store_purchase_id=str(tx.transactionId),
+        account_id=account_id,
+        product=product.key if product is not None else None,
+        store_product_id=product_id,
+        type=kind,
+        quantity=quantity,
+        purchased_at=purchased_at,
+        environment=core_environment(transaction.environment),
+        vendor_updated_at=signed or from_millis(tx.signedDate) or purchased_at,
+        amount=amount,
+        currency=currency if amount is not None else None,
+        refunded_amount=(amount or 0) if reason == "refunded" else 0,
+        revoked_at=revoked_at,
+        revocation_reason=reason,
+        # Apple dates no end for a non-renewing subscription (the app manages it): the catalog decides.
+        store_expires_at=from_millis(tx.expiresDate) if kind is ProductType.NON_RENEWING else None,
+        raw=raw,
+        family_shared=family,
+    )

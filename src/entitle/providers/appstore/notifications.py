@@ -12,18 +12,22 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.catalog import Catalog
 from entitle.core.events import record_event
 from entitle.core.models.events import ProviderEvent
+from entitle.core.purchases import PurchaseSink
 from entitle.core.subscriptions import Store, SubscriptionSink
 from entitle.providers.appstore.ledger import account_for_token, find_owner, set_owner
-from entitle.providers.appstore.mapping import stale_reason, subscription_state
+from entitle.providers.appstore.mapping import is_one_time, purchase_state, stale_reason, subscription_state
 from entitle.providers.appstore.verification import VerifiedNotification, VerifiedTransaction, from_millis
 from entitle.providers.base import ParkEvent
+
+if TYPE_CHECKING:
+    from entitle.providers.appstore.api import AppStoreApi
 
 
 def purchase_token(transaction: VerifiedTransaction) -> uuid.UUID | None:
@@ -56,6 +60,10 @@ class NotificationContext:
     sink: SubscriptionSink
     now: datetime
     event: ProviderEvent | None = None
+    # One-time purchases (non-consumables, consumables, non-renewing subscriptions) go here.
+    purchases: PurchaseSink | None = None
+    # The App Store Server API, when configured (answering CONSUMPTION_REQUEST needs it).
+    api: AppStoreApi | None = None
     _owner: uuid.UUID | None = field(default=None, init=False)
 
     async def find_owner(self) -> uuid.UUID | None:
@@ -95,7 +103,8 @@ class NotificationContext:
         return self._owner
 
     async def apply(self) -> str:
-        """Apply the subscription snapshot the notification carries; park it when its owner is unknown."""
+        """Apply the state the notification carries (a subscription snapshot, or a one-time purchase's
+        state for a one-time transaction); park it when its owner is unknown."""
         transaction = self.note.transaction
         if transaction is None:
             return "ignored: no transaction in notification"
@@ -104,6 +113,8 @@ class NotificationContext:
             raise ParkEvent(
                 f"no account known yet for original transaction {transaction.payload.originalTransactionId}"
             )
+        if is_one_time(transaction):
+            return await self._apply_purchase(transaction, owner)
         stored = await stored_transaction(self.db, self.sink, str(transaction.payload.originalTransactionId))
         stale = stale_reason(transaction, stored, from_device=False)
         if stale is not None:
@@ -119,6 +130,15 @@ class NotificationContext:
         )
         applied = await self.sink.apply(self.db, state, now=self.now)
         return f"applied {state.status.value}" if applied else "ignored: older than stored state"
+
+    async def _apply_purchase(self, transaction: VerifiedTransaction, owner: uuid.UUID) -> str:
+        if self.purchases is None:
+            return "ignored: one-time purchases are not recorded by this provider"
+        state = purchase_state(transaction, account_id=owner, catalog=self.catalog, notification=self.note)
+        applied = await self.purchases.apply(self.db, state)
+        if not applied:
+            return "ignored: older than stored state"
+        return f"applied purchase {state.revocation_reason or 'standing'}"
 
     async def record(self, type: str, data: dict[str, Any]) -> None:
         """Write an event to the owner's log; park the notification while its purchase has no known owner."""

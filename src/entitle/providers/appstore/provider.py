@@ -5,7 +5,8 @@ the inbox, unique on notificationUUID, so Apple's retries find the row they alre
 takes every unprocessed notification of one originalTransactionId at once, in signedDate order, through
 `HANDLERS`. The notification verified at the webhook is handed to processing in memory; a worker, which
 only has the stored body, verifies it again. Notifications carry Apple's signed state, so processing
-reads nothing from Apple and needs no read slot.
+reads nothing from Apple and needs no read slot; the one call it makes, answering a CONSUMPTION_REQUEST
+(`consumption`), is a write the API client paces on its own.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle import untrusted_json
 from entitle.core.catalog import Catalog
 from entitle.core.models.events import ProviderEvent
+from entitle.core.purchases import PurchaseSink
 from entitle.core.subscriptions import SubscriptionSink
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
@@ -65,11 +67,14 @@ class AppStoreProvider:
         sink: SubscriptionSink,
         verifier: AppStoreVerifier | None,
         api: AppStoreApi | None,
+        purchases: PurchaseSink | None = None,
     ) -> None:
         self.config = config
         self.database = database
         self.catalog = catalog
         self.sink = sink
+        # Where one-time purchases go; None leaves them out (the app's post of one is then refused).
+        self.purchases = purchases
         self._verifier = verifier
         self.api = api
         self._handoff: OrderedDict[str, VerifiedNotification] = OrderedDict()
@@ -114,7 +119,14 @@ class AppStoreProvider:
                 note = await self.verifier.verify_notification_async(signed_payload_of(event.raw_body))
             outcomes.append(
                 await process_notification(
-                    db, note, catalog=self.catalog, sink=self.sink, now=utcnow(), event=event
+                    db,
+                    note,
+                    catalog=self.catalog,
+                    sink=self.sink,
+                    now=utcnow(),
+                    event=event,
+                    purchases=self.purchases,
+                    api=self.api,
                 )
             )
         for event in events:
@@ -141,13 +153,17 @@ async def process_notification(
     sink: SubscriptionSink,
     now: datetime,
     event: ProviderEvent | None = None,
+    purchases: PurchaseSink | None = None,
+    api: AppStoreApi | None = None,
 ) -> str:
     """Dispatch one verified notification through `HANDLERS`; an unknown type is acknowledged, not failed."""
     handler = HANDLERS.get(note.notification_type)
     if handler is None:
         return f"ignored: unknown notification type {note.notification_type or '(none)'}"
     return await handler(
-        NotificationContext(db=db, note=note, catalog=catalog, sink=sink, now=now, event=event)
+        NotificationContext(
+            db=db, note=note, catalog=catalog, sink=sink, now=now, event=event, purchases=purchases, api=api
+        )
     )
 
 

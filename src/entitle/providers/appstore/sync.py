@@ -7,6 +7,10 @@
   inbox as the webhook (duplicates collapse on notificationUUID), so a missed delivery is never lost.
 - `set_owner_token` calls Set App Account Token for a purchase made outside the app once its owner is
   known, so Apple's future transactions and notifications carry the owner's token.
+- `refresh_one_time` asks Get Transaction Info about one known one-time purchase (non-consumable,
+  consumable, non-renewing subscription) and applies it when Apple's copy differs from the stored one: a
+  refund or its reversal missed while entitle was down. One-time purchases bought while it was down come
+  back through the notification history (ONE_TIME_CHARGE), like everything else Apple sent.
 HTTP calls happen outside database transactions; each database step is its own short transaction.
 """
 
@@ -19,17 +23,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from appstoreserverlibrary.models.Environment import Environment as AppleEnvironment
-from sqlalchemy import select
+from sqlalchemy import Exists, and_, exists, select
 
 from entitle.core.models.accounts import Account
+from entitle.core.models.purchases import Purchase
+from entitle.core.subscriptions import Store
 from entitle.db.types import utcnow
 from entitle.errors import EntitleError
 from entitle.providers.appstore.errors import AppStoreApiUnavailable
 from entitle.providers.appstore.ledger import find_owner
-from entitle.providers.appstore.mapping import subscription_state
+from entitle.providers.appstore.mapping import is_one_time, purchase_state, subscription_state
 from entitle.providers.appstore.models import AppStoreOwnership
 
 if TYPE_CHECKING:
+    from entitle.core.purchases import PurchaseState
     from entitle.providers.appstore.api import AppStoreApi
     from entitle.providers.appstore.provider import AppStoreProvider
 
@@ -102,10 +109,50 @@ async def set_owner_token(provider: AppStoreProvider, original_transaction_id: s
     return True
 
 
+async def refresh_one_time(provider: AppStoreProvider, transaction_id: str) -> bool:
+    """Apply Apple's current copy of a one-time purchase if it differs from ours; True when it did."""
+    api = _api(provider)
+    async with provider.database.transaction() as db:
+        ledger = await find_owner(db, transaction_id)
+        environment = ledger.environment if ledger is not None else None
+    if environment not in API_ENVIRONMENTS or provider.purchases is None:
+        return False
+    signed = await api.transaction_info(str(environment), transaction_id)
+    if not signed:
+        return False
+    transaction = await provider.verifier.verify_transaction_async(signed)
+    if not is_one_time(transaction):
+        return False
+    async with provider.database.transaction() as db:
+        owner = await find_owner(db, transaction_id)
+        if owner is None:
+            return False
+        state = purchase_state(transaction, account_id=owner.account_id, catalog=provider.catalog)
+        stored = await provider.purchases.stored(db, Store.APP_STORE, state.store_purchase_id)
+        # Apple signs its answer when asked, so it is always newer: apply it only when it says more.
+        if stored is not None and _same_standing(stored, state):
+            return False
+        return await provider.purchases.apply(db, state)
+
+
+def _same_standing(stored: PurchaseState, fresh: PurchaseState) -> bool:
+    keys = (
+        "account_id",
+        "revoked_at",
+        "revocation_reason",
+        "refunded_amount",
+        "quantity",
+        "store_expires_at",
+    )
+    return all(getattr(stored, key) == getattr(fresh, key) for key in keys)
+
+
 @dataclass
 class SyncSummary:
     refreshed: int = 0
     changed: int = 0
+    purchases_refreshed: int = 0
+    purchases_changed: int = 0
     failed: list[str] = field(default_factory=list)
     notifications_seen: int = 0
     notifications_new: int = 0
@@ -139,12 +186,24 @@ async def backfill_notifications(
         summary.notifications_new += int(created)
 
 
-async def known_purchases(provider: AppStoreProvider) -> list[tuple[str, str]]:
+def _is_one_time_purchase() -> Exists:
+    """An owned purchase that is a one-time one (its transaction id is a stored purchase's)."""
+    return exists().where(
+        and_(
+            Purchase.store == Store.APP_STORE.value,
+            Purchase.store_purchase_id == AppStoreOwnership.original_transaction_id,
+        )
+    )
+
+
+async def known_purchases(provider: AppStoreProvider, *, one_time: bool = False) -> list[tuple[str, str]]:
+    """(original transaction id, environment) of every owned subscription, or one-time purchase."""
+    which = _is_one_time_purchase() if one_time else ~_is_one_time_purchase()
     async with provider.database.transaction() as db:
         rows = await db.execute(
-            select(AppStoreOwnership.original_transaction_id, AppStoreOwnership.environment).order_by(
-                AppStoreOwnership.created_at
-            )
+            select(AppStoreOwnership.original_transaction_id, AppStoreOwnership.environment)
+            .where(which)
+            .order_by(AppStoreOwnership.created_at)
         )
         return [(original, environment) for original, environment in rows]
 
@@ -159,6 +218,8 @@ async def purchases_needing_token(provider: AppStoreProvider) -> list[str]:
                 AppStoreOwnership.ownership_type == "PURCHASED",
                 AppStoreOwnership.environment.in_(API_ENVIRONMENTS),
                 Account.deleted_at.is_(None),
+                # A one-time purchase's later notifications (refunds) find their owner through the ledger.
+                ~_is_one_time_purchase(),
             )
         )
         return [original for original, token, account in rows if token != account.app_account_token]
@@ -186,6 +247,15 @@ async def sync_all(
             summary.failed.append(original)
         if on_progress is not None:
             on_progress("refresh", index, len(purchases))
+    one_time = await known_purchases(provider, one_time=True)
+    for index, (transaction_id, _environment) in enumerate(one_time, start=1):
+        try:
+            summary.purchases_changed += int(await refresh_one_time(provider, transaction_id))
+            summary.purchases_refreshed += 1
+        except EntitleError:
+            summary.failed.append(transaction_id)
+        if on_progress is not None:
+            on_progress("purchases", index, len(one_time))
     end = utcnow()
     start = end - dt.timedelta(days=max(1, min(history_days, MAX_HISTORY_DAYS)))
     environments = sorted({environment for _, environment in purchases if environment in API_ENVIRONMENTS})

@@ -159,7 +159,9 @@ async def _record_changes(db: AsyncSession, before: PurchaseState | None, after:
     money = {"amount": after.amount, "currency": after.currency, "environment": after.environment.value}
     if before is None:
         await events.record_event(db, after.account_id, PURCHASE_COMPLETED, {**data, **money})
-        await events.record_event(db, after.account_id, PAYMENT_SUCCEEDED, {**data, **money})
+        # No amount, no payment: a Family Sharing member's purchase was paid by the purchaser.
+        if after.amount is not None:
+            await events.record_event(db, after.account_id, PAYMENT_SUCCEEDED, {**data, **money})
     refunded_before = 0 if before is None else before.refunded_amount
     if after.refunded_amount > refunded_before:
         await events.record_event(

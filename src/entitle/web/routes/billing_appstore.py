@@ -20,6 +20,9 @@ router = APIRouter(tags=["billing"])
 class PostedTransaction(StrictBody):
     # StoreKit 2's `Transaction.jwsRepresentation` (a compact JWS, a few kilobytes).
     signed_transaction: str = Field(min_length=1, max_length=32_768)
+    # The person's answer to sharing consumption data with Apple if they ask for a refund (docs/ios.md);
+    # kept with a one-time purchase, and entitle answers Apple's CONSUMPTION_REQUEST only when true.
+    consented: bool | None = None
 
 
 @router.post("/v1/billing/appstore/transactions")
@@ -27,7 +30,9 @@ async def post_transaction(
     body: PostedTransaction, account: CurrentAccount, context: ContextDep, db: SessionDep
 ) -> dict[str, Any]:
     provider = appstore_provider(context.providers)
-    purchase = await purchases.record_purchase(provider, db, account, body.signed_transaction, now=utcnow())
+    purchase = await purchases.record_purchase(
+        provider, db, account, body.signed_transaction, now=utcnow(), consented=body.consented
+    )
     # The purchase must be durable before parked notifications are replayed in transactions of their own.
     await db.commit()
     await context.pipeline.release_parked(PROVIDER, purchase.original_transaction_id)
