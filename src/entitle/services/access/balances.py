@@ -8,8 +8,9 @@ the sum never drifts from the ledger). `post` is that one writer:
   balance below zero, on PostgreSQL (the row lock) or SQLite (one writer at a time); a refused spend
   raises 409 `insufficient_balance` and writes nothing.
 - An `idempotency_key` makes a post happen once per (account, currency, key): the key is unique in the
-  ledger, a repeat answers the first row, and two racing repeats are settled by that unique index (the
-  loser's savepoint rolls back its balance change too).
+  ledger, a repeat answers the first row and the balance right after it (the first result, whatever
+  happened since), and two racing repeats are settled by that unique index (the loser's savepoint rolls
+  back its balance change too).
 - Credits from stores (purchases, refunds, subscription periods) may take a balance below zero
   (`allow_negative`): a refunded pack takes back what it gave even when it was spent, and a negative
   balance refuses spends until it is paid back.
@@ -31,12 +32,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core import events
+from entitle.core.catalog import Catalog
 from entitle.core.entitlements import isoformat
 from entitle.core.models.purchases import Balance, BalanceTransaction
 from entitle.db.types import new_id, utcnow
-from entitle.errors import Conflict
+from entitle.errors import Conflict, InvalidRequest, NotFound
 
-BALANCE_CHANGED = "balance.changed"
+BALANCE_CHANGED = events.BALANCE_CHANGED
 
 # Reasons the ledger gives, besides the free text an operator or the app's backend writes.
 PURCHASE = "purchase"
@@ -48,8 +50,28 @@ _BALANCES = cast(Table, Balance.__table__)
 _LEDGER = cast(Table, BalanceTransaction.__table__)
 
 
+# One post moves at most this much: far beyond any real pack or spend, and far enough below BIGINT's
+# limit that no realistic run of posts can overflow a balance.
+MAX_AMOUNT = 1_000_000_000_000
+# Currency keys are stored in 64 characters (Balance.currency).
+MAX_CURRENCY_LENGTH = 64
+
+
 class InsufficientBalance(Conflict):
     default_code = "insufficient_balance"
+
+
+class UnknownCurrency(NotFound):
+    default_code = "unknown_currency"
+
+
+def check_amount(amount: int) -> None:
+    """A post moves a non-zero whole amount within +-MAX_AMOUNT (bool is not an amount)."""
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0 or abs(amount) > MAX_AMOUNT:
+        raise InvalidRequest(
+            f"amount must be a non-zero integer between -{MAX_AMOUNT} and {MAX_AMOUNT}.",
+            code="invalid_amount",
+        )
 
 
 @dataclass(frozen=True)
@@ -88,12 +110,17 @@ async def post(
     now: datetime | None = None,
 ) -> Posted:
     """Credit (positive) or debit (negative) `amount`; see the module docstring for the guarantees."""
+    check_amount(amount)
     now = now or utcnow()
     if idempotency_key is not None:
         earlier = await _find_by_key(db, account_id, currency, idempotency_key)
         if earlier is not None:
-            return Posted(earlier, await balance_of(db, account_id, currency), replayed=True)
+            return Posted(earlier, earlier.balance_after, replayed=True)
     await db.flush()
+    # The balance row exists before the savepoint: this write is what opens the transaction on SQLite,
+    # whose driver begins one only before a write, so that a savepoint opened with no transaction yet
+    # would be the transaction, and its release would commit the change apart from the caller's.
+    await _ensure_balance_row(db, account_id, currency, now)
     try:
         async with db.begin_nested():
             balance = await _change_balance(db, account_id, currency, amount, allow_negative, now)
@@ -118,7 +145,7 @@ async def post(
         earlier = await _find_by_key(db, account_id, currency, idempotency_key)
         if earlier is None:
             raise
-        return Posted(earlier, await balance_of(db, account_id, currency), replayed=True)
+        return Posted(earlier, earlier.balance_after, replayed=True)
     await events.record_event(
         db,
         account_id,
@@ -140,15 +167,18 @@ async def post(
     return Posted(row, balance)
 
 
-async def _change_balance(
-    db: AsyncSession, account_id: uuid.UUID, currency: str, amount: int, allow_negative: bool, now: datetime
-) -> int:
+async def _ensure_balance_row(db: AsyncSession, account_id: uuid.UUID, currency: str, now: datetime) -> None:
     insert = postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
     await db.execute(
         insert(_BALANCES)
         .values(account_id=account_id, currency=currency, amount=0, updated_at=now)
         .on_conflict_do_nothing()
     )
+
+
+async def _change_balance(
+    db: AsyncSession, account_id: uuid.UUID, currency: str, amount: int, allow_negative: bool, now: datetime
+) -> int:
     where = and_(_BALANCES.c.account_id == account_id, _BALANCES.c.currency == currency)
     if amount < 0 and not allow_negative:
         # The check and the change in one statement: no window between them for a second spend.
@@ -193,6 +223,27 @@ async def balance_of(db: AsyncSession, account_id: uuid.UUID, currency: str) -> 
 async def balances_of(db: AsyncSession, account_id: uuid.UUID) -> dict[str, int]:
     rows = await db.execute(select(Balance.currency, Balance.amount).where(Balance.account_id == account_id))
     return {currency: int(amount) for currency, amount in rows.all()}
+
+
+def with_catalog_currencies(catalog: Catalog, balances: dict[str, int]) -> dict[str, int]:
+    """Every catalog currency, at 0 until something credits it, then any other the account holds: the
+    answer body's `balances`, in its order."""
+    return {**{currency: 0 for currency in catalog.currencies}, **dict(sorted(balances.items()))}
+
+
+async def require_currency(db: AsyncSession, catalog: Catalog, account_id: uuid.UUID, currency: str) -> None:
+    """A currency of the catalog, or one this account has a ledger in (a currency since removed from
+    the catalog keeps its history readable); anything else is most likely a typo."""
+    if currency in catalog.currencies:
+        return
+    held = len(currency) <= MAX_CURRENCY_LENGTH and await db.scalar(
+        select(Balance.currency).where(Balance.account_id == account_id, Balance.currency == currency)
+    )
+    if not held:
+        known = ", ".join(sorted(catalog.currencies)) or "none"
+        raise UnknownCurrency(
+            f"The catalog has no currency {currency!r} (it has: {known}).", details={"currency": currency}
+        )
 
 
 async def credited_by(db: AsyncSession, account_id: uuid.UUID, source: str) -> dict[str, int]:
@@ -280,7 +331,9 @@ async def ledger(
     if after is not None:
         anchor = await db.get(BalanceTransaction, after)
         if anchor is None or anchor.account_id != account_id or anchor.currency != currency:
-            return [], None
+            # A cursor is only ever a row of this ledger: anything else is a client's mistake, not an
+            # empty page it would take for the end.
+            raise InvalidRequest("`after` is not a transaction of this ledger.", code="invalid_cursor")
         query = query.where(
             (BalanceTransaction.created_at < anchor.created_at)
             | ((BalanceTransaction.created_at == anchor.created_at) & (BalanceTransaction.id < anchor.id))

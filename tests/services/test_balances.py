@@ -1,0 +1,118 @@
+"""The ledger service: one transaction with its caller, and purchase and balance events for backends."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from entitle.context import AppContext
+from entitle.core import events
+from entitle.core.catalog import ProductType
+from entitle.core.models.events import WebhookDelivery
+from entitle.core.models.purchases import BalanceTransaction
+from entitle.core.purchases import PurchaseState
+from entitle.core.subscriptions import Environment, Store
+from entitle.db.types import utcnow
+from entitle.errors import InvalidRequest
+from entitle.services.access import balances
+from entitle.services.access.purchases import apply_purchase_state
+from tests.conftest import ADMIN_KEY
+from tests.factories import bearer, make_account, register
+
+
+async def test_a_post_is_undone_with_its_callers_transaction(context: AppContext, db: AsyncSession) -> None:
+    account_id = (await make_account(db)).id
+    # A read first, as a route does: on SQLite no transaction is open yet when the post starts.
+    await db.execute(select(1))
+    posted = await balances.post(db, account_id, "credits", 50, reason="test", source="test")
+    assert posted.balance == 50
+    await db.rollback()
+    async with context.database.sessionmaker() as other:
+        assert await balances.balance_of(other, account_id, "credits") == 0
+        assert await other.scalar(select(func.count()).select_from(BalanceTransaction)) == 0
+
+
+async def test_a_replay_answers_the_balance_the_first_post_left(db: AsyncSession) -> None:
+    account = await make_account(db)
+    first = await balances.post(db, account.id, "credits", 30, reason="r", source="s", idempotency_key="k")
+    await balances.post(db, account.id, "credits", 5, reason="r", source="s")
+    again = await balances.post(db, account.id, "credits", 30, reason="r", source="s", idempotency_key="k")
+    assert (again.replayed, again.balance, again.transaction.id) == (True, 30, first.transaction.id)
+    assert await balances.balance_of(db, account.id, "credits") == 35
+
+
+@pytest.mark.parametrize("amount", [0, True, 10**12 + 1, -(10**12) - 1])
+async def test_the_service_refuses_amounts_no_route_would_send(db: AsyncSession, amount: int) -> None:
+    account = await make_account(db)
+    with pytest.raises(InvalidRequest):
+        await balances.post(db, account.id, "credits", amount, reason="r", source="s")
+
+
+def pack(account_id: uuid.UUID, **overrides: object) -> PurchaseState:
+    values: dict[str, object] = {
+        "store": Store.APP_STORE,
+        "store_purchase_id": "2000000000000100",
+        "account_id": account_id,
+        "product": "credits_100",
+        "store_product_id": "com.example.app.credits.100",
+        "type": ProductType.CONSUMABLE,
+        "quantity": 1,
+        "purchased_at": utcnow(),
+        "environment": Environment.SANDBOX,
+        "vendor_updated_at": utcnow(),
+        "amount": 499,
+        "currency": "usd",
+    }
+    return PurchaseState(**(values | overrides))  # type: ignore[arg-type]
+
+
+async def test_purchase_and_payment_events_reach_the_account_log_and_endpoints(
+    client: httpx.AsyncClient, context: AppContext
+) -> None:
+    server = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    for types in (["purchase.*"], ["balance.changed"]):
+        created = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": "http://127.0.0.1:9/hook", "event_types": types},
+            headers=server,
+        )
+        assert created.status_code == 201, created.text
+    session = await register(client, "ada@example.com")
+    account_id = uuid.UUID(session["account"]["id"])
+    bought = pack(account_id)
+    async with context.database.transaction() as db:
+        assert await apply_purchase_state(db, bought)
+    refunded = dataclasses.replace(
+        bought,
+        refunded_amount=499,
+        revoked_at=utcnow(),
+        revocation_reason="refunded",
+        vendor_updated_at=bought.vendor_updated_at + timedelta(seconds=1),
+    )
+    async with context.database.transaction() as db:
+        assert await apply_purchase_state(db, refunded)
+
+    log = await client.get("/v1/me/events", params={"limit": 200}, headers=bearer(session))
+    types = [e["type"] for e in log.json()["events"]]
+    for wanted in ("payment.succeeded", "payment.refunded", "purchase.completed", "purchase.refunded"):
+        assert wanted in types
+    assert [e["data"]["balance"] for e in log.json()["events"] if e["type"] == "balance.changed"] == [0, 100]
+
+    async with context.database.sessionmaker() as db:
+        deliveries = list(await db.scalars(select(WebhookDelivery).order_by(WebhookDelivery.created_at)))
+    assert [d.event_type for d in deliveries] == [
+        events.BALANCE_CHANGED,
+        events.PURCHASE_COMPLETED,
+        events.BALANCE_CHANGED,
+        events.PURCHASE_REFUNDED,
+    ]
+    for delivery in deliveries:
+        assert delivery.payload["data"]["account_id"] == str(account_id)
+        assert "external_id" in delivery.payload["data"]
+    assert set(events.OUTBOUND_TYPES) >= {"purchase.completed", "purchase.refunded", "balance.changed"}
