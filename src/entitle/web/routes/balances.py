@@ -15,8 +15,7 @@ from fastapi.responses import JSONResponse
 from entitle.core.models.purchases import BalanceTransaction
 from entitle.errors import InvalidRequest, NotFound
 from entitle.services.access import balances
-from entitle.services.access.entitlements import entitlement_rules
-from entitle.services.identity.accounts import get_account
+from entitle.services.access.entitlements import balances_json, entitlement_rules
 from entitle.web.deps import AdminDep, SessionDep, SignedIn
 from entitle.web.schemas import BalancePostBody, parse_uuid
 
@@ -53,10 +52,9 @@ async def my_ledger(
 async def _live_account(db: SessionDep, account_id: str) -> uuid.UUID:
     """A live account's id; an unknown, malformed or deleted one is the same 404."""
     parsed = parse_uuid(account_id)
-    account = await get_account(db, parsed) if parsed is not None else None
-    if account is None:
+    if parsed is None or not await balances.is_live_account(db, parsed):
         raise NotFound("No account has this id.", code="account_not_found")
-    return account.id
+    return parsed
 
 
 @router.get("/v1/accounts/{account_id}/balances")
@@ -64,7 +62,7 @@ async def account_balances(_admin: AdminDep, account_id: str, db: SessionDep) ->
     """Every catalog currency (0 until credited), and any other the account holds."""
     account = await _live_account(db, account_id)
     held = await balances.balances_of(db, account)
-    return {"balances": balances.with_catalog_currencies(entitlement_rules(db).catalog, held)}
+    return {"balances": balances_json(entitlement_rules(db).catalog, held)}
 
 
 @router.post(
@@ -79,8 +77,11 @@ async def post_transaction(
     _admin: AdminDep, account_id: str, currency: str, body: BalancePostBody, db: SessionDep
 ) -> JSONResponse:
     """Spend (a negative `amount`) or credit (a positive one) a currency -> `{transaction, balance}`."""
-    account = await _live_account(db, account_id)
+    account = parse_uuid(account_id)
+    if account is None:
+        raise NotFound("No account has this id.", code="account_not_found")
     await balances.require_currency(db, entitlement_rules(db).catalog, account, currency)
+    # The post checks the account (deleted ones too) with the lock it takes anyway.
     posted = await balances.post(
         db,
         account,
@@ -89,6 +90,7 @@ async def post_transaction(
         reason=body.reason or ("spend" if body.amount < 0 else "credit"),
         source="api",
         idempotency_key=body.idempotency_key,
+        refuse_deleted=True,
     )
     return JSONResponse(
         {"transaction": balances.transaction_json(posted.transaction), "balance": posted.balance},
