@@ -21,6 +21,7 @@ from entitle.core.subscriptions import Environment, Store
 from entitle.db.types import utcnow
 from entitle.errors import InvalidRequest
 from entitle.services.access import balances
+from entitle.services.access.entitlements import compute_body, read_entitlements, refresh_entitlements
 from entitle.services.access.purchases import apply_purchase_state
 from tests.conftest import ADMIN_KEY
 from tests.factories import bearer, make_account, register
@@ -116,3 +117,16 @@ async def test_purchase_and_payment_events_reach_the_account_log_and_endpoints(
         assert delivery.payload["data"]["account_id"] == str(account_id)
         assert "external_id" in delivery.payload["data"]
     assert set(events.OUTBOUND_TYPES) >= {"purchase.completed", "purchase.refunded", "balance.changed"}
+
+
+async def test_the_answer_rewritten_in_place_is_what_a_full_recompute_gives(db: AsyncSession) -> None:
+    account_id = (await make_account(db)).id
+    await refresh_entitlements(db, account_id)
+    await db.commit()
+    for currency, amount in (("credits", 10), ("gems", 5), ("credits", -3), ("coins", 2)):
+        await balances.post(db, account_id, currency, amount, reason="r", source="s")
+    await db.commit()
+    stored = await read_entitlements(db, account_id)
+    recomputed, _recheck = await compute_body(db, account_id, now=utcnow())
+    assert stored == recomputed
+    assert list(stored["balances"].items()) == [("credits", 7), ("coins", 2), ("gems", 5)]

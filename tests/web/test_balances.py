@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 from entitle.context import AppContext
 from entitle.core.models.events import WebhookDelivery
 from entitle.core.models.purchases import Balance, BalanceTransaction
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, LiveServer
 from tests.factories import bearer, register
+from tests.web.test_streams import stream
 
 SERVER = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -227,3 +228,16 @@ async def test_balance_changes_reach_subscribed_endpoints(
     data = delivery.payload["data"]
     assert (data["account_id"], data["amount"], data["balance"], data["reason"]) == (ada, 40, 40, "welcome")
     assert "external_id" in data
+
+
+async def test_a_spend_is_pushed_on_the_accounts_stream(live_server: LiveServer) -> None:
+    async with httpx.AsyncClient(base_url=live_server.url) as http:
+        session = await register(http, "stream@example.com")
+        ada = session["account"]["id"]
+        async with stream(http, headers=bearer(session)) as events:
+            assert (await events.next())["data"]["balances"] == {"credits": 0}
+            assert (await post(http, ada, 25)).status_code == 201
+            pushed = await events.next()
+            assert pushed["data"]["balances"] == {"credits": 25}
+            current = await http.get("/v1/me/entitlements", headers=bearer(session))
+            assert pushed["data"] == current.json() and f'"{pushed["id"]}"' == current.headers["etag"]
