@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from datetime import timedelta
@@ -130,3 +131,29 @@ async def test_the_answer_rewritten_in_place_is_what_a_full_recompute_gives(db: 
     recomputed, _recheck = await compute_body(db, account_id, now=utcnow())
     assert stored == recomputed
     assert list(stored["balances"].items()) == [("credits", 7), ("coins", 2), ("gems", 5)]
+
+
+async def test_a_session_that_already_writes_never_waits_for_a_spend_that_waits_for_it(
+    context: AppContext,
+) -> None:
+    """SQLite: B holds the database's write lock when A (first to write) takes its turn among spends and
+    waits for that lock; B's own post must not then wait for A's turn, or both stall."""
+    async with context.database.sessionmaker() as setup:
+        account_id = (await make_account(setup)).id
+    maker = context.database.sessionmaker
+    async with maker() as first_writer, maker() as queued:
+        await events.record_event(first_writer, account_id, "test.write_first", {})
+
+        async def spend() -> int:
+            posted = await balances.post(queued, account_id, "credits", 5, reason="a", source="test")
+            await queued.commit()
+            return posted.balance
+
+        waiting = asyncio.create_task(spend())
+        await asyncio.sleep(0.2)  # let it take its turn and wait for the write lock
+        # A hang guard, not a timing assertion: a stall here lasts the 30 s busy timeout.
+        posted = await asyncio.wait_for(
+            balances.post(first_writer, account_id, "credits", 7, reason="b", source="test"), timeout=20
+        )
+        await first_writer.commit()
+        assert sorted([posted.balance, await asyncio.wait_for(waiting, timeout=20)]) in ([5, 12], [7, 12])
