@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import uuid
 from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.context import AppContext
 from entitle.core import events
 from entitle.core.catalog import ProductType
+from entitle.core.models.entitlements import AccountAnswer
 from entitle.core.models.events import WebhookDelivery
 from entitle.core.models.purchases import BalanceTransaction
 from entitle.core.purchases import PurchaseState
@@ -157,3 +159,18 @@ async def test_a_session_that_already_writes_never_waits_for_a_spend_that_waits_
         )
         await first_writer.commit()
         assert sorted([posted.balance, await asyncio.wait_for(waiting, timeout=20)]) in ([5, 12], [7, 12])
+
+
+async def test_a_body_stored_before_balances_is_recomputed_whole(db: AsyncSession) -> None:
+    account_id = (await make_account(db)).id
+    await refresh_entitlements(db, account_id)
+    old = {"entitlements": {}, "subscriptions": []}
+    await db.execute(
+        update(AccountAnswer).where(AccountAnswer.account_id == account_id).values(body=json.dumps(old))
+    )
+    await db.commit()
+    await balances.post(db, account_id, "credits", 4, reason="r", source="s")
+    await db.commit()
+    body = await read_entitlements(db, account_id)
+    assert body["balances"] == {"credits": 4} and body["purchases"] == []
+    assert body["entitlements"]["pro"]["active"] is False

@@ -349,20 +349,22 @@ async def refresh_balance(
 
     Nothing else in the answer depends on a balance, so the sources are not read again: the caller holds
     the account's lock (the one `refresh_entitlements` takes, so the two never interleave), and the stored
-    body is read, its balance rewritten and stored. Without a stored body, or one time has overtaken, the
-    whole answer is recomputed instead."""
+    body is read, its balance rewritten and stored. Without a stored body, or one time has overtaken or
+    written before bodies had balances, the whole answer is recomputed instead."""
     now = now or utcnow()
     await db.flush()
     connection = await db.connection()
     row = (await connection.execute(_READ_BODY, {"account_id": account_id})).first()
-    if row is None or _overtaken(row.recheck_at, now):
+    stored = row.body if row is not None and not _overtaken(row.recheck_at, now) else None
+    body = json.loads(stored) if stored is not None else None
+    # A body stored before answers carried balances lacks the rest of that release's keys too.
+    if body is None or "balances" not in body:
         await refresh_entitlements(db, account_id, now=now)
         return
-    body = json.loads(row.body)
-    held = {**body.get("balances", {}), currency: balance}
+    held = {**body["balances"], currency: balance}
     body["balances"] = balances_json(entitlement_rules(db).catalog, held)
     encoded = encode_body(body).decode()
-    if encoded == row.body:
+    if encoded == stored:
         return
     await connection.execute(
         update(_BODIES).where(_BODIES.c.account_id == account_id).values(body=encoded, updated_at=now)
