@@ -32,6 +32,7 @@ def main() -> None:
 # Command modules register themselves on import (one line each).
 from entitle.cli import admin as admin_commands  # noqa: E402,F401  (issue 11)
 from entitle.cli import appstore as appstore_commands  # noqa: E402,F401  (issue 5)
+from entitle.cli import balance as balance_commands  # noqa: E402,F401  (issue 18)
 from entitle.cli import doctor, serve  # noqa: E402,F401
 from entitle.cli import grant as grant_commands  # noqa: E402,F401  (issue 3)
 from entitle.cli import imports as import_commands  # noqa: E402,F401  (issue 9)

@@ -33,6 +33,13 @@ SESSIONS_REVOKED = "session.family_revoked"
 ENTITLEMENT_GRANTED = "entitlement.granted"
 ENTITLEMENT_REVOKED = "entitlement.revoked"
 DUPLICATE_SUBSCRIPTION = "subscription.duplicate_detected"
+# One-time purchases and balances (services.access.purchases and .balances record them).
+PURCHASE_COMPLETED = "purchase.completed"
+PURCHASE_REFUNDED = "purchase.refunded"
+PURCHASE_RESTORED = "purchase.refund_reversed"
+PAYMENT_SUCCEEDED = "payment.succeeded"
+PAYMENT_REFUNDED = "payment.refunded"
+BALANCE_CHANGED = "balance.changed"
 
 
 # Every type the app's backend can subscribe to (DESIGN.md's vocabulary), plus the test message.
@@ -51,6 +58,9 @@ OUTBOUND_TYPES = (
     transitions.SUBSCRIPTION_TRANSFERRED,
     ACCOUNT_CREATED,
     ACCOUNT_DELETED,
+    PURCHASE_COMPLETED,
+    PURCHASE_REFUNDED,
+    BALANCE_CHANGED,
 )
 
 # The last `created_at` this session gave an event: events of one transaction keep the order they were

@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import ConfigDict, EmailStr, Field
+from pydantic import ConfigDict, EmailStr, Field, StrictInt
 
 from entitle.core.models.accounts import Account
+from entitle.services.access.balances import MAX_AMOUNT
 from entitle.services.identity.page_links import Page
 from entitle.services.identity.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from entitle.services.identity.tokens import TokenPair
@@ -23,6 +24,25 @@ class StrictBody(StorableTextModel):
 
 class PageLinkBody(StrictBody):
     page: Page
+
+
+class BalancePostBody(StrictBody):
+    # Strict: 5.0, "5" and true are refused rather than read as 5 (money-like amounts are never guessed).
+    amount: StrictInt = Field(
+        ge=-MAX_AMOUNT, le=MAX_AMOUNT, description="Negative spends, positive credits; never 0."
+    )
+    reason: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        description="For the ledger; `spend` or `credit` if left out.",
+    )
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="The same key again answers the first result (200) and applies nothing.",
+    )
 
 
 class Credentials(StrictBody):

@@ -274,12 +274,13 @@ def _answer_body(
         },
         "subscriptions": [_subscription_json(row, rules.public_url) for row in sources.subscriptions],
         "purchases": [_purchase_json(p, purchase_expires_at(p, catalog)) for p in sources.purchases],
-        # Every currency of the catalog, at 0 until something credits it; and any other with a balance.
-        "balances": {
-            **{currency: 0 for currency in catalog.currencies},
-            **dict(sorted(sources.balances.items())),
-        },
+        "balances": balances_json(catalog, sources.balances),
     }
+
+
+def balances_json(catalog: Catalog, held: dict[str, int]) -> dict[str, int]:
+    """Every currency of the catalog, at 0 until something credits it; and any other with a balance."""
+    return {**{currency: 0 for currency in catalog.currencies}, **dict(sorted(held.items()))}
 
 
 def _purchase_json(purchase: PurchaseState, expires_at: datetime | None) -> dict[str, Any]:
@@ -339,6 +340,38 @@ async def refresh_entitlements(
         if bus is not None:
             await bus.account_changed(db, account_id)
     return change
+
+
+async def refresh_balance(
+    db: AsyncSession, account_id: uuid.UUID, currency: str, balance: int, *, now: datetime | None = None
+) -> None:
+    """After a ledger post: the stored body's `currency` balance set to `balance`, pushed to listeners.
+
+    Nothing else in the answer depends on a balance, so the sources are not read again: the caller holds
+    the account's lock (the one `refresh_entitlements` takes, so the two never interleave), and the stored
+    body is read, its balance rewritten and stored. Without a stored body, or one time has overtaken or
+    written before bodies had balances, the whole answer is recomputed instead."""
+    now = now or utcnow()
+    await db.flush()
+    connection = await db.connection()
+    row = (await connection.execute(_READ_BODY, {"account_id": account_id})).first()
+    stored = row.body if row is not None and not _overtaken(row.recheck_at, now) else None
+    body = json.loads(stored) if stored is not None else None
+    # A body stored before answers carried balances lacks the rest of that release's keys too.
+    if body is None or "balances" not in body:
+        await refresh_entitlements(db, account_id, now=now)
+        return
+    held = {**body["balances"], currency: balance}
+    body["balances"] = balances_json(entitlement_rules(db).catalog, held)
+    encoded = encode_body(body).decode()
+    if encoded == stored:
+        return
+    await connection.execute(
+        update(_BODIES).where(_BODIES.c.account_id == account_id).values(body=encoded, updated_at=now)
+    )
+    bus = change_bus(db)
+    if bus is not None:
+        await bus.account_changed(db, account_id)
 
 
 async def _store_answer(

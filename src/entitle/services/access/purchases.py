@@ -33,11 +33,12 @@ from entitle.db.types import json_safe, new_id, utcnow
 from entitle.services.access.balances import settle_source
 from entitle.services.access.entitlements import entitlement_rules, purchase_state, refresh_entitlements
 
-PURCHASE_COMPLETED = "purchase.completed"
-PURCHASE_REFUNDED = "purchase.refunded"
-PURCHASE_RESTORED = "purchase.refund_reversed"
-PAYMENT_SUCCEEDED = "payment.succeeded"
-PAYMENT_REFUNDED = "payment.refunded"
+# The names live in core.events with the rest of the vocabulary; kept here for this module's callers.
+PURCHASE_COMPLETED = events.PURCHASE_COMPLETED
+PURCHASE_REFUNDED = events.PURCHASE_REFUNDED
+PURCHASE_RESTORED = events.PURCHASE_RESTORED
+PAYMENT_SUCCEEDED = events.PAYMENT_SUCCEEDED
+PAYMENT_REFUNDED = events.PAYMENT_REFUNDED
 
 _TABLE = cast(Table, Purchase.__table__)
 _STATE_FIELDS = (

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from entitle.web.routes import accounts as support_routes
 from entitle.web.routes import (
     auth,
+    balances,
     entitlements,
     events,
     health,
@@ -32,6 +33,7 @@ def all_routers() -> list[APIRouter]:
         events.router,
         reports.router,
         entitlements.router,
+        balances.router,
         streams.router,
         identity_routes.router,
         appstore_billing_routes.router,
