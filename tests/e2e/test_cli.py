@@ -63,6 +63,8 @@ def test_serve_migrates_the_embedded_database_and_answers(tmp_path: Path) -> Non
         ).json()
         assert answer["entitlements"]["pro"]["active"] is True
         assert answer["entitlements"]["pro"]["store"] == "promotional"
+        assert answer["entitlements"]["pro"]["source"] == "grant"
+        assert answer["balances"] == {"credits": 250}
         catalog = httpx.get(f"http://127.0.0.1:{port}/v1/catalog").json()
         assert {p["key"] for p in catalog["products"]} >= {"pro_monthly"}
     finally:

@@ -1,5 +1,5 @@
-"""Sample data for a first look: a demo account (an operator, with a promotional grant) and a month of
-sample customers for the dashboard."""
+"""Sample data for a first look: a demo account (an operator, with a promotional grant and some of each
+currency) and a month of sample customers for the dashboard."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from entitle.core.models.accounts import Identity
 from entitle.core.models.events import AccountEvent
 from entitle.core.subscriptions import Environment, Store, SubscriptionState, SubscriptionStatus
 from entitle.db.types import utcnow
-from entitle.services.access import grants
+from entitle.services.access import balances, grants
 from entitle.services.access.subscriptions import apply_subscription_state
 from entitle.services.identity import accounts, operators
 from entitle.settings import Settings
@@ -50,6 +50,16 @@ async def seed_demo_account(settings: Settings) -> bool:
                 reason="demo account",
                 created_by="entitle serve --demo",
             )
+            # Something to spend, so /account and the balance routes show a ledger from the start.
+            for currency in context.catalog.currencies:
+                await balances.post(
+                    db,
+                    account.id,
+                    currency,
+                    250,
+                    reason="demo account",
+                    source="operator:entitle serve --demo",
+                )
             return True
     finally:
         await context.aclose()
