@@ -31,12 +31,6 @@ from tests.web.test_pages import csrf_of, post_form
 
 
 @pytest.fixture
-def standin() -> Iterator[StripeStandin]:
-    with StripeStandin() as running:
-        yield running
-
-
-@pytest.fixture
 def settings_overrides(standin: StripeStandin) -> dict[str, Any]:
     return stripe_settings(standin)
 

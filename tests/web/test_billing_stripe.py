@@ -4,42 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from entitle.context import AppContext
-from entitle.providers.stripe.catalog_push import push_catalog
 from entitle.services.access.subscriptions import apply_subscription_state
 from tests.conftest import LiveServer
 from tests.factories import app_store_subscription, bearer, eventually, register
-from tests.providers.stripe.conftest import deliver, stripe_settings
+from tests.providers.stripe.conftest import deliver_all, stripe_settings
 from tests.standins.stripe import StripeStandin
 
 pytestmark = pytest.mark.usefixtures("pushed")
 
 
 @pytest.fixture
-def standin() -> Iterator[StripeStandin]:
-    with StripeStandin() as running:
-        yield running
-
-
-@pytest.fixture
 def settings_overrides(standin: StripeStandin) -> dict[str, Any]:
     return stripe_settings(standin)
-
-
-@pytest.fixture
-async def pushed(context: AppContext) -> None:
-    await push_catalog(context.providers["stripe"].gateway, context.catalog)
-
-
-async def _deliver_all(http: httpx.AsyncClient, standin: StripeStandin, since: int = 0) -> None:
-    for event in standin.events.log[since:]:
-        assert (await deliver(http, standin, event)).status_code == 200
 
 
 async def test_checkout_pays_and_entitles(client: httpx.AsyncClient, standin: StripeStandin) -> None:
@@ -54,7 +36,7 @@ async def test_checkout_pays_and_entitles(client: httpx.AsyncClient, standin: St
     )
     assert session["client_reference_id"] == session["_subscription_data"]["metadata"]["account_id"]
     standin.complete_checkout(body["id"])
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     answer = (await client.get("/v1/me/entitlements", headers=auth)).json()
     pro = answer["entitlements"]["pro"]
     assert (
@@ -75,7 +57,7 @@ async def test_the_management_url_opens_with_a_get(client: httpx.AsyncClient, st
     auth = bearer(await register(client, "manage@example.com"))
     checkout = await client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
     standin.complete_checkout(checkout.json()["id"])
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     answer = (await client.get("/v1/me/entitlements", headers=auth)).json()
     url = answer["entitlements"]["pro"]["management_url"].removeprefix("http://testserver")
     # The app opens it with its token: straight into a fresh portal session for this person.
@@ -108,7 +90,7 @@ async def test_payment_element_subscription_grants_nothing_until_paid(
     assert answer["entitlements"]["pro"]["active"] is False
     assert answer["subscriptions"][0]["status"] == "incomplete"
     standin.pay_first_invoice(body["subscription_id"])
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     assert (await client.get("/v1/me/entitlements", headers=auth)).json()["entitlements"]["pro"]["active"]
 
 
@@ -120,7 +102,7 @@ async def test_change_plan_with_preview_then_cancel_and_resume(
         await client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
     ).json()
     standin.complete_checkout(checkout["id"])
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     preview = await client.post(
         "/v1/billing/stripe/subscription/preview-change", json={"product": "pro_yearly"}, headers=auth
     )
@@ -148,7 +130,7 @@ async def test_change_plan_with_preview_then_cancel_and_resume(
     assert pro["active"] is True and pro["will_renew"] is False
     resumed = (await client.post("/v1/billing/stripe/subscription/resume", headers=auth)).json()
     assert resumed["status"] == "active" and resumed["will_renew"] is True
-    await _deliver_all(client, standin)  # the webhooks for all of it agree
+    await deliver_all(client, standin)  # the webhooks for all of it agree
     assert (await client.get("/v1/me/entitlements", headers=auth)).json()["entitlements"]["pro"]["will_renew"]
 
 
@@ -218,7 +200,7 @@ async def test_cancel_refuses_what_it_was_not_asked_to_read(
         await client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
     ).json()
     standin.complete_checkout(checkout["id"])
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     refused = await client.post(
         "/v1/billing/stripe/subscription/cancel", json={"immediately": True}, headers=auth
     )
@@ -277,7 +259,7 @@ async def test_listing_shows_the_card_and_deleting_the_account_stops_billing(
         await client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
     ).json()
     standin.complete_checkout(checkout["id"])
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     [subscription] = (await client.get("/v1/me/entitlements", headers=auth)).json()["subscriptions"]
     card = standin.state.get(subscription["id"], "subscription")["default_payment_method"]
     card = standin.state.get(card if isinstance(card, str) else card["id"], "payment_method")["card"]
@@ -333,7 +315,7 @@ async def test_a_new_checkout_closes_every_other_way_to_pay(
     ).json()
     assert _open_sessions(standin) == []
     standin.pay_first_invoice(again["subscription_id"])
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     answer = (await client.get("/v1/me/entitlements", headers=auth)).json()
     assert (
         answer["entitlements"]["pro"]["active"] and answer["entitlements"]["pro"]["product"] == "pro_monthly"
@@ -361,7 +343,7 @@ async def test_a_checkout_paid_after_an_app_store_purchase_is_reported_as_a_dupl
         await db.commit()
     # ... then finishes the web checkout it had open.
     standin.complete_checkout(checkout["id"])
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     pro = (await client.get("/v1/me/entitlements", headers=auth)).json()["entitlements"]["pro"]
     assert pro["active"] is True
     assert {d["store"] for d in pro["duplicate_subscriptions"]} == {"stripe", "app_store"}
@@ -379,7 +361,7 @@ async def test_a_paused_subscription_is_resumed_not_bought_again(
     standin.complete_checkout(checkout["id"])
     sub_id = standin.state.get(checkout["id"], "checkout.session")["subscription"]
     standin.pause(sub_id)
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     assert not (await client.get("/v1/me/entitlements", headers=auth)).json()["entitlements"]["pro"]["active"]
     # Buying again would leave two subscriptions billing once the first resumes.
     for path in ("/v1/billing/stripe/checkout", "/v1/billing/stripe/subscription"):

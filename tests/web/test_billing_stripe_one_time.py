@@ -3,40 +3,21 @@ GET /v1/billing/stripe/checkout/{id}, against the Stripe stand-in."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from entitle.context import AppContext
-from entitle.providers.stripe.catalog_push import push_catalog
 from tests.factories import bearer, register
-from tests.providers.stripe.conftest import deliver, stripe_settings
+from tests.providers.stripe.conftest import deliver_all, stripe_settings
 from tests.standins.stripe import StripeStandin
 
 pytestmark = pytest.mark.usefixtures("pushed")
 
 
 @pytest.fixture
-def standin() -> Iterator[StripeStandin]:
-    with StripeStandin() as running:
-        yield running
-
-
-@pytest.fixture
 def settings_overrides(standin: StripeStandin) -> dict[str, Any]:
     return stripe_settings(standin)
-
-
-@pytest.fixture
-async def pushed(context: AppContext) -> None:
-    await push_catalog(context.providers["stripe"].gateway, context.catalog)
-
-
-async def _deliver_all(http: httpx.AsyncClient, standin: StripeStandin, since: int = 0) -> None:
-    for event in standin.events.log[since:]:
-        assert (await deliver(http, standin, event)).status_code == 200
 
 
 async def test_a_credit_pack_through_checkout(client: httpx.AsyncClient, standin: StripeStandin) -> None:
@@ -63,7 +44,7 @@ async def test_a_credit_pack_through_checkout(client: httpx.AsyncClient, standin
     standin.complete_checkout(session_id)
     status = await client.get(f"/v1/billing/stripe/checkout/{session_id}", headers=auth)
     assert status.json()["status"] == "complete" and status.json()["fulfilled"] is False
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     status = await client.get(f"/v1/billing/stripe/checkout/{session_id}", headers=auth)
     assert status.json()["payment_status"] == "paid" and status.json()["fulfilled"] is True
     answer = (await client.get("/v1/me/entitlements", headers=auth)).json()
@@ -125,7 +106,7 @@ async def test_the_payment_element_buys_a_lifetime_unlock_once(
     assert intent["amount"] == 19999 and intent["automatic_payment_methods"] == {"enabled": True}
     assert intent["metadata"]["entitle_product"] == "pro_lifetime"
     assert standin.confirm_payment_intent(body["payment_intent_id"])
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     answer = (await client.get("/v1/me/entitlements", headers=auth)).json()
     assert answer["entitlements"]["pro"]["active"] is True
     assert [p["id"] for p in answer["purchases"]] == [body["payment_intent_id"]]
@@ -154,7 +135,7 @@ async def test_a_lifetime_unlock_is_allowed_beside_a_live_subscription(
     auth = bearer(await register(client, "both@example.com"))
     monthly = await client.post("/v1/billing/stripe/checkout", json={"product": "pro_monthly"}, headers=auth)
     standin.complete_checkout(monthly.json()["id"])
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     lifetime = await client.post(
         "/v1/billing/stripe/checkout", json={"product": "pro_lifetime"}, headers=auth
     )

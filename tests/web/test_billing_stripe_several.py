@@ -16,7 +16,6 @@ from sqlalchemy import select
 
 from entitle.context import AppContext
 from entitle.core.models.entitlements import Subscription
-from entitle.providers.stripe.catalog_push import push_catalog
 from tests.factories import bearer, register
 from tests.providers.stripe.conftest import deliver, stripe_settings
 from tests.standins.stripe import StripeStandin
@@ -67,11 +66,6 @@ def settings_overrides(standin: StripeStandin, tmp_path: Path) -> dict[str, Any]
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(PLAN_AND_ADD_ON)
     return stripe_settings(standin) | {"catalog": catalog}
-
-
-@pytest.fixture
-async def pushed(context: AppContext) -> None:
-    await push_catalog(context.providers["stripe"].gateway, context.catalog)
 
 
 async def subscribe(

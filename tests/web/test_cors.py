@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,12 +14,6 @@ from tests.providers.stripe.conftest import stripe_settings
 from tests.standins.stripe import StripeStandin
 
 WEB_APP = "https://app.example.com"
-
-
-@pytest.fixture
-def standin() -> Iterator[StripeStandin]:
-    with StripeStandin() as running:
-        yield running
 
 
 @pytest.fixture

@@ -65,12 +65,6 @@ PATH_PARTS = st.text(min_size=1, max_size=40).map(lambda s: quote(s, safe=""))
 
 
 @pytest.fixture
-def standin() -> Iterator[StripeStandin]:
-    with StripeStandin() as running:
-        yield running
-
-
-@pytest.fixture
 def idp() -> Iterator[JwksStandin]:
     with JwksStandin() as running:
         yield running

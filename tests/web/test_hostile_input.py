@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,6 @@ from tests.standins.stripe import StripeStandin, sign
 
 NESTED = "[" * 1000 + "]" * 1000
 VERY_NESTED = "[" * 100_000
-
-
-@pytest.fixture
-def standin() -> Iterator[StripeStandin]:
-    with StripeStandin() as running:
-        yield running
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,12 +20,6 @@ from tests.factories import DEFAULT_PASSWORD, bearer, register
 from tests.providers.stripe.conftest import stripe_settings
 from tests.standins.stripe import StripeStandin
 from tests.web.test_pages import sign_up, subscribed
-
-
-@pytest.fixture
-def standin() -> Iterator[StripeStandin]:
-    with StripeStandin() as running:
-        yield running
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,7 +16,6 @@ from sqlalchemy import select
 from entitle.context import AppContext
 from entitle.core.models.accounts import RefreshTokenFamily
 from entitle.core.models.mail import OutboundMail
-from entitle.providers.stripe.catalog_push import push_catalog
 from entitle.services.access.subscriptions import apply_subscription_state
 from entitle.web.pages.rendering import _channels, brand_css, contrast
 from tests.factories import DEFAULT_PASSWORD, app_store_subscription, bearer, register
@@ -28,20 +26,9 @@ pytestmark = pytest.mark.usefixtures("pushed")
 
 
 @pytest.fixture
-def standin() -> Iterator[StripeStandin]:
-    with StripeStandin() as running:
-        yield running
-
-
-@pytest.fixture
 def settings_overrides(standin: StripeStandin, request: pytest.FixtureRequest) -> dict[str, Any]:
     brand = {"app_name": "Acme Notes", "brand_color": "#0a7d4f"}
     return stripe_settings(standin) | brand | getattr(request, "param", {})
-
-
-@pytest.fixture
-async def pushed(context: AppContext) -> None:
-    await push_catalog(context.providers["stripe"].gateway, context.catalog)
 
 
 def csrf_of(page: httpx.Response) -> str:

@@ -4,14 +4,11 @@ payment-mode Checkout at the stand-in, as a browser without JavaScript does it."
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from entitle.context import AppContext
-from entitle.providers.stripe.catalog_push import push_catalog
 from tests.providers.stripe.conftest import stripe_settings
 from tests.standins.stripe import StripeStandin
 from tests.web.test_pages import csrf_of, deliver_all, sign_up, subscribed
@@ -20,19 +17,8 @@ pytestmark = pytest.mark.usefixtures("pushed")
 
 
 @pytest.fixture
-def standin() -> Iterator[StripeStandin]:
-    with StripeStandin() as running:
-        yield running
-
-
-@pytest.fixture
 def settings_overrides(standin: StripeStandin) -> dict[str, Any]:
     return stripe_settings(standin)
-
-
-@pytest.fixture
-async def pushed(context: AppContext) -> None:
-    await push_catalog(context.providers["stripe"].gateway, context.catalog)
 
 
 async def _buy(client: httpx.AsyncClient, product: str, quantity: str | None = None) -> httpx.Response:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +21,6 @@ from entitle.core.catalog import ProductType, parse_catalog
 from entitle.core.models.accounts import Account
 from entitle.core.models.entitlements import Subscription
 from entitle.db.types import utcnow
-from entitle.providers.stripe.catalog_push import push_catalog
 from entitle.services.access import balances
 from entitle.services.access.purchases import apply_purchase_state
 from entitle.services.access.subscriptions import apply_subscription_state
@@ -36,19 +34,8 @@ pytestmark = pytest.mark.usefixtures("pushed")
 
 
 @pytest.fixture
-def standin() -> Iterator[StripeStandin]:
-    with StripeStandin() as running:
-        yield running
-
-
-@pytest.fixture
 def settings_overrides(standin: StripeStandin) -> dict[str, Any]:
     return stripe_settings(standin)
-
-
-@pytest.fixture
-async def pushed(context: AppContext) -> None:
-    await push_catalog(context.providers["stripe"].gateway, context.catalog)
 
 
 async def account_id_of(context: AppContext, email: str = "pat@example.com") -> uuid.UUID:

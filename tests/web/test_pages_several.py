@@ -10,8 +10,6 @@ from typing import Any
 import httpx
 import pytest
 
-from entitle.context import AppContext
-from entitle.providers.stripe.catalog_push import push_catalog
 from tests.providers.stripe.conftest import deliver, stripe_settings
 from tests.standins.stripe import StripeStandin
 from tests.web.test_billing_stripe_several import PLAN_AND_ADD_ON, plan_at_stripe
@@ -31,11 +29,6 @@ def settings_overrides(standin: StripeStandin, tmp_path: Path) -> dict[str, Any]
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(PLAN_AND_ADD_ON)
     return stripe_settings(standin) | {"catalog": catalog}
-
-
-@pytest.fixture
-async def pushed(context: AppContext) -> None:
-    await push_catalog(context.providers["stripe"].gateway, context.catalog)
 
 
 async def buy(client: httpx.AsyncClient, standin: StripeStandin, product: str) -> str:

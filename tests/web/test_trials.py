@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,10 @@ from entitle.context import AppContext
 from entitle.core.models.accounts import Account
 from entitle.core.subscriptions import Environment, SubscriptionStatus
 from entitle.db.types import utcnow
-from entitle.providers.stripe.catalog_push import push_catalog
 from entitle.services.access.subscriptions import apply_subscription_state
 from entitle.services.reporting import reports
 from tests.factories import bearer, register, stripe_subscription
-from tests.providers.stripe.conftest import deliver, stripe_settings
+from tests.providers.stripe.conftest import deliver_all, stripe_settings
 from tests.standins.appstore import AppStoreSigner
 from tests.standins.appstore import fixtures as appstore_fixtures
 from tests.standins.appstore.fixtures import appstore_settings, purchase
@@ -37,24 +35,8 @@ YEARLY_APP_STORE = "com.example.app.pro.yearly"
 
 
 @pytest.fixture
-def standin() -> Iterator[StripeStandin]:
-    with StripeStandin() as running:
-        yield running
-
-
-@pytest.fixture
 def settings_overrides(standin: StripeStandin, appstore_root_path: Path) -> dict[str, Any]:
     return {**stripe_settings(standin), **appstore_settings(appstore_root_path)}
-
-
-@pytest.fixture
-async def pushed(context: AppContext) -> None:
-    await push_catalog(context.providers["stripe"].gateway, context.catalog)
-
-
-async def _deliver_all(http: httpx.AsyncClient, standin: StripeStandin) -> None:
-    for event in standin.events.log:
-        assert (await deliver(http, standin, event)).status_code == 200
 
 
 def _created_subscriptions(standin: StripeStandin) -> list[dict[str, Any]]:
@@ -108,7 +90,7 @@ async def test_the_payment_element_starts_the_catalogs_trial_and_charges_nothing
 
     standin.add_trial_card(body["subscription_id"])
     standin.end_trial(body["subscription_id"])
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     [charge] = standin.state.all("charge")
     assert charge["amount"] == 9999 and charge["paid"]
     answer = await _pro(client, auth)
@@ -128,7 +110,7 @@ async def test_a_second_subscription_after_an_ended_trial_has_no_trial_on_either
         sub_id = standin.complete_checkout(session["id"])["subscription"]
     assert standin.subscription(sub_id)["status"] == "trialing"
     standin.cancel_now(sub_id)
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     assert (await _pro(client, auth))["entitlements"]["pro"]["active"] is False
 
     session = await _checkout(client, standin, auth)
@@ -237,9 +219,9 @@ async def test_reports_count_a_trial_once_however_often_it_is_reported(
         sub["trial_end"] += 86400
         sub["items"]["data"][0]["current_period_end"] += 86400
         standin.state.emit("customer.subscription.updated", sub, before)
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     # Every event again, as Stripe retries them. The stand-in is Stripe's test mode: the sandbox report.
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     today = utcnow().date()
     async with context.database.sessionmaker() as db:
         report = await reports.summary(db, context.catalog, today, today, Environment.SANDBOX)
@@ -247,7 +229,7 @@ async def test_reports_count_a_trial_once_however_often_it_is_reported(
     assert report["totals"]["trials_converted"] == 0
 
     standin.end_trial(sub_id)
-    await _deliver_all(client, standin)
+    await deliver_all(client, standin)
     async with context.database.sessionmaker() as db:
         report = await reports.summary(db, context.catalog, today, today, Environment.SANDBOX)
     assert report["totals"]["trials_started"] == 1

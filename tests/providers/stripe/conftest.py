@@ -63,6 +63,12 @@ async def deliver(
     return await http.post("/webhooks/stripe", content=body, headers=headers)
 
 
+async def deliver_all(http: httpx.AsyncClient, standin: StripeStandin, since: int = 0) -> None:
+    """POST every event the stand-in has emitted since `since`, in order; each must be accepted."""
+    for event in standin.events.log[since:]:
+        assert (await deliver(http, standin, event)).status_code == 200
+
+
 async def paid_checkout(
     db: AsyncSession, provider: StripeProvider, standin: StripeStandin, email: str
 ) -> tuple[Account, str]:
