@@ -242,6 +242,14 @@ async def test_every_paid_subscription_period_is_a_payment(
     ] * 2
     assert [p["transaction_id"] for p in payments] == [n.transaction["transactionId"] for n in notes[1:]]
     assert {p["environment"] for p in payments} == {"sandbox"}
+    # Apple refunds the last period: money out, once, however often Apple sends it.
+    refund = sim.refund()
+    await _deliver(client, refund.body)
+    await _deliver(client, refund.body)
+    refunds = await _events(context, account["id"], "payment.refunded")
+    assert [(r["amount_refunded"], r["currency"], r["subscription_id"]) for r in refunds] == [
+        (999, "usd", "4000000000000100")
+    ]
 
 
 async def test_a_family_members_subscription_is_no_payment_of_theirs(

@@ -305,6 +305,8 @@ async def test_a_subscription_refund_still_revokes_and_records_no_purchase(
     assert answer["subscriptions"][0]["status"] == "revoked"
     # The subscription's first payment is recorded as money in, once.
     assert await _event_count(context, account.id, "payment.succeeded") == 1
+    # ... and its refund as money out, once (the one-time purchase path logs none for it).
+    assert await _event_count(context, account.id, "payment.refunded") == 1
 
 
 def test_the_webhook_endpoint_listens_to_purchase_events() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from entitle.core import events
 from entitle.core.subscriptions import Environment
 from entitle.providers.appstore.consumption import answer_consumption_request
 from entitle.providers.appstore.mapping import core_environment, is_free_trial, is_one_time, minor_units
@@ -28,12 +29,14 @@ FAMILY_SHARING_REVOKED = "appstore.family_sharing_revoked"
 CONSUMPTION_REQUESTED = "appstore.consumption_requested"
 PRICE_INCREASE = "appstore.price_increase"
 RENEWAL_PREFERENCE_CHANGED = "appstore.renewal_preference_changed"
-# The name the services give every payment in the event log (services.access.purchases), with the amount
-# in the currency's minor units; written here for each paid App Store subscription period.
-PAYMENT_SUCCEEDED = "payment.succeeded"
+# The names every payment has in the event log (core.events), with the amount in the currency's minor
+# units; written here for each paid App Store subscription period and each refunded one (one-time
+# purchases log theirs when the purchase is stored: services.access.purchases).
+PAYMENT_SUCCEEDED = events.PAYMENT_SUCCEEDED
+PAYMENT_REFUNDED = events.PAYMENT_REFUNDED
 
 
-async def _record_payment(ctx: NotificationContext) -> None:
+async def _record_payment(ctx: NotificationContext, type: str = PAYMENT_SUCCEEDED) -> None:
     """A subscription period was charged: `payment.succeeded` with what Apple says was paid.
 
     Nothing is recorded for a free trial (whatever price the transaction names), a transaction without a
@@ -49,14 +52,17 @@ async def _record_payment(ctx: NotificationContext) -> None:
         return
     product = ctx.catalog.product_by_app_store_id(transaction.payload.productId or "")
     environment: Environment = core_environment(transaction.environment)
+    if type == PAYMENT_REFUNDED and is_one_time(transaction):
+        return  # a one-time purchase's refund is logged with the purchase
+    amount_key = "amount_refunded" if type == PAYMENT_REFUNDED else "amount"
     await ctx.record(
-        PAYMENT_SUCCEEDED,
+        type,
         {
             "store": "app_store",
             "subscription_id": str(transaction.payload.originalTransactionId),
             "transaction_id": str(transaction.payload.transactionId),
             "product": product.key if product is not None else None,
-            "amount": amount,
+            amount_key: amount,
             "currency": currency,
             "environment": environment.value,
         },
@@ -131,6 +137,7 @@ async def price_increase(ctx: NotificationContext) -> str:
 async def refund(ctx: NotificationContext) -> str:
     outcome = await ctx.apply()
     await ctx.record(REFUNDED, ctx.revocation_details())
+    await _record_payment(ctx, PAYMENT_REFUNDED)
     return outcome
 
 

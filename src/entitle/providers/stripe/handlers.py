@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core import events
-from entitle.core.subscriptions import Environment
+from entitle.core.subscriptions import Environment, Store
 from entitle.db.types import utcnow
 from entitle.providers.stripe.mapping import object_id
 from entitle.providers.stripe.purchases import PurchaseReconciler, is_entitle_purchase
@@ -30,8 +30,9 @@ PAYMENT_FAILED = "billing.payment_failed"
 PAYMENT_ACTION_REQUIRED = "billing.payment_action_required"
 TRIAL_WILL_END = "billing.trial_will_end"
 REFUNDED = "billing.refunded"
-# Money in for a subscription (one-time purchases record theirs when the purchase is stored).
-PAYMENT_SUCCEEDED = "payment.succeeded"
+# Money in and out for a subscription (one-time purchases record theirs when the purchase is stored).
+PAYMENT_SUCCEEDED = events.PAYMENT_SUCCEEDED
+PAYMENT_REFUNDED = events.PAYMENT_REFUNDED
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class Settle:
     customer: str | None = None
     # A one-time purchase's PaymentIntent.
     payment_intent: str | None = None
+    # Money given back on a charge (`charge.refunded`): logged as `payment.refunded` here unless the
+    # charge paid for a one-time purchase, whose own record logs it (`services.access.purchases`).
+    refund: dict[str, Any] | None = None
     # The outcome when nothing needs reading.
     note: str | None = None
 
@@ -180,21 +184,21 @@ async def charge_refunded(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
     customer_id = object_id(charge.get("customer"))
     if customer_id is None:
         return Settle(note="ignored: charge without a customer")
-    await _account_event(
-        ctx,
-        charge,
-        REFUNDED,
-        {
-            "charge": charge["id"],
-            "amount_refunded": charge.get("amount_refunded"),
-            "currency": charge.get("currency"),
-            "refunded_in_full": bool(charge.get("refunded")),
-            # Reports keep test-mode money apart from real money.
-            "environment": (Environment.PRODUCTION if charge.get("livemode") else Environment.SANDBOX).value,
-        },
-    )
+    refund = {
+        "charge": charge["id"],
+        "amount_refunded": charge.get("amount_refunded"),
+        "currency": charge.get("currency"),
+        "refunded_in_full": bool(charge.get("refunded")),
+        # Reports keep test-mode money apart from real money.
+        "environment": (Environment.PRODUCTION if charge.get("livemode") else Environment.SANDBOX).value,
+    }
+    await _account_event(ctx, charge, REFUNDED, refund)
     # A one-time purchase's refund (full or partial) changes what the purchase is worth.
-    return Settle(customer=customer_id, payment_intent=object_id(charge.get("payment_intent")))
+    return Settle(
+        customer=customer_id,
+        payment_intent=object_id(charge.get("payment_intent")),
+        refund={**refund, "customer": customer_id},
+    )
 
 
 HANDLERS: dict[str, Handler] = {
@@ -298,6 +302,16 @@ async def settle(ctx: HandlerContext, events: Sequence[dict[str, Any]]) -> list[
             if ctx.purchases is not None
             else f"ignored: {intent_id}: one-time purchases are not recorded here"
         )
+
+    for ask in asks:
+        if ask.refund is not None and not (
+            ctx.purchases is not None
+            and ask.payment_intent is not None
+            and await ctx.purchases.sink.stored(ctx.db, Store.STRIPE, ask.payment_intent) is not None
+        ):
+            # A subscription's charge (a renewal refunded): the money moves in the log here.
+            data = {k: v for k, v in ask.refund.items() if k != "customer"}
+            await _account_event(ctx, {"customer": ask.refund["customer"]}, PAYMENT_REFUNDED, data)
 
     def outcome(ask: Settle) -> str:
         if ask.note is not None:
