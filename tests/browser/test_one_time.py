@@ -1,5 +1,6 @@
 """Buying a credit pack on /pricing in a real browser: quantity picker, the stand-in's hosted Checkout in
-payment mode, the success page waiting for that purchase, and the balance in the answer."""
+payment mode, the success page waiting for that purchase, the balance in the answer, and the same balance
+and purchase on /account in the same browser."""
 
 from __future__ import annotations
 
@@ -47,3 +48,18 @@ async def test_buying_three_credit_packs_on_pricing(live: Live, page_at: PageAt,
     ledger = await live.http.get("/v1/me/balances/credits/transactions", headers=bearer(session))
     if ledger.status_code == 200:  # the ledger route, where this branch has it
         assert [t["amount"] for t in ledger.json()["transactions"]] == [300]
+
+    # The person opens their account page in the same browser: the balance and the purchase are there.
+    before = len(requests_made(page))
+    response = await page.goto(f"{live.url}/account")
+    assert response is not None and response.status == 200
+    balance = page.locator("#balance-credits")
+    await expect(balance.get_by_role("rowheader")).to_have_text("Credits")
+    await expect(balance.locator("td.amount")).to_have_text("300")
+    await expect(balance.locator("td.amount")).not_to_have_class(re.compile(r"\bbad\b"))
+    await expect(page.locator("[id^=negative-]")).to_have_count(0)
+    bought = page.get_by_role("article", name="100 credits")
+    await expect(bought.locator(".quantity")).to_have_text("3")
+    await expect(bought.locator(".credited")).to_have_text("300 Credits")
+    await expect(bought.locator(".pill.bad")).to_have_count(0)
+    await check(page, live, "account-balance", since=before)
