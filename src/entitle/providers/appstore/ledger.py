@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.events import record_event
@@ -71,6 +72,10 @@ def decide_owner(
     )
 
 
+def _locks(db: AsyncSession) -> bool:
+    return db.get_bind().dialect.name == "postgresql"
+
+
 async def find_owner(db: AsyncSession, original_transaction_id: str) -> AppStoreOwnership | None:
     return await db.get(AppStoreOwnership, original_transaction_id)
 
@@ -98,8 +103,38 @@ async def set_owner(
     row = await find_owner(db, original_transaction_id)
     previous = row.account_id if row is not None else None
     if row is None:
-        row = AppStoreOwnership(original_transaction_id=original_transaction_id, created_at=now)
-        db.add(row)
+        # The app's post and Apple's notification of a new purchase often arrive together: whichever
+        # inserts second finds the first's row here instead of failing on the key.
+        insert = postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
+        created = await db.scalar(
+            insert(AppStoreOwnership)
+            .values(
+                original_transaction_id=original_transaction_id,
+                account_id=owner,
+                environment=environment,
+                product_id=product_id,
+                app_account_token=purchase_token,
+                ownership_type=ownership_type,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["original_transaction_id"])
+            .returning(AppStoreOwnership.original_transaction_id)
+        )
+        row = await db.get(
+            AppStoreOwnership, original_transaction_id, populate_existing=True, with_for_update=_locks(db)
+        )
+        if row is None:  # deleted between the two statements (its account was erased): nothing to own
+            raise Conflict(
+                "The purchase changed while it was being recorded; try again.", code="concurrent_change"
+            )
+        if row.account_id != owner:
+            # The other writer gave it to another account: the decision must be made again on what is
+            # stored now (a retry of the event or the post does that).
+            raise Conflict(
+                "The purchase changed while it was being recorded; try again.", code="concurrent_change"
+            )
+        previous = None if created is not None else row.account_id
     row.account_id = owner
     row.environment = environment
     row.product_id = product_id
