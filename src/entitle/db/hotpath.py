@@ -63,6 +63,7 @@ class HotPath:
         self._pool: Any = None
         self._pool_lock = asyncio.Lock()
         self._sqlite: sqlite3.Connection | None = None
+        self._sqlite_writer: sqlite3.Connection | None = None
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         self._sqlite_path = parsed.database if self.dialect == "sqlite" else None
@@ -99,6 +100,26 @@ class HotPath:
             _sqlite_time(deleted_at), _sqlite_time(revoked_at), body, _sqlite_time(recheck_at)
         )
 
+    async def postgres_pool(self) -> Any:
+        """The asyncpg pool, for the other raw-driver path (the spend, services.access.fastspend)."""
+        return self._pool or await self._open_pool()
+
+    def sqlite_writer(self) -> sqlite3.Connection:
+        """A writing connection for the spend's raw path, used synchronously on the event loop.
+
+        Its busy timeout is 0 on purpose: it must never wait on the event loop's thread for a writer
+        that may itself be waiting for the loop (an aiosqlite connection mid-transaction). When the write
+        lock is taken, `BEGIN IMMEDIATE` fails at once and the caller takes the SQLAlchemy path."""
+        if self._sqlite_writer is None:
+            location = Path(str(self._sqlite_path)).resolve().as_uri()
+            connection = sqlite3.connect(location, uri=True, check_same_thread=False, isolation_level=None)
+            connection.execute("PRAGMA busy_timeout=0")
+            # As db.engine sets them for SQLAlchemy's connections (they are per connection).
+            connection.execute("PRAGMA foreign_keys=ON")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            self._sqlite_writer = connection
+        return self._sqlite_writer
+
     async def _open_pool(self) -> Any:
         async with self._pool_lock:
             if self._pool is None:
@@ -129,6 +150,9 @@ class HotPath:
         if self._sqlite is not None:
             self._sqlite.close()
             self._sqlite = None
+        if self._sqlite_writer is not None:
+            self._sqlite_writer.close()
+            self._sqlite_writer = None
 
 
 def _sqlite_time(value: Any) -> datetime | None:
