@@ -76,6 +76,7 @@ async def fast_post(
             posted = await _post_postgresql(await hot.postgres_pool(), spend, bus)
         else:
             posted = _post_sqlite(hot.sqlite_writer(), spend)
+            hot.after_sqlite_write()
     except _Fallback:
         return None
     if bus is not None and not posted.replayed and spend.answer_changed:
