@@ -25,12 +25,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from entitle.core import events
 from entitle.core.catalog import Catalog
-from entitle.core.models.purchases import BalanceTransaction
 from entitle.db.hotpath import HotPath
 from entitle.db.types import new_id, utcnow
 from entitle.errors import NotFound
@@ -42,6 +42,21 @@ from entitle.storable_text import require_storable, storable_json
 _LEDGER_COLUMNS = (
     "id, account_id, currency, amount, balance_after, reason, source, idempotency_key, created_at"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """A ledger row as this path wrote or found it (building an ORM entity costs more than the write)."""
+
+    id: uuid.UUID
+    account_id: uuid.UUID
+    currency: str
+    amount: int
+    balance_after: int
+    reason: str
+    source: str
+    idempotency_key: str | None
+    created_at: datetime
 
 
 class _Fallback(Exception):
@@ -127,8 +142,8 @@ class _Spend:
         )
         return data
 
-    def transaction(self, balance: int, created_at: datetime) -> BalanceTransaction:
-        return BalanceTransaction(
+    def transaction(self, balance: int, created_at: datetime) -> LedgerRow:
+        return LedgerRow(
             id=self.id,
             account_id=self.account_id,
             currency=self.currency,
@@ -274,11 +289,11 @@ def _sqlite_statements(connection: sqlite3.Connection, spend: _Spend) -> Posted:
     return Posted(spend.transaction(balance, created_at), balance)
 
 
-def _ledger_row(values: Any, as_uuid: Any) -> BalanceTransaction:
+def _ledger_row(values: Any, as_uuid: Any) -> LedgerRow:
     id_, account_id, currency, amount, balance_after, reason, source, key, created_at = values
     if isinstance(created_at, str):
         created_at = _from_sqlite_time(created_at)
-    return BalanceTransaction(
+    return LedgerRow(
         id=as_uuid(id_) if not isinstance(id_, uuid.UUID) else id_,
         account_id=as_uuid(account_id) if not isinstance(account_id, uuid.UUID) else account_id,
         currency=currency,
