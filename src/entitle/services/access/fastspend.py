@@ -15,9 +15,9 @@ and the stored answer's balances; then the answer's listeners are told (ChangeBu
 - SQLite: the whole transaction runs synchronously on the event loop, under `BEGIN IMMEDIATE` (SQLite's
   write lock, taken without waiting). Nothing else in the process runs meanwhile and no other connection
   can write, so each step's read is the truth, and the transaction takes some tens of microseconds.
-- PostgreSQL: four round trips on the read's asyncpg pool: lock the account and find the key; change the
-  balance, write the ledger row and the event and read the stored answer, in one statement; rewrite the
-  answer (and `NOTIFY`); commit.
+- PostgreSQL: five round trips on the read's asyncpg pool: BEGIN; lock the account and find the key;
+  change the balance, write the ledger row and the event and read the stored answer, in one statement;
+  rewrite the answer (and `NOTIFY`); COMMIT.
 """
 
 from __future__ import annotations
