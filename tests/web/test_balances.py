@@ -14,6 +14,9 @@ from sqlalchemy import func, select
 from entitle.context import AppContext
 from entitle.core.models.events import WebhookDelivery
 from entitle.core.models.purchases import Balance, BalanceTransaction
+from entitle.db.types import utcnow
+from entitle.services.access import balances
+from entitle.services.access.entitlements import compute_body
 from tests.conftest import ADMIN_KEY, LiveServer
 from tests.factories import bearer, register
 from tests.web.test_streams import stream
@@ -136,6 +139,44 @@ async def test_racing_spends_never_go_below_zero(client: httpx.AsyncClient, cont
     assert total == balance == 100 - spent >= 0
     # Every refused spend was refused for a reason: it was larger than what was left at the end.
     assert all(size > balance for size, a in zip(sizes, answers, strict=True) if a.status_code == 409)
+
+
+async def test_a_spend_waits_for_a_transaction_writing_the_account(
+    client: httpx.AsyncClient, context: AppContext
+) -> None:
+    # The spend's raw-driver path cannot write while another transaction does (SQLite's write lock, the
+    # account's row lock on PostgreSQL): it waits or hands over, and then applies on top of that work.
+    session = await register(client, "ada@example.com")
+    ada = session["account"]["id"]
+    await post(client, ada, 100)
+    async with context.database.transaction() as db:
+        await balances.post(db, uuid.UUID(ada), "credits", 5, reason="adjustment", source="operator:test")
+        spend = asyncio.create_task(post(client, ada, -10, idempotency_key="while-held"))
+        await asyncio.sleep(0.3)
+        assert not spend.done()
+    answer = await spend
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["balance"] == 95
+    assert await ledger_and_balance(context, ada) == (95, 95)
+    read = await client.get("/v1/me/entitlements", headers=bearer(session))
+    assert read.json()["balances"] == {"credits": 95}
+
+
+async def test_the_answer_after_spends_is_what_a_full_recompute_says(
+    client: httpx.AsyncClient, context: AppContext
+) -> None:
+    session = await register(client, "ada@example.com")
+    ada = session["account"]["id"]
+    await post(client, ada, 50)
+    for amount in (-7, -3, 12, -60, -1):
+        await post(client, ada, amount)
+    stored = (await client.get("/v1/me/entitlements", headers=bearer(session))).json()
+    async with context.database.sessionmaker() as db:
+        recomputed, _recheck = await compute_body(db, uuid.UUID(ada), now=utcnow())
+    assert stored == recomputed
+    assert stored["balances"] == {"credits": 51}
+    events = await client.get("/v1/me/events", params={"type": "balance.changed"}, headers=bearer(session))
+    assert [e["data"]["balance"] for e in events.json()["events"]] == [51, 52, 40, 43, 50]
 
 
 @pytest.mark.parametrize(

@@ -105,11 +105,16 @@ _LIVE_ENDPOINTS = select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
 
 def is_subscribed(endpoint: WebhookEndpoint | Row[uuid.UUID, list[str]], event_type: str) -> bool:
     """An endpoint with no event types hears everything; `entitlement.*` matches by prefix."""
-    if not endpoint.event_types:
+    return wants(endpoint.event_types, event_type)
+
+
+def wants(event_types: list[str] | None, event_type: str) -> bool:
+    """`is_subscribed` on an endpoint's stored `event_types` alone."""
+    if not event_types:
         return True
     return any(
         event_type == wanted or (wanted.endswith(".*") and event_type.startswith(wanted[:-1]))
-        for wanted in endpoint.event_types
+        for wanted in event_types
     )
 
 

@@ -13,6 +13,8 @@ writer). Everything else keeps using SQLAlchemy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 import uuid
 from datetime import UTC, datetime
@@ -20,6 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+# About 2-4 MB of log between checkpoints at a spend's few pages per commit (SQLite's own default is
+# 1,000 pages).
+CHECKPOINT_EVERY = 200
 
 # Only what the read needs: whether the account and session are live, the body and its recheck time.
 _SESSION_ANSWER = """
@@ -63,6 +71,9 @@ class HotPath:
         self._pool: Any = None
         self._pool_lock = asyncio.Lock()
         self._sqlite: sqlite3.Connection | None = None
+        self._sqlite_writer: sqlite3.Connection | None = None
+        self._writes = 0
+        self._checkpointing: asyncio.Task[None] | None = None
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         self._sqlite_path = parsed.database if self.dialect == "sqlite" else None
@@ -99,6 +110,50 @@ class HotPath:
             _sqlite_time(deleted_at), _sqlite_time(revoked_at), body, _sqlite_time(recheck_at)
         )
 
+    async def postgres_pool(self) -> Any:
+        """The asyncpg pool, for the other raw-driver path (the spend, services.access.fastspend)."""
+        return self._pool or await self._open_pool()
+
+    def sqlite_writer(self) -> sqlite3.Connection:
+        """A writing connection for the spend's raw path, used synchronously on the event loop.
+
+        Its busy timeout is 0 on purpose: it must never wait on the event loop's thread for a writer
+        that may itself be waiting for the loop (an aiosqlite connection mid-transaction). When the write
+        lock is taken, `BEGIN IMMEDIATE` fails at once and the caller takes the SQLAlchemy path."""
+        if self._sqlite_writer is None:
+            location = Path(str(self._sqlite_path)).resolve().as_uri()
+            connection = sqlite3.connect(location, uri=True, check_same_thread=False, isolation_level=None)
+            connection.execute("PRAGMA busy_timeout=0")
+            # As db.engine sets them for SQLAlchemy's connections (they are per connection).
+            connection.execute("PRAGMA foreign_keys=ON")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            # A commit that reaches the autocheckpoint size copies the log into the database and fsyncs
+            # it, on the event loop's thread: every request would wait for the disk. This connection
+            # leaves checkpoints to `after_sqlite_write`, which runs them on a thread of their own.
+            connection.execute("PRAGMA wal_autocheckpoint=0")
+            self._sqlite_writer = connection
+        return self._sqlite_writer
+
+    def after_sqlite_write(self) -> None:
+        """Called after each commit of `sqlite_writer`: every CHECKPOINT_EVERY commits, a passive
+        checkpoint (one that never waits for readers or writers) on a thread, one at a time."""
+        self._writes += 1
+        if self._writes % CHECKPOINT_EVERY or self._checkpointing is not None:
+            return
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._checkpoint))
+        self._checkpointing = task
+        task.add_done_callback(self._checkpointed)
+
+    def _checkpoint(self) -> None:
+        location = Path(str(self._sqlite_path)).resolve().as_uri()
+        with contextlib.closing(sqlite3.connect(location, uri=True, isolation_level=None)) as connection:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _checkpointed(self, task: asyncio.Task[None]) -> None:
+        self._checkpointing = None
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("SQLite checkpoint failed: %s", task.exception())
+
     async def _open_pool(self) -> Any:
         async with self._pool_lock:
             if self._pool is None:
@@ -123,12 +178,18 @@ class HotPath:
         return self._sqlite
 
     async def close(self) -> None:
+        if self._checkpointing is not None:
+            with contextlib.suppress(Exception):
+                await self._checkpointing
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
         if self._sqlite is not None:
             self._sqlite.close()
             self._sqlite = None
+        if self._sqlite_writer is not None:
+            self._sqlite_writer.close()
+            self._sqlite_writer = None
 
 
 def _sqlite_time(value: Any) -> datetime | None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, and_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -82,16 +82,37 @@ def check_amount(amount: int) -> None:
         )
 
 
+class LedgerEntry(Protocol):
+    """What is read of a ledger row: a `BalanceTransaction`, or fastspend's plain copy of one."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def amount(self) -> int: ...
+    @property
+    def balance_after(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def idempotency_key(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
 @dataclass(frozen=True)
 class Posted:
     """A ledger row and the balance right after it; `replayed` when an idempotency key found it."""
 
-    transaction: BalanceTransaction
+    transaction: LedgerEntry
     balance: int
     replayed: bool = False
 
 
-def transaction_json(row: BalanceTransaction) -> dict[str, Any]:
+def transaction_json(row: LedgerEntry) -> dict[str, Any]:
     return {
         "id": str(row.id),
         "currency": row.currency,

@@ -114,12 +114,26 @@ class ChangeBus:
         else:
             db.info[_INBOX_KEY] = True
 
+    @property
+    def answers_by_notify(self) -> bool:
+        """True when a writer tells of a change inside its transaction (`NOTIFY`, see the module)."""
+        return self._answers_by_notify
+
+    def answers_committed(self, changed: set[uuid.UUID]) -> None:
+        """Wake the listeners of accounts a transaction outside any session changed, once it committed
+        (the spend's raw-driver path; with `answers_by_notify` it sent its `NOTIFY` itself)."""
+        if changed and not self._answers_by_notify:
+            self._tell(changed)
+
     def _after_commit(self, session: Session) -> None:
         changed: set[uuid.UUID] | None = session.info.pop(_CHANGED_KEY, None)
         if session.info.pop(_INBOX_KEY, False):
             self.inbox_woken.set()
         if not changed:
             return
+        self._tell(changed)
+
+    def _tell(self, changed: set[uuid.UUID]) -> None:
         if self.redis_url is None:
             for account_id in changed:
                 self.listeners.wake(account_id)
