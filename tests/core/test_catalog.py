@@ -81,7 +81,10 @@ def test_packaged_sample_catalog_is_valid() -> None:
     catalog = load_catalog()
 
     assert set(catalog.entitlements) == {"pro"}
-    assert set(catalog.products) == {"pro_monthly", "pro_yearly"}
+    assert set(catalog.products) == {"pro_monthly", "pro_yearly", "pro_lifetime", "credits_100"}
+    assert set(catalog.currencies) == {"credits"}
+    assert catalog.products["credits_100"].grants == {"credits": 100}
+    assert catalog.products["pro_lifetime"].is_one_time
     monthly = catalog.products["pro_monthly"]
     assert monthly.stripe is not None and monthly.stripe.unit_amount == 999
     assert catalog.product_by_app_store_id("com.example.app.pro.monthly") is monthly

@@ -91,6 +91,7 @@ def test_nothing_grants_every_catalog_entitlement_inactive() -> None:
     assert all(not a.active and a.store is None and a.management_url is None for a in answers.values())
     assert answers["pro"].to_json() == {
         "active": False,
+        "source": None,
         "store": None,
         "product": None,
         "expires_at": None,

@@ -71,6 +71,7 @@ async def test_new_subscription_is_stored_and_grants_in_the_same_transaction(db:
     body = await read_entitlements(db, account.id, now=NOW)
     assert body["entitlements"]["pro"] == {
         "active": True,
+        "source": "subscription",
         "store": "stripe",
         "product": "pro_monthly",
         "expires_at": "2030-03-31T12:00:00Z",

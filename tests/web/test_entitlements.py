@@ -38,7 +38,11 @@ async def test_catalog_is_public_with_store_prices(client: httpx.AsyncClient) ->
     assert monthly == {
         "key": "pro_monthly",
         "name": "Pro, monthly",
+        "type": "subscription",
         "entitlements": ["pro"],
+        "grants": {},
+        "max_quantity": 1,
+        "duration_days": None,
         "stripe": {
             "lookup_key": "pro_monthly",
             "unit_amount": 999,
@@ -49,7 +53,17 @@ async def test_catalog_is_public_with_store_prices(client: httpx.AsyncClient) ->
         },
         "app_store": {"product_id": "com.example.app.pro.monthly"},
     }
-    assert [p["key"] for p in body["products"]] == ["pro_monthly", "pro_yearly"]
+    assert [p["key"] for p in body["products"]] == [
+        "pro_monthly",
+        "pro_yearly",
+        "pro_lifetime",
+        "credits_100",
+    ]
+    credits = body["products"][3]
+    assert credits["type"] == "consumable" and credits["grants"] == {"credits": 100}
+    assert credits["max_quantity"] == 10 and credits["entitlements"] == []
+    assert credits["stripe"]["interval"] is None and credits["stripe"]["unit_amount"] == 499
+    assert body["currencies"] == [{"key": "credits", "name": "Credits"}]
 
 
 async def test_my_entitlements_needs_sign_in(client: httpx.AsyncClient) -> None:
@@ -69,6 +83,7 @@ async def test_new_account_has_every_entitlement_inactive(client: httpx.AsyncCli
         "entitlements": {
             "pro": {
                 "active": False,
+                "source": None,
                 "store": None,
                 "product": None,
                 "expires_at": None,
@@ -78,6 +93,8 @@ async def test_new_account_has_every_entitlement_inactive(client: httpx.AsyncCli
             }
         },
         "subscriptions": [],
+        "purchases": [],
+        "balances": {"credits": 0},
     }
 
 

@@ -293,8 +293,10 @@ def _product(
             raise _Invalid(
                 f"{where} is a consumable and must grant an amount of a currency (grants = {{...}})"
             )
+    elif "entitlements" not in table:
+        raise _Invalid(f'{where} is missing "entitlements"')
     elif not granted:
-        raise _Invalid(f'{where} "entitlements" must name at least one entitlement')
+        raise _Invalid(f'{where} "entitlements" must be a non-empty list of entitlement names')
     max_quantity = _integer(table, "max_quantity", where) if "max_quantity" in table else 1
     if not 1 <= max_quantity <= MAX_QUANTITY:
         raise _Invalid(f"{where} max_quantity must be between 1 and {MAX_QUANTITY}, not {max_quantity}")
