@@ -202,7 +202,8 @@ def _truth(standin: StripeStandin, account_id: uuid.UUID) -> Truth:
             continue
         for currency, each in GRANTS.get(product, {}).items():
             full = each * quantity
-            # A partial refund takes back the refunded share of the credits, rounded down.
+            # A partial refund takes back the refunded share of the credits, rounded down (a cent back
+            # never costs the person a whole credit).
             truth.balances[currency] += full - full * charge["amount_refunded"] // charge["amount"]
         if product in UNLOCKS:
             truth.entitlements.add(UNLOCKS[product])
