@@ -245,9 +245,13 @@ async def test_shuffled_duplicated_purchase_events_end_on_the_standins_money(
     await context.pipeline.wait_idle()
     # Nothing was left failed or waiting for a retry: each event was worked on and settled.
     async with context.database.sessionmaker() as db:
-        unsettled = list(
-            await db.scalars(select(ProviderEvent.type).where(ProviderEvent.status != InboxStatus.PROCESSED))
-        )
+        unsettled = (
+            await db.execute(
+                select(ProviderEvent.type, ProviderEvent.last_error).where(
+                    ProviderEvent.status != InboxStatus.PROCESSED
+                )
+            )
+        ).all()
     assert unsettled == []
 
     for account_id in account_ids:
