@@ -367,3 +367,31 @@ class TestNonRenewing:
         standin.refund_payment(intent_id)
         await _deliver_all(client, standin, standin.events.log[seen:] * 2)
         assert (await _answer(context, account.id))["entitlements"]["pro"]["active"] is False
+
+
+async def test_a_checkout_purchase_settles_on_its_first_attempt_from_any_one_of_its_events(
+    acknowledging_client: httpx.AsyncClient,
+    context: AppContext,
+    db: AsyncSession,
+    stripe_provider: StripeProvider,
+    standin: StripeStandin,
+) -> None:
+    from entitle.core.models.events import InboxStatus, ProviderEvent
+
+    account, intent_id = await _checkout(
+        db, stripe_provider, standin, "first-try@example.com", "credits_100", 2
+    )
+    # The session's completion alone (its read is of a PaymentIntent, not a subscription), then its receipt
+    # invoice's events (which read nothing), each worked on as it arrives.
+    completed = standin.events.of_type("checkout.session.completed")[-1]
+    receipts = [e for e in standin.events.log if e["type"].startswith("invoice.")]
+    for event in [completed, *receipts]:
+        assert (await deliver(acknowledging_client, standin, event)).status_code == 200
+        await context.pipeline.wait_idle()
+    assert (await _answer(context, account.id))["balances"] == {"credits": 200}
+    async with context.database.sessionmaker() as session:
+        rows = list(await session.scalars(select(ProviderEvent)))
+    assert {(row.type, row.status, row.attempts) for row in rows} == {
+        (row.type, InboxStatus.PROCESSED, 1) for row in rows
+    }
+    assert any(row.type == "invoice.paid" for row in rows)

@@ -258,11 +258,15 @@ PURCHASE_LEVEL = frozenset(
 )
 
 
-async def settle(ctx: HandlerContext, events: Sequence[dict[str, Any]]) -> list[str]:
+async def settle(
+    ctx: HandlerContext, events: Sequence[dict[str, Any]], *, purchases_first: bool = False
+) -> list[str]:
     """Run every event of one customer through its handler, then make each read it asks for once.
 
     All events of a batch concern one customer (the inbox's ordering key), so a customer-level read
     (every subscription of the customer) also settles the events that asked for one subscription.
+    `purchases_first` re-reads the PaymentIntents before anything else: the batch's read slot was
+    reserved for one, and events that joined the batch meanwhile (a refund) must not take it.
     Returns one outcome per event.
     """
     asks: list[Settle] = []
@@ -273,6 +277,19 @@ async def settle(ctx: HandlerContext, events: Sequence[dict[str, Any]]) -> list[
             if handler is None
             else await handler(ctx, event)
         )
+    purchases: dict[str, str] = {}
+
+    async def read_purchases() -> None:
+        for intent_id in dict.fromkeys(ask.payment_intent for ask in asks if ask.payment_intent):
+            if intent_id not in purchases:
+                purchases[intent_id] = (
+                    await ctx.purchases.payment_intent(ctx.db, intent_id)
+                    if ctx.purchases is not None
+                    else f"ignored: {intent_id}: one-time purchases are not recorded here"
+                )
+
+    if purchases_first:
+        await read_purchases()
     customers = list(dict.fromkeys(ask.customer for ask in asks if ask.customer))
     read: dict[str, str] = {}
     for customer_id in customers:
@@ -295,13 +312,7 @@ async def settle(ctx: HandlerContext, events: Sequence[dict[str, Any]]) -> list[
             else:
                 read[ask.subscription] = f"{ask.subscription}: already stored, not read again"
     settled_by_customer = "; ".join(read[c] for c in customers)
-    purchases: dict[str, str] = {}
-    for intent_id in dict.fromkeys(ask.payment_intent for ask in asks if ask.payment_intent):
-        purchases[intent_id] = (
-            await ctx.purchases.payment_intent(ctx.db, intent_id)
-            if ctx.purchases is not None
-            else f"ignored: {intent_id}: one-time purchases are not recorded here"
-        )
+    await read_purchases()
 
     for ask in asks:
         if ask.refund is not None and not (

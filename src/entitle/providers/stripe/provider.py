@@ -13,6 +13,7 @@ renewal's several events cost one read, and the reads stay under Stripe's rate l
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,13 +37,26 @@ from entitle.providers.stripe.client import (
     StripeGateway,
 )
 from entitle.providers.stripe.errors import StripeNotConfigured
-from entitle.providers.stripe.handlers import CUSTOMER_LEVEL, HANDLERS, PURCHASE_LEVEL, HandlerContext, settle
+from entitle.providers.stripe.handlers import (
+    CUSTOMER_LEVEL,
+    HANDLERS,
+    PURCHASE_LEVEL,
+    HandlerContext,
+    invoice_subscription_id,
+    settle,
+)
 from entitle.providers.stripe.mapping import object_id
 from entitle.providers.stripe.purchases import PurchaseReconciler
 from entitle.providers.stripe.reconcile import Reconciler
 from entitle.settings import Settings
 
 PROVIDER = "stripe"
+# The endpoint `read_slot` reserved for the batch being processed in this task.
+_reserved: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "entitle_stripe_reserved", default=None
+)
+# Invoice events whose handler reads the invoice's subscription, and nothing when it has none.
+_INVOICE_EVENTS = ("invoice.paid", "invoice.payment_failed", "invoice.payment_action_required")
 # Stripe's own default: https://docs.stripe.com/webhooks#verify-events
 SIGNATURE_TOLERANCE_SECONDS = 300
 
@@ -155,7 +169,7 @@ class StripeProvider:
         """Wait until the pacer lets the batch's read start; then every event stored meanwhile joins the
         batch, since the read starts after it is chosen. When none of `events` needs a read, they are
         acknowledged on their own (an event needing one that arrived meanwhile waits for its own slot)."""
-        types = {event.type for event in events if event.type in HANDLERS}
+        types = {kind for event in events if event.type in HANDLERS and (kind := _read_kind(event))}
         if not types or not self.configured:
             yield False
             return
@@ -167,7 +181,11 @@ class StripeProvider:
             else RETRIEVE_SUBSCRIPTION
         )
         async with self.gateway.pacer.reserved(endpoint):
-            yield True
+            token = _reserved.set(endpoint)
+            try:
+                yield True
+            finally:
+                _reserved.reset(token)
 
     async def process_events(self, db: AsyncSession, events: Sequence[ProviderEvent]) -> list[str]:
         """Called by the inbox inside its transaction; raising leaves the batch to be retried."""
@@ -175,11 +193,29 @@ class StripeProvider:
         if not any(str(p.get("type")) in HANDLERS for p in payloads):
             return [f"acknowledged: entitle does not act on {p.get('type')}" for p in payloads]
         context = HandlerContext(db=db, reconciler=self.reconciler, purchases=self.purchase_reconciler)
-        return await settle(context, payloads)
+        return await settle(context, payloads, purchases_first=_reserved.get() == RETRIEVE_PAYMENT_INTENT)
 
     async def aclose(self) -> None:
         if self._gateway is not None:
             await self._gateway.aclose()
+
+
+def _read_kind(event: ProviderEvent) -> str | None:
+    """What read the event causes, named by the event type that causes it; None for none. Checkout in
+    payment mode and its receipt invoice concern a PaymentIntent, not a subscription: reserving a
+    subscription read for them would fail the batch when the PaymentIntent read comes first."""
+    if event.type not in ("checkout.session.completed", *_INVOICE_EVENTS):
+        return event.type
+    try:
+        obj = json.loads(event.raw_body)["data"]["object"]
+    except (ValueError, KeyError, TypeError):
+        return event.type
+    if not isinstance(obj, dict):
+        return event.type
+    if event.type == "checkout.session.completed":
+        return "payment_intent.succeeded" if obj.get("mode") == "payment" else event.type
+    # An invoice without a subscription (a one-time purchase's receipt) is acknowledged without a read.
+    return event.type if invoice_subscription_id(obj) is not None else None
 
 
 def _moment(created: Any) -> datetime | None:

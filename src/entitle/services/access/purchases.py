@@ -29,6 +29,7 @@ from entitle.core.entitlements import isoformat
 from entitle.core.models.purchases import Purchase
 from entitle.core.purchases import PurchaseState, credits_of, purchase_expires_at, purchase_ref
 from entitle.core.subscriptions import Store
+from entitle.db.locks import advisory_xact_lock
 from entitle.db.types import json_safe, new_id, utcnow
 from entitle.services.access.balances import settle_source
 from entitle.services.access.entitlements import entitlement_rules, purchase_state, refresh_entitlements
@@ -104,6 +105,11 @@ async def apply_purchase_state(
     now = now or utcnow()
     values = _values(state)
     await db.flush()
+    # One account's purchases are applied one at a time. The inbox serializes a customer's events, but a
+    # dispute event names no customer, so it is worked on beside the customer's other events: without
+    # this, two purchases of one account lock the purchase, balance and answer rows in different orders
+    # and PostgreSQL aborts one of them as a deadlock.
+    await advisory_xact_lock(db, f"entitle-account-purchases:{state.account_id}")
     # Insert first: on SQLite it takes the single write lock before anything is read; on PostgreSQL two
     # first writers cannot both insert (the loser waits, inserts nothing and locks the winner's row).
     inserted = await db.scalar(
