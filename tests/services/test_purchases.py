@@ -264,3 +264,21 @@ stripe = { lookup_key = "pro_monthly", unit_amount = 999, currency = "usd", inte
         await db.commit()
         assert await balances.balance_of(db, account.id, "credits") == 100
         assert (await read_entitlements(db, account.id))["balances"] == {"credits": 100}
+
+
+async def test_a_pack_that_moves_to_another_account_is_held_once(db: AsyncSession) -> None:
+    first = await make_account(db, email="first@example.com")
+    second = await make_account(db, email="second@example.com")
+    state = pack(first.id)
+    await apply_purchase_state(db, state)
+    await apply_purchase_state(
+        db,
+        replace(
+            state, account_id=second.id, vendor_updated_at=state.vendor_updated_at + timedelta(minutes=1)
+        ),
+    )
+    await db.commit()
+    assert await balances.balance_of(db, first.id, "credits") == 0
+    assert await balances.balance_of(db, second.id, "credits") == 200
+    assert await ledger_sum(db, first.id) == 0 and await ledger_sum(db, second.id) == 200
+    assert (await read_entitlements(db, first.id))["balances"] == {"credits": 0}

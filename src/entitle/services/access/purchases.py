@@ -136,19 +136,18 @@ async def apply_purchase_state(
         changes["vendor_updated_at"] = state.vendor_updated_at
         changes["updated_at"] = now
         await db.execute(update(_TABLE).where(_TABLE.c.id == row.id).values(**changes))
-        await db.refresh(row)
     catalog = entitlement_rules(db).catalog
-    await settle_source(
-        db,
-        state.account_id,
-        purchase_ref(state.store, state.store_purchase_id),
-        credits_of(state, catalog),
-        now=now,
-    )
+    source = purchase_ref(state.store, state.store_purchase_id)
+    moved_from = before.account_id if before is not None and before.account_id != state.account_id else None
+    if moved_from is not None:
+        # The purchase now belongs to another account (an App Store restore): what it credited the old
+        # one goes back first, so its credits are held once, by its owner.
+        await settle_source(db, moved_from, source, {}, now=now)
+    await settle_source(db, state.account_id, source, credits_of(state, catalog), now=now)
     await _record_changes(db, before, state)
     await refresh_entitlements(db, state.account_id, now=now)
-    if before is not None and before.account_id != state.account_id:
-        await refresh_entitlements(db, before.account_id, now=now)
+    if moved_from is not None:
+        await refresh_entitlements(db, moved_from, now=now)
     return True
 
 
