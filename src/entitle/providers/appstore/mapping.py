@@ -129,6 +129,16 @@ def core_environment(environment: AppleEnvironment | None) -> Environment:
     return Environment.PRODUCTION if environment == AppleEnvironment.PRODUCTION else Environment.SANDBOX
 
 
+def notification_summary(notification: VerifiedNotification) -> dict[str, Any]:
+    """What a stored state keeps of the notification it came from, for support."""
+    return {
+        "type": notification.notification_type,
+        "subtype": notification.subtype,
+        "uuid": notification.notification_uuid,
+        "signed_date": notification.raw.get("signedDate"),
+    }
+
+
 def subscription_state(
     transaction: VerifiedTransaction,
     renewal_info: VerifiedRenewalInfo | None,
@@ -163,13 +173,7 @@ def subscription_state(
     if renewal_info is not None:
         raw["renewal_info"] = renewal_info.raw
     if notification is not None:
-        raw["notification"] = {
-            "type": notification.notification_type,
-            "subtype": notification.subtype,
-            "uuid": notification.notification_uuid,
-            "signed_date": notification.raw.get("signedDate"),
-            "status": notification.status,
-        }
+        raw["notification"] = {**notification_summary(notification), "status": notification.status}
     return SubscriptionState(
         store=Store.APP_STORE,
         store_subscription_id=str(tx.originalTransactionId),
@@ -257,12 +261,7 @@ def purchase_state(
     signed = from_millis(notification.raw.get("signedDate")) if notification is not None else None
     raw: dict[str, Any] = {"transaction": transaction.raw}
     if notification is not None:
-        raw["notification"] = {
-            "type": notification.notification_type,
-            "subtype": notification.subtype,
-            "uuid": notification.notification_uuid,
-            "signed_date": notification.raw.get("signedDate"),
-        }
+        raw["notification"] = notification_summary(notification)
     purchased_at = from_millis(tx.purchaseDate) or from_millis(tx.signedDate) or dt.datetime.now(dt.UTC)
     return PurchaseState(
         store=Store.APP_STORE,
