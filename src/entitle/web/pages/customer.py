@@ -135,6 +135,19 @@ def _payments_on(visit: PageVisit) -> bool:
 
 @router.post("/pricing/subscribe")
 async def subscribe(request: Request, visit: Visit, db: SessionDep) -> Response:
+    return await _checkout_from_pricing(request, visit, db, one_time=False)
+
+
+@router.post("/pricing/buy")
+async def buy(request: Request, visit: Visit, db: SessionDep) -> Response:
+    """A one-time product (with the quantity picked for a pack): straight to payment-mode Checkout."""
+    return await _checkout_from_pricing(request, visit, db, one_time=True)
+
+
+async def _checkout_from_pricing(
+    request: Request, visit: PageVisit, db: AsyncSession, *, one_time: bool
+) -> Response:
+    """A /pricing button: sign in first if needed, then Checkout; a refusal re-renders the page with it."""
     fields = await read_form(request, visit)
     product = fields.get("product", "")
     if not _payments_on(visit):
@@ -143,25 +156,11 @@ async def subscribe(request: Request, visit: Visit, db: SessionDep) -> Response:
     if visit.account is None:
         return redirect(visit, _sign_in_url("/pricing", product))
     try:
-        return await _to_checkout(visit, db, visit.account, product)
-    except EntitleError as exc:
-        error = customer_sentence(exc, unavailable=PAYMENTS_OFF)
-        return await _pricing_page(request, visit, db, error=error, status=exc.status_code)
-
-
-@router.post("/pricing/buy")
-async def buy(request: Request, visit: Visit, db: SessionDep) -> Response:
-    """A one-time product (with the quantity picked for a pack): straight to payment-mode Checkout."""
-    fields = await read_form(request, visit)
-    product = fields.get("product", "")
-    if not _payments_on(visit):
-        return await _pricing_page(request, visit, db, error=PAYMENTS_OFF, status=503)
-    if visit.account is None:
-        return redirect(visit, _sign_in_url("/pricing", product))
-    try:
-        quantity = ascii_int(fields.get("quantity") or "1")
-        if quantity is None:
-            raise InvalidRequest("Choose how many to buy.", code="invalid_quantity")
+        quantity = None
+        if one_time:
+            quantity = ascii_int(fields.get("quantity") or "1")
+            if quantity is None:
+                raise InvalidRequest("Choose how many to buy.", code="invalid_quantity")
         return await _to_checkout(visit, db, visit.account, product, quantity)
     except EntitleError as exc:
         error = customer_sentence(exc, unavailable=PAYMENTS_OFF)
@@ -256,9 +255,7 @@ async def stream_ticket(request: Request, visit: Visit, db: SessionDep) -> Respo
     """A ticket for the page's EventSource (which cannot send headers); the CSRF token rides in a header."""
     visit.check_csrf(request.headers.get("x-csrf-token"))
     if visit.account is None:
-        return JSONResponse(
-            {"error": {"code": "signed_out", "message": "Sign in again."}}, status_code=401
-        )
+        return JSONResponse({"error": {"code": "signed_out", "message": "Sign in again."}}, status_code=401)
     ticket = await streams.issue_ticket(db, visit.account.id, visit.session_id)
     return JSONResponse({"ticket": ticket}, headers={"Cache-Control": "no-store"})
 
