@@ -46,7 +46,7 @@ from entitle.providers.stripe.handlers import (
     settle,
 )
 from entitle.providers.stripe.mapping import object_id
-from entitle.providers.stripe.purchases import PurchaseReconciler
+from entitle.providers.stripe.purchases import PurchaseReconciler, is_entitle_purchase
 from entitle.providers.stripe.reconcile import Reconciler
 from entitle.settings import Settings
 
@@ -204,7 +204,7 @@ def _read_kind(event: ProviderEvent) -> str | None:
     """What read the event causes, named by the event type that causes it; None for none. Checkout in
     payment mode and its receipt invoice concern a PaymentIntent, not a subscription: reserving a
     subscription read for them would fail the batch when the PaymentIntent read comes first."""
-    if event.type not in ("checkout.session.completed", *_INVOICE_EVENTS):
+    if event.type not in ("checkout.session.completed", "payment_intent.succeeded", *_INVOICE_EVENTS):
         return event.type
     try:
         obj = json.loads(event.raw_body)["data"]["object"]
@@ -212,6 +212,10 @@ def _read_kind(event: ProviderEvent) -> str | None:
         return event.type
     if not isinstance(obj, dict):
         return event.type
+    if event.type == "payment_intent.succeeded":
+        # A subscription invoice's payment is acknowledged without a read (its invoice events settle
+        # it): reserving a PaymentIntent read for it would fail a renewal batch it shares.
+        return event.type if is_entitle_purchase(obj) else None
     if event.type == "checkout.session.completed":
         return "payment_intent.succeeded" if obj.get("mode") == "payment" else event.type
     # An invoice without a subscription (a one-time purchase's receipt) is acknowledged without a read.
