@@ -20,6 +20,7 @@ from entitle.db.engine import Database
 from entitle.identity.apple import AppleIdentityVerifier
 from entitle.identity.build import build_identity_verifiers
 from entitle.providers.appstore.api import AppStoreApi
+from entitle.providers.appstore.offers import PromotionalOfferSigner
 from entitle.providers.appstore.provider import AppStoreConfig, AppStoreProvider
 from entitle.providers.appstore.verification import AppStoreVerifier
 from entitle.providers.base import Provider
@@ -108,6 +109,7 @@ def build_providers(
         verifier=AppStoreVerifier.from_settings(settings) if settings.apple_bundle_id else None,
         api=AppStoreApi.from_settings(settings, http),
         purchases=StoredPurchases(),
+        offers=PromotionalOfferSigner.from_settings(settings),
     )
     apple_signin = AppleSigninNotifications(apple_identity, deletion_hooks)
     return {provider.name: provider for provider in (stripe, app_store, apple_signin)}

@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     stripe_max_requests_per_second: float | None = Field(default=None, gt=0)
     # How long past_due still entitles while Stripe retries the payment.
     stripe_grace_days: int = Field(default=7, ge=0, le=60)
+    # Visitors pay on Stripe Checkout first and make (or sign in to) their account after.
+    guest_checkout: bool = False
 
     apple_bundle_id: str | None = None
     apple_app_id: int | None = None

@@ -7,6 +7,9 @@ frozen and looked up by the identity a store reports: a Stripe price `lookup_key
 `productId`. Stores other than Stripe only need a product id, so they share one generic table
 (`PRODUCT_ID_STORES`, every `Store` but Stripe and promotional grants): adding Google Play's name to
 `core.subscriptions.Store` is all the catalog needs.
+
+`[offers.<name>]` names an App Store promotional offer and who may have it (`OfferEligibility`); the
+rule is vendor-free and decided over every store's subscriptions (`services.access.offers`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,17 @@ class ProductType(StrEnum):
 ONE_TIME_TYPES = frozenset({ProductType.NON_CONSUMABLE, ProductType.CONSUMABLE, ProductType.NON_RENEWING})
 
 
+class OfferEligibility(StrEnum):
+    # Had a paid subscription to the product's entitlements, in any store, and has none now (win-back).
+    LAPSED = "lapsed"
+    # Never paid for a subscription to the product's entitlements and has none now.
+    NEW = "new"
+    # Has a subscription to the product's entitlements now (retention, upgrades).
+    SUBSCRIBED = "subscribed"
+    # Every signed-in account.
+    ANYONE = "anyone"
+
+
 class Interval(StrEnum):
     # Stripe's recurring intervals; the App Store's durations are set in App Store Connect, not here.
     DAY = "day"
@@ -71,6 +85,9 @@ PRODUCT_ID_STORES = tuple(store.value for store in Store if store not in (Store.
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Apple allows letters, digits, underscores and periods in a product id.
 _APP_STORE_PRODUCT_ID = re.compile(r"^[A-Za-z0-9._]{1,255}$")
+# A promotional offer's identifier in App Store Connect. Only these characters: the older signature joins
+# its fields with U+2063, which an identifier must never contain.
+_APP_STORE_OFFER_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -132,6 +149,18 @@ class Product:
 
 
 @dataclass(frozen=True)
+class Offer:
+    """A promotional offer set up in a store, and the rule that says which accounts may have it."""
+
+    key: str
+    # The catalog product (an auto-renewable subscription sold in the App Store) the offer discounts.
+    product: str
+    # The offer's identifier in App Store Connect (StoreKit's `Product.SubscriptionOffer.id`).
+    app_store_offer_id: str
+    eligible: OfferEligibility
+
+
+@dataclass(frozen=True)
 class Catalog:
     # Where the catalog was read from; named in every error about it.
     source: str
@@ -139,6 +168,7 @@ class Catalog:
     products: Mapping[str, Product]
     _by_store_id: Mapping[tuple[str, str], Product] = field(repr=False, compare=False, default_factory=dict)
     currencies: Mapping[str, Currency] = field(default_factory=dict)
+    offers: Mapping[str, Offer] = field(default_factory=dict)
 
     def product(self, key: str) -> Product | None:
         return self.products.get(key)
@@ -160,6 +190,16 @@ class Catalog:
 
     def products_granting(self, entitlement: str) -> tuple[Product, ...]:
         return tuple(p for p in self.products.values() if entitlement in p.entitlements)
+
+    def app_store_offer(self, product_id: str, offer_id: str) -> Offer | None:
+        """The offer App Store Connect calls `offer_id` on the App Store product `product_id`, if any."""
+        product = self.product_by_app_store_id(product_id)
+        if product is None:
+            return None
+        for offer in self.offers.values():
+            if offer.product == product.key and offer.app_store_offer_id == offer_id:
+                return offer
+        return None
 
 
 class _Invalid(Exception):
@@ -200,7 +240,9 @@ def parse_catalog(text: str, *, source: str = "<catalog>") -> Catalog:
 
 
 def _build(document: dict[str, Any], source: str) -> Catalog:
-    _check_fields(document, "the catalog", required=("entitlements", "products"), optional=("currencies",))
+    _check_fields(
+        document, "the catalog", required=("entitlements", "products"), optional=("currencies", "offers")
+    )
     entitlements_table = _table(document["entitlements"], "[entitlements]")
     if not entitlements_table:
         raise _Invalid("[entitlements] defines no entitlement")
@@ -234,12 +276,52 @@ def _build(document: dict[str, Any], source: str) -> Catalog:
                 raise _Invalid(f'products "{other.key}" and "{key}" share the {label} "{store_id[1]}"')
             by_store_id[store_id] = product
         products[key] = product
+    offers: dict[str, Offer] = {}
+    for key, value in _table(document.get("offers", {}), "[offers]").items():
+        offer = _offer(key, value, products)
+        for twin in offers.values():
+            if (twin.product, twin.app_store_offer_id) == (offer.product, offer.app_store_offer_id):
+                raise _Invalid(
+                    f'offers "{twin.key}" and "{key}" are both App Store offer '
+                    f'"{offer.app_store_offer_id}" of product "{offer.product}"'
+                )
+        offers[key] = offer
     return Catalog(
         source=source,
         entitlements=entitlements,
         products=products,
         _by_store_id=by_store_id,
         currencies=currencies,
+        offers=offers,
+    )
+
+
+def _offer(key: str, value: Any, products: Mapping[str, Product]) -> Offer:
+    where = f"[offers.{key}]"
+    _check_key(key, where)
+    table = _table(value, where)
+    _check_fields(table, where, required=("product", "app_store_offer_id", "eligible"), optional=())
+    product_key = _string(table, "product", where)
+    product = products.get(product_key)
+    if product is None:
+        raise _Invalid(f'{where} names product "{product_key}", which [products] does not define')
+    if product.type is not ProductType.SUBSCRIPTION or product.app_store_product_id is None:
+        # Apple's promotional offers exist only for auto-renewable subscriptions.
+        raise _Invalid(
+            f'{where} product "{product_key}" must be a subscription sold in the App Store '
+            "(with app_store = {...})"
+        )
+    offer_id = _string(table, "app_store_offer_id", where)
+    if not _APP_STORE_OFFER_ID.match(offer_id):
+        raise _Invalid(
+            f'{where} app_store_offer_id "{offer_id}" must be 1-64 letters, digits, "_", "." or "-"'
+        )
+    eligible = _string(table, "eligible", where)
+    if eligible not in OfferEligibility.__members__.values():
+        names = ", ".join(rule.value for rule in OfferEligibility)
+        raise _Invalid(f'{where} eligible "{eligible}" is not one of {names}')
+    return Offer(
+        key=key, product=product_key, app_store_offer_id=offer_id, eligible=OfferEligibility(eligible)
     )
 
 

@@ -31,6 +31,7 @@ from entitle.providers.appstore.api import AppStoreApi
 from entitle.providers.appstore.errors import InvalidSignedData
 from entitle.providers.appstore.handlers import HANDLERS
 from entitle.providers.appstore.notifications import NotificationContext
+from entitle.providers.appstore.offers import PromotionalOfferSigner
 from entitle.providers.appstore.verification import AppStoreVerifier, VerifiedNotification
 from entitle.providers.base import IncomingEvent, no_slot
 from entitle.settings import RestorePolicy, Settings
@@ -68,6 +69,7 @@ class AppStoreProvider:
         verifier: AppStoreVerifier | None,
         api: AppStoreApi | None,
         purchases: PurchaseSink | None = None,
+        offers: PromotionalOfferSigner | None = None,
     ) -> None:
         self.config = config
         self.database = database
@@ -77,6 +79,7 @@ class AppStoreProvider:
         self.purchases = purchases
         self._verifier = verifier
         self.api = api
+        self._offers = offers
         self._handoff: OrderedDict[str, VerifiedNotification] = OrderedDict()
 
     @property
@@ -86,6 +89,20 @@ class AppStoreProvider:
                 "App Store purchases are not configured on this server (set ENTITLE_APPLE_BUNDLE_ID)."
             )
         return self._verifier
+
+    @property
+    def configured(self) -> bool:
+        """Whether App Store purchases can be verified here (a bundle id, and roots to trust)."""
+        return self._verifier is not None
+
+    @property
+    def offers(self) -> PromotionalOfferSigner:
+        if self._offers is None:
+            raise AppStoreNotConfigured(
+                "App Store promotional offers are not configured on this server (set ENTITLE_APPLE_KEY_ID, "
+                "ENTITLE_APPLE_ISSUER_ID and ENTITLE_APPLE_PRIVATE_KEY_PATH to the In-App Purchase key)."
+            )
+        return self._offers
 
     # -- notifications ---------------------------------------------------------------------------
     async def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> IncomingEvent:

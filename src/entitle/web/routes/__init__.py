@@ -13,6 +13,7 @@ from entitle.web.routes import (
     health,
     me,
     reports,
+    status,
     streams,
     webhook_endpoints,
     webhooks,
@@ -25,6 +26,7 @@ from entitle.web.routes import identity as identity_routes
 def all_routers() -> list[APIRouter]:
     return [
         health.router,
+        status.router,
         auth.router,
         me.router,
         webhook_endpoints.router,
