@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
@@ -62,12 +64,26 @@ def server(
 ) -> Iterator[LiveServer]:
     from tests.standins.appstore.chain import mint_chain
 
-    root = tmp_path_factory.mktemp("appstore") / "root.pem"
+    folder = tmp_path_factory.mktemp("appstore")
+    root = folder / "root.pem"
     root.write_bytes(mint_chain().root_pem)
+    # The In-App Purchase key signs promotional offers; the Server API it also unlocks points nowhere.
+    iap_key = folder / "AuthKey.p8"
+    iap_key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     with StripeStandin() as stripe, JwksStandin() as idp:
         overrides: dict[str, Any] = {
             **stripe_settings(stripe),
-            **appstore_settings(Path(root)),
+            **appstore_settings(
+                Path(root),
+                apple_key_id="SCHEMAKEY1",
+                apple_issuer_id="57246542-96fe-1a63-e053-0824d011072a",
+                apple_private_key_path=str(iap_key),
+                apple_api_base="http://127.0.0.1:9",
+            ),
             "apple_signin_client_ids": "com.example.app",
             "google_client_ids": "web-client.apps.googleusercontent.com",
             "apple_signin_jwks_url": idp.url,

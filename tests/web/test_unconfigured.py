@@ -16,6 +16,12 @@ from tests.factories import bearer, register
         ("POST", "/v1/auth/google", b'{"id_token": "a.b.c"}', "ENTITLE_GOOGLE_CLIENT_IDS"),
         ("POST", "/v1/billing/stripe/checkout", b'{"product": "pro_monthly"}', "ENTITLE_STRIPE_SECRET_KEY"),
         ("POST", "/webhooks/appstore", b'{"signedPayload": "a.b.c"}', "ENTITLE_APPLE_BUNDLE_ID"),
+        (
+            "POST",
+            "/v1/billing/appstore/offer-signature",
+            b'{"product_id": "com.example.app.pro.monthly", "offer_id": "winback3"}',
+            "ENTITLE_APPLE_PRIVATE_KEY_PATH",
+        ),
     ],
 )
 async def test_unconfigured_providers_name_the_missing_setting(
