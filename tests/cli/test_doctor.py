@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from entitle.cli.doctor import ensure_stripe_webhook
+from entitle.cli.doctor import Report, _check_apple, ensure_stripe_webhook
+from entitle.context import AppContext
+from entitle.core.catalog import packaged_catalog_text
 from entitle.providers.stripe.client import StripeGateway
 from entitle.settings import Settings
 from tests.providers.stripe.conftest import stripe_settings
@@ -49,3 +53,24 @@ def _settings(standin: StripeStandin) -> dict[str, object]:
         "stripe_secret_key": Settings(stripe_secret_key=values["stripe_secret_key"]).stripe_secret_key,
         "stripe_api_base": values["stripe_api_base"],
     }
+
+
+@pytest.fixture
+def offers_catalog(tmp_path: Path, settings_overrides: dict[str, Any]) -> None:
+    path = tmp_path / "catalog.toml"
+    path.write_text(
+        packaged_catalog_text()
+        + '\n[offers.winback]\nproduct = "pro_monthly"\n'
+        + 'app_store_offer_id = "winback3"\neligible = "lapsed"\n'
+    )
+    settings_overrides["catalog"] = path
+
+
+async def test_offers_without_the_in_app_purchase_key_are_a_warning(
+    offers_catalog: None, context: AppContext
+) -> None:
+    report = Report()
+    _check_apple(context, report)
+    [(_, status, detail)] = [row for row in report.rows if row[0] == "promotional offers"]
+    assert "warning" in status
+    assert "the catalog has 1 but no In-App Purchase key signs them" in detail

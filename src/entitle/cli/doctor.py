@@ -208,7 +208,17 @@ def _check_apple(context: AppContext, report: Report) -> None:
             report.problem("app store", problem)
         if not problems:
             report.ok("app store", f"bundle {settings.apple_bundle_id}, app id {settings.apple_app_id}")
-    if settings.apple_issuer_id and settings.apple_key_id and settings.apple_private_key_path:
+    has_key = bool(settings.apple_issuer_id and settings.apple_key_id and settings.apple_private_key_path)
+    if has_key:
         report.ok("app store api", "credentials configured (refresh and sync enabled)")
     else:
         report.warn("app store api", "no App Store Server API credentials: no refresh on purchase, no sync")
+    offers = len(context.catalog.offers)
+    if offers and has_key:
+        report.ok("promotional offers", f"{offers} in the catalog, signed with key {settings.apple_key_id}")
+    elif offers:
+        report.warn(
+            "promotional offers",
+            f"the catalog has {offers} but no In-App Purchase key signs them: set ENTITLE_APPLE_KEY_ID, "
+            "ENTITLE_APPLE_ISSUER_ID and ENTITLE_APPLE_PRIVATE_KEY_PATH",
+        )
