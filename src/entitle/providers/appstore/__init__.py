@@ -13,4 +13,5 @@ from `core.models` does not pull in the whole provider):
 - `handlers`: `HANDLERS`, one handler per notification type.
 - `ledger`: `decide_owner`, `set_owner` and the ownership audit; `models`: its tables.
 - `api`: `AppStoreApi` (the Server API via Apple's client); `sync`: `sync_all`, `refresh_subscription`.
+- `offers`: `PromotionalOfferSigner` (both promotional-offer signature forms, by Apple's library).
 """

@@ -91,12 +91,8 @@ class AppStoreProvider:
         return self._verifier
 
     @property
-    def configured(self) -> bool:
-        """Whether App Store purchases can be verified here (a bundle id, and roots to trust)."""
-        return self._verifier is not None
-
-    @property
     def offers(self) -> PromotionalOfferSigner:
+        """Signs promotional offers with the In-App Purchase key; refused when there is none."""
         if self._offers is None:
             raise AppStoreNotConfigured(
                 "App Store promotional offers are not configured on this server (set ENTITLE_APPLE_KEY_ID, "

@@ -66,7 +66,13 @@ async def subscription_history(
 ) -> SubscriptionHistory:
     """The account's subscriptions, in any store, to any of `entitlements`, summed up for the offer rules."""
     products = {p.key for e in entitlements for p in catalog.products_granting(e)}
-    rows = (await db.scalars(select(Subscription).where(Subscription.account_id == account_id))).all()
+    # Newest first, so the JWS names the App Store subscription the person touched last.
+    newest_first = Subscription.updated_at.desc(), Subscription.store_subscription_id
+    rows = (
+        await db.scalars(
+            select(Subscription).where(Subscription.account_id == account_id).order_by(*newest_first)
+        )
+    ).all()
     states = [subscription_state(row) for row in rows if row.product in products]
     app_store_ids = [row.store_subscription_id for row in rows if row.store == Store.APP_STORE.value]
     subscribed = any(subscription_entitles(state, now) for state in states)
