@@ -86,6 +86,7 @@ async def cancel_subscription(
     refund: RefundChoice,
     reason: str | None,
     by: str,
+    operator_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
     """Cancel one of the account's subscriptions; the subscription as the answer lists it, with `refund`."""
     row = await _own_subscription(db, account_id, subscription_id)
@@ -140,6 +141,7 @@ async def cancel_subscription(
             "refund_amount": given["amount"] if given else None,
             "reason": reason,
         },
+        operator_id,
     )
     answer, _ = await compute_body(db, account_id, now=utcnow())
     listed = next(s for s in answer["subscriptions"] if s["id"] == subscription_id)
@@ -185,6 +187,7 @@ async def refund_payment(
     reason: str | None,
     by: str,
     idempotency_key: str | None = None,
+    operator_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
     """Refund a one-time purchase or a paid invoice of the account's, all that is left or `amount` of it."""
     if (purchase_id is None) == (invoice_id is None):
@@ -228,6 +231,7 @@ async def refund_payment(
         "refund.created",
         by,
         {**target, "refund_id": given["id"], "amount": given.get("amount"), "reason": reason},
+        operator_id,
     )
     return refund_json(given)
 
@@ -301,8 +305,13 @@ def _iso(timestamp: Any) -> str | None:
 
 
 async def _audit(
-    db: AsyncSession, account_id: uuid.UUID, action: str, by: str, details: dict[str, Any]
+    db: AsyncSession,
+    account_id: uuid.UUID,
+    action: str,
+    by: str,
+    details: dict[str, Any],
+    operator_id: uuid.UUID | None,
 ) -> None:
-    await record_event(
-        db, account_id, SUPPORT_ACTION, {"action": action, "by": by, **details}, announce=False
-    )
+    """The account's event log entry, in the dashboard's form (`operators.record_action`)."""
+    who: dict[str, Any] = {"by": by} | ({"operator_id": str(operator_id)} if operator_id else {})
+    await record_event(db, account_id, SUPPORT_ACTION, {"action": action, **who, **details}, announce=False)
