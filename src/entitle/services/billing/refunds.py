@@ -222,8 +222,11 @@ async def refund_payment(
             code="amount_too_large",
             details={"refundable": left},
         )
-    # Two identical requests against the same state (a double click) make one refund.
-    key = idempotency_key or f"{intent_id}-{amount if amount is not None else 'all'}-{left}"
+    # Two identical requests against the same state (a double click) make one refund; a caller's key (a
+    # page's) makes the same form sent twice refund once, and is tied to what it refunds, so one page's
+    # key on two different forms never collides at Stripe.
+    what = f"{intent_id}-{amount if amount is not None else 'all'}"
+    key = f"{idempotency_key}-{what}" if idempotency_key else f"{what}-{left}"
     given = await _refund(provider, intent_id, amount, reason, by, key=f"entitle-refund-{key}")
     await _audit(
         db,
