@@ -511,3 +511,99 @@ def test_payment_intents_refunds_and_disputes(standin: StripeStandin, http: http
     standin.close_dispute(dispute["id"], "won")
     assert standin.events.of_type("charge.dispute.closed")[-1]["data"]["object"]["status"] == "won"
     assert http.get(f"/v1/disputes/{dispute['id']}").json()["status"] == "won"
+
+
+def _paid_monthly(standin: StripeStandin, http: httpx.Client) -> tuple[dict[str, Any], str]:
+    customer = http.post("/v1/customers", data={}).json()
+    product = http.post("/v1/products", data={"name": "Pro"}).json()
+    price = http.post(
+        "/v1/prices",
+        data={
+            "product": product["id"],
+            "unit_amount": "3000",
+            "currency": "usd",
+            "recurring[interval]": "month",
+        },
+    ).json()
+    sub_id = http.post(
+        "/v1/subscriptions",
+        data={
+            "customer": customer["id"],
+            "items[0][price]": price["id"],
+            "payment_behavior": "default_incomplete",
+        },
+    ).json()["id"]
+    assert standin.pay_first_invoice(sub_id) is True
+    return customer, sub_id
+
+
+def test_invoices_list_with_their_payments_pages_and_pdfs(standin: StripeStandin, http: httpx.Client) -> None:
+    customer, sub_id = _paid_monthly(standin, http)
+    standin.renew(sub_id)
+    page = http.get("/v1/invoices", params={"customer": customer["id"], "limit": 1}).json()
+    assert page["has_more"] is True and len(page["data"]) == 1
+    newest = page["data"][0]
+    assert newest["billing_reason"] == "subscription_cycle" and "payment_intent" not in newest
+    assert "paid" not in newest and "charge" not in newest
+    older = http.get(
+        "/v1/invoices", params={"customer": customer["id"], "limit": 1, "starting_after": newest["id"]}
+    ).json()
+    assert older["has_more"] is False and older["data"][0]["billing_reason"] == "subscription_create"
+    assert http.get(newest["hosted_invoice_url"]).status_code == 200
+    pdf = http.get(newest["invoice_pdf"])
+    assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF-")
+    # The renewal found no saved card: open, and no payment; the first invoice was paid.
+    assert newest["status"] == "open"
+    assert http.get("/v1/invoice_payments", params={"invoice": newest["id"]}).json()["data"] == []
+    first = older["data"][0]
+    (payment,) = http.get("/v1/invoice_payments", params={"invoice": first["id"]}).json()["data"]
+    assert payment["status"] == "paid" and payment["payment"]["type"] == "payment_intent"
+    expanded = http.get(f"/v1/invoices/{first['id']}", params={"expand[]": "payments"}).json()
+    assert expanded["payments"]["data"] == [payment]
+
+
+def test_refunds_check_the_amount_and_keep_reason_and_metadata(
+    standin: StripeStandin, http: httpx.Client
+) -> None:
+    customer, sub_id = _paid_monthly(standin, http)
+    invoice = http.get("/v1/invoices", params={"customer": customer["id"]}).json()["data"][0]
+    intent = http.get("/v1/invoice_payments", params={"invoice": invoice["id"]}).json()["data"][0]["payment"][
+        "payment_intent"
+    ]
+    too_much = http.post("/v1/refunds", data={"payment_intent": intent, "amount": "3001"})
+    assert too_much.status_code == 400 and too_much.json()["error"]["code"] == "amount_too_large"
+    odd = http.post("/v1/refunds", data={"payment_intent": intent, "reason": "because"})
+    assert odd.status_code == 400 and odd.json()["error"]["param"] == "reason"
+    refund = http.post(
+        "/v1/refunds",
+        data={"payment_intent": intent, "amount": "1000", "reason": "duplicate", "metadata[ticket]": "7"},
+    ).json()
+    assert (refund["amount"], refund["reason"], refund["metadata"]) == (1000, "duplicate", {"ticket": "7"})
+    assert standin.events.types()[-2:] == ["charge.refunded", "refund.created"]
+    rest = http.post("/v1/refunds", data={"payment_intent": intent}).json()
+    assert rest["amount"] == 2000
+    again = http.post("/v1/refunds", data={"payment_intent": intent})
+    assert again.json()["error"]["code"] == "charge_already_refunded"
+
+
+def test_cancel_with_prorate_and_invoice_now_credits_the_unused_time(
+    standin: StripeStandin, http: httpx.Client
+) -> None:
+    customer, sub_id = _paid_monthly(standin, http)
+    item = standin.subscription(sub_id)["items"]["data"][0]
+    standin.advance((item["current_period_end"] - item["current_period_start"]) // 2)
+    canceled = http.delete(
+        f"/v1/subscriptions/{sub_id}",
+        params={"prorate": "true", "invoice_now": "true", "cancellation_details[comment]": "moving"},
+    ).json()
+    assert canceled["status"] == "canceled" and canceled["cancellation_details"]["comment"] == "moving"
+    final = http.get(f"/v1/invoices/{canceled['latest_invoice']}").json()
+    assert -1500 <= final["total"] <= -1400 and final["amount_due"] == 0 and final["status"] == "paid"
+    assert http.get(f"/v1/customers/{customer['id']}").json()["balance"] == final["total"]
+    assert "customer.subscription.deleted" in standin.events.types()
+    assert http.delete(f"/v1/subscriptions/{sub_id}").status_code == 400
+    # Without them nothing is credited: Stripe's default.
+    other_customer, other = _paid_monthly(standin, http)
+    plain = http.delete(f"/v1/subscriptions/{other}").json()
+    assert plain["status"] == "canceled"
+    assert http.get(f"/v1/customers/{other_customer['id']}").json()["balance"] == 0

@@ -42,6 +42,7 @@ def open_invoice(
             "customer": sub["customer"],
             "default_payment_method": None,
             "hosted_invoice_url": None,
+            "invoice_pdf": None,
             "lines": {"object": "list", "data": [], "has_more": False, "url": ""},
             "next_payment_attempt": now if total > 0 else None,
             "number": None,
@@ -86,6 +87,7 @@ def open_invoice(
     invoice["status"] = "open" if total > 0 else "paid"
     invoice["number"] = f"STANDIN-{invoice['_seq']:04d}"
     invoice["status_transitions"]["finalized_at"] = now
+    set_invoice_urls(state, invoice)
     if total > 0:
         intent = state.add(
             {
@@ -114,6 +116,31 @@ def open_invoice(
     if total <= 0:
         state.emit("invoice.paid", invoice)
     return invoice
+
+
+def set_invoice_urls(state: State, invoice: dict[str, Any]) -> None:
+    """A finalized invoice's hosted page and PDF, as Stripe gives them (served by `hosted.py`)."""
+    invoice["hosted_invoice_url"] = f"{state.base_url}/i/{invoice['id']}"
+    invoice["invoice_pdf"] = f"{state.base_url}/invoice/{invoice['id']}/pdf"
+
+
+def record_invoice_payment(state: State, invoice: dict[str, Any], intent_id: str) -> dict[str, Any]:
+    """The invoice_payment that ties a paid invoice to its PaymentIntent (API 2025-03-31+)."""
+    now = state.now()
+    return state.add(
+        {
+            "object": "invoice_payment",
+            "amount_paid": invoice["amount_paid"],
+            "amount_requested": invoice["amount_due"],
+            "currency": invoice["currency"],
+            "invoice": invoice["id"],
+            "is_default": True,
+            "payment": {"type": "payment_intent", "payment_intent": intent_id},
+            "status": "paid",
+            "status_transitions": {"canceled_at": None, "paid_at": now},
+        },
+        "inpay",
+    )
 
 
 def attempt_payment(state: State, invoice: dict[str, Any], pm_id: str | None) -> bool:
@@ -183,20 +210,7 @@ def attempt_payment(state: State, invoice: dict[str, Any], pm_id: str | None) ->
         default_payment_method=pm_id,
     )
     invoice["status_transitions"]["paid_at"] = now
-    state.add(
-        {
-            "object": "invoice_payment",
-            "amount_paid": invoice["amount_paid"],
-            "amount_requested": invoice["amount_due"],
-            "currency": "usd",
-            "invoice": invoice["id"],
-            "is_default": True,
-            "payment": {"type": "payment_intent", "payment_intent": intent["id"]},
-            "status": "paid",
-            "status_transitions": {"canceled_at": None, "paid_at": now},
-        },
-        "inpay",
-    )
+    record_invoice_payment(state, invoice, intent["id"])
     state.emit("charge.succeeded", charge)
     state.emit("payment_intent.succeeded", intent)
     state.emit("invoice.paid", invoice)
@@ -229,23 +243,50 @@ def latest_charge(state: State, invoice_id: str | None) -> dict[str, Any] | None
     return state.objects.get(charge_id) if charge_id else None
 
 
-def refund_charge(state: State, charge: dict[str, Any], amount: int | None = None) -> dict[str, Any]:
+# Stripe's refund reasons.
+REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+
+
+def refund_charge(
+    state: State,
+    charge: dict[str, Any],
+    amount: int | None = None,
+    *,
+    reason: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
     remaining = charge["amount"] - charge["amount_refunded"]
-    amount = remaining if amount is None else amount
-    if not charge["paid"] or amount <= 0 or amount > remaining:
+    if not charge["paid"] or remaining <= 0:
         raise StandinError(
             400, f"Charge {charge['id']} has already been refunded.", code="charge_already_refunded"
         )
+    amount = remaining if amount is None else amount
+    if amount <= 0:
+        raise StandinError(400, "Invalid positive integer", code="parameter_invalid_integer", param="amount")
+    if amount > remaining:
+        raise StandinError(
+            400,
+            f"Refund amount ({amount}) is greater than unrefunded amount on charge ({remaining})",
+            code="amount_too_large",
+            param="amount",
+        )
+    if reason is not None and reason not in REFUND_REASONS:
+        raise StandinError(400, f"Invalid reason: must be one of {', '.join(REFUND_REASONS)}", param="reason")
     refund = state.add(
         {
             "object": "refund",
             "amount": amount,
+            "balance_transaction": None,
             "charge": charge["id"],
             "currency": charge["currency"],
-            "metadata": {},
+            "destination_details": {"card": {"type": "refund"}, "type": "card"},
+            "metadata": dict(metadata or {}),
             "payment_intent": charge["payment_intent"],
-            "reason": None,
+            "reason": reason,
+            "receipt_number": None,
+            "source_transfer_reversal": None,
             "status": "succeeded",
+            "transfer_reversal": None,
         },
         "re",
     )
@@ -259,8 +300,19 @@ def refund_charge(state: State, charge: dict[str, Any], amount: int | None = Non
 
 
 # --- HTTP ----------------------------------------------------------------------------------------------
+def render_invoice(state: State, invoice: dict[str, Any], expand: list[str]) -> dict[str, Any]:
+    """An invoice; `expand[]=payments` includes its invoice payments (a list object), as Stripe does."""
+    out = state.render(invoice, [e for e in expand if e != "payments"])
+    if "payments" in expand:
+        payments = [p for p in state.all("invoice_payment") if p["invoice"] == invoice["id"]]
+        out["payments"] = list_page(
+            payments, {"limit": 100}, f"/v1/invoice_payments?invoice={invoice['id']}", state.render
+        )
+    return out
+
+
 def retrieve_invoice(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:
-    return state.render(state.get(id, "invoice"), as_list(params.get("expand")))
+    return render_invoice(state, state.get(id, "invoice"), as_list(params.get("expand")))
 
 
 def list_invoices(state: State, params: dict[str, Any]) -> dict[str, Any]:
@@ -275,7 +327,8 @@ def list_invoices(state: State, params: dict[str, Any]) -> dict[str, Any]:
         ]
     if status := params.get("status"):
         invoices = [i for i in invoices if i["status"] == status]
-    return list_page(invoices, params, "/v1/invoices", state.render)
+    expand = [e.removeprefix("data.") for e in as_list(params.get("expand"))]
+    return list_page(invoices, params, "/v1/invoices", lambda i: render_invoice(state, i, expand))
 
 
 def pay_invoice(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:
@@ -330,7 +383,11 @@ def create_refund(state: State, params: dict[str, Any]) -> dict[str, Any]:
     if charge is None or charge.get("object") != "charge":
         raise missing("charge", charge_id, "charge")
     amount = as_int(params["amount"], "amount") if "amount" in params else None
-    return state.render(refund_charge(state, charge, amount))
+    metadata = params.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise StandinError(400, "Invalid hash", param="metadata")
+    refund = refund_charge(state, charge, amount, reason=params.get("reason") or None, metadata=metadata)
+    return state.render(refund, as_list(params.get("expand")))
 
 
 ROUTES = [

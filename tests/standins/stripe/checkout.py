@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .billing import record_invoice_payment, set_invoice_urls
 from .customers import create_customer, live_customer, make_card
 from .payments import charge_intent, new_payment_intent
 from .subscriptions import settle, start_subscription
@@ -268,6 +269,7 @@ def _receipt_invoice(
             "customer": customer_id,
             "default_payment_method": None,
             "hosted_invoice_url": None,
+            "invoice_pdf": None,
             "lines": {"object": "list", "data": [], "has_more": False, "url": ""},
             "next_payment_attempt": None,
             "number": None,
@@ -287,7 +289,8 @@ def _receipt_invoice(
         "in",
     )
     invoice["number"] = f"STANDIN-{invoice['_seq']:04d}"
-    invoice["hosted_invoice_url"] = f"https://invoice.stripe.com/i/{invoice['id']}"
+    set_invoice_urls(state, invoice)
+    record_invoice_payment(state, invoice, intent["id"])
     invoice["lines"]["url"] = f"/v1/invoices/{invoice['id']}/lines"
     invoice["lines"]["data"] = [
         {

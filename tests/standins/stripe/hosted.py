@@ -47,7 +47,60 @@ def routes(state: State) -> list[Route]:
         # 303, so the browser follows with a GET, as after any form post.
         return RedirectResponse(success, status_code=303)
 
-    return [Route("/c/pay/{id}", pay, methods=["GET", "POST"])]
+    async def invoice_page(request: Request) -> Response:
+        invoice = _finalized_invoice(state, request.path_params["id"])
+        if invoice is None:
+            return HTMLResponse("<!doctype html><title>Invoice</title><p>No such invoice.</p>", 404)
+        total = amount(invoice["total"], invoice["currency"])
+        return HTMLResponse(
+            '<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">'
+            f"<title>Invoice {escape(str(invoice['number']))}</title></head><body>"
+            f'<h1>Invoice {escape(str(invoice["number"]))}</h1><p id="total">{escape(total)}</p>'
+            f'<p id="status">{escape(invoice["status"])}</p></body></html>'
+        )
+
+    async def invoice_pdf(request: Request) -> Response:
+        invoice = _finalized_invoice(state, request.path_params["id"])
+        if invoice is None:
+            return Response(status_code=404)
+        return Response(_pdf(f"Invoice {invoice['number']}"), media_type="application/pdf")
+
+    return [
+        Route("/c/pay/{id}", pay, methods=["GET", "POST"]),
+        # Stripe's invoice.stripe.com hosted page and pay.stripe.com PDF, for links from entitle's pages.
+        Route("/i/{id}", invoice_page),
+        Route("/invoice/{id}/pdf", invoice_pdf),
+    ]
+
+
+def _finalized_invoice(state: State, invoice_id: str) -> dict[str, Any] | None:
+    invoice = state.objects.get(invoice_id)
+    if invoice is None or invoice.get("object") != "invoice" or invoice["status"] == "draft":
+        return None
+    return invoice
+
+
+def _pdf(text: str) -> bytes:
+    """A one-page PDF saying `text` (enough for a browser to open it as one)."""
+    stream = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
 
 
 def _open_session(state: State, session_id: str) -> dict[str, Any] | None:

@@ -401,8 +401,60 @@ def cancel_subscription(state: State, params: dict[str, Any], id: str) -> dict[s
         raise StandinError(
             400, f"This subscription has already been canceled: {id}", code="resource_missing", param="id"
         )
+    prorate = as_bool(params.get("prorate", "false"), "prorate")
+    invoice_now = as_bool(params.get("invoice_now", "false"), "invoice_now")
+    details = params.get("cancellation_details") or {}
+    if details.get("feedback") not in (None, *FEEDBACK):
+        raise StandinError(
+            400, "Invalid cancellation_details[feedback].", param="cancellation_details[feedback]"
+        )
+    sub["cancellation_details"].update(
+        comment=details.get("comment", sub["cancellation_details"]["comment"]),
+        feedback=details.get("feedback", sub["cancellation_details"]["feedback"]),
+    )
+    lines = sub.pop("_pending_prorations", []) if invoice_now else []
+    if prorate:
+        lines.append(_unused_time_credit(state, sub))
     end_subscription(state, sub, "cancellation_requested")
+    if invoice_now and lines:
+        # The final invoice: a credit (unused time) leaves nothing due and goes to the customer's balance.
+        invoice = open_invoice(state, sub, lines=lines, billing_reason="subscription_update")
+        sub["latest_invoice"] = invoice["id"]
+        if invoice["total"] < 0:
+            customer = state.objects[sub["customer"]]
+            before = state.snapshot(customer)
+            customer["balance"] += invoice["total"]
+            state.emit("customer.updated", customer, before)
+        elif invoice["total"] > 0:
+            settle(state, sub, invoice, payment_method_for(state, sub))
+    elif prorate:
+        # Left as a pending invoice item, collected with the customer's next invoice.
+        sub.setdefault("_pending_prorations", []).extend(lines)
     return state.render(sub, as_list(params.get("expand")))
+
+
+# Stripe's `cancellation_details.feedback` values.
+FEEDBACK = (
+    "customer_service",
+    "low_quality",
+    "missing_features",
+    "other",
+    "switched_service",
+    "too_complex",
+    "too_expensive",
+    "unused",
+)
+
+
+def _unused_time_credit(state: State, sub: dict[str, Any]) -> tuple[str, int, str | None, int, int]:
+    """What `prorate` credits on cancel: the unused rest of the period, as a negative line."""
+    item = item_of(sub)
+    price = state.objects[item["price"]]
+    start, end = item["current_period_start"], item["current_period_end"]
+    now = min(max(state.now(), start), end)
+    fraction = (end - now) / (end - start) if end > start else 0
+    amount = -round(price["unit_amount"] * item["quantity"] * fraction)
+    return (f"Unused time on {price['id']}", amount, price["id"], now, end)
 
 
 def resume_subscription(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from stripe.params import (
     PriceUpdateParams,
     ProductCreateParams,
     ProductUpdateParams,
+    RefundCreateParams,
     SubscriptionCancelParams,
     SubscriptionCreateParams,
     SubscriptionListParams,
@@ -262,9 +263,15 @@ class StripeGateway:
             lambda: self._client.v1.subscriptions.update_async(subscription_id, params),
         )
 
-    async def cancel_subscription(self, subscription_id: str) -> StripeDict:
-        """End the subscription now (no further invoices); Stripe keeps its history."""
+    async def cancel_subscription(self, subscription_id: str, *, comment: str | None = None) -> StripeDict:
+        """End the subscription now (no further invoices); Stripe keeps its history.
+
+        Never `prorate`: Stripe would credit the unused time to the customer's balance, for a next invoice
+        that may never come; money given back is a refund (`create_refund`), decided by the caller.
+        """
         params: SubscriptionCancelParams = {"expand": ["default_payment_method"]}
+        if comment:
+            params["cancellation_details"] = {"comment": comment[:500]}
         return await self._call(
             "DELETE /v1/subscriptions/{id}",
             lambda: self._client.v1.subscriptions.cancel_async(subscription_id, params),
@@ -356,6 +363,63 @@ class StripeGateway:
             if isinstance(charge, dict) and charge.get("refunded"):
                 return True
         return False
+
+    # --- invoices and refunds -----------------------------------------------------------------------
+    async def list_invoices(
+        self, *, customer: str, limit: int, starting_after: str | None = None
+    ) -> StripeDict:
+        """One page of the customer's invoices, newest first (Stripe's list object, `has_more` included)."""
+        params: dict[str, Any] = {"customer": customer, "limit": limit}
+        if starting_after:
+            params["starting_after"] = starting_after
+        return await self._call(
+            "GET /v1/invoices", lambda: self._client.raw_request_async("get", "/v1/invoices", **params)
+        )
+
+    async def last_paid_invoice(self, subscription_id: str) -> StripeDict | None:
+        """The subscription's newest paid invoice, if any."""
+        page = await self._call(
+            "GET /v1/invoices",
+            lambda: self._client.raw_request_async(
+                "get", "/v1/invoices", subscription=subscription_id, status="paid", limit=1
+            ),
+        )
+        data: list[StripeDict] = page.get("data") or []
+        return data[0] if data else None
+
+    async def retrieve_invoice(self, invoice_id: str) -> StripeDict:
+        path = f"/v1/invoices/{quote(invoice_id, safe='')}"
+        return await self._call("GET /v1/invoices/{id}", lambda: self._client.raw_request_async("get", path))
+
+    async def invoice_payments(self, invoice_id: str) -> list[StripeDict]:
+        """The invoice's payments (since API 2025-03-31 an invoice names no payment_intent of its own)."""
+        page = await self._call(
+            "GET /v1/invoice_payments",
+            lambda: self._client.raw_request_async(
+                "get", "/v1/invoice_payments", invoice=invoice_id, limit=100
+            ),
+        )
+        return list(page.get("data") or [])
+
+    async def create_refund(
+        self,
+        *,
+        payment_intent: str,
+        amount: int | None,
+        reason: str | None,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> StripeDict:
+        """Give back `amount` (all that is left when None) of the PaymentIntent's charge."""
+        params: RefundCreateParams = {"payment_intent": payment_intent, "metadata": metadata}
+        if amount is not None:
+            params["amount"] = amount
+        if reason is not None:
+            params["reason"] = reason
+        return await self._call(
+            "POST /v1/refunds",
+            lambda: self._client.v1.refunds.create_async(params, {"idempotency_key": idempotency_key}),
+        )
 
     # --- one-time payments -------------------------------------------------------------------------
     async def create_payment_intent(

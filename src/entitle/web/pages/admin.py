@@ -25,7 +25,9 @@ from entitle.core.models.events import DeliveryStatus, InboxStatus, ProviderEven
 from entitle.core.subscriptions import Environment
 from entitle.db.types import utcnow
 from entitle.errors import EntitleError, Forbidden, InvalidRequest, NotFound
+from entitle.providers.stripe.provider import stripe_provider
 from entitle.services.access import balances, grants
+from entitle.services.billing import invoices
 from entitle.services.delivery import outbound
 from entitle.services.identity import operators
 from entitle.services.reporting import lookups, reports
@@ -47,6 +49,9 @@ NOTICES = {
     "resent": "The delivery was sent again.",
     "adjusted": "The balance is adjusted; the customer's apps hear about it at once.",
     "already_adjusted": "That adjustment was already made (the form was sent twice); nothing changed again.",
+    "canceled": "The subscription is canceled at Stripe; access ends as Stripe confirms it.",
+    "cancel_scheduled": "The subscription will not renew; access lasts until the paid period ends.",
+    "refunded": "The refund is made at Stripe; access and balances follow when Stripe confirms it.",
 }
 # The largest adjustment one form makes either way: the catalog's ceiling on a single grant.
 MAX_ADJUSTMENT = MAX_GRANT
@@ -184,7 +189,22 @@ async def _account_page(
         # A fresh key per page shown: the same form sent twice (a double click, a reload) adjusts once.
         adjustment_key=secrets.token_urlsafe(16),
         currencies=visit.context.catalog.currencies,
+        invoices=await _recent_invoices(visit, db, found.account),
     )
+
+
+# The newest invoices the account view lists (each with its refund form).
+ADMIN_INVOICES = 10
+
+
+async def _recent_invoices(visit: PageVisit, db: AsyncSession, account: Account) -> dict[str, Any] | None:
+    """The account's newest invoices from Stripe; None when Stripe cannot be asked (the page still shows)."""
+    try:
+        return await invoices.list_invoices(
+            db, lambda: stripe_provider(visit.context.providers), account, limit=ADMIN_INVOICES
+        )
+    except EntitleError:
+        return None
 
 
 async def _act(

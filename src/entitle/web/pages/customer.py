@@ -25,7 +25,7 @@ from entitle.providers.stripe.errors import StripeNotConfigured
 from entitle.providers.stripe.provider import stripe_provider
 from entitle.services.access import trials
 from entitle.services.access.entitlements import read_entitlements
-from entitle.services.billing import billing_stripe
+from entitle.services.billing import billing_stripe, invoices
 from entitle.services.delivery import streams
 from entitle.services.identity import accounts, credentials, page_links, tokens
 from entitle.web.deps import SessionDep, client_ip
@@ -548,7 +548,29 @@ async def _account_page(
         balances=bought.balance_lines(catalog, answer),
         redundant=bought.redundant_subscriptions(catalog, cards, purchases),
         email_verified=await _email_verified(db, visit.account),
+        invoices=await _invoices(request, visit, db),
     )
+
+
+# Invoices shown on /account at a time; "Older invoices" pages on.
+ACCOUNT_INVOICES = 10
+
+
+async def _invoices(request: Request, visit: PageVisit, db: AsyncSession) -> dict[str, Any] | None:
+    """A page of the account's invoices from Stripe, or None when Stripe cannot be asked right now (the
+    rest of the page still shows: an invoice list is never worth an error page)."""
+    assert visit.account is not None
+    after = request.query_params.get("invoices_after")
+    try:
+        return await invoices.list_invoices(
+            db,
+            lambda: stripe_provider(visit.context.providers),
+            visit.account,
+            limit=ACCOUNT_INVOICES,
+            after=after if after and invoices.INVOICE_ID.match(after) else None,
+        )
+    except EntitleError:
+        return None
 
 
 async def _email_verified(db: AsyncSession, account: Account) -> bool:

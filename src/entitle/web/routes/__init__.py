@@ -11,6 +11,7 @@ from entitle.web.routes import (
     entitlements,
     events,
     health,
+    invoices,
     me,
     reports,
     status,
@@ -40,4 +41,5 @@ def all_routers() -> list[APIRouter]:
         identity_routes.router,
         appstore_billing_routes.router,
         stripe_billing_routes.router,
+        invoices.router,
     ]
