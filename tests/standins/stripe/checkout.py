@@ -146,6 +146,14 @@ def complete_session(state: State, session: dict[str, Any], last4: str = "4242")
         customer = live_customer(state, session["customer"])
     else:
         customer = state.objects[create_customer(state, {"email": session["customer_email"]})["id"]]
+    data = session["_subscription_data"]
+    if (
+        session["mode"] == "subscription"
+        and session["payment_method_collection"] == "if_required"
+        and (data.get("trial_period_days") or data.get("trial_end"))
+    ):
+        # Nothing is due today, so Stripe's page asks for no payment method at all.
+        return _complete_without_card(state, session, customer)
     pm = make_card(state, customer["id"], last4)
     if last4 == "0341":
         # A declined card keeps the person on the payment page; nothing is created.
@@ -194,6 +202,39 @@ def complete_session(state: State, session: dict[str, Any], last4: str = "4242")
         },
         invoice=invoice["id"],
         payment_status="paid" if invoice["amount_due"] else "no_payment_required",
+        status="complete",
+        subscription=sub["id"],
+        url=None,
+    )
+    state.emit("checkout.session.completed", session)
+    return session
+
+
+def _complete_without_card(state: State, session: dict[str, Any], customer: dict[str, Any]) -> dict[str, Any]:
+    """`payment_method_collection=if_required` with a trial: the subscription starts trialing with no
+    payment method; what happens at the trial's end is up to `trial_settings`."""
+    item = session["_hidden"]["line_items"]["data"][0]
+    data = session["_subscription_data"]
+    trial, trial_end = data.get("trial_period_days"), data.get("trial_end")
+    sub = start_subscription(
+        state,
+        customer,
+        state.objects[item["price"]],
+        quantity=item["quantity"],
+        metadata=data.get("metadata") or {},
+        payment_behavior="default_incomplete",
+        save_default_payment_method="on_subscription",
+        trial_days=int(trial) if trial else None,
+        trial_end=int(trial_end) if trial_end else None,
+        trial_settings=data.get("trial_settings"),
+        # Checkout collected nothing to confirm: no SetupIntent is left pending.
+        setup_intent=False,
+    )
+    session.update(
+        customer=customer["id"],
+        customer_details=_customer_details(customer),
+        invoice=sub["latest_invoice"],
+        payment_status="no_payment_required",
         status="complete",
         subscription=sub["id"],
         url=None,

@@ -157,12 +157,30 @@ def attach_payment_method(state: State, params: dict[str, Any], id: str) -> dict
 # --- Billing Portal ----------------------------------------------------------------------------------
 def create_portal_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
     customer = live_customer(state, require(params, "customer"))
+    flow = None
+    if flow_data := params.get("flow_data"):
+        kind = require(flow_data, "type")
+        if kind not in ("payment_method_update", "subscription_cancel", "subscription_update"):
+            raise StandinError(400, f"Invalid flow_data[type]: {kind}", param="flow_data[type]")
+        after = flow_data.get("after_completion") or {"type": "portal_homepage"}
+        redirect = after.get("redirect")
+        flow = {
+            "type": kind,
+            "after_completion": {
+                "type": after.get("type", "portal_homepage"),
+                "hosted_confirmation": None,
+                "redirect": {"return_url": require(redirect, "return_url")} if redirect else None,
+            },
+            "subscription_cancel": None,
+            "subscription_update": None,
+            "subscription_update_confirm": None,
+        }
     session = state.add(
         {
             "object": "billing_portal.session",
             "configuration": "bpc_standin",
             "customer": customer["id"],
-            "flow": None,
+            "flow": flow,
             "locale": params.get("locale"),
             "on_behalf_of": None,
             "return_url": params.get("return_url"),

@@ -59,6 +59,7 @@ def start_subscription(
     trial_settings: dict[str, Any] | None = None,
     payment_method: str | None = None,
     charge_with: str | None = None,
+    setup_intent: bool = True,
 ) -> dict[str, Any]:
     """Create `sub` with its first invoice; charge `charge_with` unless the payment is left to the client.
 
@@ -134,7 +135,7 @@ def start_subscription(
     sub["latest_invoice"] = invoice["id"]
     if invoice["status"] == "paid" and not trial_end:
         sub["status"] = "active"
-    if trial_end and payment_behavior == "default_incomplete" and payment_method is None:
+    if trial_end and payment_behavior == "default_incomplete" and payment_method is None and setup_intent:
         sub["pending_setup_intent"] = create_setup_intent(state, customer["id"])["id"]
     state.emit("customer.subscription.updated", sub, before)
     charge_with = charge_with or payment_method

@@ -210,8 +210,17 @@ class StripeGateway:
             lambda: self._client.v1.subscriptions.create_async(params, {"idempotency_key": idempotency_key}),
         )
 
-    async def create_portal_session(self, *, customer_id: str, return_url: str) -> StripeDict:
+    async def create_portal_session(
+        self, *, customer_id: str, return_url: str, add_card_then: str | None = None
+    ) -> StripeDict:
+        """The Billing Portal; with `add_card_then`, only its `payment_method_update` flow (the card
+        becomes the customer's default), sending the person to that URL once it is added."""
         params: PortalSessionCreateParams = {"customer": customer_id, "return_url": return_url}
+        if add_card_then is not None:
+            params["flow_data"] = {
+                "type": "payment_method_update",
+                "after_completion": {"type": "redirect", "redirect": {"return_url": add_card_then}},
+            }
         return await self._call(
             "POST /v1/billing_portal/sessions",
             lambda: self._client.v1.billing_portal.sessions.create_async(params),
@@ -255,6 +264,16 @@ class StripeGateway:
     async def set_cancel_at_period_end(self, subscription_id: str, cancel: bool) -> StripeDict:
         params: SubscriptionUpdateParams = {
             "cancel_at_period_end": cancel,
+            "expand": ["default_payment_method"],
+        }
+        return await self._call(
+            "POST /v1/subscriptions/{id}",
+            lambda: self._client.v1.subscriptions.update_async(subscription_id, params),
+        )
+
+    async def set_default_payment_method(self, subscription_id: str, payment_method_id: str) -> StripeDict:
+        params: SubscriptionUpdateParams = {
+            "default_payment_method": payment_method_id,
             "expand": ["default_payment_method"],
         }
         return await self._call(
