@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     stripe_max_requests_per_second: float | None = Field(default=None, gt=0)
     # How long past_due still entitles while Stripe retries the payment.
     stripe_grace_days: int = Field(default=7, ge=0, le=60)
+    # Stripe Tax on every Checkout and Payment Element path, with billing address and tax-id collection
+    # (needs tax registrations in the Stripe dashboard; docs/stripe.md).
+    stripe_automatic_tax: bool = False
 
     apple_bundle_id: str | None = None
     apple_app_id: int | None = None

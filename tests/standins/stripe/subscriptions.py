@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .billing import attempt_payment, open_invoice, void_invoice
 from .catalog import _merge_metadata
 from .customers import live_customer
+from .tax import require_location
 from .wire import StandinError, as_bool, as_int, as_list, list_page, missing, new_id, require
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ def start_subscription(
     payment_method: str | None = None,
     charge_with: str | None = None,
     setup_intent: bool = True,
+    automatic_tax: bool = False,
 ) -> dict[str, Any]:
     """Create `sub` with its first invoice; charge `charge_with` unless the payment is left to the client.
 
@@ -75,7 +77,11 @@ def start_subscription(
         {
             "object": "subscription",
             "application": None,
-            "automatic_tax": {"enabled": False, "liability": None, "disabled_reason": None},
+            "automatic_tax": {
+                "enabled": automatic_tax,
+                "liability": {"type": "self"} if automatic_tax else None,
+                "disabled_reason": None,
+            },
             "billing_cycle_anchor": period_end if trial_end else now,
             "billing_mode": {"type": "classic"},
             "cancel_at": None,
@@ -308,6 +314,9 @@ def create_subscription(state: State, params: dict[str, Any]) -> dict[str, Any]:
             code="card_declined",
             decline_code="generic_decline",
         )
+    taxed = as_bool((params.get("automatic_tax") or {}).get("enabled", "false"), "automatic_tax[enabled]")
+    if taxed:
+        require_location(state, customer["id"])
     trial = params.get("trial_period_days")
     trial_end = params.get("trial_end")
     if trial_end == "now":
@@ -333,6 +342,7 @@ def create_subscription(state: State, params: dict[str, Any]) -> dict[str, Any]:
         trial_settings=params.get("trial_settings"),
         payment_method=params.get("default_payment_method"),
         charge_with=pm_id,
+        automatic_tax=taxed,
     )
     return state.render(sub, as_list(params.get("expand")))
 

@@ -32,6 +32,8 @@ from urllib.parse import quote
 import stripe
 from stripe.params import (
     CustomerCreateParams,
+    CustomerTaxIdCreateParams,
+    CustomerUpdateParams,
     InvoiceCreatePreviewParams,
     PaymentIntentCreateParams,
     PriceCreateParams,
@@ -140,6 +142,22 @@ class StripeGateway:
         return await self._call(
             "POST /v1/customers",
             lambda: self._client.v1.customers.create_async(params, {"idempotency_key": idempotency_key}),
+        )
+
+    async def set_customer_address(self, customer_id: str, address: dict[str, str]) -> StripeDict:
+        """The billing address Stripe Tax computes a subscription's tax from."""
+        params: CustomerUpdateParams = {"address": address}  # type: ignore[typeddict-item]
+        return await self._call(
+            "POST /v1/customers/{id}",
+            lambda: self._client.v1.customers.update_async(customer_id, params),
+        )
+
+    async def add_customer_tax_id(self, customer_id: str, *, type: str, value: str) -> StripeDict:
+        """A business's tax id (a VAT number, say), shown on its invoices and used for reverse charge."""
+        params: CustomerTaxIdCreateParams = {"type": type, "value": value}
+        return await self._call(
+            "POST /v1/customers/{id}/tax_ids",
+            lambda: self._client.v1.customers.tax_ids.create_async(customer_id, params),
         )
 
     async def retrieve_customer(self, customer_id: str) -> StripeDict:

@@ -78,6 +78,8 @@ class StripeConfig:
     # Where Stripe may send people back: the web app's origins, then the public URL.
     web_origins: tuple[str, ...]
     public_url: str
+    # Stripe Tax (ENTITLE_STRIPE_AUTOMATIC_TAX): Stripe computes tax from the buyer's address.
+    automatic_tax: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StripeConfig:
@@ -87,6 +89,7 @@ class StripeConfig:
             grace_days=settings.stripe_grace_days,
             web_origins=tuple(settings.web_origins),
             public_url=settings.public_url,
+            automatic_tax=settings.stripe_automatic_tax,
         )
 
 

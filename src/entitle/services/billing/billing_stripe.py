@@ -49,6 +49,7 @@ from entitle.providers.stripe.reconcile import live_subscriptions
 from entitle.services.access.entitlements import read_entitlements
 from entitle.services.access.purchases import find_purchase
 from entitle.services.access.trials import trial_days_for
+from entitle.services.billing import tax
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,7 @@ async def _start_one_time_checkout(
                 "allow_promotion_codes": True,
                 "success_url": success,
                 "cancel_url": cancel,
+                **tax.checkout_params(stripe),  # type: ignore[typeddict-item]
             }
         )
     return {"id": session["id"], "url": session["url"]}
@@ -267,6 +269,7 @@ async def start_payment(
             f"'{product_key}' is a subscription; start it with /v1/billing/stripe/subscription.",
             code="not_one_time",
         )
+    tax.refuse_one_time_payment_element(stripe)
     count = checked_quantity(product, quantity)
     product, price = await price_for(stripe, product_key)
     async with purchase_lock(db, account.id):
@@ -350,13 +353,18 @@ async def checkout_status(
             )
             is not None
         )
-    return {
+    answer = {
         "id": session["id"],
         "status": session.get("status"),
         "payment_status": session.get("payment_status"),
         "product": metadata.get(PRODUCT_KEY),
         "fulfilled": fulfilled,
     }
+    if stripe.config.automatic_tax:
+        # As Stripe reports it: known once the buyer's address is (0 before).
+        answer["amount_total"] = session.get("amount_total")
+        answer["amount_tax"] = (session.get("total_details") or {}).get("amount_tax")
+    return answer
 
 
 def redirect_url(config: StripeConfig, given: str | None, default_path: str) -> str:
@@ -458,6 +466,7 @@ async def _create_checkout(
             "allow_promotion_codes": True,
             "success_url": success,
             "cancel_url": cancel,
+            **tax.checkout_params(stripe),
         }
     )
     return {"id": session["id"], "url": session["url"]}
@@ -480,7 +489,11 @@ def _cardless_trial_settings(product: Product) -> dict[str, Any]:
 
 
 async def start_subscription(
-    db: AsyncSession, stripe: StripeProvider, account: Account, product_key: str
+    db: AsyncSession,
+    stripe: StripeProvider,
+    account: Account,
+    product_key: str,
+    tax_details: tax.TaxDetails | None = None,
 ) -> dict[str, Any]:
     """A subscription waiting for its first payment through the Payment Element, or, when the account
     may have the product's trial, one in its trial waiting for a card (a SetupIntent's secret)."""
@@ -502,10 +515,17 @@ async def start_subscription(
         await close_other_attempts(db, stripe, account, sessions, keep_subscription=keep)
         if sub is None:
             trial_days = await trial_days_for(db, account.id, product)
+            taxed = await tax.subscription_params(stripe, customer_id, tax_details)
             read_at = utcnow()
-            sub = await _create_incomplete(db, stripe, account, product, price_id, customer_id, trial_days)
+            sub = await _create_incomplete(
+                db, stripe, account, product, price_id, customer_id, trial_days, taxed
+            )
         await stripe.reconciler.subscription(db, sub["id"], fresh=sub, read_at=read_at)
-    return {"subscription_id": sub["id"], "client_secret": client_secret_of(sub)}
+    answer = {"subscription_id": sub["id"], "client_secret": client_secret_of(sub)}
+    if stripe.config.automatic_tax:
+        # What the first invoice comes to with Stripe's tax, so the page can show it before paying.
+        answer["invoice"] = tax.tax_summary(sub.get("latest_invoice"))
+    return answer
 
 
 def client_secret_of(sub: dict[str, Any]) -> str | None:
@@ -529,6 +549,7 @@ async def _create_incomplete(
     price_id: str,
     customer_id: str,
     trial_days: int | None,
+    taxed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     # A retried request (flaky network, a second process) gets the same subscription. The key moves
     # on once an attempt has ended (paid, expired, canceled): reusing it then would replay Stripe's
@@ -560,11 +581,13 @@ async def _create_incomplete(
             "payment_settings": {"save_default_payment_method": "on_subscription"},
             "metadata": {"account_id": str(account.id), "entitle_product": product.key},
             **trial,  # type: ignore[typeddict-item]
+            **(taxed or {}),
             "expand": [*SUBSCRIPTION_EXPAND, "pending_setup_intent"],
         },
         idempotency_key=(
             f"entitle-subscription-{account.id}-{customer_id}-{price_id}-{settled}"
             + (f"-trial{trial_days}" if trial_days else "")
+            + ("-tax" if taxed else "")
         ),
     )
 

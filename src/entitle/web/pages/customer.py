@@ -115,6 +115,7 @@ async def _pricing_page(
         web_products=plans.paying_products(answer, Store.STRIPE),
         chosen=chosen or request.query_params.get("product"),
         payments_off=None if _payments_on(visit) else _payments_off(catalog),
+        plus_tax=visit.context.settings.stripe_automatic_tax,
     )
 
 

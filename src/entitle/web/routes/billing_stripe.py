@@ -11,6 +11,7 @@ from pydantic import Field
 from entitle.errors import Unauthorized
 from entitle.providers.stripe.provider import StripeProvider, stripe_provider
 from entitle.services.billing import billing_stripe
+from entitle.services.billing.tax import TaxDetails
 from entitle.services.identity.accounts import load_account
 from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, get_signed_in
 from entitle.web.schemas import StrictBody
@@ -53,6 +54,31 @@ class PaymentBody(StrictBody):
 
 class ProductBody(StrictBody):
     product: str = _PRODUCT
+
+
+class Address(StrictBody):
+    line1: str | None = Field(default=None, max_length=200)
+    line2: str | None = Field(default=None, max_length=200)
+    city: str | None = Field(default=None, max_length=200)
+    state: str | None = Field(default=None, max_length=200)
+    postal_code: str | None = Field(default=None, min_length=1, max_length=20)
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2, upper case (`DE`, `US`).")
+
+
+class TaxId(StrictBody):
+    type: str = Field(pattern=r"^[a-z]{2,3}_[a-z0-9_]{2,20}$", description="Stripe's tax id type (`eu_vat`).")
+    value: str = Field(min_length=1, max_length=64)
+
+
+class SubscriptionStartBody(ProductBody):
+    address: Address | None = Field(
+        default=None,
+        description="The billing address Stripe Tax computes tax from (when the store collects tax: "
+        "422 `address_required` without one unless the customer already has one).",
+    )
+    tax_id: TaxId | None = Field(
+        default=None, description="A business buyer's tax id, when tax is collected."
+    )
 
 
 _SUBSCRIPTION_ID = Field(
@@ -123,9 +149,13 @@ async def payment(
 
 @router.post("/subscription")
 async def subscription(
-    body: ProductBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
+    body: SubscriptionStartBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
 ) -> dict[str, Any]:
-    return await billing_stripe.start_subscription(db, stripe, account, body.product)
+    details = TaxDetails(
+        address=body.address.model_dump(exclude_none=True) if body.address else None,
+        tax_id=(body.tax_id.type, body.tax_id.value) if body.tax_id else None,
+    )
+    return await billing_stripe.start_subscription(db, stripe, account, body.product, details)
 
 
 @router.post("/portal")

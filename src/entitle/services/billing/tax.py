@@ -1,0 +1,103 @@
+"""Stripe Tax (`ENTITLE_STRIPE_AUTOMATIC_TAX=true`): what each way of paying sends so Stripe adds tax.
+
+Stripe computes tax from where the buyer is, so every path must know an address:
+- hosted Checkout collects it (`billing_address_collection=required`), with the buyer's tax id for
+  businesses (`tax_id_collection`), and saves both on the customer (`customer_update`);
+- the Payment Element subscription path takes an `address` (and optional `tax_id`) in the request and
+  sets it on the customer first, or uses the one the customer already has; without either the answer
+  is 422 `address_required`, as Stripe itself would refuse the subscription;
+- one-time payments through the Payment Element would need Stripe's Tax Calculation API (a calculation
+  before the PaymentIntent, a tax transaction after it is paid); that is not built, so while tax is on
+  that path answers 409 `tax_requires_checkout` and the client uses Checkout instead.
+Tax registrations (where the business collects tax) are made in the Stripe dashboard; see docs/stripe.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from entitle.errors import Conflict, InvalidRequest
+from entitle.providers.stripe.provider import StripeProvider
+
+# Stripe Tax needs a postal code besides the country here to find the rate.
+_POSTAL_CODE_NEEDED = frozenset({"US", "CA"})
+
+
+@dataclass(frozen=True)
+class TaxDetails:
+    """What the buyer gave for tax on the Payment Element path (both optional)."""
+
+    # Stripe's address fields: line1, line2, city, state, postal_code, country (ISO 3166-1 alpha-2).
+    address: dict[str, str] | None = None
+    # (type, value), as Stripe names tax id types: ("eu_vat", "DE123456789").
+    tax_id: tuple[str, str] | None = None
+
+
+def checkout_params(stripe: StripeProvider) -> dict[str, Any]:
+    """Checkout's tax parameters (subscription and payment mode alike); none while tax is off."""
+    if not stripe.config.automatic_tax:
+        return {}
+    return {
+        "automatic_tax": {"enabled": True},
+        "billing_address_collection": "required",
+        "tax_id_collection": {"enabled": True},
+        # What the buyer types on the page is saved on the customer, so renewals are taxed the same way.
+        "customer_update": {"address": "auto", "name": "auto"},
+    }
+
+
+async def subscription_params(
+    stripe: StripeProvider, customer_id: str, details: TaxDetails | None
+) -> dict[str, Any]:
+    """Set what the buyer gave on the customer and return the subscription's tax parameters; 422
+    `address_required` when tax is on and Stripe would have no address to compute it from."""
+    if not stripe.config.automatic_tax:
+        return {}
+    details = details or TaxDetails()
+    if details.address is not None:
+        _check_address(details.address)
+        await stripe.gateway.set_customer_address(customer_id, details.address)
+    else:
+        customer = await stripe.gateway.retrieve_customer(customer_id)
+        address = customer.get("address") or {}
+        if not address.get("country"):
+            raise InvalidRequest(
+                "Tax is calculated from the billing address: send `address` (at least `country`, and "
+                "`postal_code` in the US and Canada).",
+                code="address_required",
+            )
+    if details.tax_id is not None:
+        await stripe.gateway.add_customer_tax_id(customer_id, type=details.tax_id[0], value=details.tax_id[1])
+    return {"automatic_tax": {"enabled": True}}
+
+
+def refuse_one_time_payment_element(stripe: StripeProvider) -> None:
+    """The one-time Payment Element path has no tax calculation yet: Checkout does it."""
+    if stripe.config.automatic_tax:
+        raise Conflict(
+            "Tax is collected on this store, and one-time purchases with tax go through Checkout: use "
+            "POST /v1/billing/stripe/checkout for this product.",
+            code="tax_requires_checkout",
+        )
+
+
+def _check_address(address: dict[str, str]) -> None:
+    country = address.get("country", "")
+    if country in _POSTAL_CODE_NEEDED and not address.get("postal_code"):
+        raise InvalidRequest(
+            f"A billing address in {country} needs `postal_code` for its tax rate.",
+            code="address_required",
+        )
+
+
+def tax_summary(invoice: dict[str, Any] | None) -> dict[str, Any]:
+    """The tax Stripe put on an invoice, as `{total, tax, currency}` (minor units); empty without one."""
+    if not isinstance(invoice, dict):
+        return {}
+    taxes = invoice.get("total_taxes") or []
+    return {
+        "total": invoice.get("total"),
+        "tax": sum(int(t.get("amount") or 0) for t in taxes if isinstance(t, dict)),
+        "currency": invoice.get("currency"),
+    }
