@@ -155,17 +155,39 @@ async def test_a_customer_with_an_address_needs_none_in_the_request(
     assert ("invoice" in started.json()) is tax_on
 
 
-async def test_one_time_payment_element_sends_the_client_to_checkout_while_tax_is_on(
+async def test_one_time_payment_element_charges_a_tax_calculations_total(
     client: httpx.AsyncClient, standin: StripeStandin, tax_on: bool
 ) -> None:
     auth = await _auth(client)
-    answer = await client.post("/v1/billing/stripe/payment", json={"product": "credits_100"}, headers=auth)
+    body: dict[str, Any] = {"product": "credits_100", "quantity": 2}
     if tax_on:
-        assert answer.status_code == 409 and answer.json()["error"]["code"] == "tax_requires_checkout"
-        assert "/v1/billing/stripe/checkout" in answer.json()["error"]["message"]
+        refused = await client.post("/v1/billing/stripe/payment", json=body, headers=auth)
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "address_required"
         assert standin.state.all("payment_intent") == []
+    answer = await client.post(
+        "/v1/billing/stripe/payment",
+        json={**body, "address": {"country": "GB", "postal_code": "SW1A 1AA"}},
+        headers=auth,
+    )
+    assert answer.status_code == 200, answer.text
+    intent = standin.state.objects[answer.json()["payment_intent_id"]]
+    if tax_on:
+        # 20% on 2 × 4.99, in one calculation the PaymentIntent names, so Stripe records the tax when paid.
+        [calculation] = standin.state.all("tax.calculation")
+        assert calculation["tax_amount_exclusive"] == 200 and calculation["amount_total"] == 1198
+        assert intent["amount"] == 1198
+        assert intent["hooks"] == {"inputs": {"tax": {"calculation": calculation["id"]}}}
+        assert (answer.json()["amount"], answer.json()["tax"]) == (1198, 200)
+        # A double click answers the same PaymentIntent.
+        again = await client.post("/v1/billing/stripe/payment", json=body, headers=auth)
+        assert again.json()["payment_intent_id"] == intent["id"]
     else:
-        assert answer.status_code == 200 and answer.json()["payment_intent_id"].startswith("pi_")
+        assert intent["amount"] == 998 and intent.get("hooks") is None
+        assert standin.state.all("tax.calculation") == [] and "tax" not in answer.json()
+    assert standin.confirm_payment_intent(intent["id"])
+    await deliver_all(client, standin)
+    balances = (await client.get("/v1/me/entitlements", headers=auth)).json()["balances"]
+    assert balances == {"credits": 200}
 
 
 async def test_pricing_says_plus_tax_only_while_tax_is_on(client: httpx.AsyncClient, tax_on: bool) -> None:

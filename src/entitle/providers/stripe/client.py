@@ -48,6 +48,7 @@ from stripe.params import (
 )
 from stripe.params.billing_portal import SessionCreateParams as PortalSessionCreateParams
 from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateParams
+from stripe.params.tax import CalculationCreateParams as TaxCalculationCreateParams
 
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, EntitleError, ProviderUnavailable
@@ -403,6 +404,12 @@ class StripeGateway:
             lambda: self._client.v1.payment_intents.create_async(
                 params, {"idempotency_key": idempotency_key}
             ),
+        )
+
+    async def create_tax_calculation(self, params: TaxCalculationCreateParams) -> StripeDict:
+        """Stripe Tax for a PaymentIntent: the tax on what is bought, for the customer's address."""
+        return await self._call(
+            "POST /v1/tax/calculations", lambda: self._client.v1.tax.calculations.create_async(params)
         )
 
     async def retrieve_payment_intent(self, intent_id: str) -> StripeDict:

@@ -260,7 +260,12 @@ async def _start_one_time_checkout(
 
 
 async def start_payment(
-    db: AsyncSession, stripe: StripeProvider, account: Account, product_key: str, quantity: int | None
+    db: AsyncSession,
+    stripe: StripeProvider,
+    account: Account,
+    product_key: str,
+    quantity: int | None,
+    tax_details: tax.TaxDetails | None = None,
 ) -> dict[str, Any]:
     """A PaymentIntent for a one-time product, confirmed in the app by the Payment Element."""
     product = catalog_product(stripe, product_key)
@@ -269,7 +274,6 @@ async def start_payment(
             f"'{product_key}' is a subscription; start it with /v1/billing/stripe/subscription.",
             code="not_one_time",
         )
-    tax.refuse_one_time_payment_element(stripe)
     count = checked_quantity(product, quantity)
     product, price = await price_for(stripe, product_key)
     async with purchase_lock(db, account.id):
@@ -277,10 +281,24 @@ async def start_payment(
         customer_id = await customer_id_for(db, stripe, account)
         metadata = purchase_metadata(str(account.id), product.key, count)
         amount = int(price["unit_amount"]) * count
+        # With Stripe Tax, the amount is the calculation's total and the PaymentIntent names it.
+        calculation = await tax.payment_calculation(
+            stripe,
+            customer_id,
+            tax_details,
+            amount=amount,
+            currency=str(price["currency"]),
+            reference=product.key,
+            quantity=count,
+        )
+        taxed: dict[str, Any] = {}
+        if calculation is not None:
+            amount = int(calculation["amount_total"])
+            taxed = {"hooks": {"inputs": {"tax": {"calculation": calculation["id"]}}}}
         # A double click (or a retried request) confirms the same payment, not a second one.
         for intent in await _waiting_intents(stripe, customer_id):
             if intent.get("metadata") == metadata and intent.get("amount") == amount:
-                return {"payment_intent_id": intent["id"], "client_secret": intent.get("client_secret")}
+                return _payment_answer(intent, calculation)
         intent = await stripe.gateway.create_payment_intent(
             {
                 "amount": amount,
@@ -289,10 +307,21 @@ async def start_payment(
                 "metadata": metadata,
                 "description": f"{count} × {product.name}" if count > 1 else product.name,
                 "automatic_payment_methods": {"enabled": True},
+                **taxed,  # type: ignore[typeddict-item]
             },
             idempotency_key=f"entitle-payment-{account.id}-{uuid.uuid4()}",
         )
-    return {"payment_intent_id": intent["id"], "client_secret": intent.get("client_secret")}
+    return _payment_answer(intent, calculation)
+
+
+def _payment_answer(intent: dict[str, Any], calculation: dict[str, Any] | None) -> dict[str, Any]:
+    answer = {"payment_intent_id": intent["id"], "client_secret": intent.get("client_secret")}
+    if calculation is not None:
+        # What the Payment Element charges, tax included, so the page can show it before paying.
+        answer["amount"] = intent.get("amount")
+        answer["tax"] = calculation.get("tax_amount_exclusive")
+        answer["currency"] = intent.get("currency")
+    return answer
 
 
 # PaymentIntent statuses in which nobody has paid yet and the Payment Element can still confirm it.

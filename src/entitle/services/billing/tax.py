@@ -3,12 +3,13 @@
 Stripe computes tax from where the buyer is, so every path must know an address:
 - hosted Checkout collects it (`billing_address_collection=required`), with the buyer's tax id for
   businesses (`tax_id_collection`), and saves both on the customer (`customer_update`);
-- the Payment Element subscription path takes an `address` (and optional `tax_id`) in the request and
-  sets it on the customer first, or uses the one the customer already has; without either the answer
-  is 422 `address_required`, as Stripe itself would refuse the subscription;
-- one-time payments through the Payment Element would need Stripe's Tax Calculation API (a calculation
-  before the PaymentIntent, a tax transaction after it is paid); that is not built, so while tax is on
-  that path answers 409 `tax_requires_checkout` and the client uses Checkout instead.
+- the Payment Element paths take an `address` (and optional `tax_id`) in the request and set it on the
+  customer first, or use the one the customer already has; without either the answer is 422
+  `address_required`, as Stripe itself would refuse to compute the tax;
+- one-time payments through the Payment Element take the same `address` and go through Stripe's Tax
+  Calculation API: a calculation for the customer's address, then a PaymentIntent for its `amount_total`
+  linked to it (`hooks.inputs.tax.calculation`), so Stripe records the tax transaction when the payment
+  is captured and reverses it on a refund (API 2025-11-17 and later; entitle pins a newer version).
 Tax registrations (where the business collects tax) are made in the Stripe dashboard; see docs/stripe.md.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from entitle.errors import Conflict, InvalidRequest
+from entitle.errors import InvalidRequest
 from entitle.providers.stripe.provider import StripeProvider
 
 # Stripe Tax needs a postal code besides the country here to find the rate.
@@ -54,7 +55,39 @@ async def subscription_params(
     `address_required` when tax is on and Stripe would have no address to compute it from."""
     if not stripe.config.automatic_tax:
         return {}
-    details = details or TaxDetails()
+    await _known_address(stripe, customer_id, details or TaxDetails())
+    return {"automatic_tax": {"enabled": True}}
+
+
+async def payment_calculation(
+    stripe: StripeProvider,
+    customer_id: str,
+    details: TaxDetails | None,
+    *,
+    amount: int,
+    currency: str,
+    reference: str,
+    quantity: int,
+) -> dict[str, Any] | None:
+    """The Tax Calculation a one-time PaymentIntent is for (None while tax is off); 422
+    `address_required` as for subscriptions."""
+    if not stripe.config.automatic_tax:
+        return None
+    await _known_address(stripe, customer_id, details or TaxDetails())
+    return await stripe.gateway.create_tax_calculation(
+        {
+            "currency": currency,
+            # Stripe copies the customer's address and tax ids into the calculation.
+            "customer": customer_id,
+            "line_items": [
+                {"amount": amount, "reference": reference, "quantity": quantity, "tax_behavior": "exclusive"}
+            ],
+        }
+    )
+
+
+async def _known_address(stripe: StripeProvider, customer_id: str, details: TaxDetails) -> None:
+    """Put what the buyer gave on the customer, or make sure the customer already has an address."""
     if details.address is not None:
         _check_address(details.address)
         await stripe.gateway.set_customer_address(customer_id, details.address)
@@ -69,17 +102,6 @@ async def subscription_params(
             )
     if details.tax_id is not None:
         await stripe.gateway.add_customer_tax_id(customer_id, type=details.tax_id[0], value=details.tax_id[1])
-    return {"automatic_tax": {"enabled": True}}
-
-
-def refuse_one_time_payment_element(stripe: StripeProvider) -> None:
-    """The one-time Payment Element path has no tax calculation yet: Checkout does it."""
-    if stripe.config.automatic_tax:
-        raise Conflict(
-            "Tax is collected on this store, and one-time purchases with tax go through Checkout: use "
-            "POST /v1/billing/stripe/checkout for this product.",
-            code="tax_requires_checkout",
-        )
 
 
 def _check_address(address: dict[str, str]) -> None:

@@ -40,22 +40,6 @@ _QUANTITY = Field(
 )
 
 
-class CheckoutBody(StrictBody):
-    product: str = _PRODUCT
-    quantity: int | None = _QUANTITY
-    success_url: str | None = _URL
-    cancel_url: str | None = _URL
-
-
-class PaymentBody(StrictBody):
-    product: str = _PRODUCT
-    quantity: int | None = _QUANTITY
-
-
-class ProductBody(StrictBody):
-    product: str = _PRODUCT
-
-
 class Address(StrictBody):
     line1: str | None = Field(default=None, max_length=200)
     line2: str | None = Field(default=None, max_length=200)
@@ -68,6 +52,30 @@ class Address(StrictBody):
 class TaxId(StrictBody):
     type: str = Field(pattern=r"^[a-z]{2,3}_[a-z0-9_]{2,20}$", description="Stripe's tax id type (`eu_vat`).")
     value: str = Field(min_length=1, max_length=64)
+
+
+class CheckoutBody(StrictBody):
+    product: str = _PRODUCT
+    quantity: int | None = _QUANTITY
+    success_url: str | None = _URL
+    cancel_url: str | None = _URL
+
+
+class PaymentBody(StrictBody):
+    product: str = _PRODUCT
+    quantity: int | None = _QUANTITY
+    address: Address | None = Field(
+        default=None,
+        description="The billing address Stripe Tax computes tax from (when the store collects tax: "
+        "422 `address_required` without one unless the customer already has one).",
+    )
+    tax_id: TaxId | None = Field(
+        default=None, description="A business buyer's tax id, when tax is collected."
+    )
+
+
+class ProductBody(StrictBody):
+    product: str = _PRODUCT
 
 
 class SubscriptionStartBody(ProductBody):
@@ -144,18 +152,25 @@ async def payment(
     body: PaymentBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
 ) -> dict[str, Any]:
     """`{payment_intent_id, client_secret}` for the Payment Element, for a one-time product only."""
-    return await billing_stripe.start_payment(db, stripe, account, body.product, body.quantity)
+    return await billing_stripe.start_payment(
+        db, stripe, account, body.product, body.quantity, _tax_details(body.address, body.tax_id)
+    )
 
 
 @router.post("/subscription")
 async def subscription(
     body: SubscriptionStartBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
 ) -> dict[str, Any]:
-    details = TaxDetails(
-        address=body.address.model_dump(exclude_none=True) if body.address else None,
-        tax_id=(body.tax_id.type, body.tax_id.value) if body.tax_id else None,
+    return await billing_stripe.start_subscription(
+        db, stripe, account, body.product, _tax_details(body.address, body.tax_id)
     )
-    return await billing_stripe.start_subscription(db, stripe, account, body.product, details)
+
+
+def _tax_details(address: Address | None, tax_id: TaxId | None) -> TaxDetails:
+    return TaxDetails(
+        address=address.model_dump(exclude_none=True) if address else None,
+        tax_id=(tax_id.type, tax_id.value) if tax_id else None,
+    )
 
 
 @router.post("/portal")
