@@ -209,3 +209,25 @@ async def test_a_malformed_address_is_refused_with_its_field(
         )
         assert refused.status_code == 422, refused.text
     assert _created(standin, "/v1/subscriptions") == []
+
+
+async def test_a_tax_id_stripe_refuses_is_the_buyers_422(
+    client: httpx.AsyncClient, standin: StripeStandin, tax_on: bool
+) -> None:
+    auth = await _auth(client)
+    answer = await client.post(
+        "/v1/billing/stripe/subscription",
+        json={
+            "product": "pro_monthly",
+            "address": GERMANY,
+            "tax_id": {"type": "eu_vat", "value": "not-a-vat"},
+        },
+        headers=auth,
+    )
+    if tax_on:
+        assert answer.status_code == 422 and answer.json()["error"]["code"] == "invalid_tax_id"
+        assert "not-a-vat" in answer.json()["error"]["message"]
+        assert _created(standin, "/v1/subscriptions") == []
+    else:
+        # Ignored while tax is off: nothing about tax is sent.
+        assert answer.status_code == 200

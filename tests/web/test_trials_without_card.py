@@ -116,6 +116,8 @@ async def test_checkout_collects_no_card_only_for_a_trial_that_does_not_need_one
 async def test_a_trial_without_a_card_ends_uncharged_and_takes_access_with_it(
     client: httpx.AsyncClient, standin: StripeStandin, context: AppContext
 ) -> None:
+    pricing = await client.get("/pricing")
+    assert "14-day free trial, no card needed" in pricing.text and "7-day free trial</li>" in pricing.text
     auth, sub_id = await _start_trial(client, standin)
     sub = standin.subscription(sub_id)
     assert sub["status"] == "trialing" and sub["default_payment_method"] is None
@@ -220,6 +222,7 @@ async def test_the_payment_element_starts_the_same_trial_without_a_card(
     )
     assert started.status_code == 200, started.text
     sub_id = started.json()["subscription_id"]
+    assert started.json()["card_required"] is False
     sub = standin.subscription(sub_id)
     assert sub["status"] == "trialing" and sub["default_payment_method"] is None
     assert sub["trial_settings"]["end_behavior"]["missing_payment_method"] == "cancel"

@@ -533,7 +533,7 @@ async def start_subscription(
         read_at = utcnow()
         if (trial := await _trial_waiting_for_card(db, stripe, account.id, price_id)) is not None:
             await stripe.reconciler.subscription(db, trial["id"], fresh=trial, read_at=read_at)
-            return {"subscription_id": trial["id"], "client_secret": client_secret_of(trial)}
+            return _subscription_answer(stripe, product, trial)
         await refuse_if_subscribed(db, account, product)
         await refuse_if_stalled(db, stripe, account, product)
         customer_id = await customer_id_for(db, stripe, account)
@@ -550,7 +550,14 @@ async def start_subscription(
                 db, stripe, account, product, price_id, customer_id, trial_days, taxed
             )
         await stripe.reconciler.subscription(db, sub["id"], fresh=sub, read_at=read_at)
-    answer = {"subscription_id": sub["id"], "client_secret": client_secret_of(sub)}
+    return _subscription_answer(stripe, product, sub)
+
+
+def _subscription_answer(stripe: StripeProvider, product: Product, sub: dict[str, Any]) -> dict[str, Any]:
+    answer: dict[str, Any] = {"subscription_id": sub["id"], "client_secret": client_secret_of(sub)}
+    if sub.get("status") == "trialing" and product.stripe and not product.stripe.trial_requires_card:
+        # The trial runs without a card: the app may skip the card form (the SetupIntent stays usable).
+        answer["card_required"] = False
     if stripe.config.automatic_tax:
         # What the first invoice comes to with Stripe's tax, so the page can show it before paying.
         answer["invoice"] = tax.tax_summary(sub.get("latest_invoice"))

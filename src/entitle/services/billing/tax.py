@@ -15,10 +15,12 @@ Tax registrations (where the business collects tax) are made in the Stripe dashb
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from entitle.errors import InvalidRequest
+from entitle.errors import InvalidRequest, ProviderUnavailable
 from entitle.providers.stripe.provider import StripeProvider
 
 # Stripe Tax needs a postal code besides the country here to find the rate.
@@ -74,23 +76,32 @@ async def payment_calculation(
     if not stripe.config.automatic_tax:
         return None
     await _known_address(stripe, customer_id, details or TaxDetails())
-    return await stripe.gateway.create_tax_calculation(
-        {
-            "currency": currency,
-            # Stripe copies the customer's address and tax ids into the calculation.
-            "customer": customer_id,
-            "line_items": [
-                {"amount": amount, "reference": reference, "quantity": quantity, "tax_behavior": "exclusive"}
-            ],
-        }
-    )
+    async with _refused_as(
+        "Stripe Tax cannot place this billing address; check the country and postal code.", "invalid_address"
+    ):
+        return await stripe.gateway.create_tax_calculation(
+            {
+                "currency": currency,
+                # Stripe copies the customer's address and tax ids into the calculation.
+                "customer": customer_id,
+                "line_items": [
+                    {
+                        "amount": amount,
+                        "reference": reference,
+                        "quantity": quantity,
+                        "tax_behavior": "exclusive",
+                    }
+                ],
+            }
+        )
 
 
 async def _known_address(stripe: StripeProvider, customer_id: str, details: TaxDetails) -> None:
     """Put what the buyer gave on the customer, or make sure the customer already has an address."""
     if details.address is not None:
         _check_address(details.address)
-        await stripe.gateway.set_customer_address(customer_id, details.address)
+        async with _refused_as("Stripe does not accept this billing address.", "invalid_address"):
+            await stripe.gateway.set_customer_address(customer_id, details.address)
     else:
         customer = await stripe.gateway.retrieve_customer(customer_id)
         address = customer.get("address") or {}
@@ -101,7 +112,23 @@ async def _known_address(stripe: StripeProvider, customer_id: str, details: TaxD
                 code="address_required",
             )
     if details.tax_id is not None:
-        await stripe.gateway.add_customer_tax_id(customer_id, type=details.tax_id[0], value=details.tax_id[1])
+        async with _refused_as(
+            f"Stripe does not accept '{details.tax_id[1]}' as a {details.tax_id[0]} tax id.", "invalid_tax_id"
+        ):
+            await stripe.gateway.add_customer_tax_id(
+                customer_id, type=details.tax_id[0], value=details.tax_id[1]
+            )
+
+
+@asynccontextmanager
+async def _refused_as(sentence: str, code: str) -> AsyncIterator[None]:
+    """Stripe refusing what the buyer typed is the buyer's 422, not this server's 503."""
+    try:
+        yield
+    except ProviderUnavailable as exc:
+        if exc.code != "stripe_rejected_request":
+            raise
+        raise InvalidRequest(sentence, code=code) from exc
 
 
 def _check_address(address: dict[str, str]) -> None:
