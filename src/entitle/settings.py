@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     stripe_grace_days: int = Field(default=7, ge=0, le=60)
     # Visitors pay on Stripe Checkout first and make (or sign in to) their account after.
     guest_checkout: bool = False
+    # Stripe Tax on every Checkout and Payment Element path, with billing address and tax-id collection
+    # (needs tax registrations in the Stripe dashboard; docs/stripe.md).
+    stripe_automatic_tax: bool = False
 
     apple_bundle_id: str | None = None
     apple_app_id: int | None = None

@@ -50,6 +50,7 @@ async def test_catalog_is_public_with_store_prices(client: httpx.AsyncClient) ->
             "interval": "month",
             "interval_count": 1,
             "trial_days": None,
+            "trial_requires_card": True,
         },
         "app_store": {"product_id": "com.example.app.pro.monthly"},
     }

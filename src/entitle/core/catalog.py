@@ -116,6 +116,8 @@ class StripePrice:
     interval: Interval | None
     interval_count: int = 1
     trial_days: int | None = None
+    # False: the trial starts without a payment method and ends, uncharged, unless one is added.
+    trial_requires_card: bool = True
 
     @property
     def is_recurring(self) -> bool:
@@ -435,7 +437,9 @@ def _stripe_price(value: Any, where: str, product_type: ProductType) -> StripePr
         table,
         where,
         required=("lookup_key", "unit_amount", "currency", *(("interval",) if recurring else ())),
-        optional=("interval_count", "trial_days") if recurring else (),
+        optional=("interval_count", "trial_days", "trial_requires_card")
+        if recurring
+        else ("trial_requires_card",),
     )
     lookup_key = _string(table, "lookup_key", where)
     if len(lookup_key) > 200:
@@ -450,6 +454,10 @@ def _stripe_price(value: Any, where: str, product_type: ProductType) -> StripePr
         hint = f' (write "{currency.lower()}")' if is_currency(currency.lower()) else ""
         raise _Invalid(f'{where} currency "{currency}" is not a lowercase ISO 4217 currency code{hint}')
     if not recurring:
+        if "trial_requires_card" in table:
+            raise _Invalid(
+                f'{where} "trial_requires_card" is only for subscriptions (a one-time price has no trial)'
+            )
         return StripePrice(lookup_key, unit_amount, currency, None)
     raw_interval = _string(table, "interval", where)
     if raw_interval not in Interval.__members__.values():
@@ -464,7 +472,22 @@ def _stripe_price(value: Any, where: str, product_type: ProductType) -> StripePr
     trial_days = _integer(table, "trial_days", where) if "trial_days" in table else None
     if trial_days is not None and not 1 <= trial_days <= MAX_TRIAL_DAYS:
         raise _Invalid(f"{where} trial_days must be between 1 and {MAX_TRIAL_DAYS}, not {trial_days}")
-    return StripePrice(lookup_key, unit_amount, currency, interval, interval_count, trial_days)
+    requires_card = True
+    if "trial_requires_card" in table:
+        requires_card = table["trial_requires_card"]
+        if not isinstance(requires_card, bool):
+            raise _Invalid(f'{where} "trial_requires_card" must be true or false, not {requires_card!r}')
+        if trial_days is None:
+            raise _Invalid(f'{where} "trial_requires_card" needs a trial: set "trial_days" too')
+    return StripePrice(
+        lookup_key,
+        unit_amount,
+        currency,
+        interval,
+        interval_count,
+        trial_days,
+        trial_requires_card=requires_card,
+    )
 
 
 def _store_product_id(value: Any, where: str) -> str:

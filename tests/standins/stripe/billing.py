@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .tax import tax_on, total_taxes
 from .wire import StandinError, as_int, as_list, list_page, missing, new_id, require
 
 if TYPE_CHECKING:
@@ -23,8 +24,13 @@ def open_invoice(
     lines: list[tuple[str, int, str | None, int, int]],
     billing_reason: str,
 ) -> dict[str, Any]:
-    """A finalized invoice for `sub`; each line is (description, amount, price id, period start, end)."""
-    total = sum(amount for _, amount, _, _, _ in lines)
+    """A finalized invoice for `sub`; each line is (description, amount, price id, period start, end).
+    With `automatic_tax`, tax on the customer's address is added on top (`total_taxes`)."""
+    subtotal = sum(amount for _, amount, _, _, _ in lines)
+    taxed = bool((sub.get("automatic_tax") or {}).get("enabled"))
+    address = state.objects[sub["customer"]].get("address") if taxed else None
+    tax = tax_on(max(subtotal, 0), address) if taxed else 0
+    total = subtotal + tax
     now = state.now()
     invoice = state.add(
         {
@@ -60,8 +66,15 @@ def open_invoice(
                 "paid_at": None,
                 "voided_at": None,
             },
-            "subtotal": total,
+            "subtotal": subtotal,
             "total": total,
+            "total_excluding_tax": subtotal,
+            "total_taxes": total_taxes(tax, max(subtotal, 0)),
+            "automatic_tax": {
+                "enabled": taxed,
+                "liability": {"type": "self"} if taxed else None,
+                "status": "complete" if taxed else None,
+            },
         },
         "in",
     )

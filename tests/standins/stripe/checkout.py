@@ -11,6 +11,7 @@ from .billing import record_invoice_payment, set_invoice_urls
 from .customers import create_customer, live_customer, make_card
 from .payments import charge_intent, new_payment_intent
 from .subscriptions import settle, start_subscription
+from .tax import DEFAULT_ADDRESS, tax_on, total_taxes
 from .wire import StandinError, as_bool, as_int, as_list, list_page, new_id, require
 
 if TYPE_CHECKING:
@@ -51,6 +52,25 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
     customer_id = params.get("customer")
     if customer_id:
         live_customer(state, customer_id)
+    taxed = as_bool((params.get("automatic_tax") or {}).get("enabled", "false"), "automatic_tax[enabled]")
+    customer_update = params.get("customer_update") or {}
+    if customer_update and not customer_id:
+        raise StandinError(
+            400, "`customer_update` can only be used with `customer`.", param="customer_update"
+        )
+    if (
+        taxed
+        and customer_id
+        and customer_update.get("address") != "auto"
+        and not (state.objects[customer_id].get("address") or {}).get("country")
+    ):
+        raise StandinError(
+            400,
+            "Automatic tax calculation requires a valid address on the Customer. Add a valid address to the "
+            "Customer or set either `customer_update[address]` to 'auto' or `customer_update[shipping]` to "
+            "'auto' to save the address entered in Checkout to the Customer.",
+            param="customer_update[address]",
+        )
     ui_mode = params.get("ui_mode", "hosted")
     if ui_mode == "hosted":
         require(params, "success_url")
@@ -62,6 +82,22 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
             "allow_promotion_codes": as_bool(params["allow_promotion_codes"], "allow_promotion_codes")
             if "allow_promotion_codes" in params
             else None,
+            # Until the buyer's address is known Stripe cannot compute the tax (`requires_location_inputs`).
+            "automatic_tax": {
+                "enabled": taxed,
+                "liability": {"type": "self"} if taxed else None,
+                "status": "requires_location_inputs" if taxed else None,
+            },
+            "billing_address_collection": params.get("billing_address_collection"),
+            "tax_id_collection": {
+                "enabled": as_bool(
+                    (params.get("tax_id_collection") or {}).get("enabled", "false"),
+                    "tax_id_collection[enabled]",
+                ),
+                "required": "never",
+            },
+            "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+            "_customer_update": customer_update,
             "amount_subtotal": total,
             "amount_total": total,
             "cancel_url": params.get("cancel_url"),
@@ -139,14 +175,26 @@ def list_line_items(state: State, params: dict[str, Any], id: str) -> dict[str, 
     return list_page(items, params, f"/v1/checkout/sessions/{id}/line_items", lambda i: state.render(i))
 
 
-def complete_session(state: State, session: dict[str, Any], last4: str = "4242") -> dict[str, Any]:
-    """What Stripe does when a person pays on the hosted page (the card must not decline)."""
+def complete_session(
+    state: State, session: dict[str, Any], last4: str = "4242", address: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What Stripe does when a person pays on the hosted page (the card must not decline); `address` is
+    what they type when the page asks for a billing address (a default one when a test does not say)."""
     if session["status"] != "open":
         raise StandinError(400, f"Checkout Session {session['id']} is {session['status']}.")
     if session["customer"]:
         customer = live_customer(state, session["customer"])
     else:
         customer = state.objects[create_customer(state, {"email": session["customer_email"]})["id"]]
+    _take_address(state, session, customer, address)
+    data = session["_subscription_data"]
+    if (
+        session["mode"] == "subscription"
+        and session["payment_method_collection"] == "if_required"
+        and (data.get("trial_period_days") or data.get("trial_end"))
+    ):
+        # Nothing is due today, so Stripe's page asks for no payment method at all.
+        return _complete_without_card(state, session, customer)
     pm = make_card(state, customer["id"], last4)
     if last4 == "0341":
         # A declined card keeps the person on the payment page; nothing is created.
@@ -175,6 +223,7 @@ def complete_session(state: State, session: dict[str, Any], last4: str = "4242")
         trial_days=int(trial) if trial else None,
         trial_end=int(trial_end) if trial_end else None,
         trial_settings=data.get("trial_settings"),
+        automatic_tax=session["automatic_tax"]["enabled"],
     )
     invoice = state.objects[sub["latest_invoice"]]
     if invoice["status"] == "open":
@@ -185,16 +234,62 @@ def complete_session(state: State, session: dict[str, Any], last4: str = "4242")
         state.emit("customer.subscription.updated", sub, before)
     session.update(
         customer=customer["id"],
-        customer_details={
-            "email": customer["email"],
-            "name": customer["name"],
-            "address": None,
-            "phone": None,
-            "tax_exempt": "none",
-            "tax_ids": [],
-        },
+        customer_details=_customer_details(customer),
         invoice=invoice["id"],
         payment_status="paid" if invoice["amount_due"] else "no_payment_required",
+        status="complete",
+        subscription=sub["id"],
+        url=None,
+    )
+    state.emit("checkout.session.completed", session)
+    return session
+
+
+def _take_address(
+    state: State, session: dict[str, Any], customer: dict[str, Any], address: dict[str, Any] | None
+) -> None:
+    """The billing address typed on the page: saved on the customer (`customer_update[address]=auto`,
+    or a customer Checkout created), and the session's tax computed from it."""
+    if session["billing_address_collection"] == "required" or session["automatic_tax"]["enabled"]:
+        address = {**DEFAULT_ADDRESS, **(address or {})}
+        if session["_customer_update"].get("address") == "auto" or not session["customer"]:
+            before = state.snapshot(customer)
+            customer["address"] = address
+            state.emit("customer.updated", customer, before)
+        session["_address"] = address
+    if session["automatic_tax"]["enabled"]:
+        tax = tax_on(session["amount_subtotal"], customer.get("address"))
+        session["automatic_tax"]["status"] = "complete"
+        session["total_details"]["amount_tax"] = tax
+        session["amount_total"] = session["amount_subtotal"] + tax
+
+
+def _complete_without_card(state: State, session: dict[str, Any], customer: dict[str, Any]) -> dict[str, Any]:
+    """`payment_method_collection=if_required` with a trial: the subscription starts trialing with no
+    payment method; what happens at the trial's end is up to `trial_settings`."""
+    item = session["_hidden"]["line_items"]["data"][0]
+    data = session["_subscription_data"]
+    trial, trial_end = data.get("trial_period_days"), data.get("trial_end")
+    sub = start_subscription(
+        state,
+        customer,
+        state.objects[item["price"]],
+        quantity=item["quantity"],
+        metadata=data.get("metadata") or {},
+        payment_behavior="default_incomplete",
+        save_default_payment_method="on_subscription",
+        trial_days=int(trial) if trial else None,
+        trial_end=int(trial_end) if trial_end else None,
+        trial_settings=data.get("trial_settings"),
+        # Checkout collected nothing to confirm: no SetupIntent is left pending.
+        setup_intent=False,
+        automatic_tax=session["automatic_tax"]["enabled"],
+    )
+    session.update(
+        customer=customer["id"],
+        customer_details=_customer_details(customer),
+        invoice=sub["latest_invoice"],
+        payment_status="no_payment_required",
         status="complete",
         subscription=sub["id"],
         url=None,
@@ -207,7 +302,7 @@ def _customer_details(customer: dict[str, Any]) -> dict[str, Any]:
     return {
         "email": customer["email"],
         "name": customer["name"],
-        "address": None,
+        "address": customer.get("address"),
         "phone": None,
         "tax_exempt": "none",
         "tax_ids": [],
@@ -283,8 +378,10 @@ def _receipt_invoice(
                 "paid_at": now,
                 "voided_at": None,
             },
-            "subtotal": intent["amount"],
+            "subtotal": session["amount_subtotal"],
             "total": intent["amount"],
+            "total_excluding_tax": session["amount_subtotal"],
+            "total_taxes": total_taxes(session["total_details"]["amount_tax"], session["amount_subtotal"]),
         },
         "in",
     )
@@ -323,7 +420,7 @@ def expire_session(state: State, session: dict[str, Any]) -> None:
 
 def complete_route(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:
     session = state.get(id, "checkout.session", label="checkout.session")
-    return state.render(complete_session(state, session, params.get("card", "4242")))
+    return state.render(complete_session(state, session, params.get("card", "4242"), params.get("address")))
 
 
 def expire_route(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:

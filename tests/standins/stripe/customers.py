@@ -72,6 +72,10 @@ def update_customer(state: State, params: dict[str, Any], id: str) -> dict[str, 
             customer[key] = params[key] or None
     if "metadata" in params:
         customer["metadata"] = _merge_metadata(customer["metadata"], params["metadata"])
+    if "address" in params:
+        given = params["address"] or None
+        fields = ("city", "country", "line1", "line2", "postal_code", "state")
+        customer["address"] = {k: given.get(k) or None for k in fields} if given else None
     if settings := params.get("invoice_settings"):
         if "default_payment_method" in settings:
             pm_id = settings["default_payment_method"] or None
@@ -80,6 +84,27 @@ def update_customer(state: State, params: dict[str, Any], id: str) -> dict[str, 
             customer["invoice_settings"]["default_payment_method"] = pm_id
     state.emit("customer.updated", customer, before)
     return state.render(customer, as_list(params.get("expand")))
+
+
+def create_tax_id(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:
+    customer = live_customer(state, id)
+    kind, value = require(params, "type"), require(params, "value")
+    if kind == "eu_vat" and not re.fullmatch(r"[A-Z]{2}[0-9A-Z]{2,13}", value):
+        raise StandinError(400, f"Invalid value for eu_vat: {value}", code="tax_id_invalid", param="value")
+    tax_id = state.add(
+        {
+            "object": "tax_id",
+            "country": value[:2] if kind == "eu_vat" else None,
+            "customer": customer["id"],
+            "type": kind,
+            "value": value,
+            "verification": {"status": "pending", "verified_address": None, "verified_name": None},
+        },
+        "txi",
+    )
+    customer.setdefault("_tax_ids", []).append(tax_id["id"])
+    state.emit("customer.tax_id.created", tax_id)
+    return state.render(tax_id)
 
 
 def delete_customer(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:
@@ -157,12 +182,30 @@ def attach_payment_method(state: State, params: dict[str, Any], id: str) -> dict
 # --- Billing Portal ----------------------------------------------------------------------------------
 def create_portal_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
     customer = live_customer(state, require(params, "customer"))
+    flow = None
+    if flow_data := params.get("flow_data"):
+        kind = require(flow_data, "type")
+        if kind not in ("payment_method_update", "subscription_cancel", "subscription_update"):
+            raise StandinError(400, f"Invalid flow_data[type]: {kind}", param="flow_data[type]")
+        after = flow_data.get("after_completion") or {"type": "portal_homepage"}
+        redirect = after.get("redirect")
+        flow = {
+            "type": kind,
+            "after_completion": {
+                "type": after.get("type", "portal_homepage"),
+                "hosted_confirmation": None,
+                "redirect": {"return_url": require(redirect, "return_url")} if redirect else None,
+            },
+            "subscription_cancel": None,
+            "subscription_update": None,
+            "subscription_update_confirm": None,
+        }
     session = state.add(
         {
             "object": "billing_portal.session",
             "configuration": "bpc_standin",
             "customer": customer["id"],
-            "flow": None,
+            "flow": flow,
             "locale": params.get("locale"),
             "on_behalf_of": None,
             "return_url": params.get("return_url"),
@@ -183,4 +226,5 @@ ROUTES = [
     ("GET", "/v1/payment_methods/{id}", retrieve_payment_method),
     ("POST", "/v1/payment_methods/{id}/attach", attach_payment_method),
     ("POST", "/v1/billing_portal/sessions", create_portal_session),
+    ("POST", "/v1/customers/{id}/tax_ids", create_tax_id),
 ]

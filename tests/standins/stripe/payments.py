@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .customers import live_customer
+from .tax import calculation_for_payment
 from .wire import StandinError, as_bool, as_int, as_list, list_page, new_id, require
 
 if TYPE_CHECKING:
@@ -163,6 +164,7 @@ def create_payment_intent(state: State, params: dict[str, Any]) -> dict[str, Any
     if customer:
         live_customer(state, customer)
     automatic = params.get("automatic_payment_methods")
+    calculation = calculation_for_payment(state, params, amount)
     intent = new_payment_intent(
         state,
         amount=amount,
@@ -176,6 +178,8 @@ def create_payment_intent(state: State, params: dict[str, Any]) -> dict[str, Any
         if isinstance(automatic, dict)
         else None,
     )
+    # Stripe records the tax transaction when the payment is captured (and reverses it on refunds).
+    intent["hooks"] = {"inputs": {"tax": {"calculation": calculation}}} if calculation else None
     return state.render(intent, as_list(params.get("expand")))
 
 

@@ -16,6 +16,9 @@ from .state import State
 from .subscriptions import confirm_setup_intent, end_subscription, item_of, pause, renew, settle
 from .wire import StandinError
 
+# Stripe sends `customer.subscription.trial_will_end` three days before `trial_end`.
+TRIAL_WILL_END_NOTICE = 3 * 86400
+
 
 class Simulations:
     state: State
@@ -23,11 +26,14 @@ class Simulations:
     def _sub(self, sub_id: str) -> dict[str, Any]:
         return self.state.get(sub_id, "subscription")
 
-    def complete_checkout(self, session_id: str, card: str = "4242") -> dict[str, Any]:
-        """The person pays on the hosted Checkout page; returns the session."""
+    def complete_checkout(
+        self, session_id: str, card: str = "4242", address: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The person pays on the hosted Checkout page (typing `address` when it asks for one); returns
+        the session."""
         with self.state.lock:
             session = self.state.get(session_id, "checkout.session", label="checkout.session")
-            return self.state.render(complete_session(self.state, session, card))
+            return self.state.render(complete_session(self.state, session, card, address))
 
     def pay_first_invoice(self, sub_id: str, card: str = "4242") -> bool:
         """Stripe.js confirms the Payment Element with a new card; True when the payment succeeded."""
@@ -162,9 +168,27 @@ class Simulations:
             resume_subscription(self.state, {}, sub_id)
 
     def trial_will_end(self, sub_id: str) -> None:
-        """Stripe's notice three days before a trial ends."""
+        """Stripe's notice three days before a trial ends (the clock moves there if it is earlier)."""
         with self.state.lock:
-            self.state.emit("customer.subscription.trial_will_end", self._sub(sub_id))
+            sub = self._sub(sub_id)
+            notice_at = (sub["trial_end"] or 0) - TRIAL_WILL_END_NOTICE
+            if self.state.now() < notice_at:
+                self.state.advance(notice_at - self.state.now())
+            self.state.emit("customer.subscription.trial_will_end", sub)
+
+    def add_card_in_portal(self, customer_id: str, card: str = "4242") -> dict[str, Any]:
+        """The person adds a card in the Billing Portal (`payment_method_update` flow): it becomes the
+        customer's `invoice_settings.default_payment_method`, which a trial's end then charges."""
+        with self.state.lock:
+            customer = self.state.get(customer_id, "customer")
+            pm = make_card(self.state, customer_id, card)
+            if card == "0341":
+                self.state.declining_payment_methods.add(pm["id"])
+            self.state.emit("payment_method.attached", pm)
+            before = self.state.snapshot(customer)
+            customer["invoice_settings"]["default_payment_method"] = pm["id"]
+            self.state.emit("customer.updated", customer, before)
+            return self.state.render(pm)
 
     def end_trial(self, sub_id: str) -> None:
         """Time reaches `trial_end`: charge the card, or without one do what `trial_settings` say

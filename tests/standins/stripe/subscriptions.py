@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .billing import attempt_payment, open_invoice, void_invoice
 from .catalog import _merge_metadata
 from .customers import live_customer
+from .tax import require_location
 from .wire import StandinError, as_bool, as_int, as_list, list_page, missing, new_id, require
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ def start_subscription(
     trial_settings: dict[str, Any] | None = None,
     payment_method: str | None = None,
     charge_with: str | None = None,
+    setup_intent: bool = True,
+    automatic_tax: bool = False,
 ) -> dict[str, Any]:
     """Create `sub` with its first invoice; charge `charge_with` unless the payment is left to the client.
 
@@ -74,7 +77,11 @@ def start_subscription(
         {
             "object": "subscription",
             "application": None,
-            "automatic_tax": {"enabled": False, "liability": None, "disabled_reason": None},
+            "automatic_tax": {
+                "enabled": automatic_tax,
+                "liability": {"type": "self"} if automatic_tax else None,
+                "disabled_reason": None,
+            },
             "billing_cycle_anchor": period_end if trial_end else now,
             "billing_mode": {"type": "classic"},
             "cancel_at": None,
@@ -134,7 +141,7 @@ def start_subscription(
     sub["latest_invoice"] = invoice["id"]
     if invoice["status"] == "paid" and not trial_end:
         sub["status"] = "active"
-    if trial_end and payment_behavior == "default_incomplete" and payment_method is None:
+    if trial_end and payment_behavior == "default_incomplete" and payment_method is None and setup_intent:
         sub["pending_setup_intent"] = create_setup_intent(state, customer["id"])["id"]
     state.emit("customer.subscription.updated", sub, before)
     charge_with = charge_with or payment_method
@@ -307,6 +314,9 @@ def create_subscription(state: State, params: dict[str, Any]) -> dict[str, Any]:
             code="card_declined",
             decline_code="generic_decline",
         )
+    taxed = as_bool((params.get("automatic_tax") or {}).get("enabled", "false"), "automatic_tax[enabled]")
+    if taxed:
+        require_location(state, customer["id"])
     trial = params.get("trial_period_days")
     trial_end = params.get("trial_end")
     if trial_end == "now":
@@ -332,6 +342,7 @@ def create_subscription(state: State, params: dict[str, Any]) -> dict[str, Any]:
         trial_settings=params.get("trial_settings"),
         payment_method=params.get("default_payment_method"),
         charge_with=pm_id,
+        automatic_tax=taxed,
     )
     return state.render(sub, as_list(params.get("expand")))
 

@@ -32,6 +32,8 @@ from urllib.parse import quote
 import stripe
 from stripe.params import (
     CustomerCreateParams,
+    CustomerTaxIdCreateParams,
+    CustomerUpdateParams,
     InvoiceCreatePreviewParams,
     PaymentIntentCreateParams,
     PriceCreateParams,
@@ -47,6 +49,7 @@ from stripe.params import (
 )
 from stripe.params.billing_portal import SessionCreateParams as PortalSessionCreateParams
 from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateParams
+from stripe.params.tax import CalculationCreateParams as TaxCalculationCreateParams
 
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, EntitleError, ProviderUnavailable
@@ -143,6 +146,22 @@ class StripeGateway:
             lambda: self._client.v1.customers.create_async(params, {"idempotency_key": idempotency_key}),
         )
 
+    async def set_customer_address(self, customer_id: str, address: dict[str, str]) -> StripeDict:
+        """The billing address Stripe Tax computes a subscription's tax from."""
+        params: CustomerUpdateParams = {"address": address}  # type: ignore[typeddict-item]
+        return await self._call(
+            "POST /v1/customers/{id}",
+            lambda: self._client.v1.customers.update_async(customer_id, params),
+        )
+
+    async def add_customer_tax_id(self, customer_id: str, *, type: str, value: str) -> StripeDict:
+        """A business's tax id (a VAT number, say), shown on its invoices and used for reverse charge."""
+        params: CustomerTaxIdCreateParams = {"type": type, "value": value}
+        return await self._call(
+            "POST /v1/customers/{id}/tax_ids",
+            lambda: self._client.v1.customers.tax_ids.create_async(customer_id, params),
+        )
+
     async def retrieve_customer(self, customer_id: str) -> StripeDict:
         """The customer, or `{"id", "object", "deleted": true}` once deleted."""
         return await self._call(
@@ -211,8 +230,17 @@ class StripeGateway:
             lambda: self._client.v1.subscriptions.create_async(params, {"idempotency_key": idempotency_key}),
         )
 
-    async def create_portal_session(self, *, customer_id: str, return_url: str) -> StripeDict:
+    async def create_portal_session(
+        self, *, customer_id: str, return_url: str, add_card_then: str | None = None
+    ) -> StripeDict:
+        """The Billing Portal; with `add_card_then`, only its `payment_method_update` flow (the card
+        becomes the customer's default), sending the person to that URL once it is added."""
         params: PortalSessionCreateParams = {"customer": customer_id, "return_url": return_url}
+        if add_card_then is not None:
+            params["flow_data"] = {
+                "type": "payment_method_update",
+                "after_completion": {"type": "redirect", "redirect": {"return_url": add_card_then}},
+            }
         return await self._call(
             "POST /v1/billing_portal/sessions",
             lambda: self._client.v1.billing_portal.sessions.create_async(params),
@@ -256,6 +284,16 @@ class StripeGateway:
     async def set_cancel_at_period_end(self, subscription_id: str, cancel: bool) -> StripeDict:
         params: SubscriptionUpdateParams = {
             "cancel_at_period_end": cancel,
+            "expand": ["default_payment_method"],
+        }
+        return await self._call(
+            "POST /v1/subscriptions/{id}",
+            lambda: self._client.v1.subscriptions.update_async(subscription_id, params),
+        )
+
+    async def set_default_payment_method(self, subscription_id: str, payment_method_id: str) -> StripeDict:
+        params: SubscriptionUpdateParams = {
+            "default_payment_method": payment_method_id,
             "expand": ["default_payment_method"],
         }
         return await self._call(
@@ -430,6 +468,12 @@ class StripeGateway:
             lambda: self._client.v1.payment_intents.create_async(
                 params, {"idempotency_key": idempotency_key}
             ),
+        )
+
+    async def create_tax_calculation(self, params: TaxCalculationCreateParams) -> StripeDict:
+        """Stripe Tax for a PaymentIntent: the tax on what is bought, for the customer's address."""
+        return await self._call(
+            "POST /v1/tax/calculations", lambda: self._client.v1.tax.calculations.create_async(params)
         )
 
     async def retrieve_payment_intent(self, intent_id: str) -> StripeDict:

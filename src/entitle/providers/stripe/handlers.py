@@ -20,9 +20,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core import events
+from entitle.core.notices import TrialEndingWithoutCard
 from entitle.core.subscriptions import Environment, Store
 from entitle.db.types import utcnow
-from entitle.providers.stripe.mapping import object_id
+from entitle.providers.stripe.errors import StripeObjectMissing
+from entitle.providers.stripe.mapping import from_timestamp, object_id
 from entitle.providers.stripe.purchases import PurchaseReconciler, is_entitle_purchase
 from entitle.providers.stripe.reconcile import Reconciler, mark_customer_deleted
 
@@ -41,6 +43,8 @@ class HandlerContext:
     reconciler: Reconciler
     # None where one-time purchases are not recorded (a provider built without a purchase sink).
     purchases: PurchaseReconciler | None = None
+    # Tells the person a trial is ending with nothing to pay for what follows (a mail); None: nobody is told.
+    trial_ending_without_card: TrialEndingWithoutCard | None = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,28 @@ async def subscription_trial_will_end(ctx: HandlerContext, event: dict[str, Any]
     await _account_event(
         ctx, sub, TRIAL_WILL_END, {"subscription": sub["id"], "trial_end": sub.get("trial_end")}
     )
-    return Settle(subscription=str(sub["id"]))
+    if ctx.trial_ending_without_card is None:
+        return Settle(subscription=str(sub["id"]))
+    # Whether a card will pay is read now, not taken from the payload: it may have been added since.
+    read_at = utcnow()
+    try:
+        fresh = await ctx.reconciler.gateway.retrieve_subscription(str(sub["id"]))
+    except StripeObjectMissing:
+        return Settle(note=f"ignored: {sub['id']} does not exist at Stripe")
+    outcome = await ctx.reconciler.subscription(ctx.db, str(sub["id"]), fresh=fresh, read_at=read_at)
+    if fresh.get("status") != "trialing" or fresh.get("default_payment_method"):
+        return Settle(note=outcome)
+    customer_id = object_id(fresh.get("customer"))
+    customer = await ctx.reconciler.gateway.retrieve_customer(customer_id) if customer_id else {}
+    if (customer.get("invoice_settings") or {}).get("default_payment_method"):
+        return Settle(note=outcome)
+    account_id = await ctx.reconciler.account_for(ctx.db, customer_id, fresh)
+    if account_id is None:
+        return Settle(note=outcome)
+    trial_end = fresh.get("trial_end")
+    ends = from_timestamp(trial_end) if isinstance(trial_end, int) else None
+    await ctx.trial_ending_without_card(ctx.db, account_id, str(sub["id"]), ends)
+    return Settle(note=f"{outcome}; no payment method yet: the account was told to add one")
 
 
 async def invoice_paid(ctx: HandlerContext, event: dict[str, Any]) -> Settle:

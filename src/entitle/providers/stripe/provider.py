@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle import untrusted_json
 from entitle.core.catalog import Catalog
 from entitle.core.models.events import ProviderEvent
+from entitle.core.notices import TrialEndingWithoutCard
 from entitle.core.purchases import PurchaseSink
 from entitle.core.subscriptions import SubscriptionSink
 from entitle.errors import EntitleError, ProviderUnavailable
@@ -77,6 +78,8 @@ class StripeConfig:
     # Where Stripe may send people back: the web app's origins, then the public URL.
     web_origins: tuple[str, ...]
     public_url: str
+    # Stripe Tax (ENTITLE_STRIPE_AUTOMATIC_TAX): Stripe computes tax from the buyer's address.
+    automatic_tax: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StripeConfig:
@@ -86,6 +89,7 @@ class StripeConfig:
             grace_days=settings.stripe_grace_days,
             web_origins=tuple(settings.web_origins),
             public_url=settings.public_url,
+            automatic_tax=settings.stripe_automatic_tax,
         )
 
 
@@ -100,8 +104,11 @@ class StripeProvider:
         sink: SubscriptionSink,
         gateway: StripeGateway | Callable[[], StripeGateway] | None,
         purchases: PurchaseSink | None = None,
+        trial_ending_without_card: TrialEndingWithoutCard | None = None,
     ) -> None:
         self.config = config
+        # Who tells the person a trial ends with no card to pay what follows (`core.notices`).
+        self.trial_ending_without_card = trial_ending_without_card
         self.catalog = catalog
         self.sink = sink
         # Where one-time purchases (payment-mode Checkout, PaymentIntents) are stored; without one they
@@ -192,7 +199,12 @@ class StripeProvider:
         payloads: list[dict[str, Any]] = [json.loads(event.raw_body) for event in events]
         if not any(str(p.get("type")) in HANDLERS for p in payloads):
             return [f"acknowledged: entitle does not act on {p.get('type')}" for p in payloads]
-        context = HandlerContext(db=db, reconciler=self.reconciler, purchases=self.purchase_reconciler)
+        context = HandlerContext(
+            db=db,
+            reconciler=self.reconciler,
+            purchases=self.purchase_reconciler,
+            trial_ending_without_card=self.trial_ending_without_card,
+        )
         return await settle(context, payloads, purchases_first=_reserved.get() == RETRIEVE_PAYMENT_INTENT)
 
     async def aclose(self) -> None:

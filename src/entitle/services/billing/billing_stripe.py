@@ -49,6 +49,7 @@ from entitle.providers.stripe.reconcile import live_subscriptions
 from entitle.services.access.entitlements import read_entitlements
 from entitle.services.access.purchases import find_purchase
 from entitle.services.access.trials import trial_days_for
+from entitle.services.billing import tax
 
 log = logging.getLogger(__name__)
 
@@ -252,13 +253,19 @@ async def _start_one_time_checkout(
                 "allow_promotion_codes": True,
                 "success_url": success,
                 "cancel_url": cancel,
+                **tax.checkout_params(stripe),  # type: ignore[typeddict-item]
             }
         )
     return {"id": session["id"], "url": session["url"]}
 
 
 async def start_payment(
-    db: AsyncSession, stripe: StripeProvider, account: Account, product_key: str, quantity: int | None
+    db: AsyncSession,
+    stripe: StripeProvider,
+    account: Account,
+    product_key: str,
+    quantity: int | None,
+    tax_details: tax.TaxDetails | None = None,
 ) -> dict[str, Any]:
     """A PaymentIntent for a one-time product, confirmed in the app by the Payment Element."""
     product = catalog_product(stripe, product_key)
@@ -274,10 +281,24 @@ async def start_payment(
         customer_id = await customer_id_for(db, stripe, account)
         metadata = purchase_metadata(str(account.id), product.key, count)
         amount = int(price["unit_amount"]) * count
+        # With Stripe Tax, the amount is the calculation's total and the PaymentIntent names it.
+        calculation = await tax.payment_calculation(
+            stripe,
+            customer_id,
+            tax_details,
+            amount=amount,
+            currency=str(price["currency"]),
+            reference=product.key,
+            quantity=count,
+        )
+        taxed: dict[str, Any] = {}
+        if calculation is not None:
+            amount = int(calculation["amount_total"])
+            taxed = {"hooks": {"inputs": {"tax": {"calculation": calculation["id"]}}}}
         # A double click (or a retried request) confirms the same payment, not a second one.
         for intent in await _waiting_intents(stripe, customer_id):
             if intent.get("metadata") == metadata and intent.get("amount") == amount:
-                return {"payment_intent_id": intent["id"], "client_secret": intent.get("client_secret")}
+                return _payment_answer(intent, calculation)
         intent = await stripe.gateway.create_payment_intent(
             {
                 "amount": amount,
@@ -286,10 +307,21 @@ async def start_payment(
                 "metadata": metadata,
                 "description": f"{count} × {product.name}" if count > 1 else product.name,
                 "automatic_payment_methods": {"enabled": True},
+                **taxed,  # type: ignore[typeddict-item]
             },
             idempotency_key=f"entitle-payment-{account.id}-{uuid.uuid4()}",
         )
-    return {"payment_intent_id": intent["id"], "client_secret": intent.get("client_secret")}
+    return _payment_answer(intent, calculation)
+
+
+def _payment_answer(intent: dict[str, Any], calculation: dict[str, Any] | None) -> dict[str, Any]:
+    answer = {"payment_intent_id": intent["id"], "client_secret": intent.get("client_secret")}
+    if calculation is not None:
+        # What the Payment Element charges, tax included, so the page can show it before paying.
+        answer["amount"] = intent.get("amount")
+        answer["tax"] = calculation.get("tax_amount_exclusive")
+        answer["currency"] = intent.get("currency")
+    return answer
 
 
 # PaymentIntent statuses in which nobody has paid yet and the Payment Element can still confirm it.
@@ -350,13 +382,18 @@ async def checkout_status(
             )
             is not None
         )
-    return {
+    answer = {
         "id": session["id"],
         "status": session.get("status"),
         "payment_status": session.get("payment_status"),
         "product": metadata.get(PRODUCT_KEY),
         "fulfilled": fulfilled,
     }
+    if stripe.config.automatic_tax:
+        # As Stripe reports it: known once the buyer's address is (0 before).
+        answer["amount_total"] = session.get("amount_total")
+        answer["amount_tax"] = (session.get("total_details") or {}).get("amount_tax")
+    return answer
 
 
 def redirect_url(config: StripeConfig, given: str | None, default_path: str) -> str:
@@ -450,19 +487,42 @@ async def _create_checkout(
             "subscription_data": {
                 "metadata": metadata,
                 **({"trial_period_days": trial_days} if trial_days else {}),
+                **(_cardless_trial_settings(product) if trial_days else {}),
             },
+            **(_cardless_trial_collection(product) if trial_days else {}),  # type: ignore[typeddict-item]
             # The trial the page offers, so a later request reuses it only while that is still right.
             "metadata": {**metadata, **(trial_session_metadata(trial_days))},
             "allow_promotion_codes": True,
             "success_url": success,
             "cancel_url": cancel,
+            **tax.checkout_params(stripe),
         }
     )
     return {"id": session["id"], "url": session["url"]}
 
 
+def _cardless_trial_collection(product: Product) -> dict[str, Any]:
+    """Checkout asks for no payment method when the catalog's trial does not need one (Stripe's default,
+    `always`, asks for a card even when nothing is due)."""
+    if product.stripe is None or product.stripe.trial_requires_card:
+        return {}
+    return {"payment_method_collection": "if_required"}
+
+
+def _cardless_trial_settings(product: Product) -> dict[str, Any]:
+    """A trial that may start without a card ends, uncharged, when none was added: Stripe's default
+    (`create_invoice`) would bill nobody's card and leave the subscription past due."""
+    if product.stripe is None or product.stripe.trial_requires_card:
+        return {}
+    return {"trial_settings": {"end_behavior": {"missing_payment_method": "cancel"}}}
+
+
 async def start_subscription(
-    db: AsyncSession, stripe: StripeProvider, account: Account, product_key: str
+    db: AsyncSession,
+    stripe: StripeProvider,
+    account: Account,
+    product_key: str,
+    tax_details: tax.TaxDetails | None = None,
 ) -> dict[str, Any]:
     """A subscription waiting for its first payment through the Payment Element, or, when the account
     may have the product's trial, one in its trial waiting for a card (a SetupIntent's secret)."""
@@ -473,7 +533,7 @@ async def start_subscription(
         read_at = utcnow()
         if (trial := await _trial_waiting_for_card(db, stripe, account.id, price_id)) is not None:
             await stripe.reconciler.subscription(db, trial["id"], fresh=trial, read_at=read_at)
-            return {"subscription_id": trial["id"], "client_secret": client_secret_of(trial)}
+            return _subscription_answer(stripe, product, trial)
         await refuse_if_subscribed(db, account, product)
         await refuse_if_stalled(db, stripe, account, product)
         customer_id = await customer_id_for(db, stripe, account)
@@ -484,10 +544,24 @@ async def start_subscription(
         await close_other_attempts(db, stripe, account, sessions, keep_subscription=keep)
         if sub is None:
             trial_days = await trial_days_for(db, account.id, product)
+            taxed = await tax.subscription_params(stripe, customer_id, tax_details)
             read_at = utcnow()
-            sub = await _create_incomplete(db, stripe, account, product, price_id, customer_id, trial_days)
+            sub = await _create_incomplete(
+                db, stripe, account, product, price_id, customer_id, trial_days, taxed
+            )
         await stripe.reconciler.subscription(db, sub["id"], fresh=sub, read_at=read_at)
-    return {"subscription_id": sub["id"], "client_secret": client_secret_of(sub)}
+    return _subscription_answer(stripe, product, sub)
+
+
+def _subscription_answer(stripe: StripeProvider, product: Product, sub: dict[str, Any]) -> dict[str, Any]:
+    answer: dict[str, Any] = {"subscription_id": sub["id"], "client_secret": client_secret_of(sub)}
+    if sub.get("status") == "trialing" and product.stripe and not product.stripe.trial_requires_card:
+        # The trial runs without a card: the app may skip the card form (the SetupIntent stays usable).
+        answer["card_required"] = False
+    if stripe.config.automatic_tax:
+        # What the first invoice comes to with Stripe's tax, so the page can show it before paying.
+        answer["invoice"] = tax.tax_summary(sub.get("latest_invoice"))
+    return answer
 
 
 def client_secret_of(sub: dict[str, Any]) -> str | None:
@@ -511,6 +585,7 @@ async def _create_incomplete(
     price_id: str,
     customer_id: str,
     trial_days: int | None,
+    taxed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     # A retried request (flaky network, a second process) gets the same subscription. The key moves
     # on once an attempt has ended (paid, expired, canceled): reusing it then would replay Stripe's
@@ -542,11 +617,13 @@ async def _create_incomplete(
             "payment_settings": {"save_default_payment_method": "on_subscription"},
             "metadata": {"account_id": str(account.id), "entitle_product": product.key},
             **trial,  # type: ignore[typeddict-item]
+            **(taxed or {}),
             "expand": [*SUBSCRIPTION_EXPAND, "pending_setup_intent"],
         },
         idempotency_key=(
             f"entitle-subscription-{account.id}-{customer_id}-{price_id}-{settled}"
             + (f"-trial{trial_days}" if trial_days else "")
+            + ("-tax" if taxed else "")
         ),
     )
 

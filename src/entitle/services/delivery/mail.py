@@ -114,6 +114,23 @@ TEMPLATES: dict[str, Template] = {
             "You can add a new password in the app's account settings.",
         ),
     ),
+    "trial_ending_add_card": Template(
+        subject="Your $app_name trial ends on $trial_end",
+        text=(
+            "Hello,\n\nYour free trial of $product ends on $trial_end. No card is on file, so it will "
+            "simply stop then, and you will not be charged. To keep $product, add a card here (you will "
+            "be asked to sign in first):\n\n$link\n\nThe first payment is taken when the trial ends.\n"
+        ),
+        html_paragraphs=(
+            "Your free trial of $product ends on $trial_end. No card is on file, so it will simply stop "
+            "then, and you will not be charged.",
+            "To keep $product, add a card (you will be asked to sign in first):",
+            "$link",
+            "The first payment is taken when the trial ends.",
+        ),
+        # No token: the page asks the person to sign in, so a forwarded mail opens nobody's billing.
+        link_path="/account/payment-method",
+    ),
 }
 
 
@@ -133,8 +150,8 @@ def render(template_name: str, data: dict[str, Any], settings: Settings) -> Emai
     values["app_name"] = settings.app_name
     values["link"] = ""
     if template.link_path is not None:
-        query = urlencode({"token": data.get("token", "")})
-        values["link"] = f"{settings.public_url}{template.link_path}?{query}"
+        query = f"?{urlencode({'token': data['token']})}" if "token" in data else ""
+        values["link"] = f"{settings.public_url}{template.link_path}{query}"
     message = EmailMessage()
     message["Subject"] = string.Template(template.subject).safe_substitute(values)
     message["From"] = settings.email_from

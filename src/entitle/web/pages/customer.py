@@ -25,7 +25,7 @@ from entitle.providers.stripe.errors import StripeNotConfigured
 from entitle.providers.stripe.provider import stripe_provider
 from entitle.services.access import trials
 from entitle.services.access.entitlements import read_entitlements
-from entitle.services.billing import billing_stripe, invoices
+from entitle.services.billing import billing_stripe, invoices, trial_cards
 from entitle.services.delivery import streams
 from entitle.services.identity import accounts, credentials, page_links, tokens
 from entitle.web.deps import SessionDep, client_ip
@@ -52,6 +52,7 @@ NOTICES = {
     "page_link_used": "That link from the app was already used. Sign in, or open it again from the app.",
     "page_link_expired": "That link from the app has expired. Sign in, or open it again from the app.",
     "billing_unavailable": "Billing could not be opened just now; try Manage billing below.",
+    "card_added": "Your card is saved: your plan continues when the trial ends.",
 }
 
 
@@ -114,6 +115,7 @@ async def _pricing_page(
         web_products=plans.paying_products(answer, Store.STRIPE),
         chosen=chosen or request.query_params.get("product"),
         payments_off=None if _payments_on(visit) else _payments_off(catalog),
+        plus_tax=visit.context.settings.stripe_automatic_tax,
     )
 
 
@@ -613,6 +615,39 @@ async def manage_billing(request: Request, visit: Visit, db: SessionDep) -> Resp
         return redirect(visit, session["url"])
 
     return await _stripe_action(request, visit, db, action)
+
+
+@router.get(trial_cards.ADD_CARD_PATH)
+async def add_card(request: Request, visit: Visit, db: SessionDep) -> Response:
+    """The link in the trial-ending mail and the account page's button: sign in, then Stripe's page for
+    adding a card. A GET because a mail can only link; it opens nothing but the signed-in person's own
+    Stripe page."""
+    if visit.account is None:
+        return redirect(visit, _sign_in_url(trial_cards.ADD_CARD_PATH))
+    try:
+        url = await trial_cards.add_card_url(db, stripe_provider(visit.context.providers), visit.account)
+    except EntitleError as exc:
+        await _roll_back(db, visit)
+        error = customer_sentence(exc, unavailable=BILLING_UNAVAILABLE)
+        return await _account_page(request, visit, db, error=error, status=exc.status_code)
+    return redirect(visit, url)
+
+
+@router.get(trial_cards.ADDED_PATH)
+async def card_added(request: Request, visit: Visit, db: SessionDep) -> Response:
+    """Where Stripe sends the person back once the card is added. A GET that writes (Stripe redirects
+    here), in a transaction of its own: a GET's session only reads."""
+    if visit.account is None:
+        return redirect(visit, _sign_in_url("/account"))
+    try:
+        async with visit.context.database.transaction() as tx:
+            account = await accounts.get_account(tx, visit.account.id)
+            if account is not None:
+                await trial_cards.adopt_customer_card(tx, stripe_provider(visit.context.providers), account)
+    except EntitleError as exc:
+        error = customer_sentence(exc, unavailable=BILLING_UNAVAILABLE)
+        return await _account_page(request, visit, db, error=error, status=exc.status_code)
+    return redirect(visit, "/account?notice=card_added")
 
 
 @router.post("/account/subscription/cancel")

@@ -11,6 +11,7 @@ from pydantic import Field
 from entitle.errors import Unauthorized
 from entitle.providers.stripe.provider import StripeProvider, stripe_provider
 from entitle.services.billing import billing_stripe
+from entitle.services.billing.tax import TaxDetails
 from entitle.services.identity.accounts import load_account
 from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, get_signed_in
 from entitle.web.schemas import StrictBody
@@ -39,6 +40,20 @@ _QUANTITY = Field(
 )
 
 
+class Address(StrictBody):
+    line1: str | None = Field(default=None, max_length=200)
+    line2: str | None = Field(default=None, max_length=200)
+    city: str | None = Field(default=None, max_length=200)
+    state: str | None = Field(default=None, max_length=200)
+    postal_code: str | None = Field(default=None, min_length=1, max_length=20)
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2, upper case (`DE`, `US`).")
+
+
+class TaxId(StrictBody):
+    type: str = Field(pattern=r"^[a-z]{2,3}_[a-z0-9_]{2,20}$", description="Stripe's tax id type (`eu_vat`).")
+    value: str = Field(min_length=1, max_length=64)
+
+
 class CheckoutBody(StrictBody):
     product: str = _PRODUCT
     quantity: int | None = _QUANTITY
@@ -49,10 +64,29 @@ class CheckoutBody(StrictBody):
 class PaymentBody(StrictBody):
     product: str = _PRODUCT
     quantity: int | None = _QUANTITY
+    address: Address | None = Field(
+        default=None,
+        description="The billing address Stripe Tax computes tax from (when the store collects tax: "
+        "422 `address_required` without one unless the customer already has one).",
+    )
+    tax_id: TaxId | None = Field(
+        default=None, description="A business buyer's tax id, when tax is collected."
+    )
 
 
 class ProductBody(StrictBody):
     product: str = _PRODUCT
+
+
+class SubscriptionStartBody(ProductBody):
+    address: Address | None = Field(
+        default=None,
+        description="The billing address Stripe Tax computes tax from (when the store collects tax: "
+        "422 `address_required` without one unless the customer already has one).",
+    )
+    tax_id: TaxId | None = Field(
+        default=None, description="A business buyer's tax id, when tax is collected."
+    )
 
 
 _SUBSCRIPTION_ID = Field(
@@ -118,14 +152,25 @@ async def payment(
     body: PaymentBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
 ) -> dict[str, Any]:
     """`{payment_intent_id, client_secret}` for the Payment Element, for a one-time product only."""
-    return await billing_stripe.start_payment(db, stripe, account, body.product, body.quantity)
+    return await billing_stripe.start_payment(
+        db, stripe, account, body.product, body.quantity, _tax_details(body.address, body.tax_id)
+    )
 
 
 @router.post("/subscription")
 async def subscription(
-    body: ProductBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
+    body: SubscriptionStartBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
 ) -> dict[str, Any]:
-    return await billing_stripe.start_subscription(db, stripe, account, body.product)
+    return await billing_stripe.start_subscription(
+        db, stripe, account, body.product, _tax_details(body.address, body.tax_id)
+    )
+
+
+def _tax_details(address: Address | None, tax_id: TaxId | None) -> TaxDetails:
+    return TaxDetails(
+        address=address.model_dump(exclude_none=True) if address else None,
+        tax_id=(tax_id.type, tax_id.value) if tax_id else None,
+    )
 
 
 @router.post("/portal")

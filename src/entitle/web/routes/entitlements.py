@@ -43,6 +43,7 @@ def catalog_json(catalog: Catalog) -> dict[str, Any]:
                     "interval": stripe.interval.value if stripe.interval is not None else None,
                     "interval_count": stripe.interval_count,
                     "trial_days": stripe.trial_days,
+                    "trial_requires_card": stripe.trial_requires_card,
                 },
                 **{store: {"product_id": pid} for store, pid in product.store_product_ids.items()},
             }
