@@ -29,6 +29,7 @@ from entitle.services.access.entitlements import bind_entitlement_rules
 from entitle.services.access.purchases import StoredPurchases
 from entitle.services.access.subscriptions import StoredSubscriptions
 from entitle.services.billing.billing_stripe import cancel_for_deleted_account
+from entitle.services.billing.guest_checkout import StoredGuestCheckouts
 from entitle.services.delivery.changes import ChangeBus
 from entitle.services.delivery.pipeline import DEFAULT_CONCURRENCY, EventPipeline
 from entitle.services.identity.account_setup import AccountServices, build_account_services
@@ -97,6 +98,7 @@ def build_providers(
         sink=sink,
         gateway=partial(StripeGateway.from_settings, settings),
         purchases=StoredPurchases(),
+        guests=StoredGuestCheckouts(catalog),
     )
     if stripe.configured:
         deletion_hooks.append(partial(cancel_for_deleted_account, stripe=stripe))

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle import untrusted_json
 from entitle.core.catalog import Catalog
+from entitle.core.guests import GuestSink
 from entitle.core.models.events import ProviderEvent
 from entitle.core.purchases import PurchaseSink
 from entitle.core.subscriptions import SubscriptionSink
@@ -100,6 +101,7 @@ class StripeProvider:
         sink: SubscriptionSink,
         gateway: StripeGateway | Callable[[], StripeGateway] | None,
         purchases: PurchaseSink | None = None,
+        guests: GuestSink | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -107,6 +109,8 @@ class StripeProvider:
         # Where one-time purchases (payment-mode Checkout, PaymentIntents) are stored; without one they
         # are acknowledged and ignored.
         self.purchases = purchases
+        # Where a visitor's paid Checkout is held until claimed (pay first, the account after).
+        self.guests = guests
         # A factory: the gateway is built on first use, inside the event loop that will use its HTTP
         # connections (the app is often assembled before its loop runs).
         self._gateway = gateway if isinstance(gateway, StripeGateway) else None
@@ -192,7 +196,9 @@ class StripeProvider:
         payloads: list[dict[str, Any]] = [json.loads(event.raw_body) for event in events]
         if not any(str(p.get("type")) in HANDLERS for p in payloads):
             return [f"acknowledged: entitle does not act on {p.get('type')}" for p in payloads]
-        context = HandlerContext(db=db, reconciler=self.reconciler, purchases=self.purchase_reconciler)
+        context = HandlerContext(
+            db=db, reconciler=self.reconciler, purchases=self.purchase_reconciler, guests=self.guests
+        )
         return await settle(context, payloads, purchases_first=_reserved.get() == RETRIEVE_PAYMENT_INTENT)
 
     async def aclose(self) -> None:

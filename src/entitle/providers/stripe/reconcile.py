@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.catalog import Catalog
 from entitle.core.models.accounts import Account
 from entitle.core.models.entitlements import Subscription
+from entitle.core.models.guest import GuestCheckout
 from entitle.core.subscriptions import Store, SubscriptionSink, SubscriptionState, SubscriptionStatus
 from entitle.core.transitions import LIVE_STATUSES
 from entitle.db.types import utcnow
@@ -252,6 +253,19 @@ class Reconciler:
         found = await db.scalar(
             select(Subscription.account_id)
             .where(Subscription.store == Store.STRIPE.value, Subscription.store_customer_id == customer_id)
+            .limit(1)
+        )
+        if found is not None:
+            return found
+        # A guest's customer (paid before the account existed) belongs to the account that claimed it.
+        found = await db.scalar(
+            select(GuestCheckout.claimed_account_id)
+            .where(
+                GuestCheckout.store == Store.STRIPE.value,
+                GuestCheckout.store_customer_id == customer_id,
+                GuestCheckout.claimed_account_id.is_not(None),
+            )
+            .order_by(GuestCheckout.claimed_at.desc())
             .limit(1)
         )
         if found is not None:
