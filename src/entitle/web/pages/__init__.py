@@ -7,9 +7,15 @@ from fastapi.staticfiles import StaticFiles
 
 
 def install_pages(app: FastAPI) -> None:
-    from entitle.web.pages import admin, assets, customer, provider_sign_in
+    from entitle.web.pages import admin, assets, customer, guest, provider_sign_in
 
-    routers: list[APIRouter] = [assets.router, customer.router, provider_sign_in.router, admin.router]
+    routers: list[APIRouter] = [
+        assets.router,
+        customer.router,
+        guest.router,
+        provider_sign_in.router,
+        admin.router,
+    ]
     for router in routers:
         app.include_router(router)
     app.mount("/assets/static", StaticFiles(packages=[("entitle", "web/static")]), name="static")

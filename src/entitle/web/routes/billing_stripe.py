@@ -16,7 +16,7 @@ from entitle.providers.stripe.provider import StripeProvider, stripe_provider
 from entitle.services.billing import billing_stripe, guest_checkout
 from entitle.services.identity.accounts import load_account
 from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, get_signed_in
-from entitle.web.pages.visits import cookie_name_for
+from entitle.web.guest_cookie import browser_secret, remember_browser
 from entitle.web.schemas import StrictBody
 
 router = APIRouter(prefix="/v1/billing/stripe", tags=["billing"])
@@ -99,26 +99,6 @@ async def _account_or_guest(request: Request, context: AppContext, db: AsyncSess
             raise
         return None
     return await load_account(db, claims.account_id)
-
-
-def browser_secret(request: Request, context: AppContext) -> str | None:
-    """The guest cookie this browser holds, if any (bound to the Checkout Sessions it opened)."""
-    secure = not context.settings.is_development
-    value = request.cookies.get(cookie_name_for(guest_checkout.BROWSER_COOKIE, secure=secure))
-    return value if value and 20 <= len(value) <= 100 else None
-
-
-def remember_browser(response: Response, context: AppContext, secret: str) -> None:
-    secure = not context.settings.is_development
-    response.set_cookie(
-        cookie_name_for(guest_checkout.BROWSER_COOKIE, secure=secure),
-        secret,
-        max_age=guest_checkout.BROWSER_COOKIE_SECONDS,
-        path="/",
-        secure=secure,
-        httponly=True,
-        samesite="lax",
-    )
 
 
 @router.post("/checkout")
