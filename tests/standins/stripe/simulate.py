@@ -23,11 +23,14 @@ class Simulations:
     def _sub(self, sub_id: str) -> dict[str, Any]:
         return self.state.get(sub_id, "subscription")
 
-    def complete_checkout(self, session_id: str, card: str = "4242") -> dict[str, Any]:
-        """The person pays on the hosted Checkout page; returns the session."""
+    def complete_checkout(
+        self, session_id: str, card: str = "4242", email: str | None = None
+    ) -> dict[str, Any]:
+        """The person pays on the hosted Checkout page (typing `email` when the session has no customer);
+        returns the session."""
         with self.state.lock:
             session = self.state.get(session_id, "checkout.session", label="checkout.session")
-            return self.state.render(complete_session(self.state, session, card))
+            return self.state.render(complete_session(self.state, session, card, email))
 
     def pay_first_invoice(self, sub_id: str, card: str = "4242") -> bool:
         """Stripe.js confirms the Payment Element with a new card; True when the payment succeeded."""
