@@ -74,10 +74,15 @@ async def browser_checkout(request: Request, visit: PageVisit, db: AsyncSession)
 
 # --- the success page ---------------------------------------------------------------------------------------
 async def success_page(request: Request, visit: PageVisit, db: AsyncSession, row: GuestCheckout) -> Response:
-    """The paying browser back from Stripe: claim at once when signed in, else offer to (sign up or in)."""
+    """The paying browser back from Stripe: claim at once when signed in, else offer to (sign up or in).
+
+    A GET that writes, each step in a transaction of its own (a GET's session has none): recording the
+    payment must stand even when the claim after it is refused."""
     stripe = stripe_provider(visit.context.providers)
+    database = visit.context.database
     try:
-        row = await guest_checkout.refresh_from_stripe(db, stripe, row)
+        async with database.transaction() as tx:
+            row = await guest_checkout.refresh_from_stripe(tx, stripe, await _reloaded(tx, row))
     except EntitleError as exc:
         # Stripe is away: the webhook records it meanwhile and the mailed link still arrives.
         return _page(visit, "waiting", row, error=customer_sentence(exc, unavailable=PAYMENTS_OFF))
@@ -88,8 +93,17 @@ async def success_page(request: Request, visit: PageVisit, db: AsyncSession, row
     if row.status != GuestCheckoutStatus.PAID.value:
         return _page(visit, "waiting", row)
     if visit.account is not None:
-        return await _claim_and_go(visit, db, row, visit.account, via="browser")
+        async with database.transaction() as tx:
+            account = await tx.get(Account, visit.account.id)
+            assert account is not None
+            return await _claim_and_go(visit, tx, await _reloaded(tx, row), account, via="browser")
     return await _offer(visit, db, row, next_path=_success_path(row))
+
+
+async def _reloaded(db: AsyncSession, row: GuestCheckout) -> GuestCheckout:
+    fresh = await db.get(GuestCheckout, row.id, populate_existing=True)
+    assert fresh is not None
+    return fresh
 
 
 def _success_path(row: GuestCheckout) -> str:

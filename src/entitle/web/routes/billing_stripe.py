@@ -152,7 +152,9 @@ async def checkout_status(
     account = await _account_or_guest(request, context, db)
     stripe = stripe_provider(context.providers)
     if account is None:
-        return await guest_checkout.guest_status(db, stripe, session_id, browser_secret(request, context))
+        # A GET that may record the payment (before the webhook): a transaction of its own.
+        async with context.database.transaction() as tx:
+            return await guest_checkout.guest_status(tx, stripe, session_id, browser_secret(request, context))
     return await billing_stripe.checkout_status(db, stripe, account, session_id)
 
 
