@@ -253,6 +253,17 @@ async def test_an_expired_link_is_refused(
     assert page.status_code == 410 and "This link has expired" in page.text
     [row] = await guest_rows(context)
     assert row.status == "paid"
+    # A new link goes to the Checkout address (and only there); the old one stays dead.
+    resent = await client.post("/redeem/resend", data={"csrf_token": csrf_of(page), "token": token})
+    assert resent.status_code == 200 and 'data-state="link_resent"' in resent.text
+    sent = await mails(context, "guest_paid_existing")
+    assert [m.to for m in sent] == ["late@example.com"]
+    fresh = str(sent[-1].data["token"])
+    assert fresh != token
+    again = await client.post("/v1/me/redemptions", json={"token": token}, headers=bearer(person))
+    assert again.status_code == 410
+    redeemed = await client.post("/v1/me/redemptions", json={"token": fresh}, headers=bearer(person))
+    assert redeemed.status_code == 200 and redeemed.json()["entitlements"]["pro"]["active"] is True
 
 
 async def test_an_account_that_already_pays_is_refused_and_nothing_moves(

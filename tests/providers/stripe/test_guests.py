@@ -11,14 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.models.guest import GuestCheckout
 from entitle.core.models.mail import OutboundMail
+from entitle.core.subscriptions import SubscriptionStatus
 from entitle.errors import Conflict
 from entitle.providers.stripe.guests import guest_payment
 from entitle.providers.stripe.handlers import HandlerContext, handle
 from entitle.providers.stripe.models import StripeCustomer
 from entitle.providers.stripe.provider import StripeProvider
+from entitle.services.access import trials
 from entitle.services.access.entitlements import read_entitlements
 from entitle.services.billing import billing_stripe, guest_checkout
-from tests.factories import make_account
+from tests.factories import make_account, stripe_subscription
 from tests.standins.stripe import StripeStandin
 
 pytestmark = pytest.mark.usefixtures("pushed")
@@ -128,3 +130,22 @@ async def test_a_claim_by_an_account_without_a_customer_adopts_the_guests(
     with pytest.raises(Conflict) as refused:
         await guest_checkout.claim(db, stripe_provider, row, other, via="browser")
     assert refused.value.code == "already_claimed"
+
+
+async def test_a_guests_trial_does_not_move_into_an_account_that_had_its_trial(
+    db: AsyncSession, stripe_provider: StripeProvider, standin: StripeStandin
+) -> None:
+    account = await make_account(db, email="tried@example.com")
+    had = stripe_subscription(account.id, status=SubscriptionStatus.TRIALING, store_subscription_id="sub_old")
+    await trials.record_trial(db, had, stripe_provider.catalog)
+    session, since = await _paid_as_guest(db, stripe_provider, standin, "pro_yearly")
+    assert standin.subscription(session["subscription"])["status"] == "trialing"
+    await handle(_context(db, stripe_provider), _completed(standin, since))
+    row = await db.scalar(select(GuestCheckout))
+    assert row is not None
+    with pytest.raises(Conflict) as refused:
+        await guest_checkout.claim(db, stripe_provider, row, account, via="link")
+    assert refused.value.code == "trial_already_used"
+    await db.refresh(row)
+    assert row.status == "paid" and row.claimed_account_id is None and row.token_used_at is None
+    assert await db.get(StripeCustomer, account.id) is None

@@ -31,7 +31,12 @@ def guest_metadata(product: Product, quantity: int) -> dict[str, str]:
 
 
 def guest_session_params(
-    product: Product, price_id: str, quantity: int, success_url: str, cancel_url: str
+    product: Product,
+    price_id: str,
+    quantity: int,
+    success_url: str,
+    cancel_url: str,
+    trial_days: int | None = None,
 ) -> dict[str, Any]:
     """A Checkout Session for a visitor: Stripe collects the email (and the wallet), no customer given."""
     metadata = guest_metadata(product, quantity)
@@ -51,7 +56,9 @@ def guest_session_params(
             "payment_intent_data": {"metadata": metadata},
             "invoice_creation": {"enabled": True, "invoice_data": {"metadata": metadata}},
         }
-    return {**params, "mode": "subscription", "subscription_data": {"metadata": metadata}}
+    # The trial /pricing shows a visitor; Checkout still takes the card, so the trial's end bills it.
+    trial = {"trial_period_days": trial_days} if trial_days else {}
+    return {**params, "mode": "subscription", "subscription_data": {"metadata": metadata, **trial}}
 
 
 def is_guest_session(session: Mapping[str, Any]) -> bool:

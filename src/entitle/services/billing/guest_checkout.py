@@ -43,6 +43,7 @@ from entitle.providers.stripe.guests import guest_payment, guest_session_params
 from entitle.providers.stripe.models import StripeCustomer
 from entitle.providers.stripe.provider import StripeProvider
 from entitle.services.access.entitlements import read_entitlements
+from entitle.services.access.trials import had_trial, trial_days_for
 from entitle.services.billing import billing_stripe
 from entitle.services.delivery.mail import queue_mail
 from entitle.services.identity.accounts import normalize_email
@@ -93,8 +94,11 @@ async def start_guest_checkout(
     product = billing_stripe.catalog_product(stripe, product_key)
     count = billing_stripe.checked_quantity(product, quantity)
     product, price = await billing_stripe.price_for(stripe, product.key)
+    # A visitor is shown the catalog's trial (trials.trial_days_for): one trial per person is checked
+    # again when an account claims it (`_refuse_if_already_paid_for`).
+    trial_days = await trial_days_for(db, None, product)
     session = await stripe.gateway.create_checkout_session(
-        guest_session_params(product, str(price["id"]), count, success, cancel)  # type: ignore[arg-type]
+        guest_session_params(product, str(price["id"]), count, success, cancel, trial_days)  # type: ignore[arg-type]
     )
     db.add(
         GuestCheckout(
@@ -173,23 +177,39 @@ class StoredGuestCheckouts:
         if not result.rowcount:  # type: ignore[attr-defined]
             return False  # already recorded (the webhook and the success page both try)
         if payment.email:
-            existing = await account_with_email(db, payment.email)
-            await queue_mail(
-                db,
-                to=normalize_email(payment.email),
-                template="guest_paid_existing" if existing is not None else "guest_paid",
-                data={
-                    "token": token,
-                    "email": normalize_email(payment.email),
-                    "product": self._name(payment),
-                },
-            )
+            email = normalize_email(payment.email)
+            await _mail_link(db, email, token, name_of(self.catalog, payment.product, payment.quantity))
         return True
 
-    def _name(self, payment: GuestPayment) -> str:
-        product = self.catalog.product(payment.product)
-        name = product.name if product is not None else payment.product
-        return f"{payment.quantity} × {name}" if payment.quantity > 1 else name
+
+def name_of(catalog: Catalog, key: str, quantity: int) -> str:
+    product = catalog.product(key)
+    name = product.name if product is not None else key
+    return f"{quantity} × {name}" if quantity > 1 else name
+
+
+async def _mail_link(db: AsyncSession, email: str, token: str, product: str) -> None:
+    """The redemption link; when an account already has the address, the mail asks to sign in to it."""
+    existing = await account_with_email(db, email)
+    await queue_mail(
+        db,
+        to=email,
+        template="guest_paid_existing" if existing is not None else "guest_paid",
+        data={"token": token, "email": email, "product": product},
+    )
+
+
+async def resend_link(db: AsyncSession, stripe: StripeProvider, token: str) -> GuestCheckout | None:
+    """A fresh link for an expired one, mailed to the Checkout address again (never anywhere else, so
+    whoever asks learns nothing and gains nothing); None when that link cannot be renewed."""
+    row = await checkout_of_token(db, token)
+    if row is None or link_state(row) != "expired" or not row.email:
+        return None
+    fresh = secrets.token_urlsafe(32)
+    row.token_hash, row.token_expires_at = digest(fresh), utcnow() + LINK_LIFETIME
+    await db.flush()
+    await _mail_link(db, row.email, fresh, name_of(stripe.catalog, row.product, row.quantity))
+    return row
 
 
 async def refresh_from_stripe(db: AsyncSession, stripe: StripeProvider, row: GuestCheckout) -> GuestCheckout:
@@ -269,15 +289,29 @@ async def guest_status(
 
 # --- claiming ---------------------------------------------------------------------------------------------
 async def _refuse_if_already_paid_for(
-    db: AsyncSession, stripe: StripeProvider, account: Account, product: Product | None
+    db: AsyncSession, stripe: StripeProvider, account: Account, product: Product | None, *, in_trial: bool
 ) -> None:
     if product is None:
         return
     if product.type is ProductType.SUBSCRIPTION:
         await billing_stripe.refuse_if_subscribed(db, account, product)
         await billing_stripe.refuse_if_stalled(db, stripe, account, product)
+        if in_trial and await had_trial(db, account.id, product.entitlements):
+            # One trial per person: a second one, started as a guest, does not move into this account.
+            raise Conflict(
+                f"This account has already had its free trial of {product.name}.",
+                code="trial_already_used",
+                details={"product": product.key},
+            )
     else:
         await billing_stripe.refuse_if_owned(db, account, product)
+
+
+async def _in_trial(stripe: StripeProvider, row: GuestCheckout) -> bool:
+    if not row.store_subscription_id:
+        return False
+    sub = await stripe.gateway.retrieve_subscription(row.store_subscription_id)
+    return sub.get("status") == "trialing"
 
 
 async def _adopt_customer(db: AsyncSession, account: Account, customer_id: str | None) -> None:
@@ -312,7 +346,7 @@ async def claim(
         raise Conflict("This purchase is not paid yet.", code="not_paid")
     product = stripe.catalog.product(row.product)
     async with purchase_lock(db, account.id):
-        await _refuse_if_already_paid_for(db, stripe, account, product)
+        await _refuse_if_already_paid_for(db, stripe, account, product, in_trial=await _in_trial(stripe, row))
         now = utcnow()
         values: dict[str, Any] = {
             "status": GuestCheckoutStatus.CLAIMED.value,

@@ -256,7 +256,8 @@ async def redeem_page(request: Request, visit: Visit, db: SessionDep) -> Respons
             and row.claimed_account_id == visit.account.id
         ):
             return redirect(visit, f"/account?notice={CLAIMED_NOTICE}")
-        return _page(visit, "link_" + state, row, status=410 if state in ("claimed", "expired") else 404)
+        gone = state in ("claimed", "expired")
+        return _page(visit, "link_" + state, row, token=token, status=410 if gone else 404)
     next_path = f"{guest_checkout.REDEEM_PATH}?{urlencode({'token': token})}"
     if visit.account is not None:
         return _page(visit, "confirm", row, token=token, account_email=visit.account.email)
@@ -273,3 +274,24 @@ async def redeem(request: Request, visit: Visit, db: SessionDep) -> Response:
         return _page(visit, "link_" + state, row, status=410 if state in ("claimed", "expired") else 404)
     next_path = f"{guest_checkout.REDEEM_PATH}?{urlencode({'token': token})}"
     return await _sign_in_and_claim(request, visit, db, fields, row, via="link", next_path=next_path)
+
+
+@router.post(guest_checkout.REDEEM_PATH + "/resend")
+async def resend(request: Request, visit: Visit, db: SessionDep) -> Response:
+    """An expired link's page: a new link to the same address (rate-limited like every mail we send)."""
+    fields = await read_form(request, visit)
+    token = fields.get("token", "")[:200]
+    row = await guest_checkout.checkout_of_token(db, token)
+    state = guest_checkout.link_state(row)
+    if row is None or state != "expired" or not row.email:
+        return _page(visit, "link_" + state, row, status=410 if row else 404)
+    try:
+        await visit.context.rate_limiter.hit(
+            "verification", ip=client_ip(request), address=row.email, mail=True
+        )
+    except EntitleError as exc:
+        return _page(
+            visit, "link_expired", row, token=token, error=customer_sentence(exc), status=exc.status_code
+        )
+    await guest_checkout.resend_link(db, stripe_provider(visit.context.providers), token)
+    return _page(visit, "link_resent", row)
