@@ -130,6 +130,7 @@ def _page(
   .price {{ font-size: 2rem; font-weight: 600; margin: 0.25rem 0 0; }}
   .due {{ color: #697386; margin: 0 0 1.5rem; }}
   label {{ display: block; font-size: 0.9rem; margin-bottom: 0.25rem; }}
+  input + label {{ margin-top: 1rem; }}
   input {{ width: 100%; font: inherit; padding: 0.6rem 0.75rem; border: 1px solid #cfd7df;
            border-radius: 6px; background: #fff; }}
   button {{ width: 100%; margin-top: 1.25rem; padding: 0.8rem; font: inherit; font-weight: 600;

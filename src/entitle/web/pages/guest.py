@@ -46,6 +46,8 @@ async def to_guest_checkout(
     """Straight from /pricing to Stripe Checkout, no account: Stripe asks for the email (and the wallet)."""
     if product not in visit.context.catalog.products:
         raise InvalidRequest("Choose one of the plans on this page.", code="unknown_product")
+    # Anyone may open one: limited per client IP like sign-in, so a script cannot fill Stripe with them.
+    await visit.context.rate_limiter.hit("guest_checkout", ip=client_ip(request))
     public = visit.context.settings.public_url.rstrip("/")
     secret = browser_secret(request, visit.context) or guest_checkout.new_browser_secret()
     session = await guest_checkout.start_guest_checkout(

@@ -15,7 +15,7 @@ from entitle.errors import Unauthorized
 from entitle.providers.stripe.provider import StripeProvider, stripe_provider
 from entitle.services.billing import billing_stripe, guest_checkout
 from entitle.services.identity.accounts import load_account
-from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, get_signed_in
+from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, client_ip, get_signed_in
 from entitle.web.guest_cookie import browser_secret, remember_browser
 from entitle.web.schemas import StrictBody
 
@@ -116,6 +116,8 @@ async def checkout(
     account = await _account_or_guest(request, context, db)
     stripe = stripe_provider(context.providers)
     if account is None:
+        # Anyone may open one: limited per client IP like sign-in, so a script cannot fill Stripe with them.
+        await context.rate_limiter.hit("guest_checkout", ip=client_ip(request))
         secret = browser_secret(request, context) or guest_checkout.new_browser_secret()
         session = await guest_checkout.start_guest_checkout(
             db,
