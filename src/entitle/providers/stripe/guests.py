@@ -19,10 +19,9 @@ from typing import Any
 from entitle.core.catalog import Product
 from entitle.core.guests import GuestPayment
 from entitle.core.subscriptions import Store
-from entitle.providers.stripe.mapping import object_id
+from entitle.providers.stripe.mapping import GUEST_KEY, is_guest_object, object_id
 from entitle.providers.stripe.purchases import PRODUCT_KEY, QUANTITY_KEY
 
-GUEST_KEY = "entitle_guest"
 _PAID = frozenset({"paid", "no_payment_required"})
 
 
@@ -62,7 +61,7 @@ def guest_session_params(
 
 
 def is_guest_session(session: Mapping[str, Any]) -> bool:
-    return bool((session.get("metadata") or {}).get(GUEST_KEY))
+    return is_guest_object(session)
 
 
 def guest_payment(session: Mapping[str, Any]) -> GuestPayment | None:

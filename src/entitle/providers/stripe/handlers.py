@@ -78,7 +78,9 @@ def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
 
 
 async def _account_event(ctx: HandlerContext, obj: dict[str, Any], type: str, data: dict[str, Any]) -> None:
-    account_id = await ctx.reconciler.account_for(ctx.db, object_id(obj.get("customer")))
+    # Runs before the batch's reserved read, so it asks Stripe nothing: an account entitle does not know
+    # (a guest's, until claimed) gets no event here, and the read that follows finds it if it can.
+    account_id = await ctx.reconciler.account_for(ctx.db, object_id(obj.get("customer")), ask_stripe=False)
     if account_id is not None:
         await events.record_event(ctx.db, account_id, type, data)
 

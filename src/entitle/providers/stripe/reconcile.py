@@ -29,7 +29,7 @@ from entitle.db.types import utcnow
 from entitle.errors import EntitleError
 from entitle.providers.stripe.client import StripeGateway
 from entitle.providers.stripe.errors import StripeObjectMissing
-from entitle.providers.stripe.mapping import account_id_hint, object_id, subscription_state
+from entitle.providers.stripe.mapping import account_id_hint, is_guest_object, object_id, subscription_state
 from entitle.providers.stripe.models import StripeCustomer
 
 log = logging.getLogger(__name__)
@@ -239,9 +239,17 @@ class Reconciler:
         return unchanged
 
     async def account_for(
-        self, db: AsyncSession, customer_id: str | None, obj: dict[str, Any] | None = None
+        self,
+        db: AsyncSession,
+        customer_id: str | None,
+        obj: dict[str, Any] | None = None,
+        *,
+        ask_stripe: bool = True,
     ) -> uuid.UUID | None:
-        """The account behind a Stripe customer: our table first, then what we wrote at Stripe."""
+        """The account behind a Stripe customer: our table first, then what we wrote at Stripe.
+
+        `ask_stripe=False` never reads the customer from Stripe: for a handler that runs before its batch's
+        reserved read (the pacer allows no other request first), and the read that follows asks anyway."""
         if customer_id is None:
             return None
         found = await db.scalar(
@@ -270,8 +278,13 @@ class Reconciler:
         )
         if found is not None:
             return found
+        # A guest's objects name no account until one claims them (looked up above): nothing to ask Stripe.
+        if is_guest_object(obj or {}):
+            return None
         # Created at Stripe but our row was lost (a crash between the two): the metadata we wrote says.
         hint = account_id_hint(obj or {})
+        if hint is None and not ask_stripe:
+            return None
         if hint is None:
             try:
                 customer = await self.gateway.retrieve_customer(customer_id)
