@@ -395,3 +395,24 @@ async def test_no_universal_link_file_without_an_app(client: httpx.AsyncClient) 
     response = await client.get("/.well-known/apple-app-site-association")
     assert response.status_code == 404 and response.json()["error"]["code"] == "no_universal_links"
     assert re.search("ENTITLE_", response.text) is None
+
+
+async def test_back_on_the_success_page_signed_in_a_subscriber_is_refused_and_nothing_moves(
+    client: httpx.AsyncClient, standin: StripeStandin, context: AppContext
+) -> None:
+    await subscribed(client, standin)  # pat@example.com, signed in, pays for Pro
+    account = await client.get("/account")
+    await client.post("/account/sign-out", data={"csrf_token": csrf_of(account)})
+    session = await pay_as_visitor(client, standin, "pat@example.com", "pro_yearly")
+    page = await client.get("/account/sign-in")
+    await client.post(
+        "/account/sign-in",
+        data={"csrf_token": csrf_of(page), "email": "pat@example.com", "password": DEFAULT_PASSWORD},
+    )
+    refused = await client.get(f"/checkout/success?product=pro_yearly&session_id={session['id']}")
+    assert refused.status_code == 409 and 'data-state="refused"' in refused.text
+    assert "Nothing was added" in refused.text
+    [guest] = [row for row in await guest_rows(context) if row.checkout_id == session["id"]]
+    assert guest.status == "paid" and guest.claimed_account_id is None
+    account = await client.get("/account")
+    assert "Pro, monthly" in account.text and str(guest.store_subscription_id) not in account.text

@@ -95,11 +95,23 @@ async def success_page(request: Request, visit: PageVisit, db: AsyncSession, row
     if row.status != GuestCheckoutStatus.PAID.value:
         return _page(visit, "waiting", row)
     if visit.account is not None:
-        async with database.transaction() as tx:
-            account = await tx.get(Account, visit.account.id)
-            assert account is not None
-            return await _claim_and_go(visit, tx, await _reloaded(tx, row), account, via="browser")
+        try:
+            async with database.transaction() as tx:
+                account = await tx.get(Account, visit.account.id)
+                assert account is not None
+                await guest_checkout.claim(tx, stripe, await _reloaded(tx, row), account, via="browser")
+        except EntitleError as exc:
+            return _refused(visit, row, exc)
+        return redirect(visit, f"/account?notice={CLAIMED_NOTICE}")
     return await _offer(visit, db, row, next_path=_success_path(row))
+
+
+def _refused(visit: PageVisit, row: GuestCheckout, exc: EntitleError) -> Response:
+    """A claim that did not happen: refused before anything moved (409), or Stripe away (rolled back)."""
+    if isinstance(exc, Conflict):
+        state = "claimed" if exc.code == "already_claimed" else "refused"
+        return _page(visit, state, row, error=customer_sentence(exc), status=409)
+    return _page(visit, "waiting", None, error=customer_sentence(exc, unavailable=PAYMENTS_OFF), status=503)
 
 
 async def _reloaded(db: AsyncSession, row: GuestCheckout) -> GuestCheckout:
@@ -167,14 +179,11 @@ async def _claim_and_go(
     try:
         await guest_checkout.claim(db, stripe, row, account, via=via)
     except Conflict as exc:
-        # Refused before anything moved (already paid for here, or claimed meanwhile): say so, signed in.
-        state = "claimed" if exc.code == "already_claimed" else "refused"
-        return _page(visit, state, row, error=customer_sentence(exc), status=409)
+        # Refused before anything moved (already paid for here, or claimed meanwhile): said signed in.
+        return _refused(visit, row, exc)
     except EntitleError as exc:
         await db.rollback()
-        return _page(
-            visit, "waiting", None, error=customer_sentence(exc, unavailable=PAYMENTS_OFF), status=503
-        )
+        return _refused(visit, row, exc)
     return redirect(visit, f"/account?notice={CLAIMED_NOTICE}")
 
 
