@@ -30,6 +30,7 @@ from entitle.services.access.entitlements import bind_entitlement_rules
 from entitle.services.access.purchases import StoredPurchases
 from entitle.services.access.subscriptions import StoredSubscriptions
 from entitle.services.billing.billing_stripe import cancel_for_deleted_account
+from entitle.services.billing.guest_checkout import StoredGuestCheckouts
 from entitle.services.billing.trial_cards import mail_trial_ending_without_card
 from entitle.services.delivery.changes import ChangeBus
 from entitle.services.delivery.pipeline import DEFAULT_CONCURRENCY, EventPipeline
@@ -100,6 +101,7 @@ def build_providers(
         gateway=partial(StripeGateway.from_settings, settings),
         purchases=StoredPurchases(),
         trial_ending_without_card=partial(mail_trial_ending_without_card, catalog=catalog),
+        guests=StoredGuestCheckouts(catalog),
     )
     if stripe.configured:
         deletion_hooks.append(partial(cancel_for_deleted_account, stripe=stripe))

@@ -97,7 +97,8 @@ class Settings(BaseSettings):
     stripe_max_requests_per_second: float | None = Field(default=None, gt=0)
     # How long past_due still entitles while Stripe retries the payment.
     stripe_grace_days: int = Field(default=7, ge=0, le=60)
-    # Visitors pay on Stripe Checkout first and make (or sign in to) their account after.
+    # Pay first, the account after: /pricing sends visitors to Checkout without signing in, and what
+    # they pay waits, unclaimed, for whoever proves the right to it (services/billing/guest_checkout.py).
     guest_checkout: bool = False
     # Stripe Tax on every Checkout and Payment Element path, with billing address and tax-id collection
     # (needs tax registrations in the Stripe dashboard; docs/stripe.md).
@@ -105,6 +106,8 @@ class Settings(BaseSettings):
 
     apple_bundle_id: str | None = None
     apple_app_id: int | None = None
+    # The Apple developer Team ID: with the bundle id it names the app in the universal-link file.
+    ios_app_id_prefix: str | None = Field(default=None, pattern=r"^[A-Z0-9]{10}$")
     apple_root_certs: CommaList = Field(default_factory=list)
     apple_online_checks: bool = True
     # Xcode and LocalTesting data carry no real signature; only a developer may accept them.

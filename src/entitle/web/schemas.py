@@ -26,6 +26,11 @@ class PageLinkBody(StrictBody):
     page: Page
 
 
+class RedemptionBody(StrictBody):
+    # The token of a mailed redemption link (`/redeem?token=`).
+    token: str = Field(min_length=1, max_length=200)
+
+
 class BalancePostBody(StrictBody):
     # Strict: 5.0, "5" and true are refused rather than read as 5 (money-like amounts are never guessed).
     amount: StrictInt = Field(

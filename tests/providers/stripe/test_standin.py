@@ -204,6 +204,51 @@ def test_the_hosted_checkout_page_pays_and_returns_to_the_success_url(
     assert standin.events.types()[-1] == "checkout.session.completed"
 
 
+def test_a_session_without_a_customer_asks_the_email_and_makes_a_customer_as_stripe_does(
+    standin: StripeStandin, http: httpx.Client
+) -> None:
+    product = http.post("/v1/products", data={"name": "Lifetime"}).json()
+    one_time = http.post(
+        "/v1/prices", data={"product": product["id"], "unit_amount": "1999", "currency": "usd"}
+    ).json()
+    base = {
+        "line_items[0][price]": one_time["id"],
+        "success_url": "http://app.test/ok?session_id={CHECKOUT_SESSION_ID}",
+    }
+    # Stripe's refusals: customer_creation in subscription mode, or beside a customer.
+    refused = _open_session(http, customer_creation="always")
+    assert refused["error"]["param"] == "customer_creation"
+    customer = http.post("/v1/customers", data={"email": "c@example.com"}).json()
+    both = http.post(
+        "/v1/checkout/sessions",
+        data={**base, "mode": "payment", "customer": customer["id"], "customer_creation": "always"},
+    )
+    assert both.status_code == 400 and both.json()["error"]["param"] == "customer_creation"
+
+    guest = http.post("/v1/checkout/sessions", data={**base, "mode": "payment"}).json()
+    always = http.post(
+        "/v1/checkout/sessions", data={**base, "mode": "payment", "customer_creation": "always"}
+    ).json()
+    assert (guest["customer"], guest["customer_creation"]) == (None, "if_required")
+    assert always["customer_creation"] == "always"
+    with httpx.Client() as browser:
+        page = browser.get(guest["url"])
+        assert 'name="email"' in page.text
+        missing = browser.post(guest["url"], data={"card_number": "4242 4242 4242 4242"})
+        assert missing.status_code == 400 and "Enter your email address." in missing.text
+        paid = browser.post(guest["url"], data={"card_number": "4242424242424242", "email": "g@example.com"})
+        assert paid.status_code == 303
+        browser.post(always["url"], data={"card_number": "4242424242424242", "email": "a@example.com"})
+    # if_required: a guest payment, no customer; always: a customer with the typed address.
+    done = http.get(f"/v1/checkout/sessions/{guest['id']}").json()
+    assert done["customer"] is None and done["customer_details"]["email"] == "g@example.com"
+    intent = http.get(f"/v1/payment_intents/{done['payment_intent']}").json()
+    assert intent["customer"] is None and intent["status"] == "succeeded"
+    made = http.get(f"/v1/checkout/sessions/{always['id']}").json()
+    assert made["customer"] and made["customer_details"]["email"] == "a@example.com"
+    assert http.get(f"/v1/customers/{made['customer']}").json()["email"] == "a@example.com"
+
+
 def test_a_declined_card_stays_on_the_hosted_page(standin: StripeStandin, http: httpx.Client) -> None:
     session = _open_session(http)
     with httpx.Client() as browser:

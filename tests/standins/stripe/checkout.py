@@ -71,6 +71,7 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
             "'auto' to save the address entered in Checkout to the Customer.",
             param="customer_update[address]",
         )
+    customer_creation = _customer_creation(params, mode, customer_id)
     ui_mode = params.get("ui_mode", "hosted")
     if ui_mode == "hosted":
         require(params, "success_url")
@@ -104,7 +105,7 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
             "client_reference_id": params.get("client_reference_id"),
             "currency": price["currency"],
             "customer": customer_id,
-            "customer_creation": None if customer_id else "always",
+            "customer_creation": customer_creation,
             "customer_details": None,
             "customer_email": params.get("customer_email"),
             "expires_at": now + SESSION_LIFETIME,
@@ -153,6 +154,35 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
     return state.render(session, as_list(params.get("expand")))
 
 
+def _customer_creation(params: dict[str, Any], mode: str, customer_id: str | None) -> str | None:
+    """Stripe's `customer_creation`: only in payment mode, never beside `customer`; a session without a
+    customer makes one when paid in subscription mode always, in payment mode only when `always`."""
+    given = params.get("customer_creation")
+    if given is not None:
+        if mode != "payment":
+            raise StandinError(
+                400,
+                "`customer_creation` can only be used in `payment` and `setup` mode.",
+                param="customer_creation",
+            )
+        if customer_id:
+            raise StandinError(
+                400,
+                "You may only specify one of these parameters: customer, customer_creation.",
+                param="customer_creation",
+            )
+        if given not in ("always", "if_required"):
+            raise StandinError(
+                400,
+                "Invalid customer_creation: must be one of always or if_required",
+                param="customer_creation",
+            )
+        return str(given)
+    if customer_id:
+        return None
+    return "if_required" if mode == "payment" else "always"
+
+
 def retrieve_session(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:
     return state.render(
         state.get(id, "checkout.session", label="checkout.session"), as_list(params.get("expand"))
@@ -176,17 +206,35 @@ def list_line_items(state: State, params: dict[str, Any], id: str) -> dict[str, 
 
 
 def complete_session(
-    state: State, session: dict[str, Any], last4: str = "4242", address: dict[str, Any] | None = None
+    state: State,
+    session: dict[str, Any],
+    last4: str = "4242",
+    address: dict[str, Any] | None = None,
+    *,
+    email: str | None = None,
 ) -> dict[str, Any]:
     """What Stripe does when a person pays on the hosted page (the card must not decline); `address` is
-    what they type when the page asks for a billing address (a default one when a test does not say)."""
+    what they type when the page asks for a billing address (a default one when a test does not say).
+    A session without a customer asks for the email (`email`, what the person typed): Stripe makes a
+    customer with it, except in payment mode without `customer_creation=always` (a guest: only
+    `customer_details` keeps the address)."""
     if session["status"] != "open":
         raise StandinError(400, f"Checkout Session {session['id']} is {session['status']}.")
+    typed = session["customer_email"] or (email or "").strip() or None
+    customer: dict[str, Any] | None
     if session["customer"]:
         customer = live_customer(state, session["customer"])
     else:
-        customer = state.objects[create_customer(state, {"email": session["customer_email"]})["id"]]
+        if typed is None:
+            raise StandinError(400, "Enter your email address.", param="email")
+        if session["mode"] == "payment" and session["customer_creation"] != "always":
+            customer = None
+        else:
+            customer = state.objects[create_customer(state, {"email": typed})["id"]]
     _take_address(state, session, customer, address)
+    if customer is None:
+        pm = make_card(state, None, last4)
+        return _complete_payment(state, session, None, pm["id"], typed) if last4 != "0341" else _declined()
     data = session["_subscription_data"]
     if (
         session["mode"] == "subscription"
@@ -197,17 +245,27 @@ def complete_session(
         return _complete_without_card(state, session, customer)
     pm = make_card(state, customer["id"], last4)
     if last4 == "0341":
-        # A declined card keeps the person on the payment page; nothing is created.
-        raise StandinError(
-            402,
-            "Your card was declined.",
-            type="card_error",
-            code="card_declined",
-            decline_code="generic_decline",
-        )
+        _declined()
     state.emit("payment_method.attached", pm)
     if session["mode"] == "payment":
         return _complete_payment(state, session, customer, pm["id"])
+    return _complete_subscription(state, session, customer, pm)
+
+
+def _declined() -> dict[str, Any]:
+    # A declined card keeps the person on the payment page; nothing is created.
+    raise StandinError(
+        402,
+        "Your card was declined.",
+        type="card_error",
+        code="card_declined",
+        decline_code="generic_decline",
+    )
+
+
+def _complete_subscription(
+    state: State, session: dict[str, Any], customer: dict[str, Any], pm: dict[str, Any]
+) -> dict[str, Any]:
     item = session["_hidden"]["line_items"]["data"][0]
     data = session["_subscription_data"]
     trial = data.get("trial_period_days")
@@ -246,19 +304,22 @@ def complete_session(
 
 
 def _take_address(
-    state: State, session: dict[str, Any], customer: dict[str, Any], address: dict[str, Any] | None
+    state: State, session: dict[str, Any], customer: dict[str, Any] | None, address: dict[str, Any] | None
 ) -> None:
     """The billing address typed on the page: saved on the customer (`customer_update[address]=auto`,
     or a customer Checkout created), and the session's tax computed from it."""
     if session["billing_address_collection"] == "required" or session["automatic_tax"]["enabled"]:
         address = {**DEFAULT_ADDRESS, **(address or {})}
-        if session["_customer_update"].get("address") == "auto" or not session["customer"]:
+        saves = session["_customer_update"].get("address") == "auto" or not session["customer"]
+        if customer is not None and saves:
             before = state.snapshot(customer)
             customer["address"] = address
             state.emit("customer.updated", customer, before)
         session["_address"] = address
     if session["automatic_tax"]["enabled"]:
-        tax = tax_on(session["amount_subtotal"], customer.get("address"))
+        # A guest paying without a customer is taxed at the address typed on the page.
+        taxed_at = customer.get("address") if customer is not None else session.get("_address")
+        tax = tax_on(session["amount_subtotal"], taxed_at)
         session["automatic_tax"]["status"] = "complete"
         session["total_details"]["amount_tax"] = tax
         session["amount_total"] = session["amount_subtotal"] + tax
@@ -310,30 +371,41 @@ def _customer_details(customer: dict[str, Any]) -> dict[str, Any]:
 
 
 def _complete_payment(
-    state: State, session: dict[str, Any], customer: dict[str, Any], pm_id: str
+    state: State,
+    session: dict[str, Any],
+    customer: dict[str, Any] | None,
+    pm_id: str,
+    email: str | None = None,
 ) -> dict[str, Any]:
     """Payment mode: one PaymentIntent for the session's total, charged now; a paid invoice as the receipt
-    when `invoice_creation` asked for one. Stripe's order: charge, payment intent, then the session."""
+    when `invoice_creation` asked for one. Stripe's order: charge, payment intent, then the session.
+    Without a customer (a guest), only `customer_details` names who paid."""
     item = session["_hidden"]["line_items"]["data"][0]
     data = session["_payment_intent_data"]
+    customer_id = customer["id"] if customer is not None else None
     intent = new_payment_intent(
         state,
         amount=session["amount_total"],
         currency=session["currency"],
-        customer=customer["id"],
+        customer=customer_id,
         metadata=data.get("metadata") or {},
         description=data.get("description"),
     )
     if not charge_intent(state, intent, pm_id):
         raise StandinError(402, "Your card was declined.", type="card_error", code="card_declined")
     invoice_id = (
-        _receipt_invoice(state, session, customer["id"], intent, item)
-        if session["_invoice_creation"]
+        _receipt_invoice(state, session, customer_id, intent, item)
+        if session["_invoice_creation"] and customer_id is not None
         else None
     )
+    details = (
+        _customer_details(customer)
+        if customer is not None
+        else _customer_details({"email": email, "name": None})
+    )
     session.update(
-        customer=customer["id"],
-        customer_details=_customer_details(customer),
+        customer=customer_id,
+        customer_details=details,
         invoice=invoice_id,
         payment_intent=intent["id"],
         payment_status="paid",
@@ -420,7 +492,11 @@ def expire_session(state: State, session: dict[str, Any]) -> None:
 
 def complete_route(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:
     session = state.get(id, "checkout.session", label="checkout.session")
-    return state.render(complete_session(state, session, params.get("card", "4242"), params.get("address")))
+    return state.render(
+        complete_session(
+            state, session, params.get("card", "4242"), params.get("address"), email=params.get("email")
+        )
+    )
 
 
 def expire_route(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:

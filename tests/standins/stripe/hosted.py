@@ -1,12 +1,12 @@
 """The hosted Checkout page a Checkout Session's `url` opens, so a browser test can pay as a person does.
 
 Stripe serves it at checkout.stripe.com; the stand-in serves a small plain page at `{base_url}/c/pay/{id}`
-with the line item, the amount, a card number (4242 4242 4242 4242 unless changed) and a Subscribe
-button (Pay, for a payment-mode session). Paying completes the session exactly as `complete_session`
-does (the events Stripe would emit, delivered to the registered webhook endpoints) and sends the
-browser to `success_url`, with `{CHECKOUT_SESSION_ID}` filled in as Stripe fills it in; the back link
-goes to `cancel_url`. Card numbers ending 0341 decline, and the person stays on the page with Stripe's
-message.
+with the line item, the amount, the email when the session has no customer (Stripe asks for it then), a
+card number (4242 4242 4242 4242 unless changed) and a Subscribe button (Pay, for a payment-mode
+session). Paying completes the session exactly as `complete_session` does (the events Stripe would emit,
+delivered to the registered webhook endpoints) and sends the browser to `success_url`, with
+`{CHECKOUT_SESSION_ID}` filled in as Stripe fills it in; the back link goes to `cancel_url`. Card numbers
+ending 0341 decline, and the person stays on the page with Stripe's message.
 """
 
 from __future__ import annotations
@@ -40,9 +40,16 @@ def routes(state: State) -> list[Route]:
             if session is None:
                 return _gone()
             try:
-                complete_session(state, session, digits[-4:] or "4242")
+                complete_session(state, session, digits[-4:] or "4242", email=form.get("email"))
             except StandinError as exc:
-                return _page(state, session_id, card=card, error=str(exc), status=exc.status)
+                return _page(
+                    state,
+                    session_id,
+                    card=card,
+                    email=form.get("email", ""),
+                    error=str(exc),
+                    status=exc.status,
+                )
             success = str(session["success_url"]).replace("{CHECKOUT_SESSION_ID}", session["id"])
         # 303, so the browser follows with a GET, as after any form post.
         return RedirectResponse(success, status_code=303)
@@ -118,7 +125,13 @@ def amount(unit_amount: int, currency: str) -> str:
 
 
 def _page(
-    state: State, session_id: str, *, card: str = TEST_CARD, error: str | None = None, status: int = 200
+    state: State,
+    session_id: str,
+    *,
+    card: str = TEST_CARD,
+    email: str = "",
+    error: str | None = None,
+    status: int = 200,
 ) -> Response:
     with state.lock:
         session = _open_session(state, session_id)
@@ -138,7 +151,7 @@ def _page(
             interval = price["recurring"]["interval"]
             price_text = f"{amount(price['unit_amount'], price['currency'])} per {interval}"
         trial = session["_subscription_data"].get("trial_period_days")
-        email = session["customer_email"] or (
+        known = session["customer_email"] or (
             state.objects[session["customer"]].get("email") if session["customer"] else None
         )
         cancel_url = session["cancel_url"]
@@ -146,7 +159,13 @@ def _page(
     verb = "Pay for" if one_time else "Subscribe to"
     due = f"{trial} days free, then {price_text}. Due today: {today}" if trial else f"Due today: {today}"
     back = f'<a class="back" href="{escape(cancel_url)}">&larr; Back</a>' if cancel_url else ""
-    email_row = f'<p class="email">Paying as <strong>{escape(email)}</strong></p>' if email else ""
+    # Without a customer or a prefilled address, Stripe's page asks for the email first.
+    email_row = (
+        f'<p class="email">Paying as <strong>{escape(known)}</strong></p>'
+        if known
+        else '<label for="email">Email</label>\n    <input id="email" name="email" type="email" '
+        f'autocomplete="email" required value="{escape(email)}">\n    '
+    )
     alert = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
     body = f"""<!doctype html>
 <html lang="en">
@@ -164,6 +183,7 @@ def _page(
   .price {{ font-size: 2rem; font-weight: 600; margin: 0.25rem 0 0; }}
   .due {{ color: #697386; margin: 0 0 1.5rem; }}
   label {{ display: block; font-size: 0.9rem; margin-bottom: 0.25rem; }}
+  input + label {{ margin-top: 1rem; }}
   input {{ width: 100%; font: inherit; padding: 0.6rem 0.75rem; border: 1px solid #cfd7df;
            border-radius: 6px; background: #fff; }}
   button {{ width: 100%; margin-top: 1.25rem; padding: 0.8rem; font: inherit; font-weight: 600;
@@ -178,8 +198,8 @@ def _page(
   <h1>{verb} {escape(name)}</h1>
   <p class="price" data-testid="amount">{escape(price_text)}</p>
   <p class="due">{escape(due)}</p>
-  {email_row}
   <form method="post">
+    {email_row}
     <label for="card_number">Card number</label>
     <input id="card_number" name="card_number" inputmode="numeric" autocomplete="cc-number"
            value="{escape(card)}">

@@ -27,13 +27,18 @@ class Simulations:
         return self.state.get(sub_id, "subscription")
 
     def complete_checkout(
-        self, session_id: str, card: str = "4242", address: dict[str, Any] | None = None
+        self,
+        session_id: str,
+        card: str = "4242",
+        address: dict[str, Any] | None = None,
+        *,
+        email: str | None = None,
     ) -> dict[str, Any]:
-        """The person pays on the hosted Checkout page (typing `address` when it asks for one); returns
-        the session."""
+        """The person pays on the hosted Checkout page (typing `address` when it asks for one, and `email`
+        when the session has no customer); returns the session."""
         with self.state.lock:
             session = self.state.get(session_id, "checkout.session", label="checkout.session")
-            return self.state.render(complete_session(self.state, session, card, address))
+            return self.state.render(complete_session(self.state, session, card, address, email=email))
 
     def pay_first_invoice(self, sub_id: str, card: str = "4242") -> bool:
         """Stripe.js confirms the Payment Element with a new card; True when the payment succeeded."""

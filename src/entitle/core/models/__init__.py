@@ -29,6 +29,7 @@ from entitle.core.models.events import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from entitle.core.models.guest import GuestCheckout, GuestCheckoutStatus
 from entitle.core.models.mail import OutboundMail
 from entitle.core.models.purchases import Balance, BalanceTransaction, Purchase
 
@@ -43,6 +44,8 @@ __all__ = [
     "Balance",
     "BalanceTransaction",
     "DeliveryStatus",
+    "GuestCheckout",
+    "GuestCheckoutStatus",
     "Identity",
     "InboxStatus",
     "OutboundMail",

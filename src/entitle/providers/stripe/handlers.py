@@ -20,10 +20,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core import events
+from entitle.core.guests import GuestSink
 from entitle.core.notices import TrialEndingWithoutCard
 from entitle.core.subscriptions import Environment, Store
 from entitle.db.types import utcnow
 from entitle.providers.stripe.errors import StripeObjectMissing
+from entitle.providers.stripe.guests import guest_payment, is_guest_session
 from entitle.providers.stripe.mapping import from_timestamp, object_id
 from entitle.providers.stripe.purchases import PurchaseReconciler, is_entitle_purchase
 from entitle.providers.stripe.reconcile import Reconciler, mark_customer_deleted
@@ -45,6 +47,8 @@ class HandlerContext:
     purchases: PurchaseReconciler | None = None
     # Tells the person a trial is ending with nothing to pay for what follows (a mail); None: nobody is told.
     trial_ending_without_card: TrialEndingWithoutCard | None = None
+    # Where a visitor's paid Checkout is held until claimed; None where guest checkout is not recorded.
+    guests: GuestSink | None = None
 
 
 @dataclass(frozen=True)
@@ -78,13 +82,17 @@ def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
 
 
 async def _account_event(ctx: HandlerContext, obj: dict[str, Any], type: str, data: dict[str, Any]) -> None:
-    account_id = await ctx.reconciler.account_for(ctx.db, object_id(obj.get("customer")))
+    # Runs before the batch's reserved read, so it asks Stripe nothing: an account entitle does not know
+    # (a guest's, until claimed) gets no event here, and the read that follows finds it if it can.
+    account_id = await ctx.reconciler.account_for(ctx.db, object_id(obj.get("customer")), ask_stripe=False)
     if account_id is not None:
         await events.record_event(ctx.db, account_id, type, data)
 
 
 async def checkout_session_completed(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
     session = _object(event)
+    if is_guest_session(session):
+        return await guest_checkout_paid(ctx, event)
     if session.get("mode") == "payment":
         return await checkout_session_paid(ctx, event)
     subscription_id = object_id(session.get("subscription"))
@@ -93,10 +101,27 @@ async def checkout_session_completed(ctx: HandlerContext, event: dict[str, Any])
     return Settle(subscription=subscription_id)
 
 
+async def guest_checkout_paid(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
+    """A visitor paid without an account: hold the purchase for whoever claims it (and mail the link).
+    Nothing is read for an account: none owns the guest's customer until the purchase is claimed."""
+    session = _object(event)
+    payment = guest_payment(session)
+    if payment is None:
+        return Settle(note=f"{session.get('id')}: guest checkout not paid yet")
+    if ctx.guests is None:
+        return Settle(note=f"ignored: {session.get('id')}: guest checkouts are not recorded here")
+    recorded = await ctx.guests.paid(ctx.db, payment)
+    return Settle(
+        note=f"{session['id']}: guest checkout " + ("held for its claim" if recorded else "already held")
+    )
+
+
 async def checkout_session_paid(ctx: HandlerContext, event: dict[str, Any]) -> Settle:
     """A payment-mode session: its PaymentIntent is the purchase, once paid (a delayed payment method,
     a bank debit, completes the session unpaid and pays later with `async_payment_succeeded`)."""
     session = _object(event)
+    if is_guest_session(session):
+        return await guest_checkout_paid(ctx, event)
     intent_id = object_id(session.get("payment_intent"))
     if session.get("mode") != "payment" or intent_id is None:
         return Settle(note="ignored: not a one-time checkout")

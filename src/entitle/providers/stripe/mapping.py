@@ -188,6 +188,15 @@ def object_id(value: Any) -> str | None:
     return str(value) if value else None
 
 
+# Metadata on a visitor's Checkout Session, its subscription and PaymentIntent (see guests.py).
+GUEST_KEY = "entitle_guest"
+
+
+def is_guest_object(obj: Mapping[str, Any]) -> bool:
+    """Whether entitle made this object for a visitor's Checkout (no account named anywhere on it)."""
+    return bool((obj.get("metadata") or {}).get(GUEST_KEY))
+
+
 def account_id_hint(obj: Mapping[str, Any]) -> uuid.UUID | None:
     """The account id entitle wrote in the object's metadata, if any and well formed."""
     raw = (obj.get("metadata") or {}).get("account_id")

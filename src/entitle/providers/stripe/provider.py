@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle import untrusted_json
 from entitle.core.catalog import Catalog
+from entitle.core.guests import GuestSink
 from entitle.core.models.events import ProviderEvent
 from entitle.core.notices import TrialEndingWithoutCard
 from entitle.core.purchases import PurchaseSink
@@ -105,6 +106,7 @@ class StripeProvider:
         gateway: StripeGateway | Callable[[], StripeGateway] | None,
         purchases: PurchaseSink | None = None,
         trial_ending_without_card: TrialEndingWithoutCard | None = None,
+        guests: GuestSink | None = None,
     ) -> None:
         self.config = config
         # Who tells the person a trial ends with no card to pay what follows (`core.notices`).
@@ -114,6 +116,8 @@ class StripeProvider:
         # Where one-time purchases (payment-mode Checkout, PaymentIntents) are stored; without one they
         # are acknowledged and ignored.
         self.purchases = purchases
+        # Where a visitor's paid Checkout is held until claimed (pay first, the account after).
+        self.guests = guests
         # A factory: the gateway is built on first use, inside the event loop that will use its HTTP
         # connections (the app is often assembled before its loop runs).
         self._gateway = gateway if isinstance(gateway, StripeGateway) else None
@@ -204,6 +208,7 @@ class StripeProvider:
             reconciler=self.reconciler,
             purchases=self.purchase_reconciler,
             trial_ending_without_card=self.trial_ending_without_card,
+            guests=self.guests,
         )
         return await settle(context, payloads, purchases_first=_reserved.get() == RETRIEVE_PAYMENT_INTENT)
 

@@ -22,13 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.catalog import Catalog
 from entitle.core.models.accounts import Account
 from entitle.core.models.entitlements import Subscription
+from entitle.core.models.guest import GuestCheckout
 from entitle.core.subscriptions import Store, SubscriptionSink, SubscriptionState, SubscriptionStatus
 from entitle.core.transitions import LIVE_STATUSES
 from entitle.db.types import utcnow
 from entitle.errors import EntitleError
 from entitle.providers.stripe.client import StripeGateway
 from entitle.providers.stripe.errors import StripeObjectMissing
-from entitle.providers.stripe.mapping import account_id_hint, object_id, subscription_state
+from entitle.providers.stripe.mapping import account_id_hint, is_guest_object, object_id, subscription_state
 from entitle.providers.stripe.models import StripeCustomer
 
 log = logging.getLogger(__name__)
@@ -238,9 +239,17 @@ class Reconciler:
         return unchanged
 
     async def account_for(
-        self, db: AsyncSession, customer_id: str | None, obj: dict[str, Any] | None = None
+        self,
+        db: AsyncSession,
+        customer_id: str | None,
+        obj: dict[str, Any] | None = None,
+        *,
+        ask_stripe: bool = True,
     ) -> uuid.UUID | None:
-        """The account behind a Stripe customer: our table first, then what we wrote at Stripe."""
+        """The account behind a Stripe customer: our table first, then what we wrote at Stripe.
+
+        `ask_stripe=False` never reads the customer from Stripe: for a handler that runs before its batch's
+        reserved read (the pacer allows no other request first), and the read that follows asks anyway."""
         if customer_id is None:
             return None
         found = await db.scalar(
@@ -256,8 +265,26 @@ class Reconciler:
         )
         if found is not None:
             return found
+        # A guest's customer (paid before the account existed) belongs to the account that claimed it.
+        found = await db.scalar(
+            select(GuestCheckout.claimed_account_id)
+            .where(
+                GuestCheckout.store == Store.STRIPE.value,
+                GuestCheckout.store_customer_id == customer_id,
+                GuestCheckout.claimed_account_id.is_not(None),
+            )
+            .order_by(GuestCheckout.claimed_at.desc())
+            .limit(1)
+        )
+        if found is not None:
+            return found
+        # A guest's objects name no account until one claims them (looked up above): nothing to ask Stripe.
+        if is_guest_object(obj or {}):
+            return None
         # Created at Stripe but our row was lost (a crash between the two): the metadata we wrote says.
         hint = account_id_hint(obj or {})
+        if hint is None and not ask_stripe:
+            return None
         if hint is None:
             try:
                 customer = await self.gateway.retrieve_customer(customer_id)

@@ -487,9 +487,9 @@ async def _create_checkout(
             "subscription_data": {
                 "metadata": metadata,
                 **({"trial_period_days": trial_days} if trial_days else {}),
-                **(_cardless_trial_settings(product) if trial_days else {}),
+                **(cardless_trial_settings(product) if trial_days else {}),
             },
-            **(_cardless_trial_collection(product) if trial_days else {}),  # type: ignore[typeddict-item]
+            **(cardless_trial_collection(product) if trial_days else {}),  # type: ignore[typeddict-item]
             # The trial the page offers, so a later request reuses it only while that is still right.
             "metadata": {**metadata, **(trial_session_metadata(trial_days))},
             "allow_promotion_codes": True,
@@ -501,7 +501,7 @@ async def _create_checkout(
     return {"id": session["id"], "url": session["url"]}
 
 
-def _cardless_trial_collection(product: Product) -> dict[str, Any]:
+def cardless_trial_collection(product: Product) -> dict[str, Any]:
     """Checkout asks for no payment method when the catalog's trial does not need one (Stripe's default,
     `always`, asks for a card even when nothing is due)."""
     if product.stripe is None or product.stripe.trial_requires_card:
@@ -509,7 +509,7 @@ def _cardless_trial_collection(product: Product) -> dict[str, Any]:
     return {"payment_method_collection": "if_required"}
 
 
-def _cardless_trial_settings(product: Product) -> dict[str, Any]:
+def cardless_trial_settings(product: Product) -> dict[str, Any]:
     """A trial that may start without a card ends, uncharged, when none was added: Stripe's default
     (`create_invoice`) would bill nobody's card and leave the subscription past due."""
     if product.stripe is None or product.stripe.trial_requires_card:

@@ -131,6 +131,54 @@ TEMPLATES: dict[str, Template] = {
         # No token: the page asks the person to sign in, so a forwarded mail opens nobody's billing.
         link_path="/account/payment-method",
     ),
+    # Pay first, the account after (services/billing/guest_checkout.py): the link proves the address.
+    "guest_paid": Template(
+        subject="Your $product is waiting: add it to your $app_name account",
+        text=(
+            "Hello,\n\nThank you for buying $product. It is paid and waiting for an account. Open this "
+            "link to create your account (or sign in) and add it; on an iPhone it opens the app:\n\n"
+            "$link\n\nThe link works once and for 7 days. If you already finished in the browser you paid "
+            "in, there is nothing more to do.\n"
+        ),
+        html_paragraphs=(
+            "Thank you for buying $product. It is paid and waiting for an account.",
+            "Open this link to create your account (or sign in) and add it; on an iPhone it opens the app.",
+            "$link",
+            "The link works once and for 7 days. If you already finished in the browser you paid in, there "
+            "is nothing more to do.",
+        ),
+        link_path="/redeem",
+    ),
+    "guest_paid_existing": Template(
+        subject="Your $product is waiting: sign in to $app_name to add it",
+        text=(
+            "Hello,\n\nThank you for buying $product. There is already a $app_name account for $email, so "
+            "open this link and sign in to that account to add it:\n\n$link\n\nThe link works once and "
+            "for 7 days. If you already added it in the browser you paid in, there is nothing more to do.\n"
+        ),
+        html_paragraphs=(
+            "Thank you for buying $product.",
+            "There is already a $app_name account for $email, so open this link and sign in to that "
+            "account to add it.",
+            "$link",
+            "The link works once and for 7 days. If you already added it in the browser you paid in, there "
+            "is nothing more to do.",
+        ),
+        link_path="/redeem",
+    ),
+    "guest_claimed": Template(
+        subject="$product is now in your $app_name account",
+        text=(
+            "Hello,\n\n$product, which you paid for at checkout, is now in the $app_name account "
+            "$account_email. It works on the web and in the app once you sign in with that account. The "
+            "link we mailed you before no longer works: it is not needed any more.\n"
+        ),
+        html_paragraphs=(
+            "$product, which you paid for at checkout, is now in the $app_name account $account_email.",
+            "It works on the web and in the app once you sign in with that account. The link we mailed you "
+            "before no longer works: it is not needed any more.",
+        ),
+    ),
 }
 
 

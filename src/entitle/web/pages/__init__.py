@@ -7,11 +7,12 @@ from fastapi.staticfiles import StaticFiles
 
 
 def install_pages(app: FastAPI) -> None:
-    from entitle.web.pages import admin, admin_billing, assets, customer, provider_sign_in
+    from entitle.web.pages import admin, admin_billing, assets, customer, guest, provider_sign_in
 
     routers: list[APIRouter] = [
         assets.router,
         customer.router,
+        guest.router,
         provider_sign_in.router,
         admin.router,
         admin_billing.router,

@@ -27,7 +27,7 @@ from entitle.db.types import utcnow
 from entitle.errors import EntitleError, Forbidden, InvalidRequest, NotFound
 from entitle.providers.stripe.provider import stripe_provider
 from entitle.services.access import balances, grants
-from entitle.services.billing import invoices
+from entitle.services.billing import guest_checkout, invoices
 from entitle.services.delivery import outbound
 from entitle.services.identity import operators
 from entitle.services.reporting import lookups, reports
@@ -48,6 +48,7 @@ NOTICES = {
     "retried": "The event was tried again.",
     "resent": "The delivery was sent again.",
     "adjusted": "The balance is adjusted; the customer's apps hear about it at once.",
+    "attached": "The purchase paid before the account existed is now in this account.",
     "already_adjusted": "That adjustment was already made (the form was sent twice); nothing changed again.",
     "canceled": "The subscription is canceled at Stripe; access ends as Stripe confirms it.",
     "cancel_scheduled": "The subscription will not renew; access lasts until the paid period ends.",
@@ -83,6 +84,12 @@ async def home(request: Request, visit: Visit, db: SessionDep) -> Response:
     operator = await _operator(visit, db, request)
     if isinstance(operator, Response):
         return operator
+    return await _home(visit, request, db)
+
+
+async def _home(
+    visit: PageVisit, request: Request, db: AsyncSession, *, error: str | None = None, status: int = 200
+) -> Response:
     failed_events = await db.scalar(
         select(func.count()).where(ProviderEvent.status.in_((InboxStatus.FAILED, InboxStatus.PARKED)))
     )
@@ -93,9 +100,41 @@ async def home(request: Request, visit: Visit, db: SessionDep) -> Response:
         visit,
         request,
         "admin/home.html",
+        status=status,
         failed_events=failed_events or 0,
         failed_deliveries=failed_deliveries or 0,
+        unclaimed=await guest_checkout.unclaimed(db),
+        catalog=visit.context.catalog,
+        error=error,
     )
+
+
+@router.post("/guest-checkouts/{row_id}/attach")
+async def attach_guest_checkout(row_id: str, request: Request, visit: Visit, db: SessionDep) -> Response:
+    """Attach a purchase paid before its account existed to the account an operator names (audited)."""
+    fields = await read_form(request, visit)
+    operator = await _operator(visit, db, request)
+    if isinstance(operator, Response):
+        return operator
+    try:
+        row = await guest_checkout.get(
+            db, _id_in_path(row_id, "unclaimed purchase", "guest_checkout_not_found")
+        )
+        target = await guest_checkout.account_with_email(db, fields.get("email", "").strip()[:320])
+        if target is None:
+            raise NotFound("No account has that email address.", code="account_not_found")
+        await guest_checkout.claim(db, stripe_provider(visit.context.providers), row, target, via="operator")
+        await operators.record_action(
+            db,
+            target.id,
+            operator,
+            "guest_checkout.attached",
+            {"guest_checkout_id": str(row.id), "checkout_id": row.checkout_id, "email": row.email},
+        )
+    except EntitleError as exc:
+        await db.rollback()
+        return await _home(visit, request, db, error=exc.message, status=exc.status_code)
+    return redirect(visit, f"/admin/accounts/{target.id}?notice=attached")
 
 
 # --- finding an account ------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from entitle.services.billing import billing_stripe, invoices, trial_cards
 from entitle.services.delivery import streams
 from entitle.services.identity import accounts, credentials, page_links, tokens
 from entitle.web.deps import SessionDep, client_ip
-from entitle.web.pages import bought, plans
+from entitle.web.pages import bought, guest, plans
 from entitle.web.pages.forms import checked, local_path, read_form
 from entitle.web.pages.rendering import redirect, render
 from entitle.web.pages.sentences import BILLING_UNAVAILABLE, PAYMENTS_OFF, customer_sentence
@@ -53,6 +53,7 @@ NOTICES = {
     "page_link_expired": "That link from the app has expired. Sign in, or open it again from the app.",
     "billing_unavailable": "Billing could not be opened just now; try Manage billing below.",
     "card_added": "Your card is saved: your plan continues when the trial ends.",
+    guest.CLAIMED_NOTICE: "Your purchase is in your account. It works on the web and in the iPhone app.",
 }
 
 
@@ -155,7 +156,7 @@ async def _checkout_from_pricing(
     if not _payments_on(visit):
         # Nothing to sign in for: the page offers no button, and a crafted post learns no more.
         return await _pricing_page(request, visit, db, error=PAYMENTS_OFF, status=503)
-    if visit.account is None:
+    if visit.account is None and not guest.guest_checkout_on(visit):
         return redirect(visit, _sign_in_url("/pricing", product))
     try:
         quantity = None
@@ -163,6 +164,9 @@ async def _checkout_from_pricing(
             quantity = ascii_int(fields.get("quantity") or "1")
             if quantity is None:
                 raise InvalidRequest("Choose how many to buy.", code="invalid_quantity")
+        if visit.account is None:
+            # Pay first, the account after: the success page (or the mailed link) makes the account.
+            return await guest.to_guest_checkout(visit, db, request, product, quantity)
         return await _to_checkout(visit, db, visit.account, product, quantity)
     except EntitleError as exc:
         error = customer_sentence(exc, unavailable=PAYMENTS_OFF)
@@ -195,6 +199,8 @@ async def _to_checkout(
 
 @router.get("/checkout/success")
 async def checkout_success(request: Request, visit: Visit, db: SessionDep) -> Response:
+    if (paid_as_guest := await guest.browser_checkout(request, visit, db)) is not None:
+        return await guest.success_page(request, visit, db, paid_as_guest)
     if visit.account is None:
         # Paid from an app that signed the person in with the API, not on these pages: nothing to
         # watch from here, but the payment went through at Stripe.

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from entitle.context import AppContext
+from entitle.core.models.accounts import Account
 from entitle.errors import Unauthorized
 from entitle.providers.stripe.provider import StripeProvider, stripe_provider
-from entitle.services.billing import billing_stripe
+from entitle.services.billing import billing_stripe, guest_checkout
 from entitle.services.billing.tax import TaxDetails
 from entitle.services.identity.accounts import load_account
-from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, get_signed_in
+from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, client_ip, get_signed_in
+from entitle.web.guest_cookie import browser_secret, remember_browser
 from entitle.web.schemas import StrictBody
 
 router = APIRouter(prefix="/v1/billing/stripe", tags=["billing"])
@@ -119,11 +123,47 @@ class PortalBody(StrictBody):
     return_url: str | None = _URL
 
 
+async def _account_or_guest(request: Request, context: AppContext, db: AsyncSession) -> Account | None:
+    """The signed-in account; None for a visitor when guest checkout is on (a request that sends a token
+    is never a visitor: a bad token is still a 401)."""
+    try:
+        claims = await get_signed_in(request, context, db)
+    except Unauthorized:
+        if not context.settings.guest_checkout or request.headers.get("authorization"):
+            raise
+        return None
+    return await load_account(db, claims.account_id)
+
+
 @router.post("/checkout")
 async def checkout(
-    body: CheckoutBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
+    body: CheckoutBody,
+    request: Request,
+    response: Response,
+    context: ContextDep,
+    db: SessionDep,
 ) -> dict[str, Any]:
-    """Hosted Checkout: subscription mode for a subscription, payment mode for a one-time product."""
+    """Hosted Checkout: subscription mode for a subscription, payment mode for a one-time product.
+
+    Without a token, when guest checkout is on (ENTITLE_GUEST_CHECKOUT), Checkout opens for a visitor:
+    Stripe collects the email, and this browser (a cookie set on this answer) may claim what it pays."""
+    account = await _account_or_guest(request, context, db)
+    stripe = stripe_provider(context.providers)
+    if account is None:
+        # Anyone may open one: limited per client IP like sign-in, so a script cannot fill Stripe with them.
+        await context.rate_limiter.hit("guest_checkout", ip=client_ip(request))
+        secret = browser_secret(request, context) or guest_checkout.new_browser_secret()
+        session = await guest_checkout.start_guest_checkout(
+            db,
+            stripe,
+            body.product,
+            browser_secret=secret,
+            success_url=body.success_url,
+            cancel_url=body.cancel_url,
+            quantity=body.quantity,
+        )
+        remember_browser(response, context, secret)
+        return session
     return await billing_stripe.start_checkout(
         db,
         stripe,
@@ -138,12 +178,19 @@ async def checkout(
 @router.get("/checkout/{session_id}")
 async def checkout_status(
     session_id: Annotated[str, Path(min_length=1, max_length=255)],
-    account: CurrentAccount,
-    stripe: StripeDep,
+    request: Request,
+    context: ContextDep,
     db: SessionDep,
 ) -> dict[str, Any]:
     """`{id, status, payment_status, product, fulfilled}` of one of this account's Checkout Sessions;
-    `fulfilled` once what it sold is in the account's answer."""
+    `fulfilled` once what it sold is in the account's answer. Without a token (guest checkout on), only
+    the browser that opened the session gets an answer (404 for any other)."""
+    account = await _account_or_guest(request, context, db)
+    stripe = stripe_provider(context.providers)
+    if account is None:
+        # A GET that may record the payment (before the webhook): a transaction of its own.
+        async with context.database.transaction() as tx:
+            return await guest_checkout.guest_status(tx, stripe, session_id, browser_secret(request, context))
     return await billing_stripe.checkout_status(db, stripe, account, session_id)
 
 

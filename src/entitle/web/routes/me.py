@@ -6,10 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
+from entitle.providers.stripe.provider import stripe_provider
+from entitle.services.billing import guest_checkout
 from entitle.services.identity import accounts, credentials, page_links
 from entitle.services.reporting import lookups
 from entitle.web.deps import ContextDep, CurrentAccount, SessionDep, SignedIn, client_ip
-from entitle.web.schemas import PageLinkBody, SetPasswordBody, account_json
+from entitle.web.schemas import PageLinkBody, RedemptionBody, SetPasswordBody, account_json
 
 router = APIRouter(prefix="/v1/me", tags=["account"])
 
@@ -67,6 +69,17 @@ async def create_page_link(
     response.headers["Cache-Control"] = "no-store"
     public = context.settings.public_url.rstrip("/")
     return {"url": f"{public}{page_links.OPEN_PATH}?token={link.token}", "expires_in": link.expires_in}
+
+
+@router.post("/redemptions")
+async def redeem(
+    body: RedemptionBody, account: CurrentAccount, context: ContextDep, db: SessionDep
+) -> dict[str, Any]:
+    """A purchase paid before the account existed moves to this account: `token` is the one in the
+    mailed link (`/redeem?token=`, opened in the app as a universal link). Answers the entitlements body;
+    410 `redemption_expired` when used or expired; 409 when this account already pays for it elsewhere
+    (nothing moves)."""
+    return await guest_checkout.redeem(db, stripe_provider(context.providers), body.token, account)
 
 
 EventLimit = Annotated[int, Query(ge=1, le=200)]
