@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import promotions
 from .wire import StandinError, as_int, as_list, list_page, missing, new_id, require
 
 if TYPE_CHECKING:
@@ -23,8 +24,15 @@ def open_invoice(
     lines: list[tuple[str, int, str | None, int, int]],
     billing_reason: str,
 ) -> dict[str, Any]:
-    """A finalized invoice for `sub`; each line is (description, amount, price id, period start, end)."""
-    total = sum(amount for _, amount, _, _, _ in lines)
+    """A finalized invoice for `sub`; each line is (description, amount, price id, period start, end),
+    less what the subscription's discounts take off a new period (`promotions.invoice_discount`)."""
+    subtotal = sum(amount for _, amount, _, _, _ in lines)
+    discount, discounts = (
+        promotions.invoice_discount(state, sub, subtotal, sub["currency"])
+        if billing_reason in ("subscription_create", "subscription_cycle")
+        else (0, [])
+    )
+    total = subtotal - discount
     now = state.now()
     invoice = state.add(
         {
@@ -59,8 +67,10 @@ def open_invoice(
                 "paid_at": None,
                 "voided_at": None,
             },
-            "subtotal": total,
+            "discounts": discounts,
+            "subtotal": subtotal,
             "total": total,
+            "total_discount_amounts": [{"amount": discount, "discount": d} for d in discounts[:1]],
         },
         "in",
     )

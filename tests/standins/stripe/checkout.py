@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import promotions
 from .customers import create_customer, live_customer, make_card
 from .payments import charge_intent, new_payment_intent
 from .subscriptions import settle, start_subscription
@@ -50,6 +51,19 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
     customer_id = params.get("customer")
     if customer_id:
         live_customer(state, customer_id)
+    if params.get("discounts") and "allow_promotion_codes" in params:
+        raise StandinError(
+            400, "You may only specify one of these parameters: allow_promotion_codes, discounts."
+        )
+    asked = promotions.resolve(
+        state,
+        params.get("discounts"),
+        customer=customer_id,
+        amount=total,
+        currency=price["currency"],
+        product=price["product"],
+    )
+    discount = sum(promotions.discount_off(coupon, total, price["currency"]) for coupon, _ in asked)
     ui_mode = params.get("ui_mode", "hosted")
     if ui_mode == "hosted":
         require(params, "success_url")
@@ -62,7 +76,7 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
             if "allow_promotion_codes" in params
             else None,
             "amount_subtotal": total,
-            "amount_total": total,
+            "amount_total": total - discount,
             "cancel_url": params.get("cancel_url"),
             "client_reference_id": params.get("client_reference_id"),
             "currency": price["currency"],
@@ -70,6 +84,7 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
             "customer_creation": None if customer_id else "always",
             "customer_details": None,
             "customer_email": params.get("customer_email"),
+            "discounts": promotions.session_discounts(asked),
             "expires_at": now + SESSION_LIFETIME,
             "invoice": None,
             "locale": params.get("locale"),
@@ -82,9 +97,11 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
             "status": "open",
             "subscription": None,
             "success_url": params.get("success_url"),
+            "total_details": {"amount_discount": discount, "amount_shipping": 0, "amount_tax": 0},
             "ui_mode": ui_mode,
             "url": None,
             "_subscription_data": params.get("subscription_data") or {},
+            "_asked": asked,
             "_payment_intent_data": params.get("payment_intent_data") or {},
             "_invoice_creation": as_bool(
                 (params.get("invoice_creation") or {}).get("enabled", "false"), "invoice_creation[enabled]"
@@ -98,8 +115,9 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
                         {
                             "id": new_id("li", 24),
                             "object": "item",
+                            "amount_discount": discount,
                             "amount_subtotal": total,
-                            "amount_total": total,
+                            "amount_total": total - discount,
                             "currency": price["currency"],
                             "description": price.get("nickname") or price["id"],
                             "price": price["id"],
@@ -163,6 +181,7 @@ def complete_session(state: State, session: dict[str, Any], last4: str = "4242")
     data = session["_subscription_data"]
     trial = data.get("trial_period_days")
     trial_end = data.get("trial_end")
+    redeemed = promotions.redeem(state, session["_asked"], customer=customer["id"])
     sub = start_subscription(
         state,
         customer,
@@ -174,6 +193,7 @@ def complete_session(state: State, session: dict[str, Any], last4: str = "4242")
         trial_days=int(trial) if trial else None,
         trial_end=int(trial_end) if trial_end else None,
         trial_settings=data.get("trial_settings"),
+        discounts=redeemed,
     )
     invoice = state.objects[sub["latest_invoice"]]
     if invoice["status"] == "open":
@@ -230,6 +250,7 @@ def _complete_payment(
     )
     if not charge_intent(state, intent, pm_id):
         raise StandinError(402, "Your card was declined.", type="card_error", code="card_declined")
+    promotions.redeem(state, session["_asked"], customer=customer["id"], checkout_session=session["id"])
     invoice_id = (
         _receipt_invoice(state, session, customer["id"], intent, item)
         if session["_invoice_creation"]
@@ -281,8 +302,13 @@ def _receipt_invoice(
                 "paid_at": now,
                 "voided_at": None,
             },
-            "subtotal": intent["amount"],
+            "subtotal": session["amount_subtotal"],
             "total": intent["amount"],
+            "total_discount_amounts": [
+                {"amount": session["amount_subtotal"] - intent["amount"], "discount": d}
+                for d in (session["discounts"] or [])[:1]
+                if session["amount_subtotal"] > intent["amount"]
+            ],
         },
         "in",
     )

@@ -11,6 +11,7 @@ import calendar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from . import promotions
 from .billing import attempt_payment, open_invoice, void_invoice
 from .catalog import _merge_metadata
 from .customers import live_customer
@@ -59,6 +60,7 @@ def start_subscription(
     trial_settings: dict[str, Any] | None = None,
     payment_method: str | None = None,
     charge_with: str | None = None,
+    discounts: list[str] | None = None,
 ) -> dict[str, Any]:
     """Create `sub` with its first invoice; charge `charge_with` unless the payment is left to the client.
 
@@ -87,7 +89,7 @@ def start_subscription(
             "days_until_due": None,
             "default_payment_method": payment_method,
             "description": None,
-            "discounts": [],
+            "discounts": list(discounts or []),
             "ended_at": None,
             "items": {"object": "list", "data": [], "has_more": False, "url": ""},
             "latest_invoice": None,
@@ -111,6 +113,8 @@ def start_subscription(
         "sub",
     )
     sub["items"]["url"] = f"/v1/subscription_items?subscription={sub['id']}"
+    for discount_id in sub["discounts"]:
+        state.objects[discount_id]["subscription"] = sub["id"]
     sub["items"]["data"] = [
         {
             "id": new_id("si", 14),
@@ -307,6 +311,19 @@ def create_subscription(state: State, params: dict[str, Any]) -> dict[str, Any]:
             code="card_declined",
             decline_code="generic_decline",
         )
+    for removed in ("coupon", "promotion_code"):  # gone since API 2025-03-31: `discounts` instead
+        if removed in params:
+            raise StandinError(
+                400, f"Received unknown parameter: {removed}", code="parameter_unknown", param=removed
+            )
+    asked = promotions.resolve(
+        state,
+        params.get("discounts"),
+        customer=customer["id"],
+        amount=price["unit_amount"],
+        currency=price["currency"],
+        product=price["product"],
+    )
     trial = params.get("trial_period_days")
     trial_end = params.get("trial_end")
     if trial_end == "now":
@@ -332,6 +349,7 @@ def create_subscription(state: State, params: dict[str, Any]) -> dict[str, Any]:
         trial_settings=params.get("trial_settings"),
         payment_method=params.get("default_payment_method"),
         charge_with=pm_id,
+        discounts=promotions.redeem(state, asked, customer=customer["id"]),
     )
     return state.render(sub, as_list(params.get("expand")))
 

@@ -39,9 +39,21 @@ _QUANTITY = Field(
 )
 
 
+_PROMOTION_CODE = Field(
+    default=None,
+    min_length=1,
+    max_length=200,
+    description='A promotion code as the customer types it ("LAUNCH20"), looked up at Stripe. 422 '
+    "`invalid_promotion_code` with the reason when Stripe does not know it or it does not apply (inactive, "
+    "expired, used up, restricted to other products, customers or amounts). On Checkout and subscriptions "
+    "it becomes the discount; on a one-time PaymentIntent the amount is reduced.",
+)
+
+
 class CheckoutBody(StrictBody):
     product: str = _PRODUCT
     quantity: int | None = _QUANTITY
+    promotion_code: str | None = _PROMOTION_CODE
     success_url: str | None = _URL
     cancel_url: str | None = _URL
 
@@ -49,10 +61,12 @@ class CheckoutBody(StrictBody):
 class PaymentBody(StrictBody):
     product: str = _PRODUCT
     quantity: int | None = _QUANTITY
+    promotion_code: str | None = _PROMOTION_CODE
 
 
 class ProductBody(StrictBody):
     product: str = _PRODUCT
+    promotion_code: str | None = _PROMOTION_CODE
 
 
 _SUBSCRIPTION_ID = Field(
@@ -98,6 +112,7 @@ async def checkout(
         success_url=body.success_url,
         cancel_url=body.cancel_url,
         quantity=body.quantity,
+        promotion_code=body.promotion_code,
     )
 
 
@@ -118,14 +133,16 @@ async def payment(
     body: PaymentBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
 ) -> dict[str, Any]:
     """`{payment_intent_id, client_secret}` for the Payment Element, for a one-time product only."""
-    return await billing_stripe.start_payment(db, stripe, account, body.product, body.quantity)
+    return await billing_stripe.start_payment(
+        db, stripe, account, body.product, body.quantity, body.promotion_code
+    )
 
 
 @router.post("/subscription")
 async def subscription(
     body: ProductBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
 ) -> dict[str, Any]:
-    return await billing_stripe.start_subscription(db, stripe, account, body.product)
+    return await billing_stripe.start_subscription(db, stripe, account, body.product, body.promotion_code)
 
 
 @router.post("/portal")
