@@ -80,11 +80,15 @@ async def test_checkout_for_a_subscription_carries_the_code_and_the_invoice_is_d
     assert discount["duration"] == "repeating" and discount["duration_in_months"] == 3
     assert discount["ends_at"] is not None
 
-    # The next two renewals stay discounted; the fourth period is full price.
+    # The next two renewals stay discounted; the fourth period is full price, and the discount is gone.
     for expected in (799, 799, 999):
         standin.renew(sub["id"])
         renewed = standin.state.get(standin.subscription(sub["id"])["latest_invoice"], "invoice")
         assert renewed["amount_paid"] == expected
+    assert standin.subscription(sub["id"])["discounts"] == []
+    await deliver_all(client, standin)
+    answer = (await client.get("/v1/me/entitlements", headers=auth)).json()
+    assert answer["subscriptions"][0]["discount"] is None
 
 
 async def test_without_a_code_checkout_offers_the_field_on_stripes_page(

@@ -14,6 +14,8 @@ with Stripe's 400 on `discounts[0][promotion_code]`.
 
 from __future__ import annotations
 
+import calendar
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +25,14 @@ if TYPE_CHECKING:
     from .state import State
 
 DURATIONS = ("once", "repeating", "forever")
-MONTH = 30 * 86400
+
+
+def months_later(ts: int, months: int) -> int:
+    """The same day `months` calendar months later (the last day of a shorter month), as Stripe counts."""
+    start = datetime.fromtimestamp(ts, UTC)
+    year, month = divmod(start.month - 1 + months, 12)
+    day = min(start.day, calendar.monthrange(start.year + year, month + 1)[1])
+    return int(start.replace(year=start.year + year, month=month + 1, day=day).timestamp())
 
 
 # --- coupons -----------------------------------------------------------------------------------------
@@ -282,7 +291,7 @@ def redeem(
                 "checkout_session": checkout_session,
                 "customer": customer,
                 "customer_account": None,
-                "end": now + months * MONTH if coupon["duration"] == "repeating" and months else None,
+                "end": months_later(now, months) if coupon["duration"] == "repeating" and months else None,
                 "invoice": None,
                 "invoice_item": None,
                 "promotion_code": promo["id"] if promo else None,
@@ -314,16 +323,18 @@ def invoice_discount(
     """What the subscription's discounts take off an invoice of `subtotal` now, and which applied.
 
     `once` applies to the first invoice with something to pay, `repeating` until its `end`, `forever`
-    always."""
+    always. A discount that is over leaves the subscription (`customer.discount.deleted`; the caller's
+    `customer.subscription.updated` shows it gone)."""
     off, applied = 0, []
-    for discount_id in sub.get("discounts") or []:
+    for discount_id in list(sub.get("discounts") or []):
         discount = state.objects.get(discount_id)
         if discount is None or subtotal <= 0:
             continue
         coupon = state.objects[discount["source"]["coupon"]]
-        if coupon["duration"] == "once" and discount["_used"]:
-            continue
-        if discount["end"] is not None and discount["end"] <= state.now():
+        used_once = coupon["duration"] == "once" and discount["_used"]
+        if used_once or (discount["end"] is not None and discount["end"] <= state.now()):
+            sub["discounts"].remove(discount_id)
+            state.emit("customer.discount.deleted", discount)
             continue
         taken = discount_off(coupon, subtotal - off, currency)
         if taken:
