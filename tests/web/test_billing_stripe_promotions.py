@@ -291,3 +291,25 @@ async def test_the_stand_in_refuses_the_removed_parameters(merchant: stripe.Stri
     customer = client.v1.customers.create({})
     with pytest.raises(stripe.InvalidRequestError):
         client.raw_request("post", "/v1/subscriptions", customer=customer.id, coupon=coupon.id)
+
+
+async def test_a_code_stripe_refuses_after_our_check_is_still_invalid_promotion_code(
+    client: httpx.AsyncClient, standin: StripeStandin, merchant: stripe.StripeClient
+) -> None:
+    """The customer paid at Stripe outside entitle (a dashboard invoice): entitle's records say first
+    purchase, Stripe says not, and Stripe's refusal reaches the client as the same 422, not a 503."""
+    make_code(merchant, "WELCOME", {"percent_off": 30}, restrictions={"first_time_transaction": True})
+    auth = bearer(await register(client, "paid-elsewhere@example.com"))
+    # A first checkout (no code) makes the account's Stripe customer; then it pays outside entitle.
+    opened = await client.post("/v1/billing/stripe/checkout", json={"product": "credits_100"}, headers=auth)
+    customer = standin.state.get(opened.json()["id"], "checkout.session")["customer"]
+    standin.state.add({"object": "charge", "customer": customer, "status": "succeeded", "amount": 1000}, "ch")
+    refused = await client.post(
+        "/v1/billing/stripe/subscription",
+        json={"product": "pro_monthly", "promotion_code": "WELCOME"},
+        headers=auth,
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["code"] == "invalid_promotion_code"
+    assert "first-time customers" in refused.json()["error"]["message"]
+    assert standin.state.all("subscription") == []

@@ -95,7 +95,7 @@ async def _pricing_page(
     typed = promo if promo is not None else request.query_params.get("promo")
     selling = _payments_on(visit)
     promo_view = await offers.promo_view(
-        visit, db, stripe_provider(visit.context.providers) if selling else None, typed
+        visit, db, stripe_provider(visit.context.providers) if selling else None, typed, ip=client_ip(request)
     )
     return render(
         visit,

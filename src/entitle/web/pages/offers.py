@@ -42,12 +42,15 @@ class PromoView:
 
 
 async def promo_view(
-    visit: PageVisit, db: AsyncSession, stripe: StripeProvider | None, typed: str | None
+    visit: PageVisit, db: AsyncSession, stripe: StripeProvider | None, typed: str | None, *, ip: str | None
 ) -> PromoView:
     code = (typed or "").strip()[:MAX_CODE_LENGTH]
     if not code or stripe is None:
         return PromoView(code=code)
     try:
+        # Counted per client like sign-in attempts: the page must not become a way to guess codes, nor
+        # to spend this account's Stripe request budget.
+        await visit.context.rate_limiter.hit("promotion_code", ip=ip)
         promotion = await find_promotion(stripe, code)
         product_ids = await _stripe_products(
             stripe, visit.context.catalog, restricted=_restricted(promotion.coupon)
