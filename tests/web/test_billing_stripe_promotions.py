@@ -313,3 +313,25 @@ async def test_a_code_stripe_refuses_after_our_check_is_still_invalid_promotion_
     assert refused.json()["error"]["code"] == "invalid_promotion_code"
     assert "first-time customers" in refused.json()["error"]["message"]
     assert standin.state.all("subscription") == []
+
+
+async def test_changing_the_code_on_the_payment_element_replaces_the_waiting_subscription(
+    client: httpx.AsyncClient, standin: StripeStandin, merchant: stripe.StripeClient
+) -> None:
+    make_code(merchant, "HALF", {"percent_off": 50, "duration": "forever"})
+    auth = bearer(await register(client, "changes-mind@example.com"))
+
+    async def start(code: str | None) -> dict[str, Any]:
+        body = {"product": "pro_monthly"} | ({"promotion_code": code} if code else {})
+        response = await client.post("/v1/billing/stripe/subscription", json=body, headers=auth)
+        assert response.status_code == 200, response.text
+        return standin.subscription(response.json()["subscription_id"])
+
+    plain = await start(None)
+    halved = await start("HALF")
+    assert halved["id"] != plain["id"] and standin.subscription(plain["id"])["status"] != "incomplete"
+    assert (await start("HALF"))["id"] == halved["id"]  # a double click: the same one
+    again = await start(None)
+    assert again["id"] not in (plain["id"], halved["id"]) and again["status"] == "incomplete"
+    assert standin.state.get(again["latest_invoice"], "invoice")["amount_due"] == 999
+    assert standin.subscription(halved["id"])["status"] != "incomplete"
