@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 import pytest
 import stripe
+from limits import parse
 
+from entitle.context import AppContext
 from entitle.providers.stripe.client import FormBodyHTTPXClient
 from tests.providers.stripe.conftest import stripe_settings
 from tests.standins.stripe import StripeStandin
@@ -151,3 +153,24 @@ async def test_a_code_refused_at_checkout_re_renders_the_page_with_the_reason(
     assert refused.status_code == 422
     assert "The code ONCE has been used as many times as it can be." in refused.text
     assert standin.state.all("checkout.session") == []
+
+
+async def test_code_lookups_are_limited_per_client(
+    client: httpx.AsyncClient, context: AppContext, merchant: stripe.StripeClient, standin: StripeStandin
+) -> None:
+    """Guessing codes on /pricing meets the sign-in limits' per-client budget (here 3 a minute)."""
+    context.rate_limiter.per_ip = parse("3/minute")
+    make_code(merchant, "LAUNCH20", {"percent_off": 20})
+    for guess, shown in (
+        ("AAAA", 'id="promo-error"'),
+        ("BBBB", 'id="promo-error"'),
+        ("LAUNCH20", 'id="promo-applied"'),
+    ):
+        assert shown in (await client.get("/pricing", params={"promo": guess})).text
+    asked = len([r for r in standin.requests if r["path"] == "/v1/promotion_codes"])
+    limited = await client.get("/pricing", params={"promo": "CCCC"})
+    assert limited.status_code == 200 and "Too many attempts" in limited.text
+    assert len([r for r in standin.requests if r["path"] == "/v1/promotion_codes"]) == asked
+    # Without a code the page costs no lookup and shows the plans as ever.
+    plain = await client.get("/pricing")
+    assert plain.status_code == 200 and "$9.99" in plain.text and 'id="promo-error"' not in plain.text
