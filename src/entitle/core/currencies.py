@@ -28,7 +28,9 @@ def is_currency(code: str) -> bool:
 
 
 # Currencies whose smallest unit is the unit itself (Stripe's list): 500 jpy is ¥500, not ¥5.00.
-ZERO_DECIMAL_CURRENCIES = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
+ZERO_DECIMAL_CURRENCIES = frozenset(
+    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
+)
 # Currencies with three decimals (Stripe's list): 5124 kwd is 5.124 KD. Apple prices everything in
 # milli-units, which for these are the minor units themselves.
 THREE_DECIMAL_CURRENCIES = frozenset("bhd jod kwd omr tnd".split())

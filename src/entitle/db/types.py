@@ -86,7 +86,6 @@ class JSONDocument(TypeDecorator[Any]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         return storable_json(value)
 
-
 UUID = Uuid(as_uuid=True)
 
 

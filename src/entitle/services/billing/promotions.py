@@ -144,7 +144,7 @@ class Offer:
 
 
 def describe(promotion: Promotion, currency: str) -> str:
-    """ "20% off for 3 months", "$5.00 off once", "10% off forever"."""
+    """The code's effect in words: "20% off for 3 months", "$5.00 off the first payment"."""
     amount_off = promotion.amount_off(currency)
     if promotion.percent_off is not None:
         off = f"{promotion.percent_off:g}% off"

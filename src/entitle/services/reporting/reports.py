@@ -162,7 +162,6 @@ def app_store_prices_query(
 ) -> Select[str | None, int | None, int | None, str | None, int]:
     """Paying App Store subscriptions now, counted by their last transaction's currency, price (milli-units),
     minutes paid for and ownership: a few groups however many subscriptions."""
-
     def number(key: str) -> ColumnElement[int]:
         # Through text: PostgreSQL's JSON integer cast is 32-bit, and Apple's dates are in milliseconds.
         return cast(Subscription.raw[("transaction", key)].as_string(), BigInteger)

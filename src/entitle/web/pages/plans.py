@@ -258,7 +258,7 @@ def subscription_cards(catalog: Catalog, answer: dict[str, Any]) -> list[Subscri
 
 
 def discount_sentence(discount: dict[str, Any] | None) -> str | None:
-    """ "LAUNCH20: 20% off" or "$5.00 off"; when it ends is the template's (it formats dates)."""
+    """The discount in words, as "LAUNCH20: 20% off" or "$5.00 off"; the template adds when it ends."""
     if not discount:
         return None
     if discount.get("percent_off") is not None:

@@ -244,3 +244,4 @@ async def apple_callback(request: Request, visit: Visit, db: SessionDep) -> Resp
 @router.post("/account/sign-in/google/callback")
 async def google_callback(request: Request, visit: Visit, db: SessionDep) -> Response:
     return await _callback(request, visit, db, "google")
+

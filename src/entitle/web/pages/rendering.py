@@ -127,7 +127,9 @@ def brand_css(settings: Settings) -> str:
     ink = brand
     while contrast(ink, WHITE) < 4.5:
         ink = (ink[0] * 0.9, ink[1] * 0.9, ink[2] * 0.9)
-    return f":root{{--brand:{_hex(brand)};--on-brand:{_hex(on_brand)};--brand-ink:{_hex(ink)};}}\n"
+    return (
+        f":root{{--brand:{_hex(brand)};--on-brand:{_hex(on_brand)};--brand-ink:{_hex(ink)};}}\n"
+    )
 
 
 def monogram_svg(settings: Settings) -> str:

@@ -162,7 +162,9 @@ async def get_visit(request: Request, context: ContextDep, db: SessionDep) -> Pa
 Visit = Annotated[PageVisit, Depends(get_visit)]
 
 
-async def start_page_session(db: AsyncSession, visit: PageVisit, account: Account, request: Request) -> None:
+async def start_page_session(
+    db: AsyncSession, visit: PageVisit, account: Account, request: Request
+) -> None:
     pair = await tokens.start_session(
         db, visit.context.tokens, account.id, user_agent=request.headers.get("user-agent")
     )

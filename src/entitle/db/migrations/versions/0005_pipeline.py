@@ -54,10 +54,7 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_stream_tickets_expires_at"), "stream_tickets", ["expires_at"], unique=False)
     op.create_index(
-        "ix_provider_events_key_status",
-        "provider_events",
-        ["provider", "ordering_key", "status"],
-        unique=False,
+        "ix_provider_events_key_status", "provider_events", ["provider", "ordering_key", "status"], unique=False
     )
 
 

@@ -24,11 +24,7 @@ def upgrade() -> None:
         # release serves (CONCURRENTLY cannot run inside a transaction).
         with op.get_context().autocommit_block():
             op.create_index(
-                INDEX,
-                "account_events",
-                ["type", "created_at"],
-                postgresql_concurrently=True,
-                if_not_exists=True,
+                INDEX, "account_events", ["type", "created_at"], postgresql_concurrently=True, if_not_exists=True
             )
         return
     op.create_index(INDEX, "account_events", ["type", "created_at"], unique=False)
