@@ -91,6 +91,7 @@ async def test_new_subscription_is_stored_and_grants_in_the_same_transaction(db:
             "will_renew": True,
             "management_url": "http://testserver/v1/billing/stripe/portal",
             "payment_method": None,
+            "discount": None,
         }
     ]
     granted = await db.scalar(select(AccountEvent).where(AccountEvent.type == "entitlement.granted"))

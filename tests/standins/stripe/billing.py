@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import promotions
 from .tax import tax_on, total_taxes
 from .wire import StandinError, as_int, as_list, list_page, missing, new_id, require
 
@@ -24,13 +25,20 @@ def open_invoice(
     lines: list[tuple[str, int, str | None, int, int]],
     billing_reason: str,
 ) -> dict[str, Any]:
-    """A finalized invoice for `sub`; each line is (description, amount, price id, period start, end).
-    With `automatic_tax`, tax on the customer's address is added on top (`total_taxes`)."""
+    """A finalized invoice for `sub`; each line is (description, amount, price id, period start, end),
+    less what the subscription's discounts take off a new period (`promotions.invoice_discount`). With
+    `automatic_tax`, tax on the customer's address is added on top of what is left (`total_taxes`)."""
     subtotal = sum(amount for _, amount, _, _, _ in lines)
+    discount, discounts = (
+        promotions.invoice_discount(state, sub, subtotal, sub["currency"])
+        if billing_reason in ("subscription_create", "subscription_cycle")
+        else (0, [])
+    )
     taxed = bool((sub.get("automatic_tax") or {}).get("enabled"))
     address = state.objects[sub["customer"]].get("address") if taxed else None
-    tax = tax_on(max(subtotal, 0), address) if taxed else 0
-    total = subtotal + tax
+    taxable = max(subtotal - discount, 0)
+    tax = tax_on(taxable, address) if taxed else 0
+    total = subtotal - discount + tax
     now = state.now()
     invoice = state.add(
         {
@@ -66,10 +74,12 @@ def open_invoice(
                 "paid_at": None,
                 "voided_at": None,
             },
+            "discounts": discounts,
             "subtotal": subtotal,
             "total": total,
-            "total_excluding_tax": subtotal,
-            "total_taxes": total_taxes(tax, max(subtotal, 0)),
+            "total_discount_amounts": [{"amount": discount, "discount": d} for d in discounts[:1]],
+            "total_excluding_tax": subtotal - discount,
+            "total_taxes": total_taxes(tax, taxable),
             "automatic_tax": {
                 "enabled": taxed,
                 "liability": {"type": "self"} if taxed else None,

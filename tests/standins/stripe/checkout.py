@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import promotions
 from .billing import record_invoice_payment, set_invoice_urls
 from .customers import create_customer, live_customer, make_card
 from .payments import charge_intent, new_payment_intent
@@ -72,6 +73,19 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
             param="customer_update[address]",
         )
     customer_creation = _customer_creation(params, mode, customer_id)
+    if params.get("discounts") and "allow_promotion_codes" in params:
+        raise StandinError(
+            400, "You may only specify one of these parameters: allow_promotion_codes, discounts."
+        )
+    asked = promotions.resolve(
+        state,
+        params.get("discounts"),
+        customer=customer_id,
+        amount=total,
+        currency=price["currency"],
+        product=price["product"],
+    )
+    discount = sum(promotions.discount_off(coupon, total, price["currency"]) for coupon, _ in asked)
     ui_mode = params.get("ui_mode", "hosted")
     if ui_mode == "hosted":
         require(params, "success_url")
@@ -97,10 +111,9 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
                 ),
                 "required": "never",
             },
-            "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
             "_customer_update": customer_update,
             "amount_subtotal": total,
-            "amount_total": total,
+            "amount_total": total - discount,
             "cancel_url": params.get("cancel_url"),
             "client_reference_id": params.get("client_reference_id"),
             "currency": price["currency"],
@@ -108,6 +121,7 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
             "customer_creation": customer_creation,
             "customer_details": None,
             "customer_email": params.get("customer_email"),
+            "discounts": promotions.session_discounts(asked),
             "expires_at": now + SESSION_LIFETIME,
             "invoice": None,
             "locale": params.get("locale"),
@@ -120,9 +134,11 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
             "status": "open",
             "subscription": None,
             "success_url": params.get("success_url"),
+            "total_details": {"amount_discount": discount, "amount_shipping": 0, "amount_tax": 0},
             "ui_mode": ui_mode,
             "url": None,
             "_subscription_data": params.get("subscription_data") or {},
+            "_asked": asked,
             "_payment_intent_data": params.get("payment_intent_data") or {},
             "_invoice_creation": as_bool(
                 (params.get("invoice_creation") or {}).get("enabled", "false"), "invoice_creation[enabled]"
@@ -136,8 +152,9 @@ def create_session(state: State, params: dict[str, Any]) -> dict[str, Any]:
                         {
                             "id": new_id("li", 24),
                             "object": "item",
+                            "amount_discount": discount,
                             "amount_subtotal": total,
-                            "amount_total": total,
+                            "amount_total": total - discount,
                             "currency": price["currency"],
                             "description": price.get("nickname") or price["id"],
                             "price": price["id"],
@@ -270,6 +287,7 @@ def _complete_subscription(
     data = session["_subscription_data"]
     trial = data.get("trial_period_days")
     trial_end = data.get("trial_end")
+    redeemed = promotions.redeem(state, session["_asked"], customer=customer["id"])
     sub = start_subscription(
         state,
         customer,
@@ -282,6 +300,7 @@ def _complete_subscription(
         trial_end=int(trial_end) if trial_end else None,
         trial_settings=data.get("trial_settings"),
         automatic_tax=session["automatic_tax"]["enabled"],
+        discounts=redeemed,
     )
     invoice = state.objects[sub["latest_invoice"]]
     if invoice["status"] == "open":
@@ -319,10 +338,11 @@ def _take_address(
     if session["automatic_tax"]["enabled"]:
         # A guest paying without a customer is taxed at the address typed on the page.
         taxed_at = customer.get("address") if customer is not None else session.get("_address")
-        tax = tax_on(session["amount_subtotal"], taxed_at)
+        taxable = session["amount_subtotal"] - session["total_details"]["amount_discount"]
+        tax = tax_on(taxable, taxed_at)
         session["automatic_tax"]["status"] = "complete"
         session["total_details"]["amount_tax"] = tax
-        session["amount_total"] = session["amount_subtotal"] + tax
+        session["amount_total"] = taxable + tax
 
 
 def _complete_without_card(state: State, session: dict[str, Any], customer: dict[str, Any]) -> dict[str, Any]:
@@ -393,6 +413,7 @@ def _complete_payment(
     )
     if not charge_intent(state, intent, pm_id):
         raise StandinError(402, "Your card was declined.", type="card_error", code="card_declined")
+    promotions.redeem(state, session["_asked"], customer=customer["id"], checkout_session=session["id"])
     invoice_id = (
         _receipt_invoice(state, session, customer_id, intent, item)
         if session["_invoice_creation"] and customer_id is not None
@@ -452,8 +473,16 @@ def _receipt_invoice(
             },
             "subtotal": session["amount_subtotal"],
             "total": intent["amount"],
-            "total_excluding_tax": session["amount_subtotal"],
-            "total_taxes": total_taxes(session["total_details"]["amount_tax"], session["amount_subtotal"]),
+            "total_excluding_tax": session["amount_subtotal"] - session["total_details"]["amount_discount"],
+            "total_taxes": total_taxes(
+                session["total_details"]["amount_tax"],
+                session["amount_subtotal"] - session["total_details"]["amount_discount"],
+            ),
+            "total_discount_amounts": [
+                {"amount": session["total_details"]["amount_discount"], "discount": d}
+                for d in (session["discounts"] or [])[:1]
+                if session["total_details"]["amount_discount"] > 0
+            ],
         },
         "in",
     )

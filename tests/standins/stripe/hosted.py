@@ -155,9 +155,17 @@ def _page(
             state.objects[session["customer"]].get("email") if session["customer"] else None
         )
         cancel_url = session["cancel_url"]
+        off = (session.get("total_details") or {}).get("amount_discount") or 0
+        codes = [
+            state.objects[d["promotion_code"]]["code"]
+            for d in session["discounts"]
+            if d.get("promotion_code")
+        ]
     today = amount(0 if trial else session["amount_total"], price["currency"])
     verb = "Pay for" if one_time else "Subscribe to"
     due = f"{trial} days free, then {price_text}. Due today: {today}" if trial else f"Due today: {today}"
+    if off:
+        due += f" ({' '.join(codes) or 'discount'}: -{amount(off, price['currency'])})"
     back = f'<a class="back" href="{escape(cancel_url)}">&larr; Back</a>' if cancel_url else ""
     # Without a customer or a prefilled address, Stripe's page asks for the email first.
     email_row = (

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..limits import VendorLimits
-from . import billing, catalog, checkout, customers, events, hosted, payments, subscriptions, tax
+from . import billing, catalog, checkout, customers, events, hosted, payments, promotions, subscriptions, tax
 from .state import State
 from .wire import StandinError, decode_form, new_id
 
@@ -30,6 +30,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     *billing.ROUTES,
     *payments.ROUTES,
     *checkout.ROUTES,
+    *promotions.ROUTES,
     *events.ROUTES,
     *tax.ROUTES,
 ]

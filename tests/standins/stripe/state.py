@@ -111,6 +111,13 @@ class State:
         seg, rest = segs[0], segs[1:]
         value = node.get(seg)
         stored = self.objects.get(node.get("id") or "")
+        if isinstance(value, list):
+            # An array of expandable ids (a subscription's `discounts`): each element expands.
+            for index, element in enumerate(value):
+                if isinstance(element, str) and element in self.objects:
+                    value[index] = self.render(self.objects[element])
+                self._expand(value[index], rest, path)
+            return
         if value is None and stored is not None and seg in stored.get("_hidden", {}):
             value = node[seg] = copy.deepcopy(stored["_hidden"][seg])
         elif isinstance(value, str) and value in self.objects:

@@ -11,6 +11,7 @@ import calendar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from . import promotions
 from .billing import attempt_payment, open_invoice, void_invoice
 from .catalog import _merge_metadata
 from .customers import live_customer
@@ -62,6 +63,7 @@ def start_subscription(
     charge_with: str | None = None,
     setup_intent: bool = True,
     automatic_tax: bool = False,
+    discounts: list[str] | None = None,
 ) -> dict[str, Any]:
     """Create `sub` with its first invoice; charge `charge_with` unless the payment is left to the client.
 
@@ -94,7 +96,7 @@ def start_subscription(
             "days_until_due": None,
             "default_payment_method": payment_method,
             "description": None,
-            "discounts": [],
+            "discounts": list(discounts or []),
             "ended_at": None,
             "items": {"object": "list", "data": [], "has_more": False, "url": ""},
             "latest_invoice": None,
@@ -118,6 +120,8 @@ def start_subscription(
         "sub",
     )
     sub["items"]["url"] = f"/v1/subscription_items?subscription={sub['id']}"
+    for discount_id in sub["discounts"]:
+        state.objects[discount_id]["subscription"] = sub["id"]
     sub["items"]["data"] = [
         {
             "id": new_id("si", 14),
@@ -317,6 +321,19 @@ def create_subscription(state: State, params: dict[str, Any]) -> dict[str, Any]:
     taxed = as_bool((params.get("automatic_tax") or {}).get("enabled", "false"), "automatic_tax[enabled]")
     if taxed:
         require_location(state, customer["id"])
+    for removed in ("coupon", "promotion_code"):  # gone since API 2025-03-31: `discounts` instead
+        if removed in params:
+            raise StandinError(
+                400, f"Received unknown parameter: {removed}", code="parameter_unknown", param=removed
+            )
+    asked = promotions.resolve(
+        state,
+        params.get("discounts"),
+        customer=customer["id"],
+        amount=price["unit_amount"],
+        currency=price["currency"],
+        product=price["product"],
+    )
     trial = params.get("trial_period_days")
     trial_end = params.get("trial_end")
     if trial_end == "now":
@@ -343,6 +360,7 @@ def create_subscription(state: State, params: dict[str, Any]) -> dict[str, Any]:
         payment_method=params.get("default_payment_method"),
         charge_with=pm_id,
         automatic_tax=taxed,
+        discounts=promotions.redeem(state, asked, customer=customer["id"]),
     )
     return state.render(sub, as_list(params.get("expand")))
 

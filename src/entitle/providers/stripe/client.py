@@ -52,7 +52,7 @@ from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateP
 from stripe.params.tax import CalculationCreateParams as TaxCalculationCreateParams
 
 from entitle.db.types import utcnow
-from entitle.errors import Conflict, EntitleError, ProviderUnavailable
+from entitle.errors import Conflict, EntitleError, InvalidRequest, ProviderUnavailable
 from entitle.pacing import Clock, Pacer, PacerStats, Sleep, retry_delay
 from entitle.providers.stripe.errors import PaymentRequired, StripeNotConfigured, StripeObjectMissing
 from entitle.settings import Settings
@@ -77,6 +77,12 @@ LIST_SUBSCRIPTIONS = "GET /v1/subscriptions"
 RETRIEVE_PAYMENT_INTENT = "GET /v1/payment_intents/{id}"
 # What a one-time purchase is read with: its charge, and the charge's refunds (when each happened).
 PAYMENT_INTENT_EXPAND = ["latest_charge", "latest_charge.refunds"]
+# What a stored subscription is read with: the card (brand, last 4) and its discounts with their coupon
+# and promotion code (discount ids, unexpanded coupons otherwise), for the answer's `discount`.
+SUBSCRIPTION_DETAIL = ["default_payment_method", "discounts.source.coupon", "discounts.promotion_code"]
+# What a promotion code is judged with: its coupon (unexpanded since API 2025-09-30) and the coupon's
+# product restriction, which Stripe includes only when asked.
+PROMOTION_CODE_EXPAND = ["promotion.coupon", "promotion.coupon.applies_to"]
 
 
 def stripe_limits(secret_key: str, override: float | None = None) -> tuple[float, float]:
@@ -251,7 +257,7 @@ class StripeGateway:
         self, subscription_id: str, *, expand: list[str] | None = None
     ) -> StripeDict:
         """The subscription with its default payment method expanded (for brand and last 4)."""
-        fields = expand or ["default_payment_method"]
+        fields = expand or SUBSCRIPTION_DETAIL
         # A raw request: the hottest call (every webhook re-reads), and we only want Stripe's JSON, so
         # the SDK's object tree is not built just to be thrown away (a third of the call's CPU).
         path = f"/v1/subscriptions/{quote(subscription_id, safe='')}"
@@ -274,7 +280,7 @@ class StripeGateway:
             "proration_behavior": "always_invoice",
             "proration_date": proration_date,
             "payment_behavior": "pending_if_incomplete",
-            "expand": ["default_payment_method"],
+            "expand": SUBSCRIPTION_DETAIL,
         }
         return await self._call(
             "POST /v1/subscriptions/{id}",
@@ -284,7 +290,7 @@ class StripeGateway:
     async def set_cancel_at_period_end(self, subscription_id: str, cancel: bool) -> StripeDict:
         params: SubscriptionUpdateParams = {
             "cancel_at_period_end": cancel,
-            "expand": ["default_payment_method"],
+            "expand": SUBSCRIPTION_DETAIL,
         }
         return await self._call(
             "POST /v1/subscriptions/{id}",
@@ -307,7 +313,7 @@ class StripeGateway:
         Never `prorate`: Stripe would credit the unused time to the customer's balance, for a next invoice
         that may never come; money given back is a refund (`create_refund`), decided by the caller.
         """
-        params: SubscriptionCancelParams = {"expand": ["default_payment_method"]}
+        params: SubscriptionCancelParams = {"expand": SUBSCRIPTION_DETAIL}
         if comment:
             params["cancellation_details"] = {"comment": comment[:500]}
         return await self._call(
@@ -383,7 +389,7 @@ class StripeGateway:
         page = await self._expanding(
             LIST_SUBSCRIPTIONS,
             lambda expand: self._client.raw_request_async("get", "/v1/subscriptions", **params, **expand),
-            ["data.default_payment_method"],
+            [f"data.{path}" for path in SUBSCRIPTION_DETAIL],
         )
         return page, requested_at
 
@@ -539,6 +545,22 @@ class StripeGateway:
             lambda: self._client.v1.checkout.sessions.expire_async(session_id),
         )
 
+    # --- promotion codes ---------------------------------------------------------------------------
+    async def promotion_codes(self, code: str) -> list[StripeDict]:
+        """Every promotion code with this customer-facing `code` (Stripe matches it case-insensitively),
+        active or not, newest first, each with its coupon expanded."""
+        page = await self._call(
+            "GET /v1/promotion_codes",
+            lambda: self._client.raw_request_async(
+                "get",
+                "/v1/promotion_codes",
+                code=code,
+                limit=10,
+                expand=[f"data.{path}" for path in PROMOTION_CODE_EXPAND],
+            ),
+        )
+        return list(page.get("data") or [])
+
     # --- webhook endpoints -------------------------------------------------------------------------
     async def create_webhook_endpoint(self, *, url: str, events: list[str]) -> StripeDict:
         params: WebhookEndpointCreateParams = {
@@ -650,6 +672,9 @@ def translate(exc: stripe.StripeError) -> EntitleError:
     message = exc.user_message or "Stripe refused the request."
     if isinstance(exc, stripe.CardError):
         return PaymentRequired(message, code=exc.code or "card_declined")
+    if isinstance(exc, stripe.InvalidRequestError) and str(exc.param or "").startswith("discounts"):
+        # A code that stopped applying between our check and Stripe's (its last redemption, its expiry).
+        return InvalidRequest(f"This promotion code can't be used: {message}", code="invalid_promotion_code")
     if isinstance(exc, stripe.InvalidRequestError) and exc.code == "resource_missing":
         return StripeObjectMissing(message)
     if isinstance(exc, stripe.IdempotencyError):

@@ -51,6 +51,7 @@ from entitle.core.subscriptions import Environment, Store, SubscriptionState, Su
 from entitle.db.engine import Database
 from entitle.db.types import utcnow
 from entitle.errors import Unauthorized
+from entitle.providers.stripe.promotions import discount_summary
 from entitle.services.delivery.changes import change_bus
 
 RULES_KEY = "entitle.entitlement_rules"
@@ -142,7 +143,12 @@ _ANSWERS = cast(Table, AccountEntitlement.__table__)
 _SUBSCRIPTIONS = cast(Table, Subscription.__table__)
 # Newest first: the order the answer body lists the account's subscriptions in.
 _READ_STATES = (
-    select(*(_SUBSCRIPTIONS.c[column.key] for column in _STATE_COLUMNS))
+    select(
+        *(_SUBSCRIPTIONS.c[column.key] for column in _STATE_COLUMNS),
+        # Only the part of the raw object the answer shows (a Stripe subscription's discounts), read by
+        # the database, so the whole vendor object is never loaded for an answer.
+        _SUBSCRIPTIONS.c.raw["discounts"].label("discounts"),
+    )
     .where(_SUBSCRIPTIONS.c.account_id == bindparam("account_id"))
     .order_by(
         _SUBSCRIPTIONS.c.created_at.desc(), _SUBSCRIPTIONS.c.store, _SUBSCRIPTIONS.c.store_subscription_id
@@ -576,4 +582,5 @@ def _subscription_json(row: Any, public_url: str) -> dict[str, Any]:
         "will_renew": row.will_renew,
         "management_url": management_url(store, public_url),
         "payment_method": row.payment_method,
+        "discount": discount_summary(row.discounts) if store is Store.STRIPE else None,
     }

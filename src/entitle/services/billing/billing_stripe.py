@@ -34,6 +34,7 @@ from entitle.providers.stripe.attempts import (
     purchase_lock,
     reusable_session,
 )
+from entitle.providers.stripe.client import SUBSCRIPTION_DETAIL
 from entitle.providers.stripe.errors import StripeObjectMissing
 from entitle.providers.stripe.mapping import (
     catalog_item,
@@ -43,13 +44,21 @@ from entitle.providers.stripe.mapping import (
 )
 from entitle.providers.stripe.mapping import product_key as product_of_price
 from entitle.providers.stripe.models import StripeCustomer
+from entitle.providers.stripe.promotions import Promotion
 from entitle.providers.stripe.provider import StripeConfig, StripeProvider
-from entitle.providers.stripe.purchases import PRODUCT_KEY, QUANTITY_KEY, purchase_metadata
+from entitle.providers.stripe.purchases import PRODUCT_KEY, purchase_metadata
 from entitle.providers.stripe.reconcile import live_subscriptions
 from entitle.services.access.entitlements import read_entitlements
 from entitle.services.access.purchases import find_purchase
 from entitle.services.access.trials import trial_days_for
 from entitle.services.billing import tax
+from entitle.services.billing.promotions import (
+    PROMOTION_CODE_ID_KEY,
+    checked_promotion,
+    checkout_discounts,
+    discounted_amount,
+    promotion_metadata,
+)
 
 log = logging.getLogger(__name__)
 
@@ -214,21 +223,25 @@ async def _start_one_time_checkout(
     quantity: int,
     success: str,
     cancel: str,
+    promotion_code: str | None = None,
 ) -> dict[str, Any]:
     product, price = await price_for(stripe, product.key)
     async with purchase_lock(db, account.id):
         await refuse_if_owned(db, account, product)
         customer_id = await customer_id_for(db, stripe, account)
-        metadata = purchase_metadata(str(account.id), product.key, quantity)
+        promotion = await checked_promotion(
+            db, stripe, account.id, promotion_code, price=price, quantity=quantity, customer_id=customer_id
+        )
+        metadata = purchase_metadata(str(account.id), product.key, quantity) | promotion_metadata(promotion)
         same_product = [
             s
             for s in await open_sessions(stripe, customer_id)
             if (s.get("metadata") or {}).get(PRODUCT_KEY) == product.key
         ]
         for session in same_product:
-            # A double click gets the page it already has.
+            # A double click gets the page it already has (with the same code, or none).
             if (
-                (session.get("metadata") or {}).get(QUANTITY_KEY) == str(quantity)
+                (session.get("metadata") or {}) == metadata
                 and session.get("success_url") == success
                 and session.get("cancel_url") == cancel
                 and session.get("url")
@@ -250,10 +263,10 @@ async def _start_one_time_checkout(
                 # A paid invoice is the receipt, and lists the purchase beside subscription invoices.
                 "invoice_creation": {"enabled": True, "invoice_data": {"metadata": metadata}},
                 "metadata": metadata,
-                "allow_promotion_codes": True,
+                **checkout_discounts(promotion),  # type: ignore[typeddict-item]
                 "success_url": success,
                 "cancel_url": cancel,
-                **tax.checkout_params(stripe),  # type: ignore[typeddict-item]
+                **tax.checkout_params(stripe),
             }
         )
     return {"id": session["id"], "url": session["url"]}
@@ -265,6 +278,7 @@ async def start_payment(
     account: Account,
     product_key: str,
     quantity: int | None,
+    promotion_code: str | None = None,
     tax_details: tax.TaxDetails | None = None,
 ) -> dict[str, Any]:
     """A PaymentIntent for a one-time product, confirmed in the app by the Payment Element."""
@@ -279,9 +293,14 @@ async def start_payment(
     async with purchase_lock(db, account.id):
         await refuse_if_owned(db, account, product)
         customer_id = await customer_id_for(db, stripe, account)
-        metadata = purchase_metadata(str(account.id), product.key, count)
-        amount = int(price["unit_amount"]) * count
-        # With Stripe Tax, the amount is the calculation's total and the PaymentIntent names it.
+        promotion = await checked_promotion(
+            db, stripe, account.id, promotion_code, price=price, quantity=count, customer_id=customer_id
+        )
+        metadata = purchase_metadata(str(account.id), product.key, count) | promotion_metadata(promotion)
+        # A PaymentIntent has no discounts: the code's share comes off the amount here.
+        amount = discounted_amount(promotion, int(price["unit_amount"]) * count, str(price["currency"]))
+        # With Stripe Tax, the amount is the calculation's total (tax on what is paid after the code's
+        # share) and the PaymentIntent names it.
         calculation = await tax.payment_calculation(
             stripe,
             customer_id,
@@ -444,27 +463,40 @@ async def start_checkout(
     success_url: str | None,
     cancel_url: str | None,
     quantity: int | None = None,
+    promotion_code: str | None = None,
 ) -> dict[str, Any]:
-    """Hosted Checkout: subscription mode for a subscription, payment mode for a one-time product."""
+    """Hosted Checkout: subscription mode for a subscription, payment mode for a one-time product; with
+    `promotion_code` its discount is applied, else Stripe's page offers a field to type one."""
     success = redirect_url(stripe.config, success_url, _default_paths(stripe.config).success)
     cancel = redirect_url(stripe.config, cancel_url, _default_paths(stripe.config).cancel)
     product = catalog_product(stripe, product_key)
     count = checked_quantity(product, quantity)
     if product.is_one_time:
-        return await _start_one_time_checkout(db, stripe, account, product, count, success, cancel)
-    product, price_id = await price_id_for(stripe, product_key)
+        return await _start_one_time_checkout(
+            db, stripe, account, product, count, success, cancel, promotion_code
+        )
+    product, price = await price_for(stripe, product_key)
+    price_id = str(price["id"])
     async with purchase_lock(db, account.id):
         await refuse_if_subscribed(db, account, product)
         await refuse_if_stalled(db, stripe, account, product)
         customer_id = await customer_id_for(db, stripe, account)
+        promotion = await checked_promotion(
+            db, stripe, account.id, promotion_code, price=price, customer_id=customer_id
+        )
         trial_days = await trial_days_for(db, account.id, product)
         sessions = await open_sessions(stripe, customer_id)
-        if (reused := reusable_session(sessions, product, success, cancel, trial_days)) is not None:
+        same_code = [s for s in sessions if _session_promotion(s) == (promotion.id if promotion else None)]
+        if (reused := reusable_session(same_code, product, success, cancel, trial_days)) is not None:
             return {"id": reused["id"], "url": reused["url"]}
         await close_other_attempts(db, stripe, account, sessions)
         return await _create_checkout(
-            stripe, account, product, price_id, customer_id, success, cancel, trial_days
+            stripe, account, product, price_id, customer_id, success, cancel, trial_days, promotion
         )
+
+
+def _session_promotion(session: dict[str, Any]) -> str | None:
+    return (session.get("metadata") or {}).get(PROMOTION_CODE_ID_KEY)
 
 
 async def _create_checkout(
@@ -476,6 +508,7 @@ async def _create_checkout(
     success: str,
     cancel: str,
     trial_days: int | None,
+    promotion: Promotion | None = None,
 ) -> dict[str, Any]:
     metadata = {"account_id": str(account.id), "entitle_product": product.key}
     session = await stripe.gateway.create_checkout_session(
@@ -491,8 +524,8 @@ async def _create_checkout(
             },
             **(cardless_trial_collection(product) if trial_days else {}),  # type: ignore[typeddict-item]
             # The trial the page offers, so a later request reuses it only while that is still right.
-            "metadata": {**metadata, **(trial_session_metadata(trial_days))},
-            "allow_promotion_codes": True,
+            "metadata": {**metadata, **(trial_session_metadata(trial_days)), **promotion_metadata(promotion)},
+            **checkout_discounts(promotion),
             "success_url": success,
             "cancel_url": cancel,
             **tax.checkout_params(stripe),
@@ -522,11 +555,13 @@ async def start_subscription(
     stripe: StripeProvider,
     account: Account,
     product_key: str,
+    promotion_code: str | None = None,
     tax_details: tax.TaxDetails | None = None,
 ) -> dict[str, Any]:
     """A subscription waiting for its first payment through the Payment Element, or, when the account
     may have the product's trial, one in its trial waiting for a card (a SetupIntent's secret)."""
-    product, price_id = await price_id_for(stripe, product_key)
+    product, price = await price_for(stripe, product_key)
+    price_id = str(price["id"])
     async with purchase_lock(db, account.id):
         # A double click on "Start free trial": the trial already entitles, so it is not refused as a
         # second subscription but answered with the same SetupIntent while no card was added.
@@ -537,8 +572,13 @@ async def start_subscription(
         await refuse_if_subscribed(db, account, product)
         await refuse_if_stalled(db, stripe, account, product)
         customer_id = await customer_id_for(db, stripe, account)
+        promotion = await checked_promotion(
+            db, stripe, account.id, promotion_code, price=price, customer_id=customer_id
+        )
         read_at = utcnow()
         sub = await _incomplete_subscription(db, stripe, account.id, price_id)
+        if sub is not None and _subscription_promotion(sub) != (promotion.id if promotion else None):
+            sub = None  # waiting for payment at another price (another code, or none): replaced below
         sessions = await open_sessions(stripe, customer_id)
         keep = str(sub["id"]) if sub else None
         await close_other_attempts(db, stripe, account, sessions, keep_subscription=keep)
@@ -547,7 +587,7 @@ async def start_subscription(
             taxed = await tax.subscription_params(stripe, customer_id, tax_details)
             read_at = utcnow()
             sub = await _create_incomplete(
-                db, stripe, account, product, price_id, customer_id, trial_days, taxed
+                db, stripe, account, product, price_id, customer_id, trial_days, promotion, taxed
             )
         await stripe.reconciler.subscription(db, sub["id"], fresh=sub, read_at=read_at)
     return _subscription_answer(stripe, product, sub)
@@ -585,6 +625,7 @@ async def _create_incomplete(
     price_id: str,
     customer_id: str,
     trial_days: int | None,
+    promotion: Promotion | None = None,
     taxed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     # A retried request (flaky network, a second process) gets the same subscription. The key moves
@@ -615,21 +656,27 @@ async def _create_incomplete(
             "items": [{"price": price_id}],
             "payment_behavior": "default_incomplete",
             "payment_settings": {"save_default_payment_method": "on_subscription"},
-            "metadata": {"account_id": str(account.id), "entitle_product": product.key},
+            "metadata": {
+                "account_id": str(account.id),
+                "entitle_product": product.key,
+                **promotion_metadata(promotion),
+            },
             **trial,  # type: ignore[typeddict-item]
             **(taxed or {}),
+            **({"discounts": [{"promotion_code": promotion.id}]} if promotion else {}),
             "expand": [*SUBSCRIPTION_EXPAND, "pending_setup_intent"],
         },
         idempotency_key=(
             f"entitle-subscription-{account.id}-{customer_id}-{price_id}-{settled}"
             + (f"-trial{trial_days}" if trial_days else "")
+            + (f"-{promotion.id}" if promotion else "")
             + ("-tax" if taxed else "")
         ),
     )
 
 
 # What the Payment Element path reads back: the first payment's secret and the card.
-SUBSCRIPTION_EXPAND = ["latest_invoice.confirmation_secret", "default_payment_method"]
+SUBSCRIPTION_EXPAND = ["latest_invoice.confirmation_secret", *SUBSCRIPTION_DETAIL]
 
 
 async def _trial_waiting_for_card(
@@ -646,6 +693,10 @@ async def _trial_waiting_for_card(
     setup = sub.get("pending_setup_intent")
     waiting = isinstance(setup, dict) and setup.get("status") in SETUP_WAITING
     return sub if sub.get("status") == "trialing" and waiting else None
+
+
+def _subscription_promotion(sub: dict[str, Any]) -> str | None:
+    return (sub.get("metadata") or {}).get(PROMOTION_CODE_ID_KEY)
 
 
 # SetupIntent statuses in which the person has not finished adding a card.

@@ -45,6 +45,7 @@ from entitle.providers.stripe.provider import StripeProvider
 from entitle.services.access.entitlements import read_entitlements
 from entitle.services.access.trials import had_trial, trial_days_for
 from entitle.services.billing import billing_stripe, tax
+from entitle.services.billing.promotions import checked_promotion, checkout_discounts, promotion_metadata
 from entitle.services.delivery.mail import queue_mail
 from entitle.services.identity.accounts import normalize_email
 
@@ -86,6 +87,7 @@ async def start_guest_checkout(
     success_url: str | None,
     cancel_url: str | None,
     quantity: int | None = None,
+    promotion_code: str | None = None,
 ) -> dict[str, Any]:
     """Hosted Checkout for a visitor: Stripe collects the email; the browser's cookie is bound to it."""
     paths = billing_stripe.WEB_APP_PATHS if stripe.config.web_origins else billing_stripe.HOSTED_PATHS
@@ -97,7 +99,13 @@ async def start_guest_checkout(
     # A visitor is shown the catalog's trial (trials.trial_days_for): one trial per person is checked
     # again when an account claims it (`_refuse_if_already_paid_for`).
     trial_days = await trial_days_for(db, None, product)
+    promotion = await checked_promotion(
+        db, stripe, None, promotion_code, price=price, quantity=count, customer_id=None
+    )
     params = guest_session_params(product, str(price["id"]), count, success, cancel, trial_days)
+    params.pop("allow_promotion_codes", None)
+    params.update(checkout_discounts(promotion))
+    params["metadata"].update(promotion_metadata(promotion))
     if trial_days and not product.is_one_time:
         params["subscription_data"].update(billing_stripe.cardless_trial_settings(product))
         params.update(billing_stripe.cardless_trial_collection(product))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -29,7 +29,7 @@ from entitle.services.billing import billing_stripe, invoices, trial_cards
 from entitle.services.delivery import streams
 from entitle.services.identity import accounts, credentials, page_links, tokens
 from entitle.web.deps import SessionDep, client_ip
-from entitle.web.pages import bought, guest, plans
+from entitle.web.pages import bought, guest, offers, plans
 from entitle.web.pages.forms import checked, local_path, read_form
 from entitle.web.pages.rendering import redirect, render
 from entitle.web.pages.sentences import BILLING_UNAVAILABLE, PAYMENTS_OFF, customer_sentence
@@ -90,9 +90,15 @@ async def _pricing_page(
     error: str | None = None,
     status: int = 200,
     chosen: str | None = None,
+    promo: str | None = None,
 ) -> Response:
     catalog = visit.context.catalog
     answer = await _answer(db, visit.account)
+    typed = promo if promo is not None else request.query_params.get("promo")
+    selling = _payments_on(visit)
+    promo_view = await offers.promo_view(
+        visit, db, stripe_provider(visit.context.providers) if selling else None, typed, ip=client_ip(request)
+    )
     return render(
         visit,
         "pricing.html",
@@ -115,8 +121,9 @@ async def _pricing_page(
         app_store_products=plans.paying_products(answer, Store.APP_STORE),
         web_products=plans.paying_products(answer, Store.STRIPE),
         chosen=chosen or request.query_params.get("product"),
-        payments_off=None if _payments_on(visit) else _payments_off(catalog),
+        payments_off=None if selling else _payments_off(catalog),
         plus_tax=visit.context.settings.stripe_automatic_tax,
+        promo=promo_view,
     )
 
 
@@ -153,11 +160,14 @@ async def _checkout_from_pricing(
     """A /pricing button: sign in first if needed, then Checkout; a refusal re-renders the page with it."""
     fields = await read_form(request, visit)
     product = fields.get("product", "")
+    code = fields.get("promotion_code", "").strip()[: offers.MAX_CODE_LENGTH] or None
     if not _payments_on(visit):
         # Nothing to sign in for: the page offers no button, and a crafted post learns no more.
         return await _pricing_page(request, visit, db, error=PAYMENTS_OFF, status=503)
     if visit.account is None and not guest.guest_checkout_on(visit):
-        return redirect(visit, _sign_in_url("/pricing", product))
+        # The code rides in the page to come back to, which the sign-in carries whichever way it goes.
+        back = "/pricing" + (f"?{urlencode({'promo': code})}" if code else "")
+        return redirect(visit, _sign_in_url(back, product))
     try:
         quantity = None
         if one_time:
@@ -166,15 +176,20 @@ async def _checkout_from_pricing(
                 raise InvalidRequest("Choose how many to buy.", code="invalid_quantity")
         if visit.account is None:
             # Pay first, the account after: the success page (or the mailed link) makes the account.
-            return await guest.to_guest_checkout(visit, db, request, product, quantity)
-        return await _to_checkout(visit, db, visit.account, product, quantity)
+            return await guest.to_guest_checkout(visit, db, request, product, quantity, code)
+        return await _to_checkout(visit, db, visit.account, product, quantity, code)
     except EntitleError as exc:
         error = customer_sentence(exc, unavailable=PAYMENTS_OFF)
-        return await _pricing_page(request, visit, db, error=error, status=exc.status_code)
+        return await _pricing_page(request, visit, db, error=error, status=exc.status_code, promo=code)
 
 
 async def _to_checkout(
-    visit: PageVisit, db: AsyncSession, account: Account, product: str, quantity: int | None = None
+    visit: PageVisit,
+    db: AsyncSession,
+    account: Account,
+    product: str,
+    quantity: int | None = None,
+    promotion_code: str | None = None,
 ) -> Response:
     """Straight to Stripe Checkout, which shows Apple Pay and Google Pay on capable phones.
 
@@ -193,6 +208,7 @@ async def _to_checkout(
         "&session_id={CHECKOUT_SESSION_ID}",
         cancel_url=f"{public}/pricing?notice=checkout_canceled",
         quantity=quantity,
+        promotion_code=promotion_code,
     )
     return redirect(visit, session["url"])
 
@@ -312,17 +328,27 @@ async def after_sign_in(
     await start_page_session(db, visit, account, request)
     product = fields.get("product")
     if product and product in visit.context.catalog.products:
-        # They chose a plan before signing in: carry on to pay for it, without another click.
+        # They chose a plan before signing in: carry on to pay for it, without another click (with the
+        # code they came with, which rides in the page they were on).
+        code = _promo_in(fields.get("next"))
         try:
-            return await _to_checkout(visit, db, account, product)
+            return await _to_checkout(visit, db, account, product, promotion_code=code)
         except EntitleError as exc:
             # Signed in, but this plan cannot be bought now (already paid for, payments off): say why
             # on the pricing page, with the plan they chose marked.
             error = customer_sentence(exc, unavailable=PAYMENTS_OFF)
             return await _pricing_page(
-                request, visit, db, error=error, status=exc.status_code, chosen=product
+                request, visit, db, error=error, status=exc.status_code, chosen=product, promo=code
             )
     return redirect(visit, local_path(fields.get("next"), "/account"))
+
+
+def _promo_in(next_path: str | None) -> str | None:
+    """The promotion code in the /pricing address a sign-in returns to, if any."""
+    if not next_path:
+        return None
+    codes = parse_qs(urlsplit(next_path).query).get("promo") or [""]
+    return codes[0].strip()[: offers.MAX_CODE_LENGTH] or None
 
 
 async def _attempt(

@@ -41,7 +41,12 @@ def guest_checkout_on(visit: PageVisit) -> bool:
 
 # --- Checkout for a visitor ---------------------------------------------------------------------------------
 async def to_guest_checkout(
-    visit: PageVisit, db: AsyncSession, request: Request, product: str, quantity: int | None
+    visit: PageVisit,
+    db: AsyncSession,
+    request: Request,
+    product: str,
+    quantity: int | None,
+    promotion_code: str | None = None,
 ) -> Response:
     """Straight from /pricing to Stripe Checkout, no account: Stripe asks for the email (and the wallet)."""
     if product not in visit.context.catalog.products:
@@ -59,6 +64,7 @@ async def to_guest_checkout(
         "&session_id={CHECKOUT_SESSION_ID}",
         cancel_url=f"{public}/pricing?notice=checkout_canceled",
         quantity=quantity,
+        promotion_code=promotion_code,
     )
     response = redirect(visit, session["url"])
     remember_browser(response, visit.context, secret)

@@ -212,6 +212,9 @@ class SubscriptionCard:
     grace_period_ends_at: str | None
     card: dict[str, str] | None
     management_url: str | None
+    # The answer's `discount` (a promotion code on a Stripe subscription), as "LAUNCH20: 20% off".
+    discount: str | None = None
+    discount_ends_at: str | None = None
 
     @property
     def store_name(self) -> str:
@@ -247,9 +250,27 @@ def subscription_cards(catalog: Catalog, answer: dict[str, Any]) -> list[Subscri
                 grace_period_ends_at=sub["grace_period_ends_at"],
                 card=sub.get("payment_method"),
                 management_url=sub.get("management_url"),
+                discount=discount_sentence(sub.get("discount")),
+                discount_ends_at=(sub.get("discount") or {}).get("ends_at"),
             )
         )
     return cards
+
+
+def discount_sentence(discount: dict[str, Any] | None) -> str | None:
+    """The discount in words, as "LAUNCH20: 20% off" or "$5.00 off"; the template adds when it ends."""
+    if not discount:
+        return None
+    if discount.get("percent_off") is not None:
+        off = f"{discount['percent_off']:g}% off"
+    elif discount.get("amount_off") is not None and discount.get("currency"):
+        off = f"{display_amount(int(discount['amount_off']), str(discount['currency']))} off"
+    else:
+        return None
+    if discount.get("duration") == "forever":
+        off += " every payment"
+    label = discount.get("code") or discount.get("name")
+    return f"{label}: {off}" if label else off
 
 
 def gifts(answer: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

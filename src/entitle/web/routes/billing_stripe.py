@@ -58,9 +58,21 @@ class TaxId(StrictBody):
     value: str = Field(min_length=1, max_length=64)
 
 
+_PROMOTION_CODE = Field(
+    default=None,
+    min_length=1,
+    max_length=200,
+    description='A promotion code as the customer types it ("LAUNCH20"), looked up at Stripe. 422 '
+    "`invalid_promotion_code` with the reason when Stripe does not know it or it does not apply (inactive, "
+    "expired, used up, restricted to other products, customers or amounts). On Checkout and subscriptions "
+    "it becomes the discount; on a one-time PaymentIntent the amount is reduced.",
+)
+
+
 class CheckoutBody(StrictBody):
     product: str = _PRODUCT
     quantity: int | None = _QUANTITY
+    promotion_code: str | None = _PROMOTION_CODE
     success_url: str | None = _URL
     cancel_url: str | None = _URL
 
@@ -68,6 +80,7 @@ class CheckoutBody(StrictBody):
 class PaymentBody(StrictBody):
     product: str = _PRODUCT
     quantity: int | None = _QUANTITY
+    promotion_code: str | None = _PROMOTION_CODE
     address: Address | None = Field(
         default=None,
         description="The billing address Stripe Tax computes tax from (when the store collects tax: "
@@ -80,6 +93,7 @@ class PaymentBody(StrictBody):
 
 class ProductBody(StrictBody):
     product: str = _PRODUCT
+    promotion_code: str | None = _PROMOTION_CODE
 
 
 class SubscriptionStartBody(ProductBody):
@@ -161,6 +175,7 @@ async def checkout(
             success_url=body.success_url,
             cancel_url=body.cancel_url,
             quantity=body.quantity,
+            promotion_code=body.promotion_code,
         )
         remember_browser(response, context, secret)
         return session
@@ -172,6 +187,7 @@ async def checkout(
         success_url=body.success_url,
         cancel_url=body.cancel_url,
         quantity=body.quantity,
+        promotion_code=body.promotion_code,
     )
 
 
@@ -200,7 +216,13 @@ async def payment(
 ) -> dict[str, Any]:
     """`{payment_intent_id, client_secret}` for the Payment Element, for a one-time product only."""
     return await billing_stripe.start_payment(
-        db, stripe, account, body.product, body.quantity, _tax_details(body.address, body.tax_id)
+        db,
+        stripe,
+        account,
+        body.product,
+        body.quantity,
+        body.promotion_code,
+        _tax_details(body.address, body.tax_id),
     )
 
 
@@ -209,7 +231,7 @@ async def subscription(
     body: SubscriptionStartBody, account: CurrentAccount, stripe: StripeDep, db: SessionDep
 ) -> dict[str, Any]:
     return await billing_stripe.start_subscription(
-        db, stripe, account, body.product, _tax_details(body.address, body.tax_id)
+        db, stripe, account, body.product, body.promotion_code, _tax_details(body.address, body.tax_id)
     )
 
 
