@@ -413,7 +413,7 @@ def _complete_payment(
     )
     if not charge_intent(state, intent, pm_id):
         raise StandinError(402, "Your card was declined.", type="card_error", code="card_declined")
-    promotions.redeem(state, session["_asked"], customer=customer["id"], checkout_session=session["id"])
+    promotions.redeem(state, session["_asked"], customer=customer_id, checkout_session=session["id"])
     invoice_id = (
         _receipt_invoice(state, session, customer_id, intent, item)
         if session["_invoice_creation"] and customer_id is not None
