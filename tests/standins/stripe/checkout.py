@@ -259,7 +259,7 @@ def complete_session(
         and (data.get("trial_period_days") or data.get("trial_end"))
     ):
         # Nothing is due today, so Stripe's page asks for no payment method at all.
-        return _complete_without_card(state, session, customer)
+        return _complete_subscription(state, session, customer, None)
     pm = make_card(state, customer["id"], last4)
     if last4 == "0341":
         _declined()
@@ -281,8 +281,10 @@ def _declined() -> dict[str, Any]:
 
 
 def _complete_subscription(
-    state: State, session: dict[str, Any], customer: dict[str, Any], pm: dict[str, Any]
+    state: State, session: dict[str, Any], customer: dict[str, Any], pm: dict[str, Any] | None
 ) -> dict[str, Any]:
+    """The subscription Checkout starts; without `pm` (`payment_method_collection=if_required` with a
+    trial) it starts trialing with no payment method, and `trial_settings` decide what its end does."""
     item = session["_hidden"]["line_items"]["data"][0]
     data = session["_subscription_data"]
     trial = data.get("trial_period_days")
@@ -301,11 +303,13 @@ def _complete_subscription(
         trial_settings=data.get("trial_settings"),
         automatic_tax=session["automatic_tax"]["enabled"],
         discounts=redeemed,
+        # Checkout collected nothing to confirm: no SetupIntent is left pending.
+        setup_intent=pm is not None,
     )
     invoice = state.objects[sub["latest_invoice"]]
-    if invoice["status"] == "open":
+    if pm is not None and invoice["status"] == "open":
         settle(state, sub, invoice, pm["id"])
-    elif sub["default_payment_method"] is None:
+    elif pm is not None and sub["default_payment_method"] is None:
         before = state.snapshot(sub)
         sub["default_payment_method"] = pm["id"]
         state.emit("customer.subscription.updated", sub, before)
@@ -343,40 +347,6 @@ def _take_address(
         session["automatic_tax"]["status"] = "complete"
         session["total_details"]["amount_tax"] = tax
         session["amount_total"] = taxable + tax
-
-
-def _complete_without_card(state: State, session: dict[str, Any], customer: dict[str, Any]) -> dict[str, Any]:
-    """`payment_method_collection=if_required` with a trial: the subscription starts trialing with no
-    payment method; what happens at the trial's end is up to `trial_settings`."""
-    item = session["_hidden"]["line_items"]["data"][0]
-    data = session["_subscription_data"]
-    trial, trial_end = data.get("trial_period_days"), data.get("trial_end")
-    sub = start_subscription(
-        state,
-        customer,
-        state.objects[item["price"]],
-        quantity=item["quantity"],
-        metadata=data.get("metadata") or {},
-        payment_behavior="default_incomplete",
-        save_default_payment_method="on_subscription",
-        trial_days=int(trial) if trial else None,
-        trial_end=int(trial_end) if trial_end else None,
-        trial_settings=data.get("trial_settings"),
-        # Checkout collected nothing to confirm: no SetupIntent is left pending.
-        setup_intent=False,
-        automatic_tax=session["automatic_tax"]["enabled"],
-    )
-    session.update(
-        customer=customer["id"],
-        customer_details=_customer_details(customer),
-        invoice=sub["latest_invoice"],
-        payment_status="no_payment_required",
-        status="complete",
-        subscription=sub["id"],
-        url=None,
-    )
-    state.emit("checkout.session.completed", session)
-    return session
 
 
 def _customer_details(customer: dict[str, Any]) -> dict[str, Any]:

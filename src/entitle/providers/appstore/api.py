@@ -21,7 +21,6 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -34,7 +33,8 @@ from appstoreserverlibrary.models.UpdateAppAccountTokenRequest import UpdateAppA
 
 from entitle.client_input import ascii_int
 from entitle.pacing import Clock, Pacer, PacerStats, Sleep, retry_delay
-from entitle.providers.appstore.errors import AppStoreApiUnavailable, AppStoreMisconfigured
+from entitle.providers.appstore.errors import AppStoreApiUnavailable
+from entitle.providers.appstore.keys import in_app_purchase_key
 from entitle.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -187,21 +187,14 @@ class AppStoreApi:
     @classmethod
     def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> AppStoreApi | None:
         """None when the Server API credentials are not configured (the API is optional)."""
-        if not (settings.apple_issuer_id and settings.apple_key_id and settings.apple_private_key_path):
+        key = in_app_purchase_key(settings, needed_for="use the App Store Server API")
+        if key is None:
             return None
-        if not settings.apple_bundle_id:
-            raise AppStoreMisconfigured(
-                "ENTITLE_APPLE_BUNDLE_ID must be set to use the App Store Server API."
-            )
-        try:
-            key = Path(settings.apple_private_key_path).read_bytes()
-        except OSError as exc:
-            raise AppStoreMisconfigured(f"ENTITLE_APPLE_PRIVATE_KEY_PATH cannot be read: {exc}.") from exc
         return cls(
-            signing_key=key,
-            key_id=settings.apple_key_id,
-            issuer_id=settings.apple_issuer_id,
-            bundle_id=settings.apple_bundle_id,
+            signing_key=key.signing_key,
+            key_id=key.key_id,
+            issuer_id=key.issuer_id,
+            bundle_id=key.bundle_id,
             http=http,
             base_url=settings.apple_api_base,
         )

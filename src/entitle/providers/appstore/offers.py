@@ -21,7 +21,6 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from appstoreserverlibrary.jws_signature_creator import PromotionalOfferV2SignatureCreator
 from appstoreserverlibrary.promotional_offer import PromotionalOfferSignatureCreator
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from entitle.providers.appstore.errors import AppStoreMisconfigured
+from entitle.providers.appstore.keys import in_app_purchase_key
 from entitle.settings import Settings
 
 
@@ -72,19 +72,11 @@ class PromotionalOfferSigner:
     @classmethod
     def from_settings(cls, settings: Settings) -> PromotionalOfferSigner | None:
         """None when the In-App Purchase key is not configured (offers are then refused)."""
-        if not (settings.apple_issuer_id and settings.apple_key_id and settings.apple_private_key_path):
+        key = in_app_purchase_key(settings, needed_for="sign promotional offers")
+        if key is None:
             return None
-        if not settings.apple_bundle_id:
-            raise AppStoreMisconfigured("ENTITLE_APPLE_BUNDLE_ID must be set to sign promotional offers.")
-        try:
-            key = Path(settings.apple_private_key_path).read_bytes()
-        except OSError as exc:
-            raise AppStoreMisconfigured(f"ENTITLE_APPLE_PRIVATE_KEY_PATH cannot be read: {exc}.") from exc
         return cls(
-            signing_key=key,
-            key_id=settings.apple_key_id,
-            issuer_id=settings.apple_issuer_id,
-            bundle_id=settings.apple_bundle_id,
+            signing_key=key.signing_key, key_id=key.key_id, issuer_id=key.issuer_id, bundle_id=key.bundle_id
         )
 
     def sign(

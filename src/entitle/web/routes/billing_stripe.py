@@ -77,10 +77,9 @@ class CheckoutBody(StrictBody):
     cancel_url: str | None = _URL
 
 
-class PaymentBody(StrictBody):
-    product: str = _PRODUCT
-    quantity: int | None = _QUANTITY
-    promotion_code: str | None = _PROMOTION_CODE
+class TaxFields(StrictBody):
+    """What Stripe Tax needs on the Payment Element paths, where no Stripe page asks for it."""
+
     address: Address | None = Field(
         default=None,
         description="The billing address Stripe Tax computes tax from (when the store collects tax: "
@@ -89,6 +88,12 @@ class PaymentBody(StrictBody):
     tax_id: TaxId | None = Field(
         default=None, description="A business buyer's tax id, when tax is collected."
     )
+
+
+class PaymentBody(TaxFields):
+    product: str = _PRODUCT
+    quantity: int | None = _QUANTITY
+    promotion_code: str | None = _PROMOTION_CODE
 
 
 class ProductBody(StrictBody):
@@ -96,15 +101,8 @@ class ProductBody(StrictBody):
     promotion_code: str | None = _PROMOTION_CODE
 
 
-class SubscriptionStartBody(ProductBody):
-    address: Address | None = Field(
-        default=None,
-        description="The billing address Stripe Tax computes tax from (when the store collects tax: "
-        "422 `address_required` without one unless the customer already has one).",
-    )
-    tax_id: TaxId | None = Field(
-        default=None, description="A business buyer's tax id, when tax is collected."
-    )
+class SubscriptionStartBody(ProductBody, TaxFields):
+    pass
 
 
 _SUBSCRIPTION_ID = Field(
