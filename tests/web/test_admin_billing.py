@@ -172,7 +172,7 @@ async def test_the_account_page_lists_invoices_with_their_links(
     await sign_in(client, "mine@example.com")
     page = await client.get("/account")
     assert page.status_code == 200
-    table = re.search(r'<table class="lines" id="invoice-list">(.*?)</table>', page.text, re.S)
+    table = re.search(r'<table class="data" id="invoice-list">(.*?)</table>', page.text, re.S)
     assert table
     rows = [text_of(row) for row in re.findall(r"<tr id=\"invoice-.*?</tr>", table.group(1), re.S)]
     assert len(rows) == 2
