@@ -80,7 +80,8 @@ def _client(
 def apple_error(exc: APIException) -> str:
     if exc.raw_api_error is None:
         return f"HTTP {exc.http_status_code}"
-    message = f": {exc.error_message}" if exc.error_message else ""
+    # Apple's messages end with a period; the sentence around them has its own.
+    message = f": {exc.error_message.rstrip('.')}" if exc.error_message else ""
     return f"HTTP {exc.http_status_code}, error {exc.raw_api_error}{message}"
 
 
