@@ -1,1 +1,1 @@
-"""Set-up from the browser: runtime settings, and one check per integration that proves it works."""
+"""Setting the server up from the dashboard: saved settings, the first run, and one card per integration."""

@@ -1,14 +1,19 @@
-"""What `/admin/setup` shows of one integration: its state, in one sentence, and what to paste.
+"""One card per integration on /admin/setup: its state, a sentence a person reads, and what to paste.
 
-The runtime-settings helper (branch setup-store) owns this module; this copy has the same shape so the
-integration checks can be built and tested before it lands.
+Each integration offers `async def card(db, context) -> Card`. From the settings alone a card is
+`not_set` or `set` (services/setup/settings_cards.py); a check that proves the integration works (an API
+call that succeeds, a test event that arrives) upgrades it to `verified` or `failing`, with the vendor's
+own reason in the sentence. A card never carries a secret's value: only the names of what it asks for.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
-from typing import Literal
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from entitle.context import AppContext
 
 CardState = Literal["not_set", "set", "verified", "failing"]
 
@@ -17,9 +22,36 @@ CardState = Literal["not_set", "set", "verified", "failing"]
 class Card:
     key: str
     title: str
+    # not_set: nothing pasted; set: pasted, not proven; verified: proven by a call that worked;
+    # failing: the vendor refused (the sentence is its own reason).
     state: CardState
-    # The human line; when failing, the vendor's own reason.
     sentence: str
-    # The Settings field names the card asks for.
+    # The setting names (Settings fields, in RUNTIME_SETTINGS) the card lets an operator paste.
     fields: list[str] = field(default_factory=list)
-    checked_at: dt.datetime | None = None
+    checked_at: datetime | None = None
+
+
+def has_value(context: AppContext, name: str) -> bool:
+    value = getattr(context.settings, name)
+    return bool(value) if isinstance(value, list | str) else value is not None
+
+
+def settings_card(
+    context: AppContext,
+    *,
+    key: str,
+    title: str,
+    fields: list[str],
+    required: list[str],
+    set_sentence: str,
+    not_set_sentence: str,
+) -> Card:
+    """A card whose state the settings alone decide: `set` once every required name has a value."""
+    ready = all(has_value(context, name) for name in required)
+    return Card(
+        key=key,
+        title=title,
+        state="set" if ready else "not_set",
+        sentence=set_sentence if ready else not_set_sentence,
+        fields=fields,
+    )
