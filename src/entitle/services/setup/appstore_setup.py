@@ -10,7 +10,7 @@ asked for.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 from appstoreserverlibrary.api_client import APIException
@@ -23,12 +23,10 @@ from entitle.db.types import utcnow
 from entitle.providers.appstore import connection
 from entitle.providers.appstore.errors import AppStoreMisconfigured
 from entitle.providers.appstore.keys import in_app_purchase_key
+from entitle.services.setup import settings_cards
 from entitle.services.setup.cards import Card
 from entitle.services.setup.timing import ago
 
-KEY = "app_store"
-TITLE = "App Store"
-FIELDS = ["apple_bundle_id", "apple_app_id", "apple_issuer_id", "apple_key_id", "apple_private_key_path"]
 TEST_TYPE = "TEST"
 
 
@@ -134,27 +132,18 @@ async def last_test_notification(db: AsyncSession) -> dt.datetime | None:
 
 async def card(db: AsyncSession, context: AppContext, *, checked: connection.KeyCheck | None = None) -> Card:
     """The App Store card; `checked` is a check just made (the page passes it to show its answer)."""
-    settings = context.settings
-    if not settings.apple_bundle_id:
-        return Card(
-            KEY, TITLE, "not_set", "Not set: paste the bundle id, app id and In-App Purchase key.", FIELDS
-        )
+    base = await settings_cards.app_store(db, context)
+    if base.state == "not_set":
+        return base
     now = utcnow()
     if checked is not None and not checked.ok:
-        return Card(KEY, TITLE, "failing", checked.sentence, FIELDS, now)
+        return replace(base, state="failing", sentence=checked.sentence, checked_at=now)
     arrived = await last_test_notification(db)
     if arrived is not None:
-        return Card(
-            KEY, TITLE, "verified", f"Last test notification received {ago(arrived, now)}.", FIELDS, arrived
-        )
+        sentence = f"Last test notification received {ago(arrived, now)}."
+        return replace(base, state="verified", sentence=sentence, checked_at=arrived)
     if checked is not None:
-        return Card(KEY, TITLE, "verified", checked.sentence, FIELDS, now)
+        return replace(base, state="verified", sentence=checked.sentence, checked_at=now)
     if configured_key(context) is None:
-        return Card(
-            KEY,
-            TITLE,
-            "set",
-            "Purchases are verified; add the In-App Purchase key (issuer id, key id, .p8) for Apple's API.",
-            FIELDS,
-        )
-    return Card(KEY, TITLE, "set", "Set: check the key, then request a test notification.", FIELDS)
+        return replace(base, sentence=f"{base.sentence} Add the In-App Purchase key to use Apple's API.")
+    return replace(base, sentence=f"{base.sentence} Check the key, then request a test notification.")

@@ -9,7 +9,7 @@ never the URL, which carries the password.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from email.utils import make_msgid
 from urllib.parse import urlsplit
@@ -20,11 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.context import AppContext
 from entitle.db.types import utcnow
 from entitle.services.delivery.mail import SmtpMailer
-from entitle.services.setup.cards import Card
-
-KEY = "mail"
-TITLE = "Mail"
-FIELDS = ["smtp_url", "email_from"]
+from entitle.services.setup import settings_cards
+from entitle.services.setup.cards import Card, CardState
 
 
 @dataclass(frozen=True)
@@ -86,12 +83,8 @@ async def send_test_mail(context: AppContext, to: str, *, smtp_url: str | None =
 
 async def card(db: AsyncSession, context: AppContext, *, checked: MailCheck | None = None) -> Card:
     """The mail card; `checked` is a test mail just sent (the page passes it to show its answer)."""
-    if context.settings.smtp_url is None:
-        return Card(
-            KEY, TITLE, "not_set", "Not set: mails are written to the log. Paste an SMTP URL.", FIELDS
-        )
-    if checked is None:
-        return Card(KEY, TITLE, "set", "Set: send a test mail to check it.", FIELDS)
-    return Card(
-        KEY, TITLE, "verified" if checked.ok else "failing", checked.sentence, FIELDS, checked.checked_at
-    )
+    base = await settings_cards.mail(db, context)
+    if base.state == "not_set" or checked is None:
+        return base
+    state: CardState = "verified" if checked.ok else "failing"
+    return replace(base, state=state, sentence=checked.sentence, checked_at=checked.checked_at)

@@ -8,7 +8,7 @@ card reports how many signing keys came back, or why none did, in one sentence.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import httpx
@@ -18,30 +18,13 @@ from entitle.context import AppContext
 from entitle.db.types import utcnow
 from entitle.identity.errors import IdentityProviderUnavailable
 from entitle.identity.jwks import fetch_jwks
+from entitle.services.setup import settings_cards
 from entitle.services.setup.cards import Card, CardState
 
 Provider = Literal["apple", "google"]
 
 
-@dataclass(frozen=True)
-class _About:
-    key: str
-    title: str
-    name: str
-    fields: list[str]
-
-
-ABOUT: dict[Provider, _About] = {
-    "apple": _About(
-        "apple_signin",
-        "Sign in with Apple",
-        "Apple",
-        ["apple_signin_client_ids", "apple_signin_web_client_id"],
-    ),
-    "google": _About(
-        "google_signin", "Google sign-in", "Google", ["google_client_ids", "google_web_client_id"]
-    ),
-}
+NAMES: dict[Provider, str] = {"apple": "Apple", "google": "Google"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +51,7 @@ def client_ids(context: AppContext, provider: Provider) -> list[str]:
 
 async def check(context: AppContext, provider: Provider, *, url: str | None = None) -> KeysCheck:
     """Fetch `provider`'s signing keys from `url` (the configured key URL by default)."""
-    name = ABOUT[provider].name
+    name = NAMES[provider]
     url = url or jwks_url(context, provider)
     now = utcnow()
     try:
@@ -89,22 +72,13 @@ async def card(
     db: AsyncSession, context: AppContext, provider: Provider = "apple", *, checked: KeysCheck | None = None
 ) -> Card:
     """The card of `provider`; `checked` is a check just made (the page passes it to show its answer)."""
-    about = ABOUT[provider]
-    ids = client_ids(context, provider)
-    if not ids:
-        return Card(
-            about.key,
-            about.title,
-            "not_set",
-            "Not set: paste the client ids your apps sign in with.",
-            about.fields,
-        )
-    if checked is None:
-        return Card(
-            about.key, about.title, "set", f"Set for {', '.join(ids)}: fetch the keys to check.", about.fields
-        )
+    base = await (settings_cards.apple_signin if provider == "apple" else settings_cards.google_signin)(
+        db, context
+    )
+    if base.state == "not_set" or checked is None:
+        return base
     state: CardState = "verified" if checked.ok else "failing"
-    return Card(about.key, about.title, state, checked.sentence, about.fields, checked.checked_at)
+    return replace(base, state=state, sentence=checked.sentence, checked_at=checked.checked_at)
 
 
 async def apple_card(db: AsyncSession, context: AppContext, *, checked: KeysCheck | None = None) -> Card:
