@@ -161,21 +161,31 @@ class JwksVerifier:
             self._fetched_at = now
 
     async def _fetch(self) -> dict[str, Any]:
-        try:
-            response = await self._http.get(self.jwks_url, timeout=self._fetch_timeout)
-        except httpx.HTTPError as exc:
-            raise IdentityProviderUnavailable(
-                "The identity provider's signing keys could not be fetched."
-            ) from exc
-        if response.status_code != 200:
-            raise IdentityProviderUnavailable(
-                f"The identity provider's key endpoint answered {response.status_code}."
-            )
-        try:
-            document = response.json()
-        except ValueError as exc:
-            raise IdentityProviderUnavailable("The identity provider's key set is not JSON.") from exc
-        return parse_jwks(document, self.algorithms)
+        return await fetch_jwks(
+            self._http, self.jwks_url, algorithms=self.algorithms, timeout=self._fetch_timeout
+        )
+
+
+async def fetch_jwks(
+    http: httpx.AsyncClient, url: str, *, algorithms: Sequence[str] = (ALGORITHM,), timeout: float = 5.0
+) -> dict[str, Any]:
+    """kid -> public key of the signing keys at `url`; IdentityProviderUnavailable (with the network
+    error as its cause) when they cannot be had. Set-up calls it too, to prove a configured URL."""
+    try:
+        response = await http.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise IdentityProviderUnavailable(
+            "The identity provider's signing keys could not be fetched."
+        ) from exc
+    if response.status_code != 200:
+        raise IdentityProviderUnavailable(
+            f"The identity provider's key endpoint answered {response.status_code}."
+        )
+    try:
+        document = response.json()
+    except ValueError as exc:
+        raise IdentityProviderUnavailable("The identity provider's key set is not JSON.") from exc
+    return parse_jwks(document, algorithms)
 
 
 def parse_jwks(document: Any, algorithms: Sequence[str] = (ALGORITHM,)) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """A local App Store Server API: the endpoints entitle calls, speaking Apple's wire format.
 
 Send Consumption Information (v2, and the deprecated v1) is accepted with 202 as Apple does and what was
-sent is kept in `state.consumption_sent` for assertions.
+sent is kept in `state.consumption_sent` for assertions. Request a Test Notification answers a token and
+POSTs a signed `TEST` notification to `state.notification_url`; Get Test Notification Status reports
+that attempt, and Get Transaction History answers 4040010 for an id it does not know.
 
 It checks the ES256 bearer token the official client library sends (key id in the header; issuer,
 audience `appstoreconnect-v1`, bundle id `bid`, expiry in the claims), answers 401 with no body when it
@@ -24,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import jwt
 import uvicorn
 from cryptography.hazmat.primitives import serialization
@@ -40,6 +43,7 @@ from .signing import AppStoreSigner
 TRANSACTION_NOT_FOUND = {"errorCode": 4040010, "errorMessage": "Transaction id not found."}
 RATE_LIMITED = {"errorCode": 4290000, "errorMessage": "Rate limit exceeded."}
 BAD_REQUEST = {"errorCode": 4000000, "errorMessage": "Invalid request."}
+TEST_NOTIFICATION_NOT_FOUND = {"errorCode": 4040008, "errorMessage": "Test notification not found."}
 
 
 @dataclass
@@ -78,6 +82,11 @@ class AppStoreServerState:
     consumption_sent: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)
     # Latency and rate limits, by endpoint ("GET /inApps/v1/subscriptions/{transactionId}").
     limits: VendorLimits = field(default_factory=VendorLimits)
+    # Where Request a Test Notification POSTs its TEST notification (App Store Connect's "Production
+    # Server URL"); None answers the request but records the attempt as NO_RESPONSE, as Apple does.
+    notification_url: str | None = None
+    # testNotificationToken -> the signed TEST notification and Apple's record of sending it.
+    test_notifications: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     def put_subscription(
         self, status: int, transaction: dict[str, Any], renewal_info: dict[str, Any]
@@ -269,11 +278,68 @@ def create_app(state: AppStoreServerState) -> Starlette:
 
         return send
 
+    async def transaction_history(request: Request) -> Response:
+        # Get Transaction History (v2): entitle only asks it with a made-up id, to prove a key works.
+        if (denied := authorize(request)) is not None:
+            return denied
+        original = state.original_of(request.path_params["transaction_id"])
+        if original is None:
+            return JSONResponse(TRANSACTION_NOT_FOUND, status_code=404)
+        signed = [
+            _resigned(state, transaction)
+            for transaction in state.transactions.values()
+            if str(transaction["originalTransactionId"]) == original
+        ]
+        return JSONResponse(
+            {
+                "revision": base64.urlsafe_b64encode(str(len(signed)).encode()).decode(),
+                "hasMore": False,
+                "bundleId": state.signer.bundle_id,
+                "appAppleId": state.signer.app_apple_id,
+                "environment": state.signer.environment,
+                "signedTransactions": signed,
+            }
+        )
+
+    async def request_test_notification(request: Request) -> Response:
+        # Apple answers the token at once and sends the TEST notification to the app's server URL;
+        # this stand-in sends it before answering, so the status is known when the token is.
+        if (denied := authorize(request)) is not None:
+            return denied
+        token = f"{uuid.uuid4()}_{_now_ms()}"
+        signed = state.signer.signed_notification("TEST", signed_date=_now_ms())
+        attempt = {"attemptDate": _now_ms(), "sendAttemptResult": await _send(signed)}
+        state.test_notifications[token] = (signed, attempt)
+        return JSONResponse({"testNotificationToken": token})
+
+    async def _send(signed: str) -> str:
+        if state.notification_url is None:
+            return "NO_RESPONSE"
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                answer = await http.post(state.notification_url, json={"signedPayload": signed})
+        except httpx.TimeoutException:
+            return "TIMED_OUT"
+        except httpx.HTTPError:
+            return "SOCKET_ISSUE"
+        return "SUCCESS" if 200 <= answer.status_code < 300 else "UNSUCCESSFUL_HTTP_RESPONSE_CODE"
+
+    async def test_notification_status(request: Request) -> Response:
+        if (denied := authorize(request)) is not None:
+            return denied
+        found = state.test_notifications.get(request.path_params["token"])
+        if found is None:
+            return JSONResponse(TEST_NOTIFICATION_NOT_FOUND, status_code=404)
+        signed, attempt = found
+        return JSONResponse({"signedPayload": signed, "sendAttempts": [attempt]})
+
     def limited(method: str, path: str, handler: Callable[[Request], Awaitable[Response]]) -> Route:
         # Apple's documented path templates name the endpoints; Starlette's parameters are snake_case.
         name = f"{method} {path}"
-        route_path = path.replace("{transactionId}", "{transaction_id}").replace(
-            "{originalTransactionId}", "{original_transaction_id}"
+        route_path = (
+            path.replace("{transactionId}", "{transaction_id}")
+            .replace("{originalTransactionId}", "{original_transaction_id}")
+            .replace("{testNotificationToken}", "{token}")
         )
 
         async def call(request: Request) -> Response:
@@ -301,6 +367,9 @@ def create_app(state: AppStoreServerState) -> Starlette:
             ),
             limited("PUT", "/inApps/v2/transactions/consumption/{transactionId}", consumption("v2")),
             limited("PUT", "/inApps/v1/transactions/consumption/{transactionId}", consumption("v1")),
+            limited("GET", "/inApps/v2/history/{transactionId}", transaction_history),
+            limited("POST", "/inApps/v1/notifications/test", request_test_notification),
+            limited("GET", "/inApps/v1/notifications/test/{testNotificationToken}", test_notification_status),
         ]
     )
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.models.accounts import Account
 from entitle.errors import EntitleError, NotFound
 from entitle.services.identity import operators
-from entitle.services.setup import first_run
+from entitle.services.setup import appstore_setup, first_run, mail_setup, signin_setup
 from entitle.services.setup.cards import Card
 from entitle.services.setup.runtime_settings import (
     RUNTIME_SETTINGS,
@@ -26,7 +26,7 @@ from entitle.services.setup.runtime_settings import (
     save_settings,
     source_of,
 )
-from entitle.services.setup.settings_cards import CARDS
+from entitle.services.setup.settings_cards import CARDS, CardSource
 from entitle.web.deps import SessionDep
 from entitle.web.pages.admin import _operator
 from entitle.web.pages.forms import checked, read_form
@@ -62,6 +62,34 @@ LABELS: dict[str, tuple[str, str]] = {
     "alert_webhook_url": ("Chat webhook URL", "a Slack-compatible incoming webhook"),
 }
 NOTICES = {"saved": "Saved; every server process uses it now."}
+# The cards shown, in order: where an integration has a check (services/setup/*_setup.py), its card
+# shows the check's answer; the rest are decided by the settings alone.
+PAGE_CARDS: dict[str, CardSource] = {
+    **CARDS,
+    "app_store": appstore_setup.card,
+    "apple_signin": signin_setup.apple_card,
+    "google_signin": signin_setup.google_card,
+    "mail": mail_setup.card,
+}
+
+
+@dataclass(frozen=True)
+class Action:
+    """A button under a set card that proves it works (a POST to `path`, see admin_setup_apple.py)."""
+
+    path: str
+    label: str
+
+
+ACTIONS: dict[str, list[Action]] = {
+    "app_store": [
+        Action("/admin/setup/app_store/check", "Check the key with Apple"),
+        Action("/admin/setup/app_store/test-notification", "Request a test notification"),
+    ],
+    "apple_signin": [Action("/admin/setup/apple_signin/check", "Fetch Apple's keys")],
+    "google_signin": [Action("/admin/setup/google_signin/check", "Fetch Google's keys")],
+    "mail": [Action("/admin/setup/mail/test", "Send me a test mail")],
+}
 
 
 @dataclass(frozen=True)
@@ -111,17 +139,21 @@ async def _setup_page(
     error: str | None = None,
     failed: str | None = None,
     status: int = 200,
+    checked: Card | None = None,
+    notice: str | None = None,
 ) -> Response:
+    """The page; `checked` is a card just proven (or refused) by an action, shown in place of its own."""
     cards = []
-    for source in CARDS.values():
-        card = await source(db, visit.context)
+    for key, source in PAGE_CARDS.items():
+        card = checked if checked is not None and checked.key == key else await source(db, visit.context)
         cards.append((card, _fields(visit, card)))
     return render(
         visit,
         "admin/setup.html",
         status=status,
-        notice=NOTICES.get(request.query_params.get("notice", "")),
+        notice=notice or NOTICES.get(request.query_params.get("notice", "")),
         cards=cards,
+        actions=ACTIONS,
         error=error,
         failed=failed,
     )
@@ -142,7 +174,7 @@ async def save_card(key: str, request: Request, visit: Visit, db: SessionDep) ->
     operator = await _operator(visit, db, request)
     if isinstance(operator, Response):
         return operator
-    source = CARDS.get(key)
+    source = PAGE_CARDS.get(key)
     if source is None:
         raise NotFound("There is no such card.", code="card_not_found")
     card = await source(db, visit.context)
