@@ -266,6 +266,11 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
 
+def is_placeholder_secret(secret: SecretStr | None) -> bool:
+    """No secret, a well-known placeholder, or too short to resist guessing."""
+    return _is_placeholder(secret)
+
+
 def _is_placeholder(secret: SecretStr | None) -> bool:
     if secret is None:
         return True
