@@ -1,1 +1,1 @@
-"""Setting entitle up from the browser: runtime settings, integration cards, the production checklist."""
+"""Setting the server up from the dashboard: saved settings, the first run, and one card per integration."""
