@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.models.events import WebhookEndpoint
+from entitle.services.setup import alerts_setup, webhooks_setup
 from entitle.services.setup.cards import Card, settings_card
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ CARDS: dict[str, CardSource] = {
     "apple_signin": apple_signin,
     "google_signin": google_signin,
     "mail": mail,
-    "webhooks": webhooks,
-    "alerts": alerts,
+    # Proven by their own checks (services/setup/webhooks_setup.py, alerts_setup.py).
+    "webhooks": webhooks_setup.card,
+    "alerts": alerts_setup.card,
 }
