@@ -10,6 +10,7 @@ def install_pages(app: FastAPI) -> None:
     from entitle.web.pages import (
         admin,
         admin_billing,
+        admin_setup,
         admin_setup_alerts,
         assets,
         customer,
@@ -24,7 +25,9 @@ def install_pages(app: FastAPI) -> None:
         provider_sign_in.router,
         admin.router,
         admin_billing.router,
+        # Before admin_setup: its `POST /admin/setup/{key}` would take `/admin/setup/backups` too.
         admin_setup_alerts.router,
+        admin_setup.router,
     ]
     for router in routers:
         app.include_router(router)
