@@ -12,7 +12,6 @@ from sqlalchemy import select
 from entitle.context import AppContext
 from entitle.core.models.events import AccountEvent
 from entitle.services.identity import operators
-from entitle.services.setup import alerts_setup
 from tests.factories import make_account
 from tests.services.test_outbound import Receiver
 from tests.web.test_admin_pages import sign_in
@@ -63,11 +62,11 @@ async def test_the_checklist_shows_each_item_and_backups_are_confirmed_on_the_pa
     )
     assert (
         saved.status_code == 303
-        and saved.headers["location"] == "/admin/setup/checklist?notice=backups_saved"
+        and saved.headers["location"] == "/admin/setup?notice=backups_saved#checklist"
     )
     assert context.settings.backups_configured is True
     page = await client.get(saved.headers["location"])
-    assert "Backups are confirmed as configured." in page.text
+    assert "Backups are confirmed as configured." in page.text and "Saved; every server process" in page.text
     async with context.database.sessionmaker() as db:
         logged = await db.scalars(select(AccountEvent).where(AccountEvent.type == operators.OPERATOR_ACTION))
         [event] = [event for event in logged if event.data["action"] == "settings.saved"]
@@ -84,16 +83,47 @@ async def test_backups_set_in_the_environment_offer_no_edit(client: httpx.AsyncC
 
 
 async def test_the_alerts_button_sends_a_test_and_the_card_says_what_came_back(
-    client: httpx.AsyncClient, context: AppContext, operator: str, chat: Receiver
+    client: httpx.AsyncClient, operator: str, chat: Receiver
 ) -> None:
-    page = await client.get("/admin/setup/checklist")
+    page = await client.get("/admin/setup")
+    # Nothing to test without an endpoint: no button.
+    assert 'id="test-alerts"' in page.text and 'id="test-webhooks"' not in page.text
+    assert 'id="checklist"' in page.text and 'id="check-public_url_https"' in page.text
+    assert 'id="setting-team_channel_url"' in page.text and chat.url not in page.text
     chat.answers = [403]
     tested = await client.post("/admin/setup/alerts/test", data={"csrf_token": csrf_of(page)})
     assert tested.headers["location"] == "/admin/setup?notice=alerts_tested#card-alerts"
     assert len(chat.received) == 1
-    async with context.database.sessionmaker() as db:
-        card = await alerts_setup.card(db, context)
-    assert card.state == "failing" and "answered 403" in card.sentence
+    page = await client.get(tested.headers["location"])
+    assert "The chat webhook refused the test message: it answered 403." in page.text
+    assert 'data-state="failing"' in page.text and "Test messages sent" in page.text
+    chat.answers = []
+    await client.post("/admin/setup/alerts/test", data={"csrf_token": csrf_of(page)})
+    page = await client.get("/admin/setup")
+    assert "The chat webhook accepted the test message." in page.text
+
+
+async def test_the_team_channel_is_saved_on_the_alerts_card(
+    client: httpx.AsyncClient, context: AppContext, operator: str, chat: Receiver
+) -> None:
+    page = await client.get("/admin/setup")
+    saved = await client.post(
+        "/admin/setup/alerts",
+        data={
+            "csrf_token": csrf_of(page),
+            "team_channel_url": "https://hooks.slack.com/services/T0/B0/secretpart",
+            "team_channel_events": "refund, billing_problem",
+        },
+    )
+    assert saved.status_code == 303, saved.text
+    assert context.settings.team_channel_events == ["refund", "billing_problem"]
+    page = await client.get("/admin/setup")
+    assert "secretpart" not in page.text
+    assert "the team channel hears of refunds, billing problems" in page.text
+    wrong = await client.post(
+        "/admin/setup/alerts", data={"csrf_token": csrf_of(page), "team_channel_events": "refunds"}
+    )
+    assert wrong.status_code == 422 and "is not one of new_subscriber" in wrong.text
 
 
 async def test_the_buttons_need_the_pages_csrf_token(client: httpx.AsyncClient, operator: str) -> None:

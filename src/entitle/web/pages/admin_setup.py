@@ -28,6 +28,7 @@ from entitle.services.setup.runtime_settings import (
 )
 from entitle.services.setup.settings_cards import CARDS
 from entitle.web.deps import SessionDep
+from entitle.web.pages import admin_setup_alerts
 from entitle.web.pages.admin import _operator
 from entitle.web.pages.forms import checked, read_form
 from entitle.web.pages.rendering import redirect, render
@@ -60,8 +61,16 @@ LABELS: dict[str, tuple[str, str]] = {
     "smtp_url": ("SMTP server", "smtp://user:pass@host:587 or smtps://user:pass@host:465"),
     "email_from": ("From", "Example <no-reply@example.com>"),
     "alert_webhook_url": ("Chat webhook URL", "a Slack-compatible incoming webhook"),
+    "team_channel_url": (
+        "Team channel URL",
+        "a Slack-compatible incoming webhook told of the business's moments",
+    ),
+    "team_channel_events": (
+        "Moments the team channel hears of",
+        "new_subscriber, cancellation, refund, billing_problem; comma-separated",
+    ),
 }
-NOTICES = {"saved": "Saved; every server process uses it now."}
+NOTICES = {"saved": "Saved; every server process uses it now.", **admin_setup_alerts.NOTICES}
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,9 @@ async def _setup_page(
         status=status,
         notice=NOTICES.get(request.query_params.get("notice", "")),
         cards=cards,
+        # Each card's proving button, and the production checklist (web/pages/admin_setup_alerts.py).
+        actions=admin_setup_alerts.ACTIONS,
+        **await admin_setup_alerts.checklist_values(visit, db),
         error=error,
         failed=failed,
     )

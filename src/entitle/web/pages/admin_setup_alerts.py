@@ -85,7 +85,7 @@ async def confirm_backups(request: Request, visit: Visit, db: SessionDep) -> Res
         await db.rollback()
         return await _checklist_page(visit, request, db, error=exc.message, status=exc.status_code)
     await reload_settings(visit.context)
-    return redirect(visit, "/admin/setup/checklist?notice=backups_saved")
+    return redirect(visit, "/admin/setup?notice=backups_saved#checklist")
 
 
 @router.post("/setup/alerts/test")
