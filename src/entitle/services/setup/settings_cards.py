@@ -9,10 +9,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from entitle.core.models.events import WebhookEndpoint
 from entitle.services.setup import alerts_setup, webhooks_setup
 from entitle.services.setup.cards import Card, settings_card
 
@@ -95,32 +93,6 @@ async def mail(db: AsyncSession, context: AppContext) -> Card:
         required=["smtp_url"],
         set_sentence=f"Mail goes out through the SMTP server, from {context.settings.email_from}.",
         not_set_sentence="Give an SMTP server (smtp://user:pass@host:587); until then mails are only logged.",
-    )
-
-
-async def webhooks(db: AsyncSession, context: AppContext) -> Card:
-    endpoints = await db.scalar(select(func.count()).select_from(WebhookEndpoint)) or 0
-    return Card(
-        key="webhooks",
-        title="Outbound webhooks",
-        state="set" if endpoints else "not_set",
-        sentence=(
-            f"{endpoints} endpoint{'s' if endpoints != 1 else ''} hear of entitlement changes."
-            if endpoints
-            else "No endpoint yet: your backend can register one with POST /v1/webhook-endpoints."
-        ),
-    )
-
-
-async def alerts(db: AsyncSession, context: AppContext) -> Card:
-    return settings_card(
-        context,
-        key="alerts",
-        title="Alerts",
-        fields=["alert_webhook_url"],
-        required=["alert_webhook_url"],
-        set_sentence="Alerts are posted to the chat webhook.",
-        not_set_sentence="Paste a Slack-compatible incoming webhook URL; until then alerts are only logged.",
     )
 
 
