@@ -113,3 +113,12 @@ async def test_a_refusing_channel_is_retried_later_and_nothing_is_lost(
 def test_masking_keeps_the_first_letter_and_the_domain() -> None:
     assert mask_email("a@b.example") == "a\u2022\u2022\u2022@b.example"
     assert mask_email(None) == "an account without email"
+
+
+async def test_a_channel_back_after_days_is_not_flooded_with_history(
+    context: AppContext, db: AsyncSession, channel: Receiver
+) -> None:
+    await tell_team(context)
+    await moments(db)
+    assert await tell_team(context, now=utcnow() + team_channel.STALE + timedelta(minutes=1)) == 0
+    assert channel.received == []

@@ -46,6 +46,9 @@ MOMENTS: dict[str, tuple[str, ...]] = {
     "billing_problem": (transitions.SUBSCRIPTION_BILLING_ISSUE,),
 }
 BATCH = 20
+# A moment older than this is news no more: a channel switched off for a while is not flooded when it
+# comes back.
+STALE = timedelta(days=1)
 LEASE = timedelta(minutes=2)
 FIRST_RETRY = timedelta(seconds=30)
 MAX_RETRY = timedelta(hours=1)
@@ -82,12 +85,15 @@ async def tell_team(context: AppContext, *, now: datetime | None = None) -> int:
         failures = await _claim(connection, now)
         if failures is None:
             return 0
-        cursor = await connection.scalar(select(_ALERTS.c.last_sent_at).where(_ALERTS.c.cause == CURSOR))
+        # The row exists: `_claim` inserted it.
+        cursor = cast(
+            datetime, await connection.scalar(select(_ALERTS.c.last_sent_at).where(_ALERTS.c.cause == CURSOR))
+        )
         rows = await db.execute(
             select(AccountEvent.created_at, AccountEvent.type, Account.email, AccountEvent.data)
             .join(Account, Account.id == AccountEvent.account_id)
             .where(
-                AccountEvent.created_at > cursor,
+                AccountEvent.created_at > max(cursor, now - STALE),
                 AccountEvent.created_at <= now - SETTLE,
                 AccountEvent.type.in_(types),
             )
