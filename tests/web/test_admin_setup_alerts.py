@@ -91,16 +91,18 @@ async def test_the_alerts_button_sends_a_test_and_the_card_says_what_came_back(
     assert 'id="checklist"' in page.text and 'id="check-public_url_https"' in page.text
     assert 'id="setting-team_channel_url"' in page.text and chat.url not in page.text
     chat.answers = [403]
+    chat.words = "invalid_token"
+    tested = await client.post("/admin/setup/alerts/test", data={"csrf_token": csrf_of(page)})
+    assert tested.status_code == 200 and len(chat.received) == 1
+    assert 'id="error-alerts"' in tested.text
+    assert "The chat webhook refused the test message: it answered 403 (invalid_token)." in tested.text
+    assert 'data-state="failing"' in tested.text
+    chat.answers, chat.words = [], ""
     tested = await client.post("/admin/setup/alerts/test", data={"csrf_token": csrf_of(page)})
     assert tested.headers["location"] == "/admin/setup?notice=alerts_tested#card-alerts"
-    assert len(chat.received) == 1
     page = await client.get(tested.headers["location"])
-    assert "The chat webhook refused the test message: it answered 403." in page.text
-    assert 'data-state="failing"' in page.text and "Test messages sent" in page.text
-    chat.answers = []
-    await client.post("/admin/setup/alerts/test", data={"csrf_token": csrf_of(page)})
-    page = await client.get("/admin/setup")
-    assert "The chat webhook accepted the test message." in page.text
+    assert "The chat webhook accepted the test message." in page.text and "Test messages sent" in page.text
+    assert 'data-state="verified"' in page.text
 
 
 async def test_the_team_channel_is_saved_on_the_alerts_card(

@@ -94,7 +94,17 @@ async def test_alerts(request: Request, visit: Visit, db: SessionDep) -> Respons
     operator = await _operator(visit, db, request)
     if isinstance(operator, Response):
         return operator
-    await alerts_setup.send_test(visit.context)
+    results = await alerts_setup.send_test(visit.context)
+    refused = [
+        f"{check.sentence()[:-1]} ({words})." if words else check.sentence()
+        for check, words in results
+        if not check.ok
+    ]
+    if refused:
+        # Shown once, on the card, with the URL's own words (Slack's `no_service`, `invalid_token`).
+        from entitle.web.pages.admin_setup import _setup_page  # the set-up page includes this module
+
+        return await _setup_page(visit, request, db, error=" ".join(refused), failed="alerts")
     return redirect(visit, "/admin/setup?notice=alerts_tested#card-alerts")
 
 
