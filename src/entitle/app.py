@@ -19,6 +19,7 @@ from entitle.services.delivery.account_work import deliver_account_work
 from entitle.services.delivery.alerts import alerter
 from entitle.services.delivery.outbound import deliver_due
 from entitle.services.delivery.streams import forget_old_tickets
+from entitle.services.delivery.team_channel import tell_team
 from entitle.services.identity.page_links import forget_old_links
 from entitle.services.setup.first_run import announce_first_run
 from entitle.services.setup.runtime_settings import follow_settings, reload_settings
@@ -154,6 +155,8 @@ async def _maintenance(context: AppContext) -> int:
         # Mail from the outbox, Apple token revocations.
         done += await deliver_account_work(context)
         await alerter(context).check()
+        # The business's moments to the team channel, from the event log.
+        await tell_team(context)
     except Exception:  # keep the loop alive; the rows keep their state and are picked up next time
         log.exception("background work failed")
     return done

@@ -17,6 +17,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./entitle.db"
+# The business's moments the team channel can be told of, each switchable (`ENTITLE_TEAM_CHANNEL_EVENTS`).
+TEAM_CHANNEL_MOMENTS = ("new_subscriber", "cancellation", "refund", "billing_problem")
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "test", "dev", "development", "xxx"})
 
 
@@ -75,6 +77,13 @@ class Settings(BaseSettings):
     # Slack-compatible incoming webhook (`{"text": ...}`) for operator alerts; unset: alerts are logged.
     # A secret: whoever has a Slack webhook URL can post to the channel.
     alert_webhook_url: SecretStr | None = None
+    # Slack-compatible incoming webhook told of the business's moments (services/delivery/team_channel.py),
+    # and which moments: new_subscriber, cancellation, refund, billing_problem. A secret, like the above.
+    team_channel_url: SecretStr | None = None
+    team_channel_events: CommaList = Field(default_factory=lambda: list(TEAM_CHANNEL_MOMENTS))
+    # The operator's word that the database is backed up (docs/deploy.md#backups-and-restore); nothing
+    # here can see a provider's backups, so the production checklist asks.
+    backups_configured: bool = False
     # Sign-in and registration limits, in the `limits` library's notation.
     rate_limit_per_address: str = "10/minute"
     rate_limit_per_ip: str = "60/minute"
@@ -158,6 +167,7 @@ class Settings(BaseSettings):
         "google_client_ids",
         "web_origins",
         "trusted_proxies",
+        "team_channel_events",
         mode="before",
     )
     @classmethod
@@ -168,6 +178,14 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_secrets(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @field_validator("team_channel_events")
+    @classmethod
+    def _team_moments(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if value not in TEAM_CHANNEL_MOMENTS:
+                raise ValueError(f"{value!r} is not one of {', '.join(TEAM_CHANNEL_MOMENTS)}")
+        return values
 
     @field_validator("smtp_url")
     @classmethod
@@ -246,6 +264,11 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_database(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def is_placeholder_secret(secret: SecretStr | None) -> bool:
+    """No secret, a well-known placeholder, or too short to resist guessing."""
+    return _is_placeholder(secret)
 
 
 def _is_placeholder(secret: SecretStr | None) -> bool:

@@ -10,12 +10,18 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.app import run_background_work
 from entitle.context import AppContext
 from entitle.core.models.events import InboxStatus, ProviderEvent, WebhookEndpoint
+from entitle.core.models.mail import OutboundMail
 from entitle.db.types import utcnow
 from entitle.services.delivery.alerts import ALERT_AFTER_FAILURES, Alerter
+from entitle.services.delivery.mail import render
+from entitle.services.identity.operators import add_operator
+from tests.factories import make_account
 from tests.services.test_outbound import Receiver
 
 
@@ -107,3 +113,46 @@ async def test_the_worker_alerts_through_the_configured_url(context: AppContext,
     await run_background_work(context, once=True)
     await run_background_work(context, once=True)  # the same cause within the hour: held back
     assert len(texts(slack)) == 1 and "failed 3+ times" in texts(slack)[0]
+
+
+async def operator_mail(context: AppContext) -> list[OutboundMail]:
+    async with context.database.sessionmaker() as db:
+        rows = await db.scalars(
+            select(OutboundMail).where(OutboundMail.template == "operator_alert").order_by(OutboundMail.to)
+        )
+        return list(rows)
+
+
+async def test_an_alert_is_mailed_to_every_operator_once_per_claim(
+    context: AppContext, db: AsyncSession, alerts: Alerter, slack: Receiver
+) -> None:
+    for email in ("ops@example.com", "owner@example.com"):
+        await make_account(db, email=email)
+        await add_operator(db, email, added_by="test")
+    await make_account(db, email="customer@example.com")
+    await db.commit()
+    await failing_event(context, attempts=ALERT_AFTER_FAILURES)
+    assert await alerts.check() == 1
+    assert await alerts.check() == 0  # held back: no second mail either
+    mails = await operator_mail(context)
+    assert [mail.to for mail in mails] == ["ops@example.com", "owner@example.com"]
+    message = render(mails[0].template, mails[0].data, context.settings)
+    assert message["Subject"] == "entitle needs attention: store events keep failing"
+    body = message.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "Stripe did not answer" in text and f"{context.settings.public_url}/admin" in text
+    # The alert URL heard the same alert.
+    assert len(texts(slack)) == 1
+
+
+async def test_without_an_alert_url_operators_still_get_the_mail(
+    context: AppContext, db: AsyncSession
+) -> None:
+    await make_account(db, email="ops@example.com")
+    await add_operator(db, "ops@example.com", added_by="test")
+    await db.commit()
+    async with httpx.AsyncClient() as http:
+        assert await Alerter(context.database, http, None).sync_drift("stripe", "1 changed") is True
+    [mail] = await operator_mail(context)
+    assert mail.data["headline"] == "a sync found drift" and "1 changed" in mail.data["text"]

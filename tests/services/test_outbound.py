@@ -35,6 +35,8 @@ class Receiver:
         self.answers: list[int] = []
         # Seconds the receiver takes to answer each message (a slow backend).
         self.delay = 0.0
+        # The body of every answer (Slack says why it refused in a word: `invalid_token`).
+        self.words = ""
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -43,8 +45,10 @@ class Receiver:
                 time.sleep(receiver.delay)
                 receiver.received.append((body, {k.lower(): v for k, v in self.headers.items()}))
                 self.send_response(receiver.answers.pop(0) if receiver.answers else 200)
-                self.send_header("Content-Length", "0")
+                words = receiver.words.encode()
+                self.send_header("Content-Length", str(len(words)))
                 self.end_headers()
+                self.wfile.write(words)
 
             def log_message(self, *args: object) -> None:
                 pass

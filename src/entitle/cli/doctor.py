@@ -15,6 +15,7 @@ from entitle.cli.common import apply_saved_settings, console, fail, load_context
 from entitle.context import AppContext
 from entitle.db.migrate import is_up_to_date
 from entitle.errors import EntitleError
+from entitle.services.setup.checklist import checklist
 
 if TYPE_CHECKING:
     from entitle.providers.stripe.client import StripeGateway
@@ -57,6 +58,7 @@ def doctor(
             await _check_stripe(context, report, create_webhook=create_stripe_webhook)
             _check_apple(context, report)
             _check_accounts(context, report)
+            await _check_production(context, report)
         finally:
             await context.aclose()
 
@@ -80,6 +82,23 @@ def doctor(
         pass
     if report.has_problems:
         fail("some checks failed (see above)")
+
+
+async def _check_production(context: AppContext, report: Report) -> None:
+    """The production-ready checklist, as /admin/setup shows it; an item not ok is a warning, since a
+    development install is rightly not production-ready."""
+    try:
+        async with context.database.sessionmaker() as db:
+            items = await checklist(db, context.settings)
+    except Exception as exc:  # the database check above already said what is wrong
+        report.warn("production checklist", f"could not be read: {exc.__class__.__name__}")
+        return
+    for item in items:
+        area = f"ready: {item.title.lower()}"
+        if item.ok:
+            report.ok(area, item.sentence)
+        else:
+            report.warn(area, f"{item.sentence} See {item.docs}")
 
 
 def _check_accounts(context: AppContext, report: Report) -> None:

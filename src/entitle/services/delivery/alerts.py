@@ -18,6 +18,7 @@ import httpx
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle import metrics
 from entitle.core.models.events import (
@@ -29,6 +30,8 @@ from entitle.core.models.events import (
     WebhookEndpoint,
 )
 from entitle.db.engine import Database
+from entitle.services.delivery.mail import queue_mail
+from entitle.services.identity.operators import list_operators
 
 if TYPE_CHECKING:
     from entitle.context import AppContext
@@ -36,12 +39,20 @@ from entitle.db.types import utcnow
 
 log = logging.getLogger(__name__)
 
+# The mail's subject names the kind of cause in words.
+HEADLINES = {
+    "provider_event_failed": "store events keep failing",
+    "delivery_failing": "webhook deliveries keep failing",
+    "endpoint_disabled": "a webhook endpoint was disabled",
+    "sync_drift": "a sync found drift",
+}
+
 # An event or a delivery is worth a person's attention once it has failed this many times.
 ALERT_AFTER_FAILURES = 3
 QUIET_PERIOD = timedelta(hours=1)
 
 _ALERTS = cast(Table, AlertSent.__table__)
-_INSERT: dict[str, Any] = {
+INSERT_IGNORE: dict[str, Any] = {
     "postgresql": pg_insert(_ALERTS).on_conflict_do_nothing(index_elements=["cause"]),
     "sqlite": sqlite_insert(_ALERTS).on_conflict_do_nothing(index_elements=["cause"]),
 }
@@ -65,7 +76,7 @@ class Alerter:
         async with self.database.transaction() as db:
             connection = await db.connection()
             await connection.execute(
-                _INSERT[connection.dialect.name],
+                INSERT_IGNORE[connection.dialect.name],
                 {"cause": cause, "last_sent_at": now - 2 * QUIET_PERIOD, "suppressed": 0},
             )
             # The count held back is read before the claim resets it (approximate under races: fine).
@@ -86,9 +97,10 @@ class Alerter:
                 )
                 metrics.ALERTS.labels(kind, "no").inc()
                 return False
+            if held_back:
+                text += f" ({held_back} more alert(s) for this held back in the last hour)"
+            await _mail_operators(db, kind, text)
         metrics.ALERTS.labels(kind, "yes").inc()
-        if held_back:
-            text += f" ({held_back} more alert(s) for this held back in the last hour)"
         log.warning("alert [%s]: %s", cause, text)
         if self.url:
             try:
@@ -157,6 +169,16 @@ class Alerter:
     async def sync_drift(self, store: str, detail: str) -> bool:
         """A sync found stored state that differed from the store's: something was missed."""
         return await self.alert(f"sync_drift:{store}", f"entitle sync {store} found drift: {detail}")
+
+
+async def _mail_operators(db: AsyncSession, kind: str, text: str) -> None:
+    headline = HEADLINES.get(kind, "an alert")
+    for operator, _ in await list_operators(db):
+        if operator.email and not operator.is_deleted:
+            data = {"headline": headline, "text": f"{text}."}
+            await queue_mail(
+                db, to=operator.email, template="operator_alert", account_id=operator.id, data=data
+            )
 
 
 def _last_line(error: str | None) -> str:

@@ -179,6 +179,22 @@ TEMPLATES: dict[str, Template] = {
             "before no longer works: it is not needed any more.",
         ),
     ),
+    # Operator alerts (services/delivery/alerts.py): to every operator, as well as the alert URL.
+    "operator_alert": Template(
+        subject="$app_name needs attention: $headline",
+        text=(
+            "Hello,\n\n$text\n\nThe dashboard shows the details:\n\n$link\n\nThe same cause alerts at most "
+            "once an hour; you get this because you are an operator of $app_name.\n"
+        ),
+        html_paragraphs=(
+            "$text",
+            "The dashboard shows the details:",
+            "$link",
+            "The same cause alerts at most once an hour; you get this because you are an operator of "
+            "$app_name.",
+        ),
+        link_path="/admin",
+    ),
 }
 
 

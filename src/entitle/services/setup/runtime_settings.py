@@ -53,6 +53,9 @@ RUNTIME_SETTINGS: tuple[str, ...] = (
     "smtp_url",
     "email_from",
     "alert_webhook_url",
+    "team_channel_url",
+    "team_channel_events",
+    "backups_configured",
 )
 # Stored encrypted, shown as "saved" and never echoed: the fields Settings keeps as SecretStr.
 SECRET_SETTINGS: frozenset[str] = frozenset(

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from entitle.core.models.events import WebhookEndpoint
+from entitle.services.setup import alerts_setup, webhooks_setup
 from entitle.services.setup.cards import Card, settings_card
 
 if TYPE_CHECKING:
@@ -97,32 +96,6 @@ async def mail(db: AsyncSession, context: AppContext) -> Card:
     )
 
 
-async def webhooks(db: AsyncSession, context: AppContext) -> Card:
-    endpoints = await db.scalar(select(func.count()).select_from(WebhookEndpoint)) or 0
-    return Card(
-        key="webhooks",
-        title="Outbound webhooks",
-        state="set" if endpoints else "not_set",
-        sentence=(
-            f"{endpoints} endpoint{'s' if endpoints != 1 else ''} hear of entitlement changes."
-            if endpoints
-            else "No endpoint yet: your backend can register one with POST /v1/webhook-endpoints."
-        ),
-    )
-
-
-async def alerts(db: AsyncSession, context: AppContext) -> Card:
-    return settings_card(
-        context,
-        key="alerts",
-        title="Alerts",
-        fields=["alert_webhook_url"],
-        required=["alert_webhook_url"],
-        set_sentence="Alerts are posted to the chat webhook.",
-        not_set_sentence="Paste a Slack-compatible incoming webhook URL; until then alerts are only logged.",
-    )
-
-
 # The cards on /admin/setup, in the order shown.
 CARDS: dict[str, CardSource] = {
     "stripe": stripe,
@@ -130,6 +103,7 @@ CARDS: dict[str, CardSource] = {
     "apple_signin": apple_signin,
     "google_signin": google_signin,
     "mail": mail,
-    "webhooks": webhooks,
-    "alerts": alerts,
+    # Proven by their own checks (services/setup/webhooks_setup.py, alerts_setup.py).
+    "webhooks": webhooks_setup.card,
+    "alerts": alerts_setup.card,
 }

@@ -11,6 +11,7 @@ def install_pages(app: FastAPI) -> None:
         admin,
         admin_billing,
         admin_setup,
+        admin_setup_alerts,
         admin_setup_apple,
         assets,
         customer,
@@ -25,6 +26,8 @@ def install_pages(app: FastAPI) -> None:
         provider_sign_in.router,
         admin.router,
         admin_billing.router,
+        # Before admin_setup: its `POST /admin/setup/{key}` would take `/admin/setup/backups` too.
+        admin_setup_alerts.router,
         admin_setup.router,
         admin_setup_apple.router,
     ]

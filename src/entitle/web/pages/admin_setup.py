@@ -28,6 +28,7 @@ from entitle.services.setup.runtime_settings import (
 )
 from entitle.services.setup.settings_cards import CARDS, CardSource
 from entitle.web.deps import SessionDep
+from entitle.web.pages import admin_setup_alerts
 from entitle.web.pages.admin import _operator
 from entitle.web.pages.forms import checked, read_form
 from entitle.web.pages.rendering import redirect, render
@@ -60,8 +61,16 @@ LABELS: dict[str, tuple[str, str]] = {
     "smtp_url": ("SMTP server", "smtp://user:pass@host:587 or smtps://user:pass@host:465"),
     "email_from": ("From", "Example <no-reply@example.com>"),
     "alert_webhook_url": ("Chat webhook URL", "a Slack-compatible incoming webhook"),
+    "team_channel_url": (
+        "Team channel URL",
+        "a Slack-compatible incoming webhook told of the business's moments",
+    ),
+    "team_channel_events": (
+        "Moments the team channel hears of",
+        "new_subscriber, cancellation, refund, billing_problem; comma-separated",
+    ),
 }
-NOTICES = {"saved": "Saved; every server process uses it now."}
+NOTICES = {"saved": "Saved; every server process uses it now.", **admin_setup_alerts.NOTICES}
 # The cards shown, in order: where an integration has a check (services/setup/*_setup.py), its card
 # shows the check's answer; the rest are decided by the settings alone.
 PAGE_CARDS: dict[str, CardSource] = {
@@ -79,6 +88,8 @@ class Action:
 
     path: str
     label: str
+    # The button's id; by default made from the path.
+    id: str | None = None
 
 
 ACTIONS: dict[str, list[Action]] = {
@@ -89,6 +100,11 @@ ACTIONS: dict[str, list[Action]] = {
     "apple_signin": [Action("/admin/setup/apple_signin/check", "Fetch Apple's keys")],
     "google_signin": [Action("/admin/setup/google_signin/check", "Fetch Google's keys")],
     "mail": [Action("/admin/setup/mail/test", "Send me a test mail")],
+    # Alerts and outbound webhooks prove themselves with a test message (web/pages/admin_setup_alerts.py).
+    **{
+        key: [Action(path, label, id=f"test-{key}")]
+        for key, (path, label) in admin_setup_alerts.ACTIONS.items()
+    },
 }
 
 
@@ -153,7 +169,9 @@ async def _setup_page(
         status=status,
         notice=notice or NOTICES.get(request.query_params.get("notice", "")),
         cards=cards,
+        # Each card's proving buttons, and the production checklist (web/pages/admin_setup_alerts.py).
         actions=ACTIONS,
+        **await admin_setup_alerts.checklist_values(visit, db),
         error=error,
         failed=failed,
     )
