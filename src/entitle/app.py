@@ -20,6 +20,8 @@ from entitle.services.delivery.alerts import alerter
 from entitle.services.delivery.outbound import deliver_due
 from entitle.services.delivery.streams import forget_old_tickets
 from entitle.services.identity.page_links import forget_old_links
+from entitle.services.setup.first_run import announce_first_run
+from entitle.services.setup.runtime_settings import follow_settings, reload_settings
 from entitle.settings import Settings
 from entitle.web.bodies import refuse_unread_body
 from entitle.web.deps import storable_parameters
@@ -45,6 +47,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await start_settings(context)
         worker = asyncio.create_task(run_background_work(context)) if run_worker else None
         try:
             yield
@@ -91,6 +94,17 @@ def create_app(
     install_openapi(app)
     install_docs(app)
     return app
+
+
+async def start_settings(context: AppContext) -> None:
+    """Apply the saved settings before serving, and follow changes made in any process from now on."""
+    follow_settings(context)
+    try:
+        await reload_settings(context)
+        await announce_first_run(context)
+    except Exception as exc:  # an unmigrated database serves what the environment gives
+        log.warning("saved settings not read: %s", exc.__class__.__name__)
+    context.bus.start()
 
 
 def serve_process_app() -> FastAPI:

@@ -7,6 +7,9 @@ The provider registry (`build_providers`) is the one place that knows which stor
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -42,6 +45,11 @@ from entitle.services.identity.ratelimit import SignInRateLimiter
 from entitle.services.identity.tokens import SigningKey, TokenIssuer
 from entitle.settings import Settings
 
+log = logging.getLogger(__name__)
+
+# How long replaced providers stay open after settings changed: requests that picked them up finish first.
+RETIRE_AFTER_SECONDS = 60.0
+
 
 @dataclass
 class AppContext:
@@ -65,11 +73,71 @@ class AppContext:
     # Run by services.identity.accounts.delete_account before an account is erased
     # (e.g. cancel Stripe billing).
     account_deletion_hooks: list[DeletionHook] = field(default_factory=list)
+    # What the environment (or the caller) gave, before saved settings were overlaid: `settings` is the
+    # effective one (services.setup.runtime_settings). None: nothing saved was ever applied.
+    environment_settings: Settings | None = None
+    # The saved settings applied now, by name (secrets decrypted); compared to skip needless rebuilds.
+    saved_settings: dict[str, str] = field(default_factory=dict)
+    _retired: list[Provider] = field(default_factory=list)
+    _retiring: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Make `settings` the effective settings of this process: providers, identity verifiers and the
+        mailer are rebuilt from it and swapped in place (the pipeline holds the providers dict), and the
+        old providers are closed a little later. Raises ValueError (naming the setting) and leaves
+        everything as it was when a piece cannot be built."""
+        identity_verifiers = build_identity_verifiers(settings, self.http)
+        deletion_hooks: list[DeletionHook] = [revoke_on_deletion]
+        providers = build_providers(
+            settings,
+            database=self.database,
+            catalog=self.catalog,
+            http=self.http,
+            apple_identity=identity_verifiers["apple"],
+            deletion_hooks=deletion_hooks,
+        )
+        try:
+            accounts = build_account_services(settings, self.http)
+        except ValueError:
+            self._retire(list(providers.values()))
+            raise
+        if self.environment_settings is None:
+            self.environment_settings = self.settings
+        old = list(self.providers.values())
+        self.providers.clear()
+        self.providers.update(providers)
+        self.identity_verifiers.clear()
+        self.identity_verifiers.update(identity_verifiers)
+        self.account_deletion_hooks[:] = deletion_hooks
+        self.accounts = accounts
+        self.settings = settings
+        self._retire(old)
+
+    def _retire(self, providers: list[Provider]) -> None:
+        self._retired.extend(providers)
+        try:
+            task = asyncio.get_running_loop().create_task(self._close_later(providers))
+        except RuntimeError:  # no loop (a synchronous caller): closed with the context
+            return
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _close_later(self, providers: list[Provider]) -> None:
+        await asyncio.sleep(RETIRE_AFTER_SECONDS)
+        for provider in providers:
+            if provider in self._retired:
+                self._retired.remove(provider)
+                with contextlib.suppress(Exception):
+                    await provider.aclose()
 
     async def aclose(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
         await self.pipeline.aclose()
-        for provider in self.providers.values():
-            await provider.aclose()
+        for provider in [*self.providers.values(), *self._retired]:
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+        self._retired.clear()
         await self.bus.aclose()
         await self.http.aclose()
         await self.rate_limiter.close()

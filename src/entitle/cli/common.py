@@ -58,12 +58,23 @@ def load_context(
         fail(str(exc))
 
 
+async def apply_saved_settings(context: AppContext) -> None:
+    """Overlay the settings saved from /admin/setup, so every command sees what the server uses."""
+    from entitle.services.setup.runtime_settings import reload_settings
+
+    try:
+        await reload_settings(context)
+    except SQLAlchemyError:  # not migrated yet: the environment alone
+        return
+
+
 def run_job(job: Callable[[AppContext], Awaitable[T]], context: AppContext | None = None) -> T:
     """Run one async job over the app context, close the context, and turn errors into one sentence."""
     context = context or load_context(load_settings())
 
     async def _main() -> T:
         try:
+            await apply_saved_settings(context)
             return await job(context)
         finally:
             await context.aclose()

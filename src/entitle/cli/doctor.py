@@ -10,7 +10,7 @@ from rich.table import Table
 from sqlalchemy import text
 
 from entitle.cli import app
-from entitle.cli.common import console, fail, load_context, load_settings
+from entitle.cli.common import apply_saved_settings, console, fail, load_context, load_settings
 from entitle.context import AppContext
 from entitle.db.migrate import is_up_to_date
 from entitle.errors import EntitleError
@@ -47,6 +47,7 @@ def doctor(
 
     async def _main() -> None:
         try:
+            await apply_saved_settings(context)
             await _check_database(context, report)
             _check_core(context, report)
             await _check_stripe(context, report, create_webhook=create_stripe_webhook)

@@ -10,7 +10,7 @@ import typer
 import uvicorn
 
 from entitle.cli import app
-from entitle.cli.common import console, fail, load_context, load_settings
+from entitle.cli.common import apply_saved_settings, console, fail, load_context, load_settings
 from entitle.db.engine import Database
 from entitle.db.migrate import is_up_to_date, run_upgrade
 from entitle.providers.stripe.client import stripe_limits
@@ -149,6 +149,12 @@ def worker_command(
 
     async def _main() -> None:
         try:
+            await apply_saved_settings(context)
+            if not once:
+                from entitle.services.setup.runtime_settings import follow_settings
+
+                follow_settings(context)
+                context.bus.start()
             done = await run_background_work(context, once=once)
             console.print(f"handled {done} due item(s)")
         finally:

@@ -32,6 +32,7 @@ from entitle.core.models.events import (
 from entitle.core.models.guest import GuestCheckout, GuestCheckoutStatus
 from entitle.core.models.mail import OutboundMail
 from entitle.core.models.purchases import Balance, BalanceTransaction, Purchase
+from entitle.core.models.setup import SavedSetting, SetupLink
 
 __all__ = [
     "Account",
@@ -56,6 +57,8 @@ __all__ = [
     "ProviderEvent",
     "RefreshToken",
     "RefreshTokenFamily",
+    "SavedSetting",
+    "SetupLink",
     "StreamTicket",
     "Subscription",
     "Trial",

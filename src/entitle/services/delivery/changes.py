@@ -1,13 +1,16 @@
 """Changes told to whoever listens, in this process and in every other: answers and the inbox.
 
-Two kinds of news travel here. An account's answer changed (a stream holding that account re-reads and
-pushes it), and a provider event was stored for any process to work on (a worker wakes up at once
-instead of at its next poll). The decision this module owns is the transport, chosen once per process:
+Three kinds of news travel here. An account's answer changed (a stream holding that account re-reads and
+pushes it), a provider event was stored for any process to work on (a worker wakes up at once
+instead of at its next poll), and settings were saved from /admin/setup (every process re-reads them and
+rebuilds its providers, services.setup.runtime_settings). The decision this module owns is the
+transport, chosen once per process:
 
 - PostgreSQL without Redis: `NOTIFY` inside the writer's transaction, so listeners hear of a change only
   once it is committed, and never of a rolled-back one; every process keeps one `LISTEN` connection.
 - Redis (`ENTITLE_REDIS_URL`): `PUBLISH` right after the commit, one subscriber connection per process.
-  Inbox wake-ups still use `NOTIFY` on PostgreSQL (the workers share that database anyway).
+  Inbox wake-ups and settings changes still use `NOTIFY` on PostgreSQL (every process shares that
+  database anyway).
 - SQLite: in this process only (SQLite is served by one process).
 
 A lost connection is re-established with backoff; on reconnecting every local listener is woken, since
@@ -22,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sqlalchemy import event, text
@@ -36,10 +39,12 @@ log = logging.getLogger(__name__)
 
 ANSWERS_CHANNEL = "entitle_answers"
 INBOX_CHANNEL = "entitle_inbox"
+SETTINGS_CHANNEL = "entitle_settings"
 _REDIS_CHANNEL = "entitle:answers"
 _BUS_KEY = "entitle.change_bus"
 _CHANGED_KEY = "entitle.changed_accounts"
 _INBOX_KEY = "entitle.inbox_stored"
+_SETTINGS_KEY = "entitle.settings_changed"
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0)
 
@@ -90,6 +95,8 @@ class ChangeBus:
         self.listeners = AnswerListeners(per_account=streams_per_account)
         # Set when a provider event may be waiting; the pipeline's consumer waits on it.
         self.inbox_woken = asyncio.Event()
+        # Called (in the event loop) when saved settings may have changed, here or in another process.
+        self.on_settings_changed: Callable[[], None] | None = None
         self._uses_notify = database.dialect == "postgresql"
         self._answers_by_notify = self._uses_notify and redis_url is None
         self._task: asyncio.Task[None] | None = None
@@ -114,6 +121,17 @@ class ChangeBus:
         else:
             db.info[_INBOX_KEY] = True
 
+    async def settings_changed(self, db: AsyncSession) -> None:
+        """Tell every process, once the transaction of `db` (which saved settings) commits."""
+        if self._uses_notify:
+            await db.execute(_NOTIFY, {"channel": SETTINGS_CHANNEL, "payload": ""})
+        # This process hears it at once, without waiting for its own NOTIFY to come back.
+        db.info[_SETTINGS_KEY] = True
+
+    def _settings_woken(self) -> None:
+        if self.on_settings_changed is not None:
+            self.on_settings_changed()
+
     @property
     def answers_by_notify(self) -> bool:
         """True when a writer tells of a change inside its transaction (`NOTIFY`, see the module)."""
@@ -129,6 +147,8 @@ class ChangeBus:
         changed: set[uuid.UUID] | None = session.info.pop(_CHANGED_KEY, None)
         if session.info.pop(_INBOX_KEY, False):
             self.inbox_woken.set()
+        if session.info.pop(_SETTINGS_KEY, False):
+            self._settings_woken()
         if not changed:
             return
         self._tell(changed)
@@ -191,11 +211,13 @@ class ChangeBus:
                 postgres = await asyncpg.connect(_asyncpg_dsn(self.database.url))
                 postgres.add_termination_listener(lambda _connection: lost.set())
                 await postgres.add_listener(INBOX_CHANNEL, lambda *_args: self.inbox_woken.set())
+                await postgres.add_listener(SETTINGS_CHANNEL, lambda *_args: self._settings_woken())
                 if self._answers_by_notify:
                     await postgres.add_listener(ANSWERS_CHANNEL, self._on_notify)
             # Anything that changed while nobody listened is picked up by re-reading now.
             self.listeners.wake_all()
             self.inbox_woken.set()
+            self._settings_woken()
             if self.redis_url is not None:
                 await self._follow_redis(lost)
             else:
@@ -273,3 +295,4 @@ def _tell_after_commit(session: Session) -> None:
 def _forget_after_rollback(session: Session) -> None:
     session.info.pop(_CHANGED_KEY, None)
     session.info.pop(_INBOX_KEY, None)
+    session.info.pop(_SETTINGS_KEY, None)

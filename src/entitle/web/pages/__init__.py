@@ -7,7 +7,7 @@ from fastapi.staticfiles import StaticFiles
 
 
 def install_pages(app: FastAPI) -> None:
-    from entitle.web.pages import admin, admin_billing, assets, customer, guest, provider_sign_in
+    from entitle.web.pages import admin, admin_billing, admin_setup, assets, customer, guest, provider_sign_in
 
     routers: list[APIRouter] = [
         assets.router,
@@ -16,6 +16,7 @@ def install_pages(app: FastAPI) -> None:
         provider_sign_in.router,
         admin.router,
         admin_billing.router,
+        admin_setup.router,
     ]
     for router in routers:
         app.include_router(router)

@@ -1,0 +1,226 @@
+"""/admin/setup: one card per integration, what to paste into it, and the first run's operator.
+
+Saving a card writes the runtime settings (services.setup.runtime_settings) and the operator's action to
+their own account's event log, like every dashboard action; every process applies the change at once. A
+secret is never sent back to the browser: its input stays empty and the card says it is saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from entitle.core.models.accounts import Account
+from entitle.errors import EntitleError, NotFound
+from entitle.services.identity import operators
+from entitle.services.setup import first_run
+from entitle.services.setup.cards import Card
+from entitle.services.setup.runtime_settings import (
+    RUNTIME_SETTINGS,
+    SECRET_SETTINGS,
+    Source,
+    reload_settings,
+    save_settings,
+    source_of,
+)
+from entitle.services.setup.settings_cards import CARDS
+from entitle.web.deps import SessionDep
+from entitle.web.pages.admin import _operator
+from entitle.web.pages.forms import checked, read_form
+from entitle.web.pages.rendering import redirect, render
+from entitle.web.pages.sentences import customer_sentence
+from entitle.web.pages.visits import PageVisit, Visit, start_page_session
+from entitle.web.schemas import Credentials
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+# What each setting is called on the page, and where to find it.
+LABELS: dict[str, tuple[str, str]] = {
+    "stripe_secret_key": ("Secret key", "sk_test_… or sk_live_… (or a restricted rk_ key)"),
+    "stripe_publishable_key": ("Publishable key", "pk_test_… or pk_live_…"),
+    "stripe_webhook_secret": ("Webhook signing secret", "whsec_…; several comma-separated while rotating"),
+    "apple_bundle_id": ("Bundle id", "com.example.app"),
+    "apple_app_id": ("Apple id of the app", "the number in App Store Connect (needed for Production)"),
+    "apple_issuer_id": ("In-App Purchase key issuer id", "App Store Connect, Users and Access, Keys"),
+    "apple_key_id": ("In-App Purchase key id", "10 characters"),
+    "apple_private_key_path": ("In-App Purchase key file", "path of the .p8 file on the server"),
+    "apple_signin_client_ids": (
+        "Client ids",
+        "the app's bundle id and the web's Services ID, comma-separated",
+    ),
+    "apple_signin_web_client_id": ("Web Services ID", "for the hosted pages' button"),
+    "apple_signin_team_id": ("Team id", "10 characters"),
+    "apple_signin_key_id": ("Sign in with Apple key id", "10 characters"),
+    "apple_signin_private_key_path": ("Sign in with Apple key file", "path of the .p8 file on the server"),
+    "google_client_ids": ("Client ids", "OAuth client ids (iOS, web), comma-separated"),
+    "google_web_client_id": ("Web client id", "for the hosted pages' button"),
+    "smtp_url": ("SMTP server", "smtp://user:pass@host:587 or smtps://user:pass@host:465"),
+    "email_from": ("From", "Example <no-reply@example.com>"),
+    "alert_webhook_url": ("Chat webhook URL", "a Slack-compatible incoming webhook"),
+}
+NOTICES = {"saved": "Saved; every server process uses it now."}
+
+
+@dataclass(frozen=True)
+class FieldView:
+    name: str
+    label: str
+    hint: str
+    secret: bool
+    source: Source
+    # A non-secret's current value (to edit); never a secret's.
+    value: str
+
+
+def _value(visit: PageVisit, name: str) -> str:
+    if name in SECRET_SETTINGS:
+        return ""
+    value = getattr(visit.context.settings, name)
+    if value is None:
+        return ""
+    return ", ".join(str(item) for item in value) if isinstance(value, list) else str(value)
+
+
+def _fields(visit: PageVisit, card: Card) -> list[FieldView]:
+    views = []
+    for name in card.fields:
+        if name not in RUNTIME_SETTINGS:
+            continue
+        label, hint = LABELS.get(name, (name.replace("_", " ").capitalize(), ""))
+        views.append(
+            FieldView(
+                name=name,
+                label=label,
+                hint=hint,
+                secret=name in SECRET_SETTINGS,
+                source=source_of(visit.context, name),
+                value=_value(visit, name),
+            )
+        )
+    return views
+
+
+async def _setup_page(
+    visit: PageVisit,
+    request: Request,
+    db: AsyncSession,
+    *,
+    error: str | None = None,
+    failed: str | None = None,
+    status: int = 200,
+) -> Response:
+    cards = []
+    for source in CARDS.values():
+        card = await source(db, visit.context)
+        cards.append((card, _fields(visit, card)))
+    return render(
+        visit,
+        "admin/setup.html",
+        status=status,
+        notice=NOTICES.get(request.query_params.get("notice", "")),
+        cards=cards,
+        error=error,
+        failed=failed,
+    )
+
+
+@router.get("/setup")
+async def setup(request: Request, visit: Visit, db: SessionDep) -> Response:
+    operator = await _operator(visit, db, request)
+    if isinstance(operator, Response):
+        return operator
+    return await _setup_page(visit, request, db)
+
+
+@router.post("/setup/{key}")
+async def save_card(key: str, request: Request, visit: Visit, db: SessionDep) -> Response:
+    """Save the settings one card asks for (audited); blank secrets keep what is saved."""
+    fields = await read_form(request, visit)
+    operator = await _operator(visit, db, request)
+    if isinstance(operator, Response):
+        return operator
+    source = CARDS.get(key)
+    if source is None:
+        raise NotFound("There is no such card.", code="card_not_found")
+    card = await source(db, visit.context)
+    values = _posted(visit, card, fields)
+    try:
+        if values:
+            await save_settings(db, visit.context, values, by=operators.operator_label(operator))
+            await _audit(db, operator, key, values)
+            await db.commit()
+    except EntitleError as exc:
+        await db.rollback()
+        return await _setup_page(visit, request, db, error=exc.message, failed=key, status=exc.status_code)
+    await reload_settings(visit.context)
+    return redirect(visit, f"/admin/setup?notice=saved#card-{key}")
+
+
+def _posted(visit: PageVisit, card: Card, fields: dict[str, str]) -> dict[str, str | None]:
+    """The values to save: what the environment sets is left alone, an empty secret keeps the saved one
+    (the page never shows it), and `clear-<name>` removes a saved value."""
+    values: dict[str, str | None] = {}
+    for name in card.fields:
+        if name not in RUNTIME_SETTINGS or source_of(visit.context, name) == "environment":
+            continue
+        if fields.get(f"clear-{name}"):
+            values[name] = None
+            continue
+        if name not in fields:
+            continue
+        value = fields[name].strip()
+        if name in SECRET_SETTINGS and not value:
+            continue
+        if value != _value(visit, name):
+            values[name] = value or None
+    return values
+
+
+async def _audit(db: AsyncSession, operator: Account, key: str, values: dict[str, Any]) -> None:
+    # Names only, never values: the event log is shown on pages and in exports.
+    await operators.record_action(
+        db,
+        operator.id,
+        operator,
+        "settings.saved",
+        {
+            "card": key,
+            "saved": sorted(n for n, v in values.items() if v),
+            "removed": sorted(n for n, v in values.items() if not v),
+        },
+    )
+
+
+# --- the first run ------------------------------------------------------------------------------------------
+@router.get("/first-run")
+async def first_run_page(request: Request, visit: Visit, db: SessionDep) -> Response:
+    token = request.query_params.get("token", "")
+    if not await first_run.link_usable(db, token):
+        return render(visit, "admin/first_run.html", status=410, usable=False, token="", error=None, email="")
+    return render(visit, "admin/first_run.html", usable=True, token=token, error=None, email="")
+
+
+@router.post("/first-run")
+async def make_first_operator(request: Request, visit: Visit, db: SessionDep) -> Response:
+    fields = await read_form(request, visit)
+    token = fields.get("token", "")[: first_run.MAX_TOKEN_LENGTH]
+    try:
+        body = checked(Credentials, fields)
+        account = await first_run.make_first_operator(db, token, email=body.email, password=body.password)
+    except EntitleError as exc:
+        await db.rollback()
+        usable = await first_run.link_usable(db, token)
+        return render(
+            visit,
+            "admin/first_run.html",
+            status=exc.status_code,
+            usable=usable,
+            token=token if usable else "",
+            error=customer_sentence(exc),
+            email=fields.get("email", "")[:320],
+        )
+    await start_page_session(db, visit, account, request)
+    return redirect(visit, "/admin/setup")
