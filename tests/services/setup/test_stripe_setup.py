@@ -241,7 +241,7 @@ async def test_the_card_asks_for_keys_when_none_are_set(context: AppContext, db:
     )
     shown = await card(db, bare)
     assert shown.state == "not_set" and "secret and publishable keys" in shown.sentence
-    assert shown.fields == ["stripe_secret_key", "stripe_publishable_key"]
+    assert shown.fields == ["stripe_secret_key", "stripe_publishable_key", "stripe_webhook_secret"]
 
 
 async def test_the_card_says_what_stripe_said_about_a_wrong_key(

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitle.core.models.events import WebhookEndpoint
+from entitle.services.setup import stripe_setup
 from entitle.services.setup.cards import Card, settings_card
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ async def alerts(db: AsyncSession, context: AppContext) -> Card:
 
 # The cards on /admin/setup, in the order shown.
 CARDS: dict[str, CardSource] = {
-    "stripe": stripe,
+    "stripe": stripe_setup.card,
     "app_store": app_store,
     "apple_signin": apple_signin,
     "google_signin": google_signin,

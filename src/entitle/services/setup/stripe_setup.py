@@ -25,13 +25,12 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import stripe
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from entitle.context import AppContext
 from entitle.core.catalog import Catalog
 from entitle.core.models.events import ProviderEvent
 from entitle.db.types import utcnow
@@ -47,14 +46,17 @@ from entitle.providers.stripe.webhook_endpoints import (
 )
 from entitle.services.setup.cards import Card
 
+if TYPE_CHECKING:
+    from entitle.context import AppContext
+
 Mode = Literal["test", "live"]
 PROVIDER = "stripe"
 WEBHOOK_PATH = "/webhooks/stripe"
-FIELDS = ["stripe_secret_key", "stripe_publishable_key"]
+FIELDS = ["stripe_secret_key", "stripe_publishable_key", "stripe_webhook_secret"]
 # The lists entitle reads in its work (webhooks, sync, checkout): a restricted key must be allowed them.
 READS = ("/v1/customers", "/v1/subscriptions", "/v1/prices", "/v1/webhook_endpoints")
-_SECRET_KEY = re.compile(r"(sk|rk)_(test|live)_[0-9A-Za-z_]{8,}")
-_PUBLISHABLE_KEY = re.compile(r"pk_(test|live)_[0-9A-Za-z_]{8,}")
+_SECRET_KEY = re.compile(r"(sk|rk)_(test|live)_[0-9A-Za-z_]+")
+_PUBLISHABLE_KEY = re.compile(r"pk_(test|live)_[0-9A-Za-z_]+")
 
 
 class StripeKeysRefused(InvalidRequest):

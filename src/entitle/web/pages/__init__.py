@@ -7,7 +7,16 @@ from fastapi.staticfiles import StaticFiles
 
 
 def install_pages(app: FastAPI) -> None:
-    from entitle.web.pages import admin, admin_billing, admin_setup, assets, customer, guest, provider_sign_in
+    from entitle.web.pages import (
+        admin,
+        admin_billing,
+        admin_setup,
+        admin_setup_stripe,
+        assets,
+        customer,
+        guest,
+        provider_sign_in,
+    )
 
     routers: list[APIRouter] = [
         assets.router,
@@ -16,6 +25,7 @@ def install_pages(app: FastAPI) -> None:
         provider_sign_in.router,
         admin.router,
         admin_billing.router,
+        admin_setup_stripe.router,
         admin_setup.router,
     ]
     for router in routers:

@@ -61,7 +61,11 @@ LABELS: dict[str, tuple[str, str]] = {
     "email_from": ("From", "Example <no-reply@example.com>"),
     "alert_webhook_url": ("Chat webhook URL", "a Slack-compatible incoming webhook"),
 }
-NOTICES = {"saved": "Saved; every server process uses it now."}
+NOTICES = {
+    "saved": "Saved; every server process uses it now.",
+    "stripe_connected": "Connected: Stripe sends its events here, and the catalog is pushed.",
+    "stripe_test_event": "Stripe is sending a test event; the card shows when it arrives.",
+}
 
 
 @dataclass(frozen=True)
