@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -111,8 +112,9 @@ async def test_something_that_is_not_a_secret_key_is_refused(standin: StripeStan
 
 # --- webhook endpoint and catalog ------------------------------------------------------------------------
 async def test_connecting_creates_the_endpoint_and_pushes_the_catalog(
-    standin: StripeStandin, context: AppContext
+    standin: StripeStandin, context: AppContext, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     gateway = gateway_for(standin)
     try:
         connection = await connect_webhook(
@@ -128,6 +130,8 @@ async def test_connecting_creates_the_endpoint_and_pushes_the_catalog(
     sold = {p.stripe.lookup_key for p in context.catalog.products.values() if p.stripe is not None}
     assert {price["lookup_key"] for price in standin.state.all("price")} == sold
     assert {r.action for r in connection.catalog} == {"created"}
+    # The SDK logs response bodies at DEBUG; the secret in the creating answer is not among them.
+    assert "API response body" in caplog.text and str(endpoint.secret) not in caplog.text
 
 
 async def test_connecting_again_reuses_the_endpoint_whose_secret_we_have(

@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -88,6 +90,22 @@ SUBSCRIPTION_DETAIL = ["default_payment_method", "discounts.source.coupon", "dis
 # What a promotion code is judged with: its coupon (unexpanded since API 2025-09-30) and the coupon's
 # product restriction, which Stripe includes only when asked.
 PROMOTION_CODE_EXPAND = ["promotion.coupon", "promotion.coupon.applies_to"]
+
+
+# The SDK logs every response body at DEBUG (`stripe` logger), and creating a webhook endpoint answers
+# with its signing secret: the log must never hold one, whatever level an operator runs at.
+_SIGNING_SECRET = re.compile(r"whsec_[0-9A-Za-z]+")
+
+
+class _RedactSigningSecrets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "whsec_" in message:
+            record.msg, record.args = _SIGNING_SECRET.sub("whsec_[redacted]", message), None
+        return True
+
+
+logging.getLogger("stripe").addFilter(_RedactSigningSecrets())
 
 
 def stripe_limits(secret_key: str, override: float | None = None) -> tuple[float, float]:
