@@ -78,6 +78,8 @@ class AppContext:
     environment_settings: Settings | None = None
     # The saved settings applied now, by name (secrets decrypted); compared to skip needless rebuilds.
     saved_settings: dict[str, str] = field(default_factory=dict)
+    # One re-read of the saved settings at a time (services.setup.runtime_settings.reload_settings).
+    settings_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _retired: list[Provider] = field(default_factory=list)
     _retiring: set[asyncio.Task[None]] = field(default_factory=set)
 

@@ -137,3 +137,11 @@ async def test_no_secret_reaches_the_log(context: AppContext, caplog: pytest.Log
     assert "stripe_secret_key" in caplog.text
     assert SECRET not in caplog.text
     assert "hunter2hunter2" not in caplog.text
+
+
+async def test_a_control_character_is_refused(context: AppContext) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        await save(context, {"stripe_secret_key": SECRET + "\x00"})
+    assert refused.value.details == {"field": "stripe_secret_key"}
+    with pytest.raises(InvalidRequest):
+        await save(context, {"email_from": "A\nBcc: b@example.com"})

@@ -163,6 +163,13 @@ async def save_settings(
                 code="invalid_setting",
                 details={"field": name},
             )
+        if value and any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+            # A key with a control character in it was pasted wrong; it would break headers and URLs later.
+            raise InvalidRequest(
+                f"{label_of(name).capitalize()} contains a control character; paste it again.",
+                code="invalid_setting",
+                details={"field": name},
+            )
         changed[name] = value or None
         if value:
             saved[name] = value
@@ -222,14 +229,10 @@ def _try_build(context: AppContext, settings: Settings) -> None:
     build_account_services(settings, context.http)
 
 
-_reload_locks: dict[int, asyncio.Lock] = {}
-
-
 async def reload_settings(context: AppContext) -> bool:
     """Re-read the saved settings and apply them when they changed; True when something was applied.
     A saved value that no longer validates is left out (and logged by name), the rest still applies."""
-    lock = _reload_locks.setdefault(id(context), asyncio.Lock())
-    async with lock:
+    async with context.settings_lock:
         async with context.database.read_sessionmaker() as db:
             saved = await read_saved(db, context.accounts.secret_box)
         if saved == context.saved_settings:
