@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from entitle.cli.doctor import Report, _check_apple, ensure_stripe_webhook
+from entitle.cli.doctor import Report, _check_apple
 from entitle.context import AppContext
 from entitle.core.catalog import packaged_catalog_text
 from entitle.providers.stripe.client import StripeGateway
+from entitle.providers.stripe.webhook_endpoints import ensure_webhook_endpoint
 from entitle.settings import Settings
 from tests.providers.stripe.conftest import stripe_settings
 from tests.standins.stripe import StripeStandin
@@ -30,19 +31,17 @@ async def test_a_second_run_reuses_the_endpoint_and_updates_its_events(
 ) -> None:
     gateway = StripeGateway.from_settings(settings.model_copy(update=_settings(standin)))
     try:
-        first, created = await ensure_stripe_webhook(
-            gateway, url=URL, events=["customer.subscription.updated"]
+        first = await ensure_webhook_endpoint(gateway, url=URL, events=["customer.subscription.updated"])
+        assert first.action == "created" and str(first.secret).startswith("whsec_")
+        # The doctor's secret lives in the environment: even unrecognised, the endpoint is kept.
+        again = await ensure_webhook_endpoint(
+            gateway, url=URL, events=["customer.subscription.updated", "invoice.paid"], recreate_unknown=False
         )
-        assert created and str(first["secret"]).startswith("whsec_")
-        again, created = await ensure_stripe_webhook(
-            gateway, url=URL, events=["customer.subscription.updated", "invoice.paid"]
-        )
-        assert not created and again["id"] == first["id"]
-        assert "secret" not in again
+        assert again.action == "reused" and again.endpoint_id == first.endpoint_id and again.secret is None
         [endpoint] = await gateway.list_webhook_endpoints()
         assert endpoint["enabled_events"] == ["customer.subscription.updated", "invoice.paid"]
-        _, created = await ensure_stripe_webhook(gateway, url=URL + "/other", events=["invoice.paid"])
-        assert created and len(await gateway.list_webhook_endpoints()) == 2
+        other = await ensure_webhook_endpoint(gateway, url=URL + "/other", events=["invoice.paid"])
+        assert other.action == "created" and len(await gateway.list_webhook_endpoints()) == 2
     finally:
         await gateway.aclose()
 

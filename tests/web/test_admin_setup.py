@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,11 +16,24 @@ from entitle.core.models.events import AccountEvent
 from entitle.services.identity import operators
 from entitle.services.setup.first_run import announce_first_run
 from tests.conftest import make_settings
+from tests.standins.stripe import StripeStandin
 from tests.web.test_admin_pages import operator  # noqa: F401  (the signed-in operator fixture)
 from tests.web.test_pages import csrf_of, post_form
 
 SECRET = "sk_test_" + "Zq7" * 10
 PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def standin() -> Iterator[StripeStandin]:
+    # The Stripe card proves the keys it shows with a read at Stripe: here, a stand-in that knows SECRET.
+    with StripeStandin(secret_key=SECRET) as running:
+        yield running
+
+
+@pytest.fixture
+def settings_overrides(standin: StripeStandin) -> dict[str, Any]:
+    return {"stripe_api_base": standin.base_url}
 
 
 def _path(url: str) -> str:
@@ -128,13 +142,18 @@ async def test_a_bad_value_is_shown_on_its_card(
     assert 'id="error-mail"' in refused.text and "Smtp url" in refused.text
 
 
-async def test_a_setting_from_the_environment_has_no_input(database_url: str, signing_key: Any) -> None:
+async def test_a_setting_from_the_environment_has_no_input(
+    database_url: str, signing_key: Any, standin: StripeStandin
+) -> None:
     from entitle.app import create_app
     from tests.factories import make_account
     from tests.web.test_admin_pages import sign_in
 
     context = build_context(
-        make_settings(database_url, stripe_secret_key="sk_test_" + "e" * 24), signing_key=signing_key
+        make_settings(
+            database_url, stripe_secret_key="sk_test_" + "e" * 24, stripe_api_base=standin.base_url
+        ),
+        signing_key=signing_key,
     )
     try:
         async with context.database.sessionmaker() as db:

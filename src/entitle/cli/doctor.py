@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -16,9 +15,6 @@ from entitle.context import AppContext
 from entitle.db.migrate import is_up_to_date
 from entitle.errors import EntitleError
 from entitle.services.setup.checklist import checklist
-
-if TYPE_CHECKING:
-    from entitle.providers.stripe.client import StripeGateway
 
 
 @dataclass
@@ -170,6 +166,7 @@ async def _check_stripe(context: AppContext, report: Report, *, create_webhook: 
         report.problem("stripe", "ENTITLE_STRIPE_WEBHOOK_SECRET is not set: webhooks will be refused")
     from entitle.providers.stripe.client import StripeGateway
     from entitle.providers.stripe.handlers import webhook_event_types
+    from entitle.providers.stripe.webhook_endpoints import ensure_webhook_endpoint
 
     gateway = StripeGateway.from_settings(settings)
     try:
@@ -184,36 +181,28 @@ async def _check_stripe(context: AppContext, report: Report, *, create_webhook: 
         else:
             report.ok("stripe", f"key works; {len(found)} catalog price(s) found by lookup key")
         if create_webhook:
-            endpoint, created = await ensure_stripe_webhook(
-                gateway, url=f"{settings.public_url}/webhooks/stripe", events=webhook_event_types()
+            endpoint = await ensure_webhook_endpoint(
+                gateway,
+                url=f"{settings.public_url}/webhooks/stripe",
+                events=webhook_event_types(),
+                known_secrets=[s.get_secret_value() for s in settings.stripe_webhook_secret],
+                # The secret lives in the environment the operator edits: an endpoint already there
+                # keeps its secret rather than being replaced by one the running server lacks.
+                recreate_unknown=False,
             )
-            if created:
-                report.ok("stripe webhook", f"created {endpoint.get('id')}; secret: {endpoint.get('secret')}")
+            if endpoint.secret is not None:
+                report.ok("stripe webhook", f"created {endpoint.endpoint_id}; secret: {endpoint.secret}")
             else:
                 # Stripe shows a secret only at creation: the one set in ENTITLE_STRIPE_WEBHOOK_SECRET stays.
                 report.ok(
                     "stripe webhook",
-                    f"{endpoint.get('id')} already points here; its events are updated and its signing "
+                    f"{endpoint.endpoint_id} already points here; its events are updated and its signing "
                     "secret is unchanged (Stripe Dashboard > Webhooks shows it)",
                 )
     except EntitleError as exc:
         report.problem("stripe", exc.message)
     finally:
         await gateway.aclose()
-
-
-async def ensure_stripe_webhook(
-    gateway: StripeGateway, *, url: str, events: list[str]
-) -> tuple[dict[str, Any], bool]:
-    """The Stripe endpoint for `url` with `events` enabled, created only if none exists.
-
-    Creating one on every run would make Stripe send every event twice, one copy signed with a secret
-    nobody has set, so an endpoint already registered for the URL is reused and its events updated.
-    """
-    for endpoint in await gateway.list_webhook_endpoints():
-        if endpoint.get("url") == url:
-            return await gateway.update_webhook_endpoint(str(endpoint["id"]), events=events), False
-    return await gateway.create_webhook_endpoint(url=url, events=events), True
 
 
 def _check_apple(context: AppContext, report: Report) -> None:

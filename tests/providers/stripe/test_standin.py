@@ -10,8 +10,13 @@ from typing import Any
 import httpx
 import pytest
 import stripe
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from tests.standins.stripe import StripeStandin
+from tests.standins.stripe.server import ServerThread
 from tests.standins.stripe.wire import decode_form
 
 
@@ -652,3 +657,74 @@ def test_cancel_with_prorate_and_invoice_now_credits_the_unused_time(
     plain = http.delete(f"/v1/subscriptions/{other}").json()
     assert plain["status"] == "canceled"
     assert http.get(f"/v1/customers/{other_customer['id']}").json()["balance"] == 0
+
+
+def test_webhook_endpoints_each_deliver_signed_with_their_own_secret(
+    standin: StripeStandin, http: httpx.Client
+) -> None:
+    received: list[tuple[str, bytes, str]] = []
+
+    async def record(request: Request) -> Response:
+        received.append((request.url.path, await request.body(), request.headers["stripe-signature"]))
+        return Response(status_code=200)
+
+    receiver = ServerThread(Starlette(routes=[Route("/{name}", record, methods=["POST"])]))
+    receiver.start()
+    try:
+        base = f"http://127.0.0.1:{receiver.port}"
+        made = [
+            http.post(
+                "/v1/webhook_endpoints",
+                data={"url": f"{base}/{name}", "enabled_events[0]": "customer.deleted"},
+            ).json()
+            for name in ("a", "b", "c")
+        ]
+        a, b, c = made
+        assert len({e["secret"] for e in made}) == 3 and a["object"] == "webhook_endpoint"
+        listed = http.get("/v1/webhook_endpoints").json()["data"]
+        assert all("secret" not in e for e in listed) and len(listed) == 3
+        # Updating its events changes what the endpoint hears; it never gains a second copy of itself.
+        updated = http.post(
+            f"/v1/webhook_endpoints/{a['id']}",
+            data={"enabled_events[0]": "customer.created", "enabled_events[1]": "customer.deleted"},
+        ).json()
+        assert updated["enabled_events"] == ["customer.created", "customer.deleted"]
+        assert http.post(f"/v1/webhook_endpoints/{b['id']}", data={"disabled": "true"}).json()["status"] == (
+            "disabled"
+        )
+        deleted = http.delete(f"/v1/webhook_endpoints/{c['id']}").json()
+        assert deleted == {"id": c["id"], "object": "webhook_endpoint", "deleted": True}
+        assert http.get(f"/v1/webhook_endpoints/{c['id']}").status_code == 404
+        customer = http.post("/v1/customers", data={"name": "x"}).json()
+        http.delete(f"/v1/customers/{customer['id']}")
+        standin.events.wait_delivered()
+    finally:
+        receiver.stop()
+    assert [(path, json.loads(body)["type"]) for path, body, _ in received] == [
+        ("/a", "customer.created"),
+        ("/a", "customer.deleted"),
+    ]
+    for _, body, signature in received:
+        stripe.Webhook.construct_event(body, signature, a["secret"])
+        with pytest.raises(stripe.SignatureVerificationError):
+            stripe.Webhook.construct_event(body, signature, b["secret"])
+
+
+def test_keys_are_checked_as_stripe_checks_them(standin: StripeStandin) -> None:
+    wrong = httpx.get(
+        f"{standin.base_url}/v1/balance", headers={"Authorization": "Bearer sk_test_abcdefgh1234"}
+    )
+    assert wrong.status_code == 401
+    assert wrong.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "Invalid API Key provided: sk_test_********1234",
+    }
+    live = standin.add_key("sk_live_0123456789", livemode=True)
+    balance = httpx.get(f"{standin.base_url}/v1/balance", headers={"Authorization": f"Bearer {live}"}).json()
+    assert balance["object"] == "balance" and balance["livemode"] is True
+    restricted = standin.add_key("rk_test_0123456789", permissions={"rak_balance_read"})
+    headers = {"Authorization": f"Bearer {restricted}"}
+    assert httpx.get(f"{standin.base_url}/v1/balance", headers=headers).status_code == 200
+    refused = httpx.get(f"{standin.base_url}/v1/customers", headers=headers)
+    assert refused.status_code == 403
+    assert "Having the 'rak_customer_read' permission" in refused.json()["error"]["message"]

@@ -30,7 +30,7 @@ from ..limits import StandinStats, VendorLimits
 from .events import EventLog, sign
 from .server import ServerThread, build_app
 from .simulate import Simulations
-from .state import State
+from .state import KeyGrant, State
 
 # The API version the stand-in stamps on events; the same as the pinned `stripe` SDK's default.
 API_VERSION = "2026-10-28.endive"
@@ -89,6 +89,13 @@ class StripeStandin(Simulations):
     def deliver_to(self, url: str, secret: str | None = None) -> None:
         """POST every future event, signed, to `url` (Stripe's webhook endpoint, in effect)."""
         self.events.deliver_to(url, secret)
+
+    def add_key(self, key: str, *, livemode: bool = False, permissions: set[str] | None = None) -> str:
+        """Answer to `key` too: a live key with `livemode`, a restricted key with only `permissions`
+        (`rak_customer_read`, ...; others answer 403 as Stripe does)."""
+        with self.state.lock:
+            self.state.keys[key] = KeyGrant(livemode=livemode, permissions=permissions)
+        return key
 
     def rate_limit(self, count: int = 1, *, retry_after: float | None = None) -> None:
         """Answer the next `count` API requests with 429 (with a `Retry-After` header, if given)."""

@@ -413,7 +413,20 @@ def create_refund(state: State, params: dict[str, Any]) -> dict[str, Any]:
     return state.render(refund, as_list(params.get("expand")))
 
 
+def retrieve_balance(state: State, params: dict[str, Any]) -> dict[str, Any]:
+    """The account's balance, in the mode of the key that asks (what a key check reads)."""
+    funds = [{"amount": 0, "currency": "usd", "source_types": {"card": 0}}]
+    return {
+        "object": "balance",
+        "available": funds,
+        "connect_reserved": [{"amount": 0, "currency": "usd"}],
+        "livemode": state.request_livemode,
+        "pending": funds,
+    }
+
+
 ROUTES = [
+    ("GET", "/v1/balance", retrieve_balance),
     ("GET", "/v1/invoices/{id}", retrieve_invoice),
     ("GET", "/v1/invoices", list_invoices),
     ("POST", "/v1/invoices/{id}/pay", pay_invoice),

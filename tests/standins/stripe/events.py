@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .wire import as_list, list_page, new_id, require
+from .catalog import _merge_metadata
+from .wire import as_bool, as_list, list_page, new_id, require
 
 if TYPE_CHECKING:
     from .state import State
@@ -42,9 +43,11 @@ class Endpoint:
     url: str
     secret: str
     enabled_events: list[str] = field(default_factory=lambda: ["*"])
+    # False once disabled (`disabled=true`) or deleted: Stripe sends it nothing more.
+    enabled: bool = True
 
     def wants(self, event_type: str) -> bool:
-        return "*" in self.enabled_events or event_type in self.enabled_events
+        return self.enabled and ("*" in self.enabled_events or event_type in self.enabled_events)
 
 
 @dataclass
@@ -143,11 +146,13 @@ class EventLog:
 
 
 # --- HTTP: /v1/webhook_endpoints and /v1/events ------------------------------------------------------
+# Each webhook endpoint object has its own delivery `Endpoint` (its URL, its own secret, its events);
+# objects keep it under `_hidden`, beside the secret Stripe shows only in the creating answer.
 def create_webhook_endpoint(state: State, params: dict[str, Any]) -> dict[str, Any]:
     url = require(params, "url")
     enabled = as_list(require(params, "enabled_events"))
     secret = new_id("whsec", 32)
-    state.events.deliver_to(url, secret, enabled)
+    delivery = state.events.deliver_to(url, secret, enabled)
     obj = state.add(
         {
             "object": "webhook_endpoint",
@@ -155,10 +160,12 @@ def create_webhook_endpoint(state: State, params: dict[str, Any]) -> dict[str, A
             "application": None,
             "description": params.get("description"),
             "enabled_events": enabled,
+            "livemode": state.request_livemode,
             "metadata": params.get("metadata") or {},
             "status": "enabled",
             "url": url,
             "_hidden": {"secret": secret},
+            "_delivery": delivery,
         },
         "we",
     )
@@ -166,18 +173,42 @@ def create_webhook_endpoint(state: State, params: dict[str, Any]) -> dict[str, A
     return {**state.render(obj), "secret": secret}
 
 
+def retrieve_webhook_endpoint(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:
+    return state.render(_live_endpoint(state, id))
+
+
 def update_webhook_endpoint(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:
-    obj = state.get(id, "webhook_endpoint")
+    obj = _live_endpoint(state, id)
+    delivery: Endpoint = obj["_delivery"]
     if "enabled_events" in params:
-        obj["enabled_events"] = as_list(params["enabled_events"])
-        state.events.deliver_to(obj["url"], obj["_hidden"]["secret"], obj["enabled_events"])
+        obj["enabled_events"] = delivery.enabled_events = as_list(params["enabled_events"])
+    if "url" in params:
+        obj["url"] = delivery.url = require(params, "url")
+    if "description" in params:
+        obj["description"] = params["description"] or None
+    if "metadata" in params:
+        obj["metadata"] = _merge_metadata(obj["metadata"], params["metadata"])
     if "disabled" in params:
-        obj["status"] = "disabled" if str(params["disabled"]).lower() == "true" else "enabled"
+        disabled = as_bool(params["disabled"], "disabled")
+        obj["status"] = "disabled" if disabled else "enabled"
+        delivery.enabled = not disabled
     return state.render(obj)
+
+
+def delete_webhook_endpoint(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:
+    obj = _live_endpoint(state, id)
+    obj["_delivery"].enabled = False
+    del state.objects[id]
+    state.forget_listing("webhook_endpoint")
+    return {"id": id, "object": "webhook_endpoint", "deleted": True}
 
 
 def list_webhook_endpoints(state: State, params: dict[str, Any]) -> dict[str, Any]:
     return list_page(state.all("webhook_endpoint"), params, "/v1/webhook_endpoints", state.render)
+
+
+def _live_endpoint(state: State, id: str) -> dict[str, Any]:
+    return state.get(id, "webhook_endpoint", label="webhook endpoint")
 
 
 def retrieve_event(state: State, params: dict[str, Any], id: str) -> dict[str, Any]:
@@ -194,7 +225,9 @@ def list_events(state: State, params: dict[str, Any]) -> dict[str, Any]:
 ROUTES = [
     ("POST", "/v1/webhook_endpoints", create_webhook_endpoint),
     ("GET", "/v1/webhook_endpoints", list_webhook_endpoints),
+    ("GET", "/v1/webhook_endpoints/{id}", retrieve_webhook_endpoint),
     ("POST", "/v1/webhook_endpoints/{id}", update_webhook_endpoint),
+    ("DELETE", "/v1/webhook_endpoints/{id}", delete_webhook_endpoint),
     ("GET", "/v1/events/{id}", retrieve_event),
     ("GET", "/v1/events", list_events),
 ]

@@ -36,6 +36,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
 ]
 
 
+ACCOUNT_ID = "acct_1StandinAccount0"
 RATE_LIMITED = (
     "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits."
 )
@@ -94,10 +95,19 @@ def build_app(state: State, limits: VendorLimits | None = None) -> Starlette:
 def _dispatch(
     state: State, handler: Handler, request: Request, body: bytes, limits: VendorLimits, name: str
 ) -> Response:
-    auth = request.headers.get("authorization", "")
-    if auth != f"Bearer {state.secret_key}":
+    key = request.headers.get("authorization", "").removeprefix("Bearer ")
+    grant = state.keys.get(key)
+    if grant is None:
+        return _error(StandinError(401, f"Invalid API Key provided: {masked(key)}"))
+    permission = permission_for(name)
+    if grant.permissions is not None and permission not in grant.permissions:
         return _error(
-            StandinError(401, "Invalid API Key provided: " + auth.removeprefix("Bearer ")[:12] + "***")
+            StandinError(
+                403,
+                f"The provided key '{masked(key)}' does not have the required permissions for this "
+                f"endpoint on account '{ACCOUNT_ID}'. Having the '{permission}' permission would allow "
+                "this request to continue.",
+            )
         )
     try:
         pairs = parse_qsl(request.url.query, keep_blank_values=True)
@@ -114,6 +124,7 @@ def _dispatch(
         )
     key = request.headers.get("idempotency-key")
     with state.lock:
+        state.request_livemode = grant.livemode
         state.requests.append(
             {
                 "method": request.method,
@@ -155,6 +166,25 @@ def _dispatch(
         if request.method == "POST" and key and status < 500:
             state.idempotency[key] = (fingerprint, status, payload)
     return JSONResponse(payload, status, headers={"Request-Id": new_id("req", 14)})
+
+
+def masked(key: str) -> str:
+    """A key as Stripe quotes it back: its prefix and last four, the rest starred."""
+    prefix = key[:8] if key[:3] in ("sk_", "rk_", "pk_") and key[3:8] in ("test_", "live_") else ""
+    hidden = max(0, len(key) - len(prefix) - 4)
+    return prefix + "*" * hidden + key[len(prefix) + hidden :]
+
+
+# The permission a restricted key needs for an endpoint, named as Stripe's 403 names it.
+_RESOURCES = {"checkout": "checkout_session", "webhook_endpoints": "webhook", "balance": "balance"}
+
+
+def permission_for(endpoint: str) -> str:
+    """`rak_customer_read` for "GET /v1/customers/{id}"."""
+    method, path = endpoint.split(" ", 1)
+    segment = path.split("/")[2]
+    resource = _RESOURCES.get(segment, segment.removesuffix("s"))
+    return f"rak_{resource}_{'read' if method == 'GET' else 'write'}"
 
 
 def _error(exc: StandinError, headers: dict[str, str] | None = None) -> Response:

@@ -12,6 +12,7 @@ import copy
 import itertools
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from .events import EventLog
@@ -25,10 +26,23 @@ _ALWAYS_EXPANDED: dict[str, list[str]] = {
 }
 
 
+@dataclass
+class KeyGrant:
+    """What one API key may do: its mode, and for a restricted key the permissions it was given."""
+
+    livemode: bool = False
+    # None: a secret key, allowed everything; else `rak_<resource>_<read|write>` names.
+    permissions: set[str] | None = None
+
+
 class State:
     def __init__(self, *, secret_key: str, api_version: str, events: EventLog) -> None:
         self.lock = threading.RLock()
         self.secret_key = secret_key
+        # Every key the stand-in answers to; any other gets Stripe's 401.
+        self.keys: dict[str, KeyGrant] = {secret_key: KeyGrant()}
+        # The mode of the key making the request being answered (set under the lock, per request).
+        self.request_livemode = False
         self.api_version = api_version
         self.events = events
         # Where the stand-in answers (set when its server starts): hosted pages' URLs point here.
@@ -74,6 +88,10 @@ class State:
             self.objects[obj["id"]] = obj
             self._listings.pop(obj.get("object", ""), None)
             return obj
+
+    def forget_listing(self, kind: str) -> None:
+        with self.lock:
+            self._listings.pop(kind, None)
 
     def get(self, object_id: str, kind: str, *, label: str | None = None) -> dict[str, Any]:
         obj = self.objects.get(object_id)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -54,7 +56,12 @@ from stripe.params.tax import CalculationCreateParams as TaxCalculationCreatePar
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, EntitleError, InvalidRequest, ProviderUnavailable
 from entitle.pacing import Clock, Pacer, PacerStats, Sleep, retry_delay
-from entitle.providers.stripe.errors import PaymentRequired, StripeNotConfigured, StripeObjectMissing
+from entitle.providers.stripe.errors import (
+    PaymentRequired,
+    StripeKeyRefused,
+    StripeNotConfigured,
+    StripeObjectMissing,
+)
 from entitle.settings import Settings
 
 # The API version every request carries; equal to `stripe.api_version` of the pinned SDK major.
@@ -83,6 +90,22 @@ SUBSCRIPTION_DETAIL = ["default_payment_method", "discounts.source.coupon", "dis
 # What a promotion code is judged with: its coupon (unexpanded since API 2025-09-30) and the coupon's
 # product restriction, which Stripe includes only when asked.
 PROMOTION_CODE_EXPAND = ["promotion.coupon", "promotion.coupon.applies_to"]
+
+
+# The SDK logs every response body at DEBUG (`stripe` logger), and creating a webhook endpoint answers
+# with its signing secret: the log must never hold one, whatever level an operator runs at.
+_SIGNING_SECRET = re.compile(r"whsec_[0-9A-Za-z]+")
+
+
+class _RedactSigningSecrets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "whsec_" in message:
+            record.msg, record.args = _SIGNING_SECRET.sub("whsec_[redacted]", message), None
+        return True
+
+
+logging.getLogger("stripe").addFilter(_RedactSigningSecrets())
 
 
 def stripe_limits(secret_key: str, override: float | None = None) -> tuple[float, float]:
@@ -579,11 +602,47 @@ class StripeGateway:
         )
         return list(page.get("data", []))
 
-    async def update_webhook_endpoint(self, endpoint_id: str, *, events: list[str]) -> StripeDict:
-        params: Any = {"enabled_events": events, "disabled": False}
+    async def update_webhook_endpoint(
+        self, endpoint_id: str, *, events: list[str] | None = None, metadata: dict[str, str] | None = None
+    ) -> StripeDict:
+        """Enable the endpoint, with `events` and `metadata` when given."""
+        params: Any = {"disabled": False}
+        if events is not None:
+            params["enabled_events"] = events
+        if metadata is not None:
+            params["metadata"] = metadata
         return await self._call(
             "POST /v1/webhook_endpoints/{id}",
             lambda: self._client.v1.webhook_endpoints.update_async(endpoint_id, params),
+        )
+
+    async def delete_webhook_endpoint(self, endpoint_id: str) -> StripeDict:
+        return await self._call(
+            "DELETE /v1/webhook_endpoints/{id}",
+            lambda: self._client.v1.webhook_endpoints.delete_async(endpoint_id),
+        )
+
+    # --- set-up checks -----------------------------------------------------------------------------
+    async def retrieve_balance(self) -> StripeDict:
+        """The account's balance: the cheapest read any secret key may make, and it says `livemode`."""
+        return await self._call(
+            "GET /v1/balance", lambda: self._client.raw_request_async("get", "/v1/balance")
+        )
+
+    async def first_of(self, path: str) -> StripeDict:
+        """One object of the list at `path` (`/v1/customers`): proves this key may read that list."""
+        return await self._call(f"GET {path}", lambda: self._client.raw_request_async("get", path, limit=1))
+
+    async def create_test_customer(self, *, metadata: dict[str, str], idempotency_key: str) -> StripeDict:
+        params: CustomerCreateParams = {"name": "entitle webhook test", "metadata": metadata}
+        return await self._call(
+            "POST /v1/customers",
+            lambda: self._client.v1.customers.create_async(params, {"idempotency_key": idempotency_key}),
+        )
+
+    async def delete_customer(self, customer_id: str) -> StripeDict:
+        return await self._call(
+            "DELETE /v1/customers/{id}", lambda: self._client.v1.customers.delete_async(customer_id)
         )
 
     # --- the edge ----------------------------------------------------------------------------------
@@ -680,7 +739,11 @@ def translate(exc: stripe.StripeError) -> EntitleError:
     if isinstance(exc, stripe.IdempotencyError):
         return Conflict(message, code="stripe_idempotency_conflict")
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
-        return ProviderUnavailable("Stripe refused this server's API key.", code="stripe_misconfigured")
+        # Stripe's own sentence (the key masked, or the permission a restricted key lacks) is kept for
+        # the operator's set-up page; callers that answer customers use the plain message.
+        return StripeKeyRefused(
+            "Stripe refused this server's API key.", reason=exc.user_message or str(exc) or None
+        )
     if isinstance(exc, stripe.InvalidRequestError):
         return ProviderUnavailable(f"Stripe rejected a request: {message}", code="stripe_rejected_request")
     return ProviderUnavailable("Stripe did not answer; try again shortly.", code="stripe_unavailable")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from entitle.services.setup import alerts_setup, webhooks_setup
+from entitle.services.setup import alerts_setup, stripe_setup, webhooks_setup
 from entitle.services.setup.cards import Card, settings_card
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ async def mail(db: AsyncSession, context: AppContext) -> Card:
 
 # The cards on /admin/setup, in the order shown.
 CARDS: dict[str, CardSource] = {
-    "stripe": stripe,
+    "stripe": stripe_setup.card,
     "app_store": app_store,
     "apple_signin": apple_signin,
     "google_signin": google_signin,

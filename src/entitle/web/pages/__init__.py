@@ -13,6 +13,7 @@ def install_pages(app: FastAPI) -> None:
         admin_setup,
         admin_setup_alerts,
         admin_setup_apple,
+        admin_setup_stripe,
         assets,
         customer,
         guest,
@@ -28,6 +29,7 @@ def install_pages(app: FastAPI) -> None:
         admin_billing.router,
         # Before admin_setup: its `POST /admin/setup/{key}` would take `/admin/setup/backups` too.
         admin_setup_alerts.router,
+        admin_setup_stripe.router,
         admin_setup.router,
         admin_setup_apple.router,
     ]

@@ -70,7 +70,12 @@ LABELS: dict[str, tuple[str, str]] = {
         "new_subscriber, cancellation, refund, billing_problem; comma-separated",
     ),
 }
-NOTICES = {"saved": "Saved; every server process uses it now.", **admin_setup_alerts.NOTICES}
+NOTICES = {
+    "saved": "Saved; every server process uses it now.",
+    "stripe_connected": "Connected: Stripe sends its events here, and the catalog is pushed.",
+    "stripe_test_event": "Stripe is sending a test event; the card shows when it arrives.",
+    **admin_setup_alerts.NOTICES,
+}
 # The cards shown, in order: where an integration has a check (services/setup/*_setup.py), its card
 # shows the check's answer; the rest are decided by the settings alone.
 PAGE_CARDS: dict[str, CardSource] = {
