@@ -63,21 +63,37 @@ async def link_usable(db: AsyncSession, token: str) -> bool:
     return link is not None and link.used_at is None
 
 
-async def make_first_operator(db: AsyncSession, token: str, *, email: str, password: str) -> Account:
-    """Spend the link and make an account with this email and password the first operator (410
-    `setup_link_used` when the link was used, is unknown, or an operator exists already)."""
-    refused = SetupLinkRefused(
+def _refused() -> SetupLinkRefused:
+    return SetupLinkRefused(
         "This set-up link was already used, or an operator exists: sign in instead.", code="setup_link_used"
     )
+
+
+async def _spend(db: AsyncSession, token: str) -> None:
+    """Spend the link, once: 410 `setup_link_used` when it was used, is unknown, or an operator exists."""
     if not await link_usable(db, token):
-        raise refused
+        raise _refused()
     spent = await db.execute(
         update(SetupLink)
         .where(SetupLink.token_hash == _hash(token), SetupLink.used_at.is_(None))
         .values(used_at=utcnow())
     )
     if not spent.rowcount:  # type: ignore[attr-defined]
-        raise refused
+        raise _refused()
+
+
+async def make_first_operator(db: AsyncSession, token: str, *, email: str, password: str) -> Account:
+    """Spend the link and make an account with this email and password the first operator (410
+    `setup_link_used` when the link was used, is unknown, or an operator exists already)."""
+    await _spend(db, token)
     account = await accounts.register_with_password(db, email=email, password=password)
+    await operators.add_operator(db, str(account.id), added_by="first-run")
+    return account
+
+
+async def make_operator_of(db: AsyncSession, token: str, account: Account) -> Account:
+    """Spend the link and make an account already signed in (with Apple or Google) the first operator;
+    the same refusals as `make_first_operator`."""
+    await _spend(db, token)
     await operators.add_operator(db, str(account.id), added_by="first-run")
     return account

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,12 +29,12 @@ from entitle.services.setup.runtime_settings import (
 )
 from entitle.services.setup.settings_cards import CARDS, CardSource
 from entitle.web.deps import SessionDep
-from entitle.web.pages import admin_setup_alerts
+from entitle.web.pages import admin_setup_alerts, sign_in_state
 from entitle.web.pages.admin import _operator
 from entitle.web.pages.forms import checked, read_form
 from entitle.web.pages.rendering import redirect, render
 from entitle.web.pages.sentences import customer_sentence
-from entitle.web.pages.visits import PageVisit, Visit, start_page_session
+from entitle.web.pages.visits import PageVisit, Visit, cookie_name_for, start_page_session
 from entitle.web.schemas import Credentials
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -250,12 +251,52 @@ async def _audit(db: AsyncSession, operator: Account, key: str, values: dict[str
 
 
 # --- the first run ------------------------------------------------------------------------------------------
+# Apple or Google on the first run: the link's token waits in an HttpOnly cookie (never in the sign-in's
+# `state`, which the provider sees) while the ordinary web sign-in runs (web/pages/provider_sign_in.py),
+# which comes back to /admin/first-run/finish; there the person confirms the identity that becomes the
+# first operator. The cookie only narrows who may finish: the link itself is still spent once.
+FIRST_RUN_COOKIE = "entitle_first_run"
+FIRST_RUN_FINISH = "/admin/first-run/finish"
+FIRST_RUN_PROVIDERS = ("apple", "google")
+
+
+def _first_run_cookie(visit: PageVisit) -> tuple[str, bool]:
+    secure = not visit.context.settings.is_development
+    return cookie_name_for(FIRST_RUN_COOKIE, secure=secure), secure
+
+
+def _provider_links(visit: PageVisit, token: str) -> dict[str, str]:
+    """The Continue buttons offered, as on the sign-in page: each provider configured for the web."""
+    settings = visit.context.settings
+    configured = {
+        "apple": bool(settings.apple_signin_web_client_id),
+        "google": bool(settings.google_web_client_id),
+    }
+    query = urlencode({"token": token})
+    return {name: f"/admin/first-run/{name}?{query}" for name, on in configured.items() if on}
+
+
+def _first_run_form(
+    visit: PageVisit, *, usable: bool, token: str, error: str | None, email: str, status: int = 200
+) -> Response:
+    return render(
+        visit,
+        "admin/first_run.html",
+        status=status,
+        usable=usable,
+        token=token if usable else "",
+        error=error,
+        email=email,
+        providers=_provider_links(visit, token) if usable else {},
+    )
+
+
 @router.get("/first-run")
 async def first_run_page(request: Request, visit: Visit, db: SessionDep) -> Response:
     token = request.query_params.get("token", "")
     if not await first_run.link_usable(db, token):
-        return render(visit, "admin/first_run.html", status=410, usable=False, token="", error=None, email="")
-    return render(visit, "admin/first_run.html", usable=True, token=token, error=None, email="")
+        return _first_run_form(visit, usable=False, token="", error=None, email="", status=410)
+    return _first_run_form(visit, usable=True, token=token, error=None, email="")
 
 
 @router.post("/first-run")
@@ -268,14 +309,70 @@ async def make_first_operator(request: Request, visit: Visit, db: SessionDep) ->
     except EntitleError as exc:
         await db.rollback()
         usable = await first_run.link_usable(db, token)
-        return render(
+        return _first_run_form(
             visit,
-            "admin/first_run.html",
-            status=exc.status_code,
             usable=usable,
-            token=token if usable else "",
+            token=token,
             error=customer_sentence(exc),
             email=fields.get("email", "")[:320],
+            status=exc.status_code,
         )
     await start_page_session(db, visit, account, request)
     return redirect(visit, "/admin/setup")
+
+
+@router.get("/first-run/finish")
+async def first_run_finish_page(request: Request, visit: Visit, db: SessionDep) -> Response:
+    """Back from Apple or Google: whom the link will make the first operator, and a button to do it."""
+    name, _secure = _first_run_cookie(visit)
+    token = (request.cookies.get(name) or "")[: first_run.MAX_TOKEN_LENGTH]
+    if not await first_run.link_usable(db, token):
+        return _first_run_form(visit, usable=False, token="", error=None, email="", status=410)
+    if visit.account is None:
+        # Canceled or refused at the provider: the link still works, so offer it again.
+        return redirect(visit, f"{first_run.FIRST_RUN_PATH}?{urlencode({'token': token})}")
+    return render(visit, "admin/first_run_finish.html", who=visit.account.email or "this account")
+
+
+@router.post("/first-run/finish")
+async def first_run_finish(request: Request, visit: Visit, db: SessionDep) -> Response:
+    await read_form(request, visit)
+    name, secure = _first_run_cookie(visit)
+    token = (request.cookies.get(name) or "")[: first_run.MAX_TOKEN_LENGTH]
+    try:
+        if visit.account is None:
+            raise first_run.SetupLinkRefused(
+                "Sign in with Apple or Google first, from the set-up link.", code="setup_link_used"
+            )
+        await first_run.make_operator_of(db, token, visit.account)
+        await db.commit()
+    except EntitleError as exc:
+        await db.rollback()
+        return _first_run_form(
+            visit, usable=False, token="", error=customer_sentence(exc), email="", status=exc.status_code
+        )
+    response = redirect(visit, "/admin/setup")
+    response.delete_cookie(name, path="/admin/first-run", secure=secure, httponly=True, samesite="lax")
+    return response
+
+
+@router.get("/first-run/{provider}")
+async def first_run_with_provider(provider: str, request: Request, visit: Visit, db: SessionDep) -> Response:
+    """Keep the link's token in a cookie and sign in with Apple or Google, coming back to finish."""
+    token = request.query_params.get("token", "")[: first_run.MAX_TOKEN_LENGTH]
+    if provider not in FIRST_RUN_PROVIDERS:
+        raise NotFound("There is no such sign-in.", code="not_found")
+    if not await first_run.link_usable(db, token):
+        return _first_run_form(visit, usable=False, token="", error=None, email="", status=410)
+    response = redirect(visit, f"/account/sign-in/{provider}?{urlencode({'next': FIRST_RUN_FINISH})}")
+    name, secure = _first_run_cookie(visit)
+    response.set_cookie(
+        name,
+        token,
+        max_age=sign_in_state.STATE_LIFETIME,
+        path="/admin/first-run",
+        secure=secure,
+        httponly=True,
+        samesite="lax",
+    )
+    return response
