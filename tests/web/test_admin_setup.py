@@ -89,6 +89,42 @@ async def test_an_unknown_first_run_token_is_refused(client: httpx.AsyncClient) 
     assert refused.status_code == 410 and "already used" in refused.text
 
 
+async def test_the_first_run_page_offers_no_provider_buttons_unless_configured(
+    client: httpx.AsyncClient, context: AppContext
+) -> None:
+    url = await announce_first_run(context)
+    assert url is not None
+    page = await client.get(_path(url))
+    assert page.status_code == 200
+    assert "Continue with Google" not in page.text and "Continue with Apple" not in page.text
+
+
+async def test_finishing_a_first_run_needs_the_link_and_a_sign_in(
+    client: httpx.AsyncClient, context: AppContext
+) -> None:
+    url = await announce_first_run(context)
+    assert url is not None
+    token = url.split("token=", 1)[1]
+    # Without the link's cookie: nothing to finish.
+    finish = await client.get("/admin/first-run/finish")
+    assert finish.status_code == 410 and "already used" in finish.text
+    # An unknown provider, and a spent or unknown link, are refused before anyone signs in anywhere.
+    assert (await client.get(f"/admin/first-run/github?token={token}")).status_code == 404
+    assert (await client.get("/admin/first-run/google?token=nope")).status_code == 410
+    # With the link, but back not signed in (canceled at the provider): the link is offered again.
+    started = await client.get(f"/admin/first-run/google?token={token}")
+    assert started.status_code == 303
+    assert started.headers["location"] == "/account/sign-in/google?next=%2Fadmin%2Ffirst-run%2Ffinish"
+    assert token not in started.headers["location"]
+    back = await client.get("/admin/first-run/finish")
+    assert back.status_code == 303 and back.headers["location"] == _path(url)
+    form = await client.get("/account/sign-in")
+    refused = await client.post("/admin/first-run/finish", data={"csrf_token": csrf_of(form)})
+    assert refused.status_code == 410 and "Sign in with Apple or Google first" in refused.text
+    async with context.database.sessionmaker() as db:
+        assert await operators.list_operators(db) == []
+
+
 async def test_setup_is_for_operators_only(client: httpx.AsyncClient) -> None:
     away = await client.get("/admin/setup")
     assert away.status_code == 303 and away.headers["location"].startswith("/account/sign-in")
