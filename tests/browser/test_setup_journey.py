@@ -1,8 +1,9 @@
 """Issue 20's "done when", in a browser over the Stripe stand-in: from an empty database to the first
 operator (the one-time link the server logs), Stripe set up from /admin/setup (keys pasted, saved, checked
-and the endpoint connected), then a test payment from /pricing through Stripe's hosted Checkout, landing
-on /account with the plan. The environment holds the database and where Stripe answers, nothing else.
-What the person does is counted and written to test-artifacts/steps.txt."""
+and the endpoint connected), then a test payment (the verified card links to /pricing) through
+Stripe's hosted Checkout, landing on /account with the plan. The environment holds the database and
+where Stripe answers, nothing else. What the person does is counted
+and written to test-artifacts/steps.txt."""
 
 from __future__ import annotations
 
@@ -81,8 +82,9 @@ async def test_from_an_empty_database_to_a_paid_plan(
     await expect(page.locator("#card-stripe .badge")).to_have_text("Verified")
     await screenshot(page, "journey-setup-connected", full_page=True)
 
-    # A test payment, as a customer would make it (the operator's own account).
-    await page.goto(f"{fresh.url}/pricing")
+    # A test payment, as a customer would make it (the operator's own account), from the card's link.
+    await steps.click(page.get_by_role("link", name="Make a test payment"))
+    await page.wait_for_url(f"{fresh.url}/pricing")
     await screenshot(page, "journey-pricing", full_page=True)
     await steps.click(page.get_by_role("button", name="Subscribe to Pro, monthly"))
     await page.wait_for_url(f"{standin.base_url}/c/pay/*")
@@ -98,5 +100,5 @@ async def test_from_an_empty_database_to_a_paid_plan(
     await expect(page.locator("main")).to_contain_text("Renews on")
     await screenshot(page, "journey-account", full_page=True)
     assert_only_host(requests_made(page), fresh.url, standin.base_url)
-    assert (steps.clicks, steps.fields) == (6, 4), str(steps)
+    assert (steps.clicks, steps.fields) == (7, 4), str(steps)
     _record("set up from an empty database to a paid plan", steps)
