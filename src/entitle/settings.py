@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     apple_issuer_id: str | None = None
     apple_key_id: str | None = None
     apple_private_key_path: Path | None = None
+    # The same key's text (the .p8 file's PEM), pasted on /admin/setup; the path wins when both are given.
+    apple_private_key: SecretStr | None = None
     apple_api_base: str | None = None
     appstore_restore_policy: RestorePolicy = RestorePolicy.KEEP
 
@@ -135,6 +137,8 @@ class Settings(BaseSettings):
     apple_signin_team_id: str | None = None
     apple_signin_key_id: str | None = None
     apple_signin_private_key_path: Path | None = None
+    # The same key's text (PEM), pasted on /admin/setup; the path wins when both are given.
+    apple_signin_private_key: SecretStr | None = None
     apple_signin_api_base: str = "https://appleid.apple.com"
 
     # Mail: smtp://user:pass@host:port (STARTTLS when offered) or smtps://...; without it, development

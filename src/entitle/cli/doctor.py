@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import text
 
@@ -14,12 +15,24 @@ from entitle.cli.common import apply_saved_settings, console, fail, load_context
 from entitle.context import AppContext
 from entitle.db.migrate import is_up_to_date
 from entitle.errors import EntitleError
+from entitle.services.setup.cards import Card
 from entitle.services.setup.checklist import checklist
+from entitle.services.setup.page_cards import PAGE_CARDS
+
+# How a card's state reads in a terminal, as the page's badge says it.
+STATES = {
+    "not_set": "[yellow]not set[/]",
+    "set": "[green]set[/]",
+    "verified": "[green]verified[/]",
+    "failing": "[red]failing[/]",
+}
 
 
 @dataclass
 class Report:
     rows: list[tuple[str, str, str]] = field(default_factory=list)
+    # /admin/setup's cards, printed as the page shows them; a failing one fails the doctor.
+    cards: list[Card] = field(default_factory=list)
 
     def ok(self, area: str, detail: str) -> None:
         self.rows.append((area, "[green]ok[/]", detail))
@@ -32,7 +45,9 @@ class Report:
 
     @property
     def has_problems(self) -> bool:
-        return any("problem" in status for _, status, _ in self.rows)
+        return any("problem" in status for _, status, _ in self.rows) or any(
+            card.state == "failing" for card in self.cards
+        )
 
 
 @app.command()
@@ -55,6 +70,7 @@ def doctor(
             _check_apple(context, report)
             _check_accounts(context, report)
             await _check_production(context, report)
+            await _check_setup_cards(context, report)
         finally:
             await context.aclose()
 
@@ -63,6 +79,15 @@ def doctor(
     for row in report.rows:
         table.add_row(*row)
     console.print(table)
+    if report.cards:
+        console.print("\nSet-up, as /admin/setup shows it:")
+    for card in report.cards:
+        # The sentence is the vendor's own words: printed as text, never read as markup.
+        console.print(
+            f"  {escape(card.title)}: {STATES[card.state]}: {escape(card.sentence)}",
+            soft_wrap=True,
+            highlight=False,
+        )
     public = settings.public_url
     console.print("\nRegister these URLs:")
     console.print(f"  Stripe webhook endpoint:                 {public}/webhooks/stripe", soft_wrap=True)
@@ -95,6 +120,17 @@ async def _check_production(context: AppContext, report: Report) -> None:
             report.ok(area, item.sentence)
         else:
             report.warn(area, f"{item.sentence} See {item.docs}")
+
+
+async def _check_setup_cards(context: AppContext, report: Report) -> None:
+    """Each card of /admin/setup, from the same `card()` the page calls: not set, set, verified, or failing
+    with the vendor's reason."""
+    for key, source in PAGE_CARDS.items():
+        try:
+            async with context.database.sessionmaker() as db:
+                report.cards.append(await source(db, context))
+        except Exception as exc:  # one card that cannot be read must not hide the others
+            report.warn(f"set-up: {key}", f"could not be read: {exc.__class__.__name__}")
 
 
 def _check_accounts(context: AppContext, report: Report) -> None:
@@ -217,7 +253,8 @@ def _check_apple(context: AppContext, report: Report) -> None:
             report.problem("app store", problem)
         if not problems:
             report.ok("app store", f"bundle {settings.apple_bundle_id}, app id {settings.apple_app_id}")
-    has_key = bool(settings.apple_issuer_id and settings.apple_key_id and settings.apple_private_key_path)
+    pasted_or_file = settings.apple_private_key_path or settings.apple_private_key
+    has_key = bool(settings.apple_issuer_id and settings.apple_key_id and pasted_or_file)
     if has_key:
         report.ok("app store api", "credentials configured (refresh and sync enabled)")
     else:

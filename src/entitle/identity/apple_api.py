@@ -66,6 +66,24 @@ class AppleSigninApi:
             raise ValueError(f"{path} is not the EC private key (.p8) of a Sign in with Apple key")
         return cls(team_id=team_id, key_id=key_id, private_key=loaded, http=http, api_base=api_base)
 
+    @classmethod
+    def from_key_text(
+        cls, *, team_id: str, key_id: str, text: str, http: httpx.AsyncClient, api_base: str
+    ) -> AppleSigninApi:
+        """The key pasted as text (its PEM); the error never quotes it."""
+        # Pasting loses or doubles line ends: PEM needs one per line.
+        pem = "\n".join(line.strip() for line in text.strip().splitlines() if line.strip()) + "\n"
+        try:
+            loaded = serialization.load_pem_private_key(pem.encode(), password=None)
+        except (ValueError, TypeError, UnicodeEncodeError):
+            raise ValueError(
+                "is not the text of a .p8 key: paste the whole file, from -----BEGIN PRIVATE KEY----- "
+                "to -----END PRIVATE KEY-----"
+            ) from None
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise ValueError("is not the EC private key (.p8) of a Sign in with Apple key")
+        return cls(team_id=team_id, key_id=key_id, private_key=loaded, http=http, api_base=api_base)
+
     def client_secret(self, client_id: str, *, now: float | None = None) -> str:
         issued = int(time.time() if now is None else now)
         claims = {

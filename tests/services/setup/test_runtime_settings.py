@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
 from entitle.context import AppContext, build_context
@@ -16,6 +19,7 @@ from entitle.services.setup.runtime_settings import reload_settings, save_settin
 from tests.conftest import make_settings
 
 SECRET = "sk_test_" + "s3cr3t" * 6
+NOT_A_KEY = "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----"
 
 
 async def save(context: AppContext, values: dict[str, str | None]) -> None:
@@ -87,18 +91,50 @@ async def test_an_invalid_value_is_refused_naming_the_field(context: AppContext)
     assert context.settings.smtp_url is None
 
 
-async def test_a_key_file_that_cannot_be_read_is_refused(context: AppContext, tmp_path: Any) -> None:
+async def test_a_pasted_sign_in_key_that_is_no_key_is_refused(context: AppContext) -> None:
     with pytest.raises(InvalidRequest) as refused:
         await save(
             context,
             {
                 "apple_signin_team_id": "ABCDE12345",
                 "apple_signin_key_id": "KEY1234567",
-                "apple_signin_private_key_path": str(tmp_path / "missing.p8"),
+                "apple_signin_private_key": NOT_A_KEY,
             },
         )
+    assert refused.value.details == {"field": "apple_signin_private_key"}
+    assert "paste the whole file" in refused.value.message
+    assert "ENTITLE_" not in refused.value.message and "bm90IGEga2V5" not in refused.value.message
+
+
+async def test_a_key_path_on_the_server_cannot_be_saved_from_a_page(context: AppContext) -> None:
+    # A page must not make the server read its own files: a key file's path stays in the environment.
+    with pytest.raises(InvalidRequest) as refused:
+        await save(context, {"apple_signin_private_key_path": "/etc/passwd"})
     assert refused.value.details == {"field": "apple_signin_private_key_path"}
-    assert "ENTITLE_" not in refused.value.message
+
+
+async def test_a_pasted_sign_in_key_signs_apples_client_secret(context: AppContext) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    await save(
+        context,
+        {
+            "apple_signin_team_id": "ABCDE12345",
+            "apple_signin_key_id": "KEY1234567",
+            # As a textarea posts it: CRLF, and a blank line the paste picked up.
+            "apple_signin_private_key": pem.replace("\n", "\r\n") + "\r\n",
+        },
+    )
+    api = context.accounts.apple_api
+    assert api is not None
+    secret = api.client_secret("com.example.app")
+    claims = jwt.decode(secret, key.public_key(), algorithms=["ES256"], audience="https://appleid.apple.com")
+    assert claims["iss"] == "ABCDE12345" and jwt.get_unverified_header(secret)["kid"] == "KEY1234567"
+    async with context.database.sessionmaker() as db:
+        row = await db.get(SavedSetting, "apple_signin_private_key")
+    assert row is not None and "PRIVATE KEY" not in row.value
 
 
 async def test_a_setting_given_in_the_environment_cannot_be_saved(

@@ -54,9 +54,17 @@ class SignedOffer:
 class PromotionalOfferSigner:
     """Signs promotional offers for one app with its In-App Purchase key."""
 
-    def __init__(self, *, signing_key: bytes, key_id: str, issuer_id: str, bundle_id: str) -> None:
+    def __init__(
+        self,
+        *,
+        signing_key: bytes,
+        key_id: str,
+        issuer_id: str,
+        bundle_id: str,
+        setting: str = "ENTITLE_APPLE_PRIVATE_KEY_PATH",
+    ) -> None:
         problem = AppStoreMisconfigured(
-            "ENTITLE_APPLE_PRIVATE_KEY_PATH does not hold an In-App Purchase key (a PEM P-256 private key)."
+            f"{setting} does not hold an In-App Purchase key (a PEM P-256 private key)."
         )
         try:
             key = serialization.load_pem_private_key(signing_key, password=None)
@@ -76,7 +84,11 @@ class PromotionalOfferSigner:
         if key is None:
             return None
         return cls(
-            signing_key=key.signing_key, key_id=key.key_id, issuer_id=key.issuer_id, bundle_id=key.bundle_id
+            signing_key=key.signing_key,
+            key_id=key.key_id,
+            issuer_id=key.issuer_id,
+            bundle_id=key.bundle_id,
+            setting=key.setting,
         )
 
     def sign(

@@ -28,21 +28,32 @@ class AccountServices:
 def build_account_services(settings: Settings, http: httpx.AsyncClient) -> AccountServices:
     """Raises ValueError (with the setting's name) when a configured key cannot be read."""
     apple_api = None
-    if (
-        settings.apple_signin_team_id
-        and settings.apple_signin_key_id
-        and settings.apple_signin_private_key_path
-    ):
+    if settings.apple_signin_team_id and settings.apple_signin_key_id:
+        # The key file wins over pasted text, as it does for the In-App Purchase key.
         try:
-            apple_api = AppleSigninApi.from_key_file(
-                team_id=settings.apple_signin_team_id,
-                key_id=settings.apple_signin_key_id,
-                path=settings.apple_signin_private_key_path,
-                http=http,
-                api_base=settings.apple_signin_api_base,
-            )
+            if settings.apple_signin_private_key_path:
+                apple_api = AppleSigninApi.from_key_file(
+                    team_id=settings.apple_signin_team_id,
+                    key_id=settings.apple_signin_key_id,
+                    path=settings.apple_signin_private_key_path,
+                    http=http,
+                    api_base=settings.apple_signin_api_base,
+                )
+            elif settings.apple_signin_private_key is not None:
+                apple_api = AppleSigninApi.from_key_text(
+                    team_id=settings.apple_signin_team_id,
+                    key_id=settings.apple_signin_key_id,
+                    text=settings.apple_signin_private_key.get_secret_value(),
+                    http=http,
+                    api_base=settings.apple_signin_api_base,
+                )
         except (OSError, ValueError) as exc:
-            raise ValueError(f"ENTITLE_APPLE_SIGNIN_PRIVATE_KEY_PATH: {exc}") from exc
+            setting = (
+                "ENTITLE_APPLE_SIGNIN_PRIVATE_KEY_PATH"
+                if settings.apple_signin_private_key_path
+                else "ENTITLE_APPLE_SIGNIN_PRIVATE_KEY"
+            )
+            raise ValueError(f"{setting}: {exc}") from exc
     external_auth = None
     if settings.external_auth_jwks_url and settings.external_auth_issuer and settings.external_auth_audience:
         external_auth = ExternalTokenVerifier(

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.models.setup import SavedSetting
 from entitle.db.types import utcnow
 from entitle.errors import Conflict, InvalidRequest
+from entitle.providers.appstore.errors import AppStoreMisconfigured
 from entitle.services.delivery.changes import change_bus
 from entitle.services.identity.encryption import SecretBox
 from entitle.settings import Settings
@@ -42,12 +43,12 @@ RUNTIME_SETTINGS: tuple[str, ...] = (
     "apple_app_id",
     "apple_issuer_id",
     "apple_key_id",
-    "apple_private_key_path",
+    "apple_private_key",
     "apple_signin_client_ids",
     "apple_signin_web_client_id",
     "apple_signin_team_id",
     "apple_signin_key_id",
-    "apple_signin_private_key_path",
+    "apple_signin_private_key",
     "google_client_ids",
     "google_web_client_id",
     "smtp_url",
@@ -61,6 +62,9 @@ RUNTIME_SETTINGS: tuple[str, ...] = (
 SECRET_SETTINGS: frozenset[str] = frozenset(
     name for name in RUNTIME_SETTINGS if "SecretStr" in str(Settings.model_fields[name].annotation)
 )
+# Keys pasted whole (a .p8 file's PEM): their line ends are kept, every other value is one line. A key
+# file's path stays an environment setting: a page should not make the server read its own files.
+MULTILINE_SETTINGS: frozenset[str] = frozenset({"apple_private_key", "apple_signin_private_key"})
 # The longest value a page may save (a PEM path, a list of client ids, an SMTP URL all fit).
 MAX_VALUE_LENGTH = 4000
 
@@ -160,13 +164,17 @@ async def save_settings(
     changed: dict[str, str | None] = {}
     for name, value in values.items():
         value = value.strip() if value is not None else None
+        if value and name in MULTILINE_SETTINGS:
+            # A textarea posts CRLF; PEM wants one LF per line, and no blank lines in between.
+            value = "\n".join(line.strip() for line in value.splitlines() if line.strip())
         if value and len(value) > MAX_VALUE_LENGTH:
             raise InvalidRequest(
                 f"{label_of(name).capitalize()} is longer than {MAX_VALUE_LENGTH} characters.",
                 code="invalid_setting",
                 details={"field": name},
             )
-        if value and any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        allowed = "\n" if name in MULTILINE_SETTINGS else ""
+        if value and any((ord(char) < 0x20 or ord(char) == 0x7F) and char not in allowed for char in value):
             # A key with a control character in it was pasted wrong; it would break headers and URLs later.
             raise InvalidRequest(
                 f"{label_of(name).capitalize()} contains a control character; paste it again.",
@@ -185,7 +193,7 @@ async def save_settings(
     try:
         # Built once and thrown away: a key file that cannot be read is refused now, not at every reload.
         _try_build(context, settings)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, AppStoreMisconfigured) as exc:
         name = _field_in_message(str(exc), set(changed))
         raise InvalidRequest(
             f"{label_of(name).capitalize()} cannot be used: {_without_setting_names(str(exc))}",
@@ -255,7 +263,7 @@ async def reload_settings(context: AppContext) -> bool:
                     usable.pop(str(name))
         try:
             context.apply_settings(settings)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, AppStoreMisconfigured) as exc:
             log.warning("saved settings could not be applied: %s", _without_setting_names(str(exc)))
             return False
         context.saved_settings = saved

@@ -17,9 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from entitle.core.models.accounts import Account
 from entitle.errors import EntitleError, NotFound
 from entitle.services.identity import operators
-from entitle.services.setup import appstore_setup, first_run, mail_setup, signin_setup
+from entitle.services.setup import first_run
 from entitle.services.setup.cards import Card
+from entitle.services.setup.page_cards import PAGE_CARDS
 from entitle.services.setup.runtime_settings import (
+    MULTILINE_SETTINGS,
     RUNTIME_SETTINGS,
     SECRET_SETTINGS,
     Source,
@@ -27,7 +29,6 @@ from entitle.services.setup.runtime_settings import (
     save_settings,
     source_of,
 )
-from entitle.services.setup.settings_cards import CARDS, CardSource
 from entitle.web.deps import SessionDep
 from entitle.web.pages import admin_setup_alerts, sign_in_state
 from entitle.web.pages.admin import _operator
@@ -48,7 +49,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "apple_app_id": ("Apple id of the app", "the number in App Store Connect (needed for Production)"),
     "apple_issuer_id": ("In-App Purchase key issuer id", "App Store Connect, Users and Access, Keys"),
     "apple_key_id": ("In-App Purchase key id", "10 characters"),
-    "apple_private_key_path": ("In-App Purchase key file", "path of the .p8 file on the server"),
+    "apple_private_key": ("In-App Purchase key", "paste the whole AuthKey_….p8 file"),
     "apple_signin_client_ids": (
         "Client ids",
         "the app's bundle id and the web's Services ID, comma-separated",
@@ -56,7 +57,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "apple_signin_web_client_id": ("Web Services ID", "for the hosted pages' button"),
     "apple_signin_team_id": ("Team id", "10 characters"),
     "apple_signin_key_id": ("Sign in with Apple key id", "10 characters"),
-    "apple_signin_private_key_path": ("Sign in with Apple key file", "path of the .p8 file on the server"),
+    "apple_signin_private_key": ("Sign in with Apple key", "paste the whole AuthKey_….p8 file"),
     "google_client_ids": ("Client ids", "OAuth client ids (iOS, web), comma-separated"),
     "google_web_client_id": ("Web client id", "for the hosted pages' button"),
     "smtp_url": ("SMTP server", "smtp://user:pass@host:587 or smtps://user:pass@host:465"),
@@ -76,15 +77,6 @@ NOTICES = {
     "stripe_connected": "Connected: Stripe sends its events here, and the catalog is pushed.",
     "stripe_test_event": "Stripe is sending a test event; the card shows when it arrives.",
     **admin_setup_alerts.NOTICES,
-}
-# The cards shown, in order: where an integration has a check (services/setup/*_setup.py), its card
-# shows the check's answer; the rest are decided by the settings alone.
-PAGE_CARDS: dict[str, CardSource] = {
-    **CARDS,
-    "app_store": appstore_setup.card,
-    "apple_signin": signin_setup.apple_card,
-    "google_signin": signin_setup.google_card,
-    "mail": mail_setup.card,
 }
 
 
@@ -120,6 +112,8 @@ class FieldView:
     label: str
     hint: str
     secret: bool
+    # Pasted whole, in a textarea (a .p8 key).
+    multiline: bool
     source: Source
     # A non-secret's current value (to edit); never a secret's.
     value: str
@@ -146,6 +140,7 @@ def _fields(visit: PageVisit, card: Card) -> list[FieldView]:
                 label=label,
                 hint=hint,
                 secret=name in SECRET_SETTINGS,
+                multiline=name in MULTILINE_SETTINGS,
                 source=source_of(visit.context, name),
                 value=_value(visit, name),
             )

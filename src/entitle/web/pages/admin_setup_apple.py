@@ -22,7 +22,7 @@ from entitle.web.pages.visits import PageVisit, Visit
 
 router = APIRouter(prefix="/admin/setup", include_in_schema=False)
 
-NO_KEY = "Save the In-App Purchase key (issuer id, key id and .p8 file) first."
+NO_KEY = "Save the In-App Purchase key (issuer id, key id and the .p8 key's text) first."
 
 
 async def _signed_in(request: Request, visit: PageVisit, db: AsyncSession) -> Account | Response:
