@@ -45,6 +45,7 @@ from entitle.providers.stripe.webhook_endpoints import (
     ensure_webhook_endpoint,
 )
 from entitle.services.setup.cards import Card
+from entitle.services.setup.timing import ago
 
 if TYPE_CHECKING:
     from entitle.context import AppContext
@@ -176,18 +177,6 @@ async def last_event_received(db: AsyncSession) -> datetime | None:
         .order_by(ProviderEvent.received_at.desc())
         .limit(1)
     )
-
-
-def ago(then: datetime, now: datetime) -> str:
-    """`3 s ago`, `4 min ago`, `2 h ago`, `5 days ago`."""
-    seconds = max(0, int((now - then).total_seconds()))
-    if seconds < 60:
-        return f"{seconds} s ago"
-    if seconds < 3600:
-        return f"{seconds // 60} min ago"
-    if seconds < 86400:
-        return f"{seconds // 3600} h ago"
-    return f"{seconds // 86400} days ago"
 
 
 async def card(db: AsyncSession, context: AppContext) -> Card:

@@ -13,4 +13,5 @@ def ago(moment: dt.datetime, now: dt.datetime) -> str:
         return f"{seconds // 60} min ago"
     if seconds < 86400:
         return f"{seconds // 3600} h ago"
-    return f"on {moment:%Y-%m-%d %H:%M} UTC"
+    days = seconds // 86400
+    return f"{days} day ago" if days == 1 else f"{days} days ago"
