@@ -10,6 +10,8 @@ key is good). Production and Sandbox take the same key, so Production is asked.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -75,6 +77,31 @@ def _client(
         raise InvalidKey(
             "The .p8 key is not a private key in PEM form (-----BEGIN PRIVATE KEY-----)."
         ) from exc
+
+
+@asynccontextmanager
+async def _connected(
+    http: httpx.AsyncClient,
+    *,
+    bundle_id: str,
+    issuer_id: str,
+    key_id: str,
+    private_key: str,
+    base_url: str | None,
+) -> AsyncIterator[_PooledClient]:
+    """A client for one call, closed after it (the pooled `http` stays open)."""
+    client = _client(
+        http,
+        bundle_id=bundle_id,
+        issuer_id=issuer_id,
+        key_id=key_id,
+        private_key=private_key,
+        base_url=base_url,
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 def apple_error(exc: APIException) -> str:
@@ -144,18 +171,15 @@ async def request_test_notification(
 ) -> str:
     """Request a Test Notification: Apple sends a `TEST` notification to the app's server URL and
     answers a token for Get Test Notification Status. Raises `APIException` or `httpx.HTTPError`."""
-    client = _client(
+    async with _connected(
         http,
         bundle_id=bundle_id,
         issuer_id=issuer_id,
         key_id=key_id,
         private_key=private_key,
         base_url=base_url,
-    )
-    try:
+    ) as client:
         response = await client.request_test_notification()
-    finally:
-        await client.aclose()
     if not response.testNotificationToken:
         raise APIException(200, None, "Apple answered no testNotificationToken.")  # type: ignore[call-arg]
     return response.testNotificationToken
@@ -172,18 +196,15 @@ async def test_notification_status(
     base_url: str | None = None,
 ) -> TestNotificationStatus:
     """Apple's record of its last attempt to send the test notification `token` names."""
-    client = _client(
+    async with _connected(
         http,
         bundle_id=bundle_id,
         issuer_id=issuer_id,
         key_id=key_id,
         private_key=private_key,
         base_url=base_url,
-    )
-    try:
+    ) as client:
         response = await client.get_test_notification_status(token)
-    finally:
-        await client.aclose()
     attempts = response.sendAttempts or []
     if not attempts:
         return TestNotificationStatus(None, None, "Apple has not sent the test notification yet.")
