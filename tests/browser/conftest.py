@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from playwright.async_api import Browser, BrowserContext, Page, Request, async_p
 from entitle.context import build_context
 from entitle.providers.stripe.catalog_push import push_catalog
 from entitle.services.identity.tokens import SigningKey
+from entitle.services.setup.first_run import announce_first_run
+from entitle.settings import Settings
 from tests.conftest import LiveServer, _empty_all_tables, make_settings
 from tests.factories import DEFAULT_PASSWORD, bearer
 from tests.providers.stripe.conftest import stripe_settings
@@ -231,3 +234,36 @@ async def live(
     finally:
         standin.stop()  # no deliveries to a server that is going away
         await asyncio.to_thread(server.stop)
+
+
+@asynccontextmanager
+async def fresh_install(
+    settings: Settings, signing_key: SigningKey, *, before_stop: Callable[[], None] | None = None
+) -> AsyncIterator[LiveServer]:
+    """A server on an emptied database (no operator, nothing saved); `before_stop` runs first at the end
+    (e.g. stopping a stand-in so nothing is delivered to a server that is going away)."""
+    setup = build_context(settings, signing_key=signing_key)
+    try:
+        await _empty_all_tables(setup.database)
+    finally:
+        await setup.aclose()
+    server = LiveServer(settings, signing_key)
+    await asyncio.to_thread(server.start)
+    try:
+        yield server
+    finally:
+        if before_stop is not None:
+            before_stop()
+        await asyncio.to_thread(server.stop)
+
+
+async def first_run_link(server: LiveServer) -> str:
+    """The one-time link a server with no operator prints at start (a second one, as another process
+    would print)."""
+    context = build_context(server.settings, signing_key=server.signing_key)
+    try:
+        link = await announce_first_run(context)
+    finally:
+        await context.aclose()
+    assert link is not None
+    return link

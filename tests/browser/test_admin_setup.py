@@ -3,18 +3,23 @@ and the server reports Stripe configured at once, with no restart and the secret
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest_asyncio
 from playwright.async_api import expect
 
-from entitle.context import build_context
 from entitle.services.identity.tokens import SigningKey
-from entitle.services.setup.first_run import announce_first_run
-from tests.browser.conftest import DESKTOP, PageAt, assert_only_host, requests_made, screenshot
-from tests.conftest import LiveServer, _empty_all_tables, make_settings
+from tests.browser.conftest import (
+    DESKTOP,
+    PageAt,
+    assert_only_host,
+    first_run_link,
+    fresh_install,
+    requests_made,
+    screenshot,
+)
+from tests.conftest import LiveServer, make_settings
 from tests.standins.stripe import StripeStandin
 
 
@@ -24,17 +29,8 @@ async def fresh(
 ) -> AsyncIterator[LiveServer]:
     """A fresh install: no operator, no Stripe key; only where Stripe answers is in the environment."""
     settings = make_settings(database_url, stripe_api_base=standin.base_url)
-    setup = build_context(settings, signing_key=signing_key)
-    try:
-        await _empty_all_tables(setup.database)
-    finally:
-        await setup.aclose()
-    server = LiveServer(settings, signing_key)
-    await asyncio.to_thread(server.start)
-    try:
+    async with fresh_install(settings, signing_key) as server:
         yield server
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 async def test_first_run_to_stripe_configured(
@@ -43,12 +39,7 @@ async def test_first_run_to_stripe_configured(
     async with httpx.AsyncClient(base_url=fresh.url, timeout=30) as http:
         assert (await http.get("/v1/status")).json()["stores"]["stripe"]["configured"] is False
         # The link the server printed on start (a second one, as another process would print).
-        context = build_context(fresh.settings, signing_key=fresh.signing_key)
-        try:
-            link = await announce_first_run(context)
-        finally:
-            await context.aclose()
-        assert link is not None
+        link = await first_run_link(fresh)
 
         page = await page_at(DESKTOP)
         await page.goto(link)

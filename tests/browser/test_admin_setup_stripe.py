@@ -11,12 +11,10 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 from playwright.async_api import expect
 
-from entitle.context import build_context
 from entitle.providers.stripe.handlers import webhook_event_types
 from entitle.services.identity.tokens import SigningKey
-from entitle.services.setup.first_run import announce_first_run
-from tests.browser.conftest import DESKTOP, PageAt, screenshot
-from tests.conftest import LiveServer, _empty_all_tables, make_settings
+from tests.browser.conftest import DESKTOP, PageAt, first_run_link, fresh_install, screenshot
+from tests.conftest import LiveServer, make_settings
 from tests.standins.stripe import StripeStandin
 
 WRONG = "sk_test_51NotAKeyStripeKnowsAbout1234"
@@ -28,29 +26,15 @@ async def fresh(
 ) -> AsyncIterator[LiveServer]:
     """A fresh install: no operator, no Stripe key; only where Stripe answers is in the environment."""
     settings = make_settings(database_url, stripe_api_base=standin.base_url)
-    setup = build_context(settings, signing_key=signing_key)
-    try:
-        await _empty_all_tables(setup.database)
-    finally:
-        await setup.aclose()
-    server = LiveServer(settings, signing_key)
-    await asyncio.to_thread(server.start)
-    try:
+    # No deliveries to a server that is going away.
+    async with fresh_install(settings, signing_key, before_stop=standin.stop) as server:
         yield server
-    finally:
-        standin.stop()  # no deliveries to a server that is going away
-        await asyncio.to_thread(server.stop)
 
 
 async def test_stripe_keys_connect_and_a_test_event_from_the_page(
     fresh: LiveServer, page_at: PageAt, standin: StripeStandin
 ) -> None:
-    context = build_context(fresh.settings, signing_key=fresh.signing_key)
-    try:
-        link = await announce_first_run(context)
-    finally:
-        await context.aclose()
-    assert link is not None
+    link = await first_run_link(fresh)
     page = await page_at(DESKTOP)
     await page.goto(link)
     await page.get_by_label("Email").fill("owner@example.com")

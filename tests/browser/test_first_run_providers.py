@@ -4,7 +4,6 @@ first operator once the person confirms; the link then works no more."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -14,9 +13,17 @@ from playwright.async_api import expect
 from entitle.context import build_context
 from entitle.services.identity import operators
 from entitle.services.identity.tokens import SigningKey
-from entitle.services.setup.first_run import announce_first_run
-from tests.browser.conftest import DESKTOP, PHONE, PageAt, assert_only_host, requests_made, screenshot
-from tests.conftest import LiveServer, _empty_all_tables, make_settings
+from tests.browser.conftest import (
+    DESKTOP,
+    PHONE,
+    PageAt,
+    assert_only_host,
+    first_run_link,
+    fresh_install,
+    requests_made,
+    screenshot,
+)
+from tests.conftest import LiveServer, make_settings
 from tests.standins.jwks_server import GOOGLE_WEB_CLIENT_ID, JwksStandin
 
 
@@ -36,33 +43,14 @@ async def fresh(database_url: str, signing_key: SigningKey, idp: JwksStandin) ->
         google_web_client_id=GOOGLE_WEB_CLIENT_ID,
         google_auth_url=idp.authorize_url,
     )
-    setup = build_context(settings, signing_key=signing_key)
-    try:
-        await _empty_all_tables(setup.database)
-    finally:
-        await setup.aclose()
-    server = LiveServer(settings, signing_key)
-    await asyncio.to_thread(server.start)
-    try:
+    async with fresh_install(settings, signing_key) as server:
         yield server
-    finally:
-        await asyncio.to_thread(server.stop)
-
-
-async def _link(server: LiveServer) -> str:
-    context = build_context(server.settings, signing_key=server.signing_key)
-    try:
-        link = await announce_first_run(context)
-    finally:
-        await context.aclose()
-    assert link is not None
-    return link
 
 
 async def test_the_first_operator_made_with_google(
     fresh: LiveServer, page_at: PageAt, idp: JwksStandin
 ) -> None:
-    link = await _link(fresh)
+    link = await first_run_link(fresh)
     page = await page_at(PHONE)
     await page.goto(link)
     # Apple is not configured here: only Google's button.
@@ -102,7 +90,7 @@ async def test_the_first_operator_made_with_google(
 async def test_back_from_google_without_the_link_makes_no_operator(
     fresh: LiveServer, page_at: PageAt
 ) -> None:
-    await _link(fresh)
+    await first_run_link(fresh)
     page = await page_at(DESKTOP)
     # Someone who never had the link, signed in with Google, cannot finish a first run.
     await page.goto(f"{fresh.url}/account/sign-in/google?next=/admin/first-run/finish")

@@ -7,19 +7,24 @@ and written to test-artifacts/steps.txt."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
 from playwright.async_api import expect
 
-from entitle.context import build_context
 from entitle.services.identity.tokens import SigningKey
-from entitle.services.setup.first_run import announce_first_run
 from entitle.settings import RunEnvironment, Settings
-from tests.browser.conftest import DESKTOP, PageAt, assert_only_host, requests_made, screenshot
+from tests.browser.conftest import (
+    DESKTOP,
+    PageAt,
+    assert_only_host,
+    first_run_link,
+    fresh_install,
+    requests_made,
+    screenshot,
+)
 from tests.browser.test_guest_checkout import Steps, _record
-from tests.conftest import LiveServer, _empty_all_tables
+from tests.conftest import LiveServer
 from tests.factories import DEFAULT_PASSWORD
 from tests.standins.stripe import StripeStandin
 
@@ -37,30 +42,16 @@ async def fresh(
     )
     assert settings.stripe_secret_key is None and not settings.stripe_webhook_secret
     assert settings.admin_api_key is None
-    setup = build_context(settings, signing_key=signing_key)
-    try:
-        await _empty_all_tables(setup.database)
-    finally:
-        await setup.aclose()
-    server = LiveServer(settings, signing_key)
-    await asyncio.to_thread(server.start)
-    try:
+    # No deliveries to a server that is going away.
+    async with fresh_install(settings, signing_key, before_stop=standin.stop) as server:
         yield server
-    finally:
-        standin.stop()  # no deliveries to a server that is going away
-        await asyncio.to_thread(server.stop)
 
 
 async def test_from_an_empty_database_to_a_paid_plan(
     fresh: LiveServer, page_at: PageAt, standin: StripeStandin
 ) -> None:
     # The link the server prints at start when there is no operator (what `entitle serve` logs).
-    context = build_context(fresh.settings, signing_key=fresh.signing_key)
-    try:
-        link = await announce_first_run(context)
-    finally:
-        await context.aclose()
-    assert link is not None
+    link = await first_run_link(fresh)
     page = await page_at(DESKTOP)
     steps = Steps()
     await page.goto(link)
